@@ -1,0 +1,74 @@
+"""The ``rankdistill`` command line: one sub-command per pipeline stage.
+
+Each verb lives in ``rankdistill/commands/<verb>.py`` and exposes ``register(subparsers)``, which adds its
+parser and sets ``func`` to a callable ``(args) -> int``. Bad input raises
+:class:`~rankdistill.errors.UserInputError`, printed here as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from rankdistill import __version__
+from rankdistill.errors import UserInputError
+
+logger = logging.getLogger("rankdistill")
+
+COMMANDS: tuple[str, ...] = (
+    "retrieve",
+    "evaluate",
+    "data",
+)
+"""Modules under ``rankdistill.commands`` that register a verb, in the order ``--help`` lists them."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with exit code 2 and a one-line message (argparse's own default is already 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="rankdistill", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"rankdistill {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"rankdistill.commands.{name}").register(sub)
+    return parser
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+                        force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "transformers", "bm25s", "matplotlib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rankdistill`` console script; returns the exit code."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except UserInputError as e:
+        print(f"rankdistill {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rankdistill {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

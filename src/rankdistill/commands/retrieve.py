@@ -1,0 +1,42 @@
+"""``rankdistill retrieve``: first-stage retrieval into a TREC run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from rankdistill.commands.common import add_dataset_args, open_dataset
+from rankdistill.data.runs import write_run
+from rankdistill.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("retrieve", help="retrieve the top-k documents per query into a TREC run",
+                       description="First-stage retrieval (BM25 through bm25s) into a TREC run file.")
+    add_dataset_args(p)
+    p.add_argument("--retriever", default="bm25", choices=["bm25"], help="first-stage retriever")
+    p.add_argument("--k", type=int, default=100, help="documents per query (default 100)")
+    p.add_argument("--k1", type=float, default=1.2, help="BM25 k1 (default 1.2)")
+    p.add_argument("--b", type=float, default=0.75, help="BM25 b (default 0.75)")
+    p.add_argument("--output", required=True, metavar="RUN", help="TREC run file to write")
+    p.add_argument("--tag", default=None, help="run tag (default: the retriever name)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rankdistill.retrieval.bm25 import BM25Config, BM25Retriever
+
+    if args.k < 1:
+        raise UserInputError(f"--k must be at least 1, got {args.k}")
+    ds = open_dataset(args)
+    queries = ds.queries(args.split)
+    start = time.perf_counter()
+    retriever = BM25Retriever(ds.corpus, BM25Config(k1=args.k1, b=args.b))
+    result = retriever.search(queries, k=args.k, show_progress=True)
+    write_run(result, args.output, tag=args.tag or args.retriever, k=args.k)
+    logger.info("retrieved %d queries x top-%d in %.1fs -> %s", len(queries), args.k,
+                time.perf_counter() - start, args.output)
+    return 0

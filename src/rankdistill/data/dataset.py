@@ -1,0 +1,204 @@
+"""Datasets from the three specifiers: a BEIR folder, a TOML manifest, or ``irds:<ir_datasets id>``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import tomllib
+
+from rankdistill.data.docstore import DocStore
+from rankdistill.data.formats import read_qrels, read_queries
+from rankdistill.data.runs import Run, read_run
+from rankdistill.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """Where one split's files are (paths resolved), and its binary relevance threshold."""
+
+    queries: Path
+    qrels: Path
+    candidates: Path | None = None
+    rel_threshold: int = 1
+
+
+@dataclass
+class Dataset:
+    """A test or training collection: a corpus and, per split, queries, qrels and optional candidates."""
+
+    name: str
+    corpus_path: Path
+    splits: dict[str, SplitFiles]
+    source: str = ""
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def split_names(self) -> list[str]:
+        return sorted(self.splits)
+
+    def _split(self, split: str) -> SplitFiles:
+        if split not in self.splits:
+            known = ", ".join(self.split_names()) or "none"
+            raise UserInputError(f"unknown split {split!r} for dataset {self.name}; known splits: {known}",
+                                 fix="pass one of them with --split")
+        return self.splits[split]
+
+    @cached_property
+    def corpus(self) -> DocStore:
+        """The documents, as an indexed memory-mapped store (built once and cached)."""
+        return DocStore(self.corpus_path)
+
+    def qrels(self, split: str) -> Qrels:
+        key = ("qrels", split)
+        if key not in self._cache:
+            self._cache[key] = read_qrels(self._split(split).qrels)
+        return self._cache[key]
+
+    def all_queries(self, split: str) -> dict[str, str]:
+        """Every query in the split's query file (judged or not)."""
+        files = self._split(split)
+        key = ("queries", files.queries)
+        if key not in self._cache:
+            self._cache[key] = read_queries(files.queries)
+        return self._cache[key]
+
+    def queries(self, split: str) -> dict[str, str]:
+        """The split's queries. When the query file is shared by several splits (BEIR), only the split's
+        judged queries; otherwise every query of the file."""
+        files = self._split(split)
+        queries = self.all_queries(split)
+        shared = sum(1 for s in self.splits.values() if s.queries == files.queries) > 1
+        if shared:
+            judged = self.qrels(split)
+            return {q: t for q, t in queries.items() if q in judged}
+        return queries
+
+    def candidates(self, split: str) -> Run | None:
+        files = self._split(split)
+        return None if files.candidates is None else read_run(files.candidates)
+
+    def rel_threshold(self, split: str) -> int:
+        return self._split(split).rel_threshold
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _load_beir(folder: Path) -> Dataset:
+    corpus = _find(folder, "corpus.jsonl")
+    queries = _find(folder, "queries.jsonl")
+    if corpus is None or queries is None:
+        missing = "corpus.jsonl" if corpus is None else "queries.jsonl"
+        raise UserInputError(f"not a BEIR folder: {missing} (or .gz) is missing", path=folder,
+                             fix="give a BEIR folder, a dataset .toml manifest or an irds: id")
+    qrels_dir = folder / "qrels"
+    splits: dict[str, SplitFiles] = {}
+    if qrels_dir.is_dir():
+        for f in sorted(qrels_dir.iterdir()):
+            name = f.name[:-3] if f.name.endswith(".gz") else f.name
+            if name.endswith(".tsv"):
+                splits[name[:-4]] = SplitFiles(queries=queries, qrels=f)
+    if not splits:
+        raise UserInputError("BEIR folder has no qrels/<split>.tsv files", path=folder)
+    return Dataset(name=folder.name, corpus_path=corpus, splits=splits, source=str(folder))
+
+
+_MANIFEST_KEYS = {"name", "corpus", "splits", "description", "queries", "rel_threshold"}
+_SPLIT_KEYS = {"queries", "qrels", "candidates", "rel_threshold"}
+
+
+def _load_manifest(path: Path) -> Dataset:
+    try:
+        with open(path, "rb") as fh:
+            cfg = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise UserInputError(f"invalid TOML ({e})", path=path) from None
+    unknown = set(cfg) - _MANIFEST_KEYS
+    if unknown:
+        raise UserInputError(f"unknown key(s) {', '.join(sorted(unknown))}", path=path,
+                             fix=f"known keys: {', '.join(sorted(_MANIFEST_KEYS))}")
+    if "corpus" not in cfg:
+        raise UserInputError("manifest has no 'corpus' key", path=path)
+    base = path.parent
+
+    def resolve(value: object, key: str) -> Path:
+        if not isinstance(value, str):
+            raise UserInputError(f"'{key}' must be a path string", path=path)
+        p = (base / value).resolve()
+        if not p.is_file():
+            raise UserInputError(f"file named by '{key}' not found: {p}", path=path, fix="fix the path")
+        return p
+
+    corpus = resolve(cfg["corpus"], "corpus")
+    splits_cfg = cfg.get("splits")
+    if not isinstance(splits_cfg, dict) or not splits_cfg:
+        raise UserInputError("manifest has no [splits.<name>] tables", path=path)
+    splits = {}
+    for name, sc in splits_cfg.items():
+        if not isinstance(sc, dict):
+            raise UserInputError(f"'splits.{name}' must be a table", path=path)
+        bad = set(sc) - _SPLIT_KEYS
+        if bad:
+            raise UserInputError(f"unknown key(s) in [splits.{name}]: {', '.join(sorted(bad))}", path=path,
+                                 fix=f"known keys: {', '.join(sorted(_SPLIT_KEYS))}")
+        q = sc.get("queries", cfg.get("queries"))
+        if q is None or "qrels" not in sc:
+            raise UserInputError(f"[splits.{name}] needs 'queries' and 'qrels'", path=path)
+        thr = sc.get("rel_threshold", cfg.get("rel_threshold", 1))
+        if not isinstance(thr, int) or isinstance(thr, bool):
+            raise UserInputError(f"'splits.{name}.rel_threshold' must be an integer", path=path)
+        splits[name] = SplitFiles(
+            queries=resolve(q, f"splits.{name}.queries"),
+            qrels=resolve(sc["qrels"], f"splits.{name}.qrels"),
+            candidates=resolve(sc["candidates"], f"splits.{name}.candidates") if "candidates" in sc else None,
+            rel_threshold=thr,
+        )
+    return Dataset(name=str(cfg.get("name", path.stem)), corpus_path=corpus, splits=splits, source=str(path))
+
+
+def resolve_spec(spec: str, data_dir: str | os.PathLike | None = None) -> Path | str:
+    """Turn a specifier into an existing path (or keep an ``irds:`` id).
+
+    Relative paths that do not exist are looked up under ``data_dir`` or ``$RANKDISTILL_DATA``, so
+    ``--dataset scifact --data-dir ../shared/data`` works.
+    """
+    if spec.startswith("irds:"):
+        return spec
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    root = data_dir or os.environ.get("RANKDISTILL_DATA")
+    if root and not p.is_absolute():
+        candidate = Path(root).expanduser() / p
+        if candidate.exists():
+            return candidate
+    where = f" (also looked under {root})" if root else ""
+    raise UserInputError(f"dataset {spec!r} not found{where}",
+                         fix="give a BEIR folder, a .toml manifest or irds:<id>; set --data-dir or RANKDISTILL_DATA")
+
+
+def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a dataset from a BEIR folder, a TOML manifest, or ``irds:<ir_datasets id>``."""
+    resolved = resolve_spec(str(spec), data_dir)
+    if isinstance(resolved, str):
+        from rankdistill.data.irds import load_irds
+
+        return load_irds(resolved[len("irds:"):])
+    if resolved.is_dir():
+        manifest = resolved / "dataset.toml"
+        return _load_manifest(manifest) if manifest.is_file() else _load_beir(resolved)
+    if resolved.suffix == ".toml":
+        return _load_manifest(resolved)
+    raise UserInputError("not a dataset specifier", path=resolved,
+                         fix="give a BEIR folder, a .toml manifest or irds:<id>")

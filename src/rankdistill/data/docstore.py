@@ -1,0 +1,196 @@
+"""An indexed, memory-mapped document store built once per corpus file.
+
+The corpus (any supported format, gzipped or not) is streamed once into a cache folder holding
+``docs.bin`` (UTF-8 of ``title \\x00 text`` per document), ``offsets.npy`` (int64, n+1 byte offsets, in
+corpus order), ``ids.npy`` (fixed-width byte strings, sorted) and ``order.npy`` (int64, corpus position of
+each sorted id). Lookups are a binary search plus a slice of a memory map, so an 8.8M-passage corpus needs
+a few hundred MB of resident memory rather than tens of GB. The folder is keyed by the corpus path, size and
+modification time, built under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rankdistill.data.formats import Doc, iter_corpus
+from rankdistill.errors import UserInputError
+from rankdistill.io import require_file
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def cache_root() -> Path:
+    """``$RANKDISTILL_CACHE`` or ``~/.cache/rankdistill``."""
+    return Path(os.environ.get("RANKDISTILL_CACHE") or Path.home() / ".cache" / "rankdistill")
+
+
+def _store_key(path: Path) -> str:
+    st = path.stat()
+    raw = f"{FORMAT_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+
+
+def build_store(corpus: Path, out: Path) -> None:
+    """Stream ``corpus`` into the store files under ``out`` (which must not exist)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        offsets = array("q", [0])
+        ids: list[bytes] = []
+        lines = array("q")
+        total_words = 0
+        with open(tmp / "docs.bin", "wb") as fh:
+            pos = 0
+            bar = tqdm(iter_corpus(corpus), desc=f"indexing {corpus.name}", unit=" docs", mininterval=1.0,
+                       disable=None, leave=False)
+            for n, doc in bar:
+                data = f"{doc.title}\x00{doc.text}".encode()
+                fh.write(data)
+                pos += len(data)
+                offsets.append(pos)
+                ids.append(doc.doc_id.encode())
+                lines.append(n)
+                total_words += len(doc.text.split()) + len(doc.title.split())
+        if not ids:
+            raise UserInputError("corpus holds no documents", path=corpus)
+        id_arr = np.array(ids, dtype=bytes)
+        del ids
+        order = np.argsort(id_arr, kind="stable")
+        sorted_ids = id_arr[order]
+        dup = np.nonzero(sorted_ids[1:] == sorted_ids[:-1])[0]
+        if dup.size:
+            i = int(dup[0])
+            a, b = int(order[i]), int(order[i + 1])
+            raise UserInputError(
+                f"duplicate document id {sorted_ids[i].decode()!r} (lines {lines[a]} and {lines[b]}); "
+                f"{dup.size} duplicate(s) in all", path=corpus, line=int(lines[b]),
+                fix="document ids must be unique")
+        np.save(tmp / "offsets.npy", np.frombuffer(offsets, dtype=np.int64))
+        np.save(tmp / "ids.npy", sorted_ids)
+        np.save(tmp / "order.npy", order.astype(np.int64))
+        meta = {"version": FORMAT_VERSION, "corpus": str(corpus.resolve()), "count": len(order),
+                "total_words": total_words}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            # another process finished the same store first; keep theirs
+            if not (out / "meta.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class DocStore:
+    """Read-only mapping ``doc_id -> Doc`` over a corpus file, backed by memory-mapped index files.
+
+    Use :meth:`text` for what models see (title and text), :meth:`ids` for corpus order.
+    """
+
+    def __init__(self, corpus: str | Path, cache_dir: str | Path | None = None) -> None:
+        self.corpus = require_file(corpus, "corpus file")
+        root = Path(cache_dir) if cache_dir is not None else cache_root() / "docstore"
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = root / _store_key(self.corpus)
+        if not (self.dir / "meta.json").exists():
+            logger.info("indexing corpus %s (once; cached in %s)", self.corpus, self.dir)
+            build_store(self.corpus, self.dir)
+        self.meta = json.loads((self.dir / "meta.json").read_text())
+        self._offsets = np.load(self.dir / "offsets.npy", mmap_mode="r")
+        self._ids = np.load(self.dir / "ids.npy", mmap_mode="r")
+        self._order = np.load(self.dir / "order.npy", mmap_mode="r")
+        self._data = np.memmap(self.dir / "docs.bin", dtype=np.uint8, mode="r") \
+            if self._offsets[-1] > 0 else np.zeros(0, dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return int(self._order.shape[0])
+
+    @property
+    def mean_doc_length(self) -> float:
+        """Mean number of whitespace-separated words (title and text)."""
+        return self.meta["total_words"] / max(len(self), 1)
+
+    def _position(self, doc_id: str) -> int | None:
+        key = np.array(doc_id.encode(), dtype=self._ids.dtype)
+        if len(doc_id.encode()) > self._ids.dtype.itemsize:
+            return None
+        i = int(np.searchsorted(self._ids, key))
+        if i < len(self._ids) and self._ids[i] == key:
+            return int(self._order[i])
+        return None
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, str) and self._position(doc_id) is not None
+
+    def _doc_at(self, pos: int) -> Doc:
+        raw = bytes(self._data[self._offsets[pos]:self._offsets[pos + 1]]).decode("utf-8")
+        title, _, text = raw.partition("\x00")
+        return Doc(self.id_at(pos), title, text)
+
+    def id_at(self, pos: int) -> str:
+        """The id of the document at corpus position ``pos``."""
+        return self._id_by_pos[pos]
+
+    @property
+    def _id_by_pos(self) -> np.ndarray:
+        # inverse permutation, built lazily: corpus-order ids
+        if not hasattr(self, "_ids_in_order"):
+            arr = np.empty(len(self), dtype=self._ids.dtype)
+            arr[np.asarray(self._order)] = self._ids
+            self._ids_in_order = arr
+        return _DecodedView(self._ids_in_order)  # type: ignore[return-value]
+
+    def __getitem__(self, doc_id: str) -> Doc:
+        pos = self._position(doc_id)
+        if pos is None:
+            raise KeyError(doc_id)
+        raw = bytes(self._data[self._offsets[pos]:self._offsets[pos + 1]]).decode("utf-8")
+        title, _, text = raw.partition("\x00")
+        return Doc(doc_id, title, text)
+
+    def get(self, doc_id: str) -> Doc | None:
+        with contextlib.suppress(KeyError):
+            return self[doc_id]
+        return None
+
+    def text(self, doc_id: str) -> str:
+        """Title and text joined by a space: what retrievers index and models read."""
+        return self[doc_id].full_text
+
+    def ids(self) -> list[str]:
+        """All document ids in corpus order."""
+        return [b.decode() for b in self._id_by_pos.array]
+
+    def iter_docs(self) -> Iterator[Doc]:
+        """All documents in corpus order (streamed from the memory map)."""
+        for pos in range(len(self)):
+            yield self._doc_at(pos)
+
+    def __iter__(self) -> Iterator[str]:
+        for b in self._id_by_pos.array:
+            yield b.decode()
+
+
+class _DecodedView:
+    """Index a byte-string array and get ``str`` back."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __getitem__(self, i: int) -> str:
+        return bytes(self.array[i]).decode()

@@ -1,0 +1,77 @@
+"""The groups file: one JSON line per training query with its positives and a pool of negatives.
+
+``{"query_id": "...", "positive_ids": ["..."], "negative_ids": ["...", ...], "strategy": "bm25", "seed": 0}``
+
+The negative pool may be larger than the group size; training draws ``group_size - 1`` negatives per step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rankdistill.errors import UserInputError
+from rankdistill.io import atomic_write, iter_lines
+
+
+@dataclass(frozen=True)
+class Group:
+    """One training query: its judged positives and a pool of negatives."""
+
+    query_id: str
+    positive_ids: list[str]
+    negative_ids: list[str]
+    strategy: str = "unknown"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return json.dumps(d, ensure_ascii=False, separators=(", ", ": "))
+
+
+_REQUIRED = ("query_id", "positive_ids", "negative_ids")
+
+
+def iter_groups(path: str | Path) -> Iterator[tuple[int, Group]]:
+    """Yield ``(line_number, Group)`` from a groups JSONL file; malformed lines raise with file:line."""
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserInputError(f"not valid JSON ({e.msg})", path=path, line=n,
+                                 fix="each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise UserInputError("expected a JSON object", path=path, line=n)
+        missing = [k for k in _REQUIRED if k not in obj]
+        if missing:
+            raise UserInputError(f"missing key(s) {', '.join(missing)}", path=path, line=n,
+                                 fix="a group needs query_id, positive_ids and negative_ids")
+        pos, neg = obj.pop("positive_ids"), obj.pop("negative_ids")
+        if not isinstance(pos, list) or not isinstance(neg, list):
+            raise UserInputError("positive_ids and negative_ids must be lists", path=path, line=n)
+        qid = str(obj.pop("query_id"))
+        strategy = str(obj.pop("strategy", "unknown"))
+        seed = int(obj.pop("seed", 0))
+        yield n, Group(qid, [str(x) for x in pos], [str(x) for x in neg], strategy, seed, obj)
+
+
+def read_groups(path: str | Path) -> list[Group]:
+    """Read a whole groups file (see :func:`iter_groups`)."""
+    return [g for _, g in iter_groups(path)]
+
+
+def write_groups(groups: Iterable[Group], path: str | Path) -> int:
+    """Write groups atomically as JSONL; returns the number written."""
+    n = 0
+    with atomic_write(path) as fh:
+        for g in groups:
+            fh.write(g.to_json() + "\n")
+            n += 1
+    return n

@@ -1,0 +1,172 @@
+"""Datasets through ``ir_datasets`` (``irds:<id>``), for users with network access or a local cache.
+
+``irds:beir/scifact/test`` is a dataset whose one split is ``test``; ``irds:beir/scifact`` offers every
+registered sub-dataset with queries (``train``, ``test``) as a split. Documents come from ir_datasets' own
+docstore (lazy, indexed), so MS MARCO-sized corpora are never loaded whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import cached_property
+
+from rankdistill.data.dataset import Dataset, Qrels
+from rankdistill.data.formats import Doc
+from rankdistill.data.runs import Run
+from rankdistill.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+
+def _doc_from(record) -> Doc:
+    fields = record._asdict()
+    doc_id = str(fields.pop("doc_id"))
+    title = str(fields.pop("title", "") or "")
+    text = fields.pop("text", None)
+    if text is None:
+        text = " ".join(str(v) for v in fields.values() if isinstance(v, str))
+    return Doc(doc_id, title, str(text))
+
+
+class IrdsDocStore:
+    """The :class:`~rankdistill.data.docstore.DocStore` interface over an ir_datasets docstore."""
+
+    def __init__(self, dataset) -> None:
+        self._ds = dataset
+        self._store = dataset.docs_store()
+
+    def __len__(self) -> int:
+        return int(self._ds.docs_count())
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, str) and self.get(doc_id) is not None
+
+    def __getitem__(self, doc_id: str) -> Doc:
+        try:
+            return _doc_from(self._store.get(doc_id))
+        except KeyError:
+            raise KeyError(doc_id) from None
+
+    def get(self, doc_id: str) -> Doc | None:
+        try:
+            return self[doc_id]
+        except KeyError:
+            return None
+
+    def text(self, doc_id: str) -> str:
+        return self[doc_id].full_text
+
+    def ids(self) -> list[str]:
+        return [str(d.doc_id) for d in self._ds.docs_iter()]
+
+    def iter_docs(self) -> Iterator[Doc]:
+        for record in self._ds.docs_iter():
+            yield _doc_from(record)
+
+    def __iter__(self) -> Iterator[str]:
+        for record in self._ds.docs_iter():
+            yield str(record.doc_id)
+
+    @cached_property
+    def mean_doc_length(self) -> float:
+        total = n = 0
+        for doc in self.iter_docs():
+            total += len(doc.title.split()) + len(doc.text.split())
+            n += 1
+        return total / max(n, 1)
+
+
+class IrdsDataset(Dataset):
+    """A :class:`Dataset` whose parts come from ir_datasets."""
+
+    def __init__(self, ident: str, split_ids: dict[str, str], rel_thresholds: dict[str, int]) -> None:
+        super().__init__(name=ident, corpus_path=None, splits={}, source=f"irds:{ident}")  # type: ignore[arg-type]
+        self._split_ids = split_ids
+        self._thresholds = rel_thresholds
+
+    def split_names(self) -> list[str]:
+        return sorted(self._split_ids)
+
+    def _irds(self, split: str):
+        import ir_datasets
+
+        if split not in self._split_ids:
+            raise UserInputError(f"unknown split {split!r} for irds:{self.name}; known splits: "
+                                 f"{', '.join(self.split_names())}", fix="pass one of them with --split")
+        return ir_datasets.load(self._split_ids[split])
+
+    @cached_property
+    def corpus(self) -> IrdsDocStore:  # type: ignore[override]
+        import ir_datasets
+
+        ds = ir_datasets.load(self.name)
+        if not ds.has_docs():
+            first = next(iter(self._split_ids.values()))
+            ds = ir_datasets.load(first)
+        return IrdsDocStore(ds)
+
+    def qrels(self, split: str) -> Qrels:
+        key = ("qrels", split)
+        if key not in self._cache:
+            out: Qrels = {}
+            for q in self._irds(split).qrels_iter():
+                out.setdefault(str(q.query_id), {})[str(q.doc_id)] = int(q.relevance)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def all_queries(self, split: str) -> dict[str, str]:
+        key = ("queries", split)
+        if key not in self._cache:
+            out = {}
+            for q in self._irds(split).queries_iter():
+                fields = q._asdict()
+                text = fields.get("text") or fields.get("title") or ""
+                out[str(q.query_id)] = str(text)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def queries(self, split: str) -> dict[str, str]:
+        return self.all_queries(split)
+
+    def candidates(self, split: str) -> Run | None:
+        ds = self._irds(split)
+        if not ds.has_scoreddocs():
+            return None
+        run: Run = {}
+        for sd in ds.scoreddocs_iter():
+            run.setdefault(str(sd.query_id), {})[str(sd.doc_id)] = float(sd.score)
+        return run
+
+    def rel_threshold(self, split: str) -> int:
+        self._irds(split)
+        return self._thresholds.get(split, 1)
+
+
+def load_irds(ident: str) -> IrdsDataset:
+    """Resolve ``ident`` in the ir_datasets registry into a dataset with named splits."""
+    try:
+        import ir_datasets
+    except ImportError as e:  # pragma: no cover - declared dependency
+        raise UserInputError("ir_datasets is not installed", fix="pip install ir_datasets") from e
+    registry = ir_datasets.registry
+    try:
+        ds = ir_datasets.load(ident)
+    except KeyError:
+        raise UserInputError(f"ir_datasets has no dataset {ident!r}",
+                             fix="see https://ir-datasets.com for the ids, e.g. irds:beir/scifact/test") from None
+    split_ids: dict[str, str] = {}
+    if ds.has_queries():
+        split_ids[ident.rsplit("/", 1)[-1]] = ident
+    prefix = ident.rstrip("/") + "/"
+    for name in list(registry):
+        if name.startswith(prefix) and "/" not in name[len(prefix):]:
+            try:
+                if registry[name].has_queries():
+                    split_ids[name[len(prefix):]] = name
+            except Exception:
+                continue
+    if not split_ids:
+        raise UserInputError(f"ir_datasets dataset {ident!r} has no queries", fix="name a dataset with queries")
+    thresholds = {s: (2 if "trec-dl" in i else 1) for s, i in split_ids.items()}
+    return IrdsDataset(ident, split_ids, thresholds)

@@ -1,0 +1,66 @@
+"""TREC run files: ``qid Q0 docid rank score tag``, the common currency between stages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from rankdistill.errors import UserInputError
+from rankdistill.io import atomic_write, iter_lines
+
+Run = dict[str, dict[str, float]]
+"""A ranking: ``{query_id: {doc_id: score}}``; higher scores rank first."""
+
+
+def read_run(path: str | Path) -> Run:
+    """Read a TREC run file (gzipped or not) into ``{qid: {docid: score}}``.
+
+    Raises :class:`UserInputError` naming the file and line for a malformed line. A document listed twice
+    for the same query keeps its highest score.
+    """
+    run: Run = {}
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise UserInputError(
+                f"expected 6 fields 'qid Q0 docid rank score tag', found {len(parts)}", path=path, line=n,
+                fix="give a TREC run file")
+        qid, _, did, _, score_s, _ = parts
+        try:
+            score = float(score_s)
+        except ValueError:
+            raise UserInputError(f"score {score_s!r} is not a number", path=path, line=n) from None
+        if math.isnan(score):
+            raise UserInputError("score is NaN", path=path, line=n)
+        docs = run.setdefault(qid, {})
+        if did not in docs or score > docs[did]:
+            docs[did] = score
+    return run
+
+
+def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Sort ``{docid: score}`` by score descending, ties by doc id, for a deterministic order."""
+    return sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def format_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "rankdistill",
+                     k: int | None = None) -> list[str]:
+    """Render a run as TREC lines sorted by query id then rank; keeps the top ``k`` per query if given."""
+    lines = []
+    for qid in sorted(run):
+        items = ranked(run[qid])
+        if k is not None:
+            items = items[:k]
+        for rank, (did, score) in enumerate(items, start=1):
+            lines.append(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
+    return lines
+
+
+def write_run(run: Mapping[str, Mapping[str, float]], path: str | Path, tag: str = "rankdistill",
+              k: int | None = None) -> None:
+    """Write a run atomically in TREC format (a temporary file renamed on success)."""
+    with atomic_write(path) as fh:
+        fh.writelines(format_run_lines(run, tag=tag, k=k))

@@ -1,0 +1,133 @@
+"""Small file helpers: atomic writes, transparent gzip, tolerant UTF-8 decoding."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from rankdistill.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+_warned_decoding: set[str] = set()
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """Return ``path`` as a :class:`Path`, or raise :class:`UserInputError` if it is not a readable file."""
+    p = Path(path)
+    if not p.exists():
+        raise UserInputError(f"{what} not found", path=p, fix="check the path")
+    if not p.is_file():
+        raise UserInputError(f"{what} is not a regular file", path=p)
+    return p
+
+
+def _warn_decoding_once(path: Path) -> None:
+    key = str(path)
+    if key not in _warned_decoding:
+        _warned_decoding.add(key)
+        logger.warning("%s: contains bytes that are not valid UTF-8; decoded them with replacement characters",
+                       path)
+
+
+class _ReplacingDecoder(io.TextIOBase):
+    """Line iterator over a binary stream that decodes UTF-8 and warns once per file on bad bytes."""
+
+    def __init__(self, raw: IO[bytes], path: Path) -> None:
+        self._raw = raw
+        self._path = path
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+        for chunk in self._raw:
+            try:
+                yield chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                _warn_decoding_once(self._path)
+                yield chunk.decode("utf-8", errors="replace")
+
+    def read(self, size: int | None = -1) -> str:  # type: ignore[override]
+        data = self._raw.read() if size is None or size < 0 else self._raw.read(size)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            _warn_decoding_once(self._path)
+            return data.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a file for binary reading, gunzipping it when the name ends with ``.gz``."""
+    p = require_file(path)
+    if p.suffix == ".gz":
+        return gzip.open(p, "rb")  # type: ignore[return-value]
+    return open(p, "rb")
+
+
+@contextlib.contextmanager
+def open_text(path: str | Path) -> Iterator[_ReplacingDecoder]:
+    """Open a (possibly gzipped) UTF-8 text file; invalid bytes are replaced and warned about once."""
+    p = Path(path)
+    raw = open_binary(p)
+    reader = _ReplacingDecoder(raw, p)
+    try:
+        yield reader
+    finally:
+        raw.close()
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line_without_newline)`` for a (possibly gzipped) text file, 1-based."""
+    with open_text(path) as fh:
+        for n, line in enumerate(fh, start=1):
+            yield n, line.rstrip("\r\n")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Write to a temporary file next to ``path`` and rename it over ``path`` only on success.
+
+    A crash or an exception leaves no half-written file behind: the temporary file is removed and any
+    existing file at ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    binary = "b" in mode
+    try:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for writers that need a file name (parquet, numpy, ...).
+
+    The temporary file is renamed to ``path`` when the block exits normally and removed otherwise.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,156 @@
+"""Dense text embeddings with an on-disk cache keyed by model and text hash.
+
+Encoding goes through ``sentence_transformers.SentenceTransformer`` (length-sorted batches, the model's own
+pooling; a plain Hugging Face encoder directory gets mean pooling). The cache lives in
+``<cache_dir>/<model key>/`` as append-only shards (``shard-NNNNN.npy`` with the vectors and
+``shard-NNNNN.keys`` with the SHA-1 of each text), each written atomically, so an interrupted encoding keeps
+every finished shard and re-mining or re-diagnosing never re-encodes a text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rankdistill.io import atomic_path
+from rankdistill.models import model_id, resolve_model
+
+logger = logging.getLogger(__name__)
+
+SHARD_SIZE = 50_000
+
+
+def default_cache_dir() -> Path:
+    """``$RANKDISTILL_CACHE/embeddings`` or ``~/.cache/rankdistill/embeddings``."""
+    root = os.environ.get("RANKDISTILL_CACHE") or Path.home() / ".cache" / "rankdistill"
+    return Path(root) / "embeddings"
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def model_key(model: str | None, max_length: int | None, normalize: bool) -> str:
+    """Identify a model's embedding space: its id, weights' size and mtime, max length and normalisation."""
+    resolved = resolve_model(model)
+    parts = [model_id(model), str(max_length), str(normalize)]
+    p = Path(resolved)
+    if p.is_dir():
+        for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) + sorted(p.glob("*.json")):
+            st = f.stat()
+            parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """Append-only store of text embeddings for one model key."""
+
+    def __init__(self, root: str | Path, key: str, meta: dict | None = None) -> None:
+        self.dir = Path(root) / key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if meta is not None and not (self.dir / "meta.json").exists():
+            with atomic_path(self.dir / "meta.json") as tmp:
+                tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        self._index: dict[str, tuple[int, int]] = {}
+        self._shards: dict[int, np.ndarray] = {}
+        for keys_file in sorted(self.dir.glob("shard-*.keys")):
+            n = int(keys_file.stem.split("-")[1])
+            if not (self.dir / f"shard-{n:05d}.npy").exists():
+                continue
+            for row, k in enumerate(keys_file.read_text().split()):
+                self._index.setdefault(k, (n, row))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _shard(self, n: int) -> np.ndarray:
+        if n not in self._shards:
+            self._shards[n] = np.load(self.dir / f"shard-{n:05d}.npy", mmap_mode="r")
+        return self._shards[n]
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        rows = [self._shard(n)[r] for n, r in (self._index[k] for k in keys)]
+        return np.asarray(rows, dtype=np.float32)
+
+    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        existing = [int(p.stem.split("-")[1]) for p in self.dir.glob("shard-*.npy")]
+        n = max(existing, default=-1) + 1
+        with atomic_path(self.dir / f"shard-{n:05d}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.asarray(vectors, dtype=np.float32))
+        # the keys file is written last: a shard counts only once both exist
+        with atomic_path(self.dir / f"shard-{n:05d}.keys") as tmp:
+            tmp.write_text("\n".join(keys) + "\n")
+        for row, k in enumerate(keys):
+            self._index.setdefault(k, (n, row))
+
+
+_MODELS: dict[tuple[str, str | None], object] = {}
+
+
+def load_sentence_transformer(model: str | None = None, device: str | None = None, max_length: int | None = None):
+    """Load (and memoise) a ``SentenceTransformer`` from a name or directory, offline for the default."""
+    from sentence_transformers import SentenceTransformer
+
+    resolved = resolve_model(model)
+    key = (resolved, device)
+    if key not in _MODELS:
+        _MODELS[key] = SentenceTransformer(resolved, device=device)
+    st = _MODELS[key]
+    if max_length is not None:
+        st.max_seq_length = max_length  # type: ignore[attr-defined]
+    return st
+
+
+def encode_texts(texts: Sequence[str], model: str | None = None, *, batch_size: int = 64,
+                 max_length: int | None = None, normalize: bool = False, device: str | None = None,
+                 cache_dir: str | Path | bool | None = None, show_progress: bool = False) -> np.ndarray:
+    """Embed ``texts`` with ``model`` (default all-MiniLM-L6-v2), reusing cached vectors.
+
+    Args:
+        texts: the texts; duplicates are encoded once.
+        model: a model name or directory (``None`` = the bundled default encoder).
+        max_length: token limit (``None`` = the model's own).
+        normalize: L2-normalise the vectors (then dot product = cosine similarity).
+        cache_dir: cache root; ``None`` = :func:`default_cache_dir`, ``False`` = no cache.
+
+    Returns:
+        ``float32`` array of shape ``[len(texts), dim]``.
+    """
+    keys = [text_key(t) for t in texts]
+    cache = None
+    if cache_dir is not False:
+        root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
+        cache = EmbeddingCache(root, model_key(model, max_length, normalize),
+                               meta={"model": model_id(model), "max_length": max_length, "normalize": normalize})
+    todo: dict[str, str] = {}
+    for k, t in zip(keys, texts):
+        if (cache is None or k not in cache) and k not in todo:
+            todo[k] = t
+    fresh: dict[str, np.ndarray] = {}
+    if todo:
+        st = load_sentence_transformer(model, device=device, max_length=max_length)
+        todo_keys = list(todo)
+        for start in range(0, len(todo_keys), SHARD_SIZE):
+            chunk = todo_keys[start:start + SHARD_SIZE]
+            vecs = st.encode([todo[k] for k in chunk], batch_size=batch_size,  # type: ignore[attr-defined]
+                             convert_to_numpy=True, normalize_embeddings=normalize,
+                             show_progress_bar=show_progress)
+            vecs = np.asarray(vecs, dtype=np.float32)
+            if cache is not None:
+                cache.add(chunk, vecs)
+            else:
+                fresh.update(zip(chunk, vecs))
+        logger.info("encoded %d new texts with %s", len(todo), model_id(model))
+    if cache is not None:
+        return cache.get(keys)
+    return np.asarray([fresh[k] for k in keys], dtype=np.float32)

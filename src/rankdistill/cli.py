@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
-                        force=True)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "transformers", "bm25s", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 

@@ -37,7 +37,14 @@ class IrdsDocStore:
         self._store = dataset.docs_store()
 
     def __len__(self) -> int:
-        return int(self._ds.docs_count())
+        count = self._ds.docs_count()
+        if count is None:  # some ir_datasets entries (local TSVs) do not know their size
+            count = self._count
+        return int(count)
+
+    @cached_property
+    def _count(self) -> int:
+        return sum(1 for _ in self._ds.docs_iter())
 
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self.get(doc_id) is not None

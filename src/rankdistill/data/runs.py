@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write, iter_lines
+from rankdistill.io import atomic_write, iter_lines, require_file
 
 Run = dict[str, dict[str, float]]
 """A ranking: ``{query_id: {doc_id: score}}``; higher scores rank first."""
@@ -20,6 +20,7 @@ def read_run(path: str | Path) -> Run:
     for the same query keeps its highest score.
     """
     run: Run = {}
+    require_file(path, "run file")
     for n, line in iter_lines(path):
         if not line.strip():
             continue

@@ -1,0 +1,190 @@
+"""Dataset loaders on the real collections and on small hand-written files of every supported format."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from rankdistill.data import load_dataset, read_qrels, read_queries
+from rankdistill.data.formats import iter_corpus
+from rankdistill.errors import UserInputError
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_scifact_counts(scifact_dir):
+    ds = load_dataset(scifact_dir)
+    assert ds.split_names() == ["test", "train"]
+    assert len(ds.corpus) == 5183
+    assert len(ds.queries("test")) == 300
+    assert sum(len(d) for d in ds.qrels("test").values()) == 339
+    assert len(ds.queries("train")) == 809
+    assert sum(len(d) for d in ds.qrels("train").values()) == 919
+
+
+def test_cranfield_counts_and_empty_documents(cranfield_dir):
+    ds = load_dataset(cranfield_dir)
+    assert len(ds.corpus) == 1400
+    empty = [d for d in ds.corpus.iter_docs() if not d.text.strip()]
+    assert len(empty) == 2  # the collection's README says two documents have empty text
+
+
+def test_trecdl_manifest_counts(trecdl_manifest):
+    ds = load_dataset(trecdl_manifest)
+    assert ds.name == "trec-dl-pool"
+    assert len(ds.corpus) == 24884
+    qrels = ds.qrels("dl19")
+    assert len(qrels) == 43
+    assert sum(len(d) for d in qrels.values()) == 9260
+    assert ds.rel_threshold("dl19") == 2
+    assert len(ds.qrels("dl20")) == 54
+    cands = ds.candidates("dl19")
+    assert cands is not None and len(cands) == 43 and all(len(v) == 100 for v in cands.values())
+
+
+def test_docstore_lookup_matches_corpus_file(scifact_dir):
+    ds = load_dataset(scifact_dir)
+    first = json.loads((scifact_dir / "corpus.jsonl").open().readline())
+    doc = ds.corpus[first["_id"]]
+    assert doc.title == first["title"] and doc.text == first["text"]
+    assert ds.corpus.text(first["_id"]) == f"{first['title']} {first['text']}"
+    assert ds.corpus.ids()[0] == first["_id"]
+    assert "no-such-doc" not in ds.corpus and first["_id"] in ds.corpus
+    with pytest.raises(KeyError):
+        ds.corpus["no-such-doc"]
+
+
+def _write(path: Path, text: str, gz: bool = False) -> Path:
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+TREC_DOCS = """<DOC>
+<DOCNO> D1 </DOCNO>
+<TITLE>Wing flutter</TITLE>
+<TEXT>
+Flutter of <B>swept</B> wings.
+</TEXT>
+</DOC>
+<DOC>
+<DOCNO>D2</DOCNO>
+<TEXT>Boundary layers.</TEXT>
+</DOC>
+"""
+
+TREC_TOPICS = """<top>
+<num> Number: 301
+<title> International Organized Crime
+<desc> Description:
+Identify organizations.
+</top>
+<top>
+<num> Number: 302 <title> Poliomyelitis and Post-Polio
+</top>
+"""
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_manifest_with_tsv_trec_docs_topics_and_qrels(tmp_path, gz):
+    sfx = ".gz" if gz else ""
+    _write(tmp_path / f"docs.trec{sfx}", TREC_DOCS, gz)
+    _write(tmp_path / f"topics.txt{sfx}", TREC_TOPICS, gz)
+    _write(tmp_path / f"queries.tsv{sfx}", "q1\tflutter of wings\nq2\tboundary\n", gz)
+    _write(tmp_path / f"qrels.txt{sfx}", "301 0 D1 2\n301 0 D2 0\n302 0 D2 1\n", gz)
+    _write(tmp_path / "qrels.beir.tsv", "query-id\tcorpus-id\tscore\nq1\tD1\t1\n")
+    (tmp_path / "dataset.toml").write_text(
+        f'name = "tiny"\ncorpus = "docs.trec{sfx}"\n'
+        f'[splits.a]\nqueries = "topics.txt{sfx}"\nqrels = "qrels.txt{sfx}"\nrel_threshold = 2\n'
+        f'[splits.b]\nqueries = "queries.tsv{sfx}"\nqrels = "qrels.beir.tsv"\n')
+    ds = load_dataset(tmp_path / "dataset.toml")
+    assert ds.split_names() == ["a", "b"]
+    assert ds.corpus["D1"].title == "Wing flutter"
+    assert ds.corpus["D1"].text == "Flutter of swept wings."
+    assert ds.corpus.text("D2") == "Boundary layers."
+    assert ds.queries("a") == {"301": "International Organized Crime", "302": "Poliomyelitis and Post-Polio"}
+    assert ds.qrels("a") == {"301": {"D1": 2, "D2": 0}, "302": {"D2": 1}}
+    assert ds.rel_threshold("a") == 2 and ds.rel_threshold("b") == 1
+    assert ds.queries("b") == {"q1": "flutter of wings", "q2": "boundary"}
+    assert ds.qrels("b") == {"q1": {"D1": 1}}
+
+
+def test_tsv_corpus_and_gzipped_beir_folder(tmp_path):
+    _write(tmp_path / "corpus.jsonl.gz", '{"_id": "d1", "title": "T", "text": "x y"}\n'
+                                         '{"_id": "d2", "text": "z"}\n', gz=True)
+    _write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "x"}\n{"_id": "q9", "text": "unjudged"}\n')
+    (tmp_path / "qrels").mkdir()
+    _write(tmp_path / "qrels" / "dev.tsv.gz", "query-id\tcorpus-id\tscore\nq1\td1\t1\n", gz=True)
+    ds = load_dataset(tmp_path)
+    assert ds.split_names() == ["dev"]
+    assert len(ds.corpus) == 2 and ds.corpus.text("d2") == "z"
+    assert ds.queries("dev") == {"q1": "x", "q9": "unjudged"}  # the only split: its file's queries
+    docs = [d for _, d in iter_corpus(_write(tmp_path / "c.tsv", "a\tfirst\nb\tsecond\n"))]
+    assert [(d.doc_id, d.text) for d in docs] == [("a", "first"), ("b", "second")]
+
+
+def test_data_dir_resolution(scifact_dir, monkeypatch):
+    monkeypatch.setenv("RANKDISTILL_DATA", str(scifact_dir.parent))
+    assert len(load_dataset("scifact").corpus) == 5183
+    with pytest.raises(UserInputError, match="not found"):
+        load_dataset("no-such-collection")
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+def test_qrels_with_wrong_field_count_names_file_and_line(tmp_path):
+    p = _write(tmp_path / "q.txt", "1 0 d1 1\n1 0 d2 0\n1 d3\n")
+    with pytest.raises(UserInputError) as e:
+        read_qrels(p)
+    assert f"{p}:3:" in str(e.value)
+
+
+def test_duplicate_document_ids(tmp_path):
+    p = _write(tmp_path / "c.tsv", "a\tfirst\nb\tsecond\na\tagain\n")
+    (tmp_path / "q.tsv").write_text("q\tx\n")
+    (tmp_path / "r.txt").write_text("q 0 a 1\n")
+    (tmp_path / "d.toml").write_text('corpus = "c.tsv"\n[splits.s]\nqueries = "q.tsv"\nqrels = "r.txt"\n')
+    with pytest.raises(UserInputError) as e:
+        len(load_dataset(tmp_path / "d.toml").corpus)
+    msg = str(e.value)
+    assert "duplicate document id 'a'" in msg and "lines 1 and 3" in msg and f"{p}:3" in msg
+
+
+def test_empty_query_text(tmp_path):
+    p = _write(tmp_path / "q.jsonl", '{"_id": "1", "text": "ok"}\n{"_id": "2", "text": "  "}\n')
+    with pytest.raises(UserInputError, match=r"q\.jsonl:2: query '2' has empty text"):
+        read_queries(p)
+
+
+def test_non_utf8_bytes_are_replaced_with_one_warning(tmp_path, caplog):
+    p = tmp_path / "q.tsv"
+    p.write_bytes(b"1\tcaf\xe9\n2\tna\xefve\n")
+    with caplog.at_level(logging.WARNING):
+        queries = read_queries(p)
+    assert queries == {"1": "caf\ufffd", "2": "na\ufffdve"}
+    warnings = [r for r in caplog.records if "not valid UTF-8" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_unknown_split_lists_known(scifact_dir):
+    with pytest.raises(UserInputError, match="known splits: test, train"):
+        load_dataset(scifact_dir).qrels("dev")
+
+
+def test_manifest_unknown_key_and_missing_file(tmp_path):
+    (tmp_path / "a.toml").write_text('corpus = "c.tsv"\ncorpse = 1\n')
+    with pytest.raises(UserInputError, match="unknown key"):
+        load_dataset(tmp_path / "a.toml")
+    (tmp_path / "b.toml").write_text('corpus = "missing.tsv"\n[splits.s]\nqueries = "q"\nqrels = "r"\n')
+    with pytest.raises(UserInputError, match="missing.tsv"):
+        load_dataset(tmp_path / "b.toml")

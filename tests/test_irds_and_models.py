@@ -1,0 +1,73 @@
+"""irds: datasets through a locally registered ir_datasets entry; model resolution; embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rankdistill.data import load_dataset
+from rankdistill.errors import UserInputError
+from rankdistill.models import DEFAULT_ENCODER, bundled_model_path, model_id, resolve_model
+
+
+@pytest.fixture()
+def local_irds(tmp_path, monkeypatch):
+    import ir_datasets
+
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "irds-home"))
+    (tmp_path / "docs.tsv").write_text("d1\tflutter of swept wings\nd2\tboundary layer transition\n")
+    (tmp_path / "queries.tsv").write_text("q1\twing flutter\nq2\tboundary layers\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 1\nq2 0 d2 2\nq2 0 d1 0\n")
+    base = ir_datasets.create_dataset(docs_tsv=str(tmp_path / "docs.tsv"))
+    split = ir_datasets.create_dataset(docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"),
+                                       qrels_trec=str(tmp_path / "qrels.txt"))
+    name = f"rankdistill-test-{tmp_path.name}"
+    ir_datasets.registry.register(name, base)
+    ir_datasets.registry.register(f"{name}/test", split)
+    return name
+
+
+def test_irds_dataset_with_splits(local_irds):
+    ds = load_dataset(f"irds:{local_irds}")
+    assert ds.split_names() == ["test"]
+    assert ds.queries("test") == {"q1": "wing flutter", "q2": "boundary layers"}
+    assert ds.qrels("test") == {"q1": {"d1": 1}, "q2": {"d2": 2, "d1": 0}}
+    assert len(ds.corpus) == 2
+    assert ds.corpus.text("d2") == "boundary layer transition"
+    assert "d1" in ds.corpus and "zz" not in ds.corpus
+    one = load_dataset(f"irds:{local_irds}/test")
+    assert one.split_names() == ["test"]
+    with pytest.raises(UserInputError, match="known splits: test"):
+        one.qrels("dev")
+
+
+def test_irds_unknown_id():
+    with pytest.raises(UserInputError, match="ir_datasets has no dataset"):
+        load_dataset("irds:no/such/dataset-xyz")
+
+
+def test_default_encoder_resolves_offline():
+    path = resolve_model(None)
+    assert path == str(bundled_model_path()) == resolve_model(DEFAULT_ENCODER)
+    assert (bundled_model_path() / "config.json").exists()
+    assert model_id(None) == DEFAULT_ENCODER
+    assert resolve_model("org/some-model") == "org/some-model"
+    with pytest.raises(UserInputError, match="model directory not found"):
+        resolve_model("./no/such/dir")
+
+
+def test_embedding_cache_reuses_vectors(tiny_bert_dir, tmp_path, monkeypatch):
+    from rankdistill.models import embeddings
+
+    texts = ["wing flutter", "boundary layer", "wing flutter"]
+    first = embeddings.encode_texts(texts, model=str(tiny_bert_dir), cache_dir=tmp_path)
+    assert first.shape == (3, 32) and first.dtype == np.float32
+    assert np.array_equal(first[0], first[2])
+    assert len(list(tmp_path.glob("*/shard-*.npy"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("cached texts must not be re-encoded")
+
+    monkeypatch.setattr(embeddings, "load_sentence_transformer", boom)
+    again = embeddings.encode_texts(texts[:2], model=str(tiny_bert_dir), cache_dir=tmp_path)
+    assert np.array_equal(again, first[:2])

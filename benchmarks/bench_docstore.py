@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -85,7 +84,7 @@ def main() -> None:
     cache = work / "cache"
     n, build_s, build_kb = child(CHILD_BUILD, str(corpus), str(cache))
     lookups_per_s, _, lookup_kb = child(CHILD_LOOKUP, str(corpus), str(cache))
-    n_dict, dict_s, dict_kb = child(CHILD_DICT, str(corpus))
+    _, dict_s, dict_kb = child(CHILD_DICT, str(corpus))
     result = {
         "docs": int(n), "corpus_mb": round(corpus.stat().st_size / 2**20, 1),
         "build_seconds": round(build_s, 1), "build_peak_rss_mb": round(build_kb / 1024, 1),

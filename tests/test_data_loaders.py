@@ -186,5 +186,5 @@ def test_manifest_unknown_key_and_missing_file(tmp_path):
     with pytest.raises(UserInputError, match="unknown key"):
         load_dataset(tmp_path / "a.toml")
     (tmp_path / "b.toml").write_text('corpus = "missing.tsv"\n[splits.s]\nqueries = "q"\nqrels = "r"\n')
-    with pytest.raises(UserInputError, match="missing.tsv"):
+    with pytest.raises(UserInputError, match=r"missing\.tsv"):
         load_dataset(tmp_path / "b.toml")

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from rankdistill.data import load_dataset
-from rankdistill.evaluation import default_metrics, evaluate_run, parse_metrics, read_per_query, write_per_query
 from rankdistill.errors import UserInputError
+from rankdistill.evaluation import default_metrics, evaluate_run, parse_metrics, read_per_query, write_per_query
 
 
 @pytest.fixture(autouse=True)

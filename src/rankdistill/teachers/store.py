@@ -4,6 +4,10 @@ Why SQLite: every committed batch is durable and atomic (a ``kill -9`` loses at 
 and never corrupts what was written), readers see a consistent snapshot while a writer appends (WAL
 journal), and a lookup of millions of pairs needs no custom index code. Each (teacher, query, doc) is
 stored once; writing it again keeps the first value, so re-running a scoring job is idempotent.
+
+Besides the scores, the store records per teacher how its scores were made (``teacher_info``: model, score
+space, max length, ...), so that a later run with other settings under the same id is refused rather than
+silently mixed in.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from rankdistill.data.runs import Run, write_run
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write
+from rankdistill.io import atomic_write, open_binary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (
@@ -27,6 +31,8 @@ CREATE TABLE IF NOT EXISTS scores (
 CREATE TABLE IF NOT EXISTS teachers (teacher TEXT PRIMARY KEY, info TEXT NOT NULL);
 """
 
+_PUT_CHUNK = 50_000
+
 
 class ScoreStore:
     """Persistent, incremental, crash-safe teacher scores.
@@ -35,27 +41,36 @@ class ScoreStore:
     >>> store.put("ce", [("q1", "d1", 3.2), ("q1", "d2", -1.0)])          # doctest: +SKIP
     >>> store.scores("ce")                                                # doctest: +SKIP
     {'q1': {'d1': 3.2, 'd2': -1.0}}
+
+    Open it with ``readonly=True`` to read while another process writes (e.g. to watch progress).
     """
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        if readonly:
-            if not self.path.is_file():
-                raise UserInputError("score store not found", path=self.path,
-                                     fix="create it with `rankdistill score`")
-            uri = f"file:{self.path.resolve()}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, timeout=60)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._db.commit()
+        self.readonly = readonly
+        if self.path.exists() and not self.path.is_file():
+            raise UserInputError("score store path is not a file", path=self.path,
+                                 fix="give a file name such as scores.db")
         try:
+            if readonly:
+                if not self.path.is_file():
+                    raise UserInputError("score store not found", path=self.path,
+                                         fix="create it with `rankdistill score`")
+                uri = f"file:{self.path.resolve()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, timeout=60)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=60)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL: a committed transaction survives the process being killed; only a power cut
+                # may lose the last few commits, and never corrupts the file.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.commit()
             self._db.execute("SELECT 1 FROM scores LIMIT 1")
         except sqlite3.DatabaseError as e:
-            raise UserInputError(f"not a rankdistill score store ({e})", path=self.path) from None
+            raise UserInputError(f"not a rankdistill score store ({e})", path=self.path,
+                                 fix="give a store written by `rankdistill score`, or a new file name") from None
 
     # -- writing -------------------------------------------------------------------------------------
     def set_teacher_info(self, teacher: str, info: dict) -> None:
@@ -69,6 +84,8 @@ class ScoreStore:
 
         NaN or infinite scores are refused (nothing of the batch is written) with the offending pairs named.
         """
+        if not teacher:
+            raise ValueError("teacher id must be a non-empty string")
         batch = [(teacher, str(q), str(d), float(s)) for q, d, s in rows]
         bad = [(q, d) for _, q, d, s in batch if not math.isfinite(s)]
         if bad:
@@ -80,6 +97,35 @@ class ScoreStore:
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?)", batch)
         return self._db.total_changes - before
+
+    def import_json_gz(self, path: str | Path, teacher: str, info: dict | None = None) -> int:
+        """Load the paper's teacher file (``{qid: {docid: score}}``, JSON, gzipped or not) under ``teacher``.
+
+        Returns the number of new scores. Malformed content raises :class:`UserInputError` naming the file.
+        """
+        with open_binary(path) as fh:
+            try:
+                data = json.loads(fh.read().decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise UserInputError(f"not a JSON teacher file ({e})", path=path,
+                                     fix="expected {qid: {docid: score}}, gzipped or not") from None
+        if not isinstance(data, dict):
+            raise UserInputError("expected a JSON object {qid: {docid: score}}", path=path)
+        rows: list[tuple[str, str, float]] = []
+        for qid, docs in data.items():
+            if not isinstance(docs, dict):
+                raise UserInputError(f"query {qid!r}: expected an object {{docid: score}}", path=path)
+            for did, score in docs.items():
+                if isinstance(score, bool) or not isinstance(score, (int, float)):
+                    raise UserInputError(f"query {qid!r}, doc {did!r}: score {score!r} is not a number",
+                                         path=path)
+                rows.append((str(qid), str(did), float(score)))
+        if info is not None:
+            self.set_teacher_info(teacher, info)
+        new = 0
+        for start in range(0, len(rows), _PUT_CHUNK):
+            new += self.put(teacher, rows[start:start + _PUT_CHUNK])
+        return new
 
     # -- reading -------------------------------------------------------------------------------------
     def teachers(self) -> list[str]:
@@ -100,9 +146,12 @@ class ScoreStore:
             raise UserInputError(f"the score store holds several teachers ({', '.join(known)})",
                                  path=self.path, fix="name one with --teacher-id")
         if teacher not in known:
-            raise UserInputError(f"teacher {teacher!r} not in the score store; known: {', '.join(known)}",
+            raise UserInputError(f"teacher {teacher!r} not in the score store; known: {', '.join(known) or 'none'}",
                                  path=self.path)
         return teacher
+
+    def has_teacher(self, teacher: str) -> bool:
+        return teacher in self.teachers()
 
     def teacher_info(self, teacher: str | None = None) -> dict:
         t = self.resolve_teacher(teacher)
@@ -123,14 +172,17 @@ class ScoreStore:
                                (teacher, query_id, doc_id)).fetchone()
         return None if row is None else float(row[0])
 
-    def get_many(self, teacher: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    def get_many(self, teacher: str, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
         """Scores of the given pairs that are present (absent pairs are simply not in the result)."""
-        wanted = set(pairs)
+        by_query: dict[str, set[str]] = {}
+        for q, d in pairs:
+            by_query.setdefault(q, set()).add(d)
         out: dict[tuple[str, str], float] = {}
-        for qid in sorted({q for q, _ in wanted}):
+        for qid in sorted(by_query):
+            wanted = by_query[qid]
             for did, score in self._db.execute(
                     "SELECT doc_id, score FROM scores WHERE teacher=? AND query_id=?", (teacher, qid)):
-                if (qid, did) in wanted:
+                if did in wanted:
                     out[(qid, did)] = float(score)
         return out
 
@@ -149,24 +201,35 @@ class ScoreStore:
         yield from self._db.execute(
             "SELECT query_id, doc_id, score FROM scores WHERE teacher=? ORDER BY query_id, doc_id", (teacher,))
 
-    def scores(self, teacher: str | None = None) -> Run:
-        """All scores of one teacher as ``{query_id: {doc_id: score}}``."""
+    def scores(self, teacher: str | None = None,
+               pairs: Iterable[tuple[str, str]] | None = None) -> Run:
+        """All scores of one teacher as ``{query_id: {doc_id: score}}`` (only ``pairs`` when given)."""
         t = self.resolve_teacher(teacher)
         run: Run = {}
+        if pairs is not None:
+            for (q, d), s in sorted(self.get_many(t, pairs).items()):
+                run.setdefault(q, {})[d] = s
+            return run
         for q, d, s in self.iter_rows(t):
             run.setdefault(q, {})[d] = float(s)
         return run
 
     # -- export --------------------------------------------------------------------------------------
-    def export_run(self, path: str | Path, teacher: str | None = None) -> None:
+    def export_run(self, path: str | Path, teacher: str | None = None,
+                   pairs: Iterable[tuple[str, str]] | None = None) -> None:
         """Write one teacher's scores as a TREC run (ranked per query by score)."""
         t = self.resolve_teacher(teacher)
-        write_run(self.scores(t), path, tag=t.replace(" ", "_"))
+        write_run(self.scores(t, pairs), path, tag=t.replace(" ", "_"))
 
-    def export_json_gz(self, path: str | Path, teacher: str | None = None) -> None:
-        """Write the paper's teacher format: gzipped JSON ``{qid: {docid: score}}``."""
-        data = self.scores(teacher)
-        with atomic_write(path, "wb", encoding=None) as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
+    def export_json_gz(self, path: str | Path, teacher: str | None = None,
+                       pairs: Iterable[tuple[str, str]] | None = None) -> None:
+        """Write the paper's teacher format: gzipped JSON ``{qid: {docid: score}}``.
+
+        Byte-stable: sorted keys, and a gzip header without file name or time stamp.
+        """
+        data = self.scores(teacher, pairs)
+        with atomic_write(path, "wb", encoding=None) as fh, \
+                gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0) as gz:
             gz.write(json.dumps(data, sort_keys=True).encode("utf-8"))
 
     def close(self) -> None:

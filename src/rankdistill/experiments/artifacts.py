@@ -1,0 +1,113 @@
+"""Content-addressed stage artifacts: ``OUTPUT/artifacts/<stage>/<hash>/``.
+
+The hash covers the stage name, its settings and the hashes of its input artifacts, so re-running a config
+does no work, changing one grid axis re-runs only what depends on it, and two configs sharing a prefix of
+the pipeline share its artifacts. A stage works in ``<stage>/.<hash>.partial/`` (a stable name, so stages
+with their own resume -- training checkpoints, the score store -- continue after a kill) and the folder is
+renamed to ``<hash>/`` only after ``manifest.json`` is written: a folder without the leading dot is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED = ("rankdistill", "torch", "transformers", "sentence-transformers", "bm25s", "ir_measures", "numpy")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished stage output."""
+
+    stage: str
+    hash: str
+    path: Path
+    manifest: dict
+
+    @property
+    def info(self) -> dict:
+        return self.manifest.get("info", {})
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class ArtifactStore:
+    """Runs stage functions once per (stage, settings, inputs) and remembers their outputs."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self, stage: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact]) -> str:
+        return stable_hash({"stage": stage, "settings": settings,
+                            "inputs": {k: v.hash for k, v in sorted(inputs.items())}})
+
+    def get(self, stage: str, key: str) -> Artifact | None:
+        path = self.root / stage / key
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            return None
+        return Artifact(stage, key, path, json.loads(manifest.read_text()))
+
+    def run(self, stage: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact],
+            fn: Callable[[Path], dict | None], seed: int | None = None, gpu: bool = False) -> tuple[Artifact, bool]:
+        """Return ``(artifact, reused)``; run ``fn(workdir) -> info`` only when the artifact does not exist."""
+        key = self.key(stage, settings, inputs)
+        done = self.get(stage, key)
+        if done is not None:
+            return done, True
+        stage_dir = self.root / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        work = stage_dir / f".{key}.partial"
+        work.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        info = fn(work) or {}
+        seconds = time.perf_counter() - start
+        manifest = {
+            "stage": stage, "hash": key, "settings": settings,
+            "inputs": {k: {"stage": v.stage, "hash": v.hash} for k, v in sorted(inputs.items())},
+            "seed": seed, "seconds": round(seconds, 3), "gpu_seconds": round(seconds, 3) if gpu else 0.0,
+            "bytes": _size(work), "versions": versions(), "info": info,
+        }
+        tmp = work / ".manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, work / "manifest.json")
+        final = stage_dir / key
+        try:
+            os.replace(work, final)
+        except OSError:  # a concurrent worker finished the same artifact first
+            shutil.rmtree(work, ignore_errors=True)
+        art = self.get(stage, key)
+        assert art is not None
+        return art, False

@@ -1,0 +1,357 @@
+"""The study config: a TOML file validated completely before anything runs.
+
+A config is data: nothing in it is evaluated. Unknown keys, wrong types, impossible combinations and missing
+files are reported with the key's dotted path. See ``examples/quickstart.toml`` for every section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankdistill.errors import UserInputError
+
+STRATEGIES = ("random", "bm25", "dense", "teacher", "ensemble", "run")
+LOSSES = ("lce", "infonce", "margin_mse", "ranknet", "kl", "listnet")
+TEACHER_LOSSES = ("margin_mse", "ranknet", "kl", "listnet")
+ARCHS = ("bi", "cross")
+
+
+@dataclass(frozen=True)
+class TrainData:
+    dataset: str
+    split: str = "train"
+    max_queries: int = 0
+    """Use only the first N training queries (sorted by id); 0 = all."""
+
+
+@dataclass(frozen=True)
+class TestCollection:
+    name: str
+    dataset: str
+    split: str = "test"
+    mode: str = "rerank"
+    """``rerank`` a candidate run, or ``retrieve`` over the whole corpus (bi-encoders only)."""
+    candidates: str = "bm25"
+    """``bm25`` (computed here), ``dataset`` (the manifest's candidates) or a TREC run file."""
+    depth: int = 100
+    metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FirstStage:
+    k1: float = 1.2
+    b: float = 0.75
+
+
+@dataclass(frozen=True)
+class TeacherTrain:
+    model: str | None = None
+    layers: int = 0
+    loss: str = "lce"
+    strategy: str = "bm25"
+    group_size: int = 8
+    budget_docs: int = 20000
+    max_length: int = 256
+    query_max_length: int = 32
+    batch_size: int = 8
+    lr: float = 5e-5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Teacher:
+    model: str | None = None
+    train: TeacherTrain | None = None
+    max_length: int = 256
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Mining:
+    depth: int = 100
+    pool: int = 0
+    """Negatives kept per query; 0 = 2 x the largest group size."""
+    teacher_top: int = 100
+    dense_model: str | None = None
+    ensemble_systems: tuple[str, ...] = ("bm25", "dense")
+    ensemble_per_system: int = 10
+    ensemble_margin: float = 0.5
+    false_negative_margin: float | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Grid:
+    strategies: tuple[str, ...] = ("random", "bm25")
+    losses: tuple[str, ...] = ("lce",)
+    archs: tuple[str, ...] = ("bi",)
+    group_sizes: tuple[int, ...] = (8,)
+    selections: tuple[str, ...] = ("all",)
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Student:
+    model: str | None = None
+    cross_model: str | None = None
+    """Backbone of cross-encoder students (default: ``model``), e.g. ELECTRA-base beside a BERT-base bi-encoder."""
+    layers: int = 0
+    max_length: int = 256
+    query_max_length: int = 32
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-5
+    warmup: float = 0.1
+    budget_docs: int = 100_000
+    pooling: str = "mean"
+    similarity: str = "dot"
+    temperature: float = 1.0
+    bf16: bool = True
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: str = "random"
+    """The strategy every other strategy is compared against, within each (arch, loss, selection)."""
+    metric: str = "nDCG@10"
+    margin: float = 0.01
+    alpha: float = 0.05
+    correction: str = "holm"
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    encoder: str | None = None
+    temperature: float = 1.0
+    metric: str = "cosine"
+    alpha: float = 0.95
+
+
+@dataclass(frozen=True)
+class Executor:
+    kind: str = "local"
+    address: str | None = None
+    gpus_per_cell: float = 0.0
+    cpus_per_cell: float = 1.0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    train: TrainData
+    tests: tuple[TestCollection, ...]
+    teacher: Teacher | None = None
+    first_stage: FirstStage = field(default_factory=FirstStage)
+    mining: Mining = field(default_factory=Mining)
+    grid: Grid = field(default_factory=Grid)
+    student: Student = field(default_factory=Student)
+    comparison: Comparison = field(default_factory=Comparison)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
+    executor: Executor = field(default_factory=Executor)
+    description: str = ""
+    notes: tuple[str, ...] = ()
+    """Free text copied into the report (e.g. how the quick start was shrunk)."""
+    data_dir: str | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- parsing ----------------------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str, path: Path) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, path)
+            except UserInputError as e:
+                errors.append(str(e))
+        raise UserInputError(f"'{key}' has the wrong type ({type(value).__name__})", path=path,
+                             fix=f"expected {' or '.join(_type_name(a) for a in args if a is not type(None))}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise UserInputError(f"'{key}' must be a list", path=path)
+        inner = args[0]
+        return tuple(_coerce(v, inner, f"{key}[{i}]", path) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserInputError(f"'{key}' must be a table", path=path)
+        return _build(tp, value, key, path)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserInputError(f"'{key}' must be a number", path=path)
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserInputError(f"'{key}' must be an integer", path=path)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserInputError(f"'{key}' must be true or false", path=path)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserInputError(f"'{key}' must be a string", path=path)
+        return value
+    return value  # pragma: no cover
+
+
+def _build(cls: type, table: dict, prefix: str, path: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise UserInputError(f"unknown key '{where}{unknown[0]}'", path=path,
+                             fix=f"known keys{' in [' + prefix + ']' if prefix else ''}: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in table:
+            kwargs[name] = _coerce(table[name], hints[name], key, path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserInputError(f"missing required key '{key}'", path=path)
+    return cls(**kwargs)
+
+
+def _check_choice(values: tuple[str, ...] | str, allowed: tuple[str, ...], key: str, path: Path) -> None:
+    for v in (values,) if isinstance(values, str) else values:
+        if v not in allowed:
+            raise UserInputError(f"'{key}' has unknown value {v!r}", path=path, fix=f"one of {', '.join(allowed)}")
+
+
+def _selection_known(name: str) -> bool:
+    if name == "all":
+        return True
+    from rankdistill.diagnostics.selections import SELECTIONS
+
+    base = name.split(":", 1)[0]
+    return base in SELECTIONS or base.startswith("keep_quantile_band")
+
+
+def load_config(path: str | os.PathLike, data_dir: str | None = None) -> StudyConfig:
+    """Read, type-check and validate a study config; paths inside resolve relative to the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError("config file not found", path=p)
+    try:
+        with open(p, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise UserInputError(f"invalid TOML ({e})", path=p) from None
+    raw = dict(raw)
+    tests = raw.pop("test", None)
+    if tests is None:
+        raise UserInputError("missing [[test]] tables", path=p, fix="add at least one test collection")
+    if not isinstance(tests, list):
+        raise UserInputError("'test' must be an array of tables ([[test]])", path=p)
+    raw["tests"] = tests
+    if "name" not in raw:
+        raw["name"] = p.stem
+    cfg: StudyConfig = _build(StudyConfig, raw, "", p)
+    cfg = dataclasses.replace(cfg, source=str(p.resolve()))
+    validate(cfg, p, data_dir)
+    return cfg
+
+
+def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
+    """Everything that can be checked before running: choices, combinations, files."""
+    from rankdistill.data.dataset import resolve_spec
+
+    g = cfg.grid
+    _check_choice(g.strategies, STRATEGIES, "grid.strategies", path)
+    _check_choice(g.losses, LOSSES, "grid.losses", path)
+    _check_choice(g.archs, ARCHS, "grid.archs", path)
+    for i, name in enumerate(g.selections):
+        if not _selection_known(name):
+            from rankdistill.diagnostics.selections import SELECTIONS
+
+            raise UserInputError(f"'grid.selections[{i}]' has unknown value {name!r}", path=path,
+                                 fix=f"one of all, {', '.join(sorted(SELECTIONS))}, keep_quantile_band:LO:HI")
+    for key, values in (("grid.strategies", g.strategies), ("grid.losses", g.losses), ("grid.archs", g.archs),
+                        ("grid.group_sizes", g.group_sizes), ("grid.selections", g.selections),
+                        ("grid.seeds", g.seeds)):
+        if not values:
+            raise UserInputError(f"'{key}' is empty", path=path, fix="give at least one value")
+        if len(set(values)) != len(values):
+            raise UserInputError(f"'{key}' repeats a value", path=path)
+    if any(s < 2 for s in g.group_sizes):
+        raise UserInputError("'grid.group_sizes' must be at least 2 (a positive and a negative)", path=path)
+    has_teacher = cfg.teacher is not None and (cfg.teacher.model is not None or cfg.teacher.train is not None)
+    needs = [f"loss {x!r}" for x in g.losses if x in TEACHER_LOSSES]
+    needs += [f"strategy {x!r}" for x in g.strategies if x in ("teacher", "ensemble")]
+    needs += [f"selection {x!r}" for x in g.selections if x != "all"]
+    if needs and not has_teacher:
+        raise UserInputError(f"{needs[0]} needs teacher scores but the config has no [teacher]", path=path,
+                             fix="add [teacher] with 'model' or a [teacher.train] recipe")
+    if cfg.teacher is not None:
+        if cfg.teacher.model is not None and cfg.teacher.train is not None:
+            raise UserInputError("'teacher.model' and [teacher.train] are exclusive", path=path,
+                                 fix="give a model, or a recipe to train one")
+        if cfg.teacher.train is not None:
+            _check_choice(cfg.teacher.train.loss, ("lce", "infonce"), "teacher.train.loss", path)
+            _check_choice(cfg.teacher.train.strategy, ("random", "bm25"), "teacher.train.strategy", path)
+    if "run" in g.strategies:
+        raise UserInputError("'grid.strategies' value 'run' needs a candidates file per query set; use "
+                             "`rankdistill mine --strategy run` outside the runner", path=path)
+    for i, sys_name in enumerate(cfg.mining.ensemble_systems):
+        if sys_name not in ("bm25", "dense") and not Path(path.parent, sys_name).is_file():
+            raise UserInputError(f"'mining.ensemble_systems[{i}]' is neither bm25, dense nor an existing run file",
+                                 path=path)
+    if cfg.comparison.baseline not in g.strategies:
+        raise UserInputError(f"'comparison.baseline' {cfg.comparison.baseline!r} is not one of grid.strategies",
+                             path=path)
+    if cfg.comparison.margin <= 0:
+        raise UserInputError("'comparison.margin' must be > 0", path=path)
+    if not 0 < cfg.comparison.alpha < 0.5:
+        raise UserInputError("'comparison.alpha' must be in (0, 0.5)", path=path)
+    _check_choice(cfg.comparison.correction, ("holm", "bh", "none"), "comparison.correction", path)
+    _check_choice(cfg.executor.kind, ("local", "ray"), "executor.kind", path)
+    _check_choice(cfg.student.pooling, ("mean", "cls"), "student.pooling", path)
+    _check_choice(cfg.student.similarity, ("dot", "cosine"), "student.similarity", path)
+    if cfg.student.budget_docs < 1:
+        raise UserInputError("'student.budget_docs' must be positive", path=path)
+    names = [t.name for t in cfg.tests]
+    if len(set(names)) != len(names):
+        raise UserInputError("two [[test]] tables share a name", path=path)
+    root = data_dir or cfg.data_dir
+    if cfg.data_dir and not data_dir:
+        root = str((path.parent / cfg.data_dir).resolve())
+    if not (cfg.train.dataset.startswith("irds:")):
+        resolve_spec(_rel(cfg.train.dataset, path), root)
+    for i, t in enumerate(cfg.tests):
+        _check_choice(t.mode, ("rerank", "retrieve"), f"test[{i}].mode", path)
+        if t.mode == "retrieve" and "cross" in g.archs:
+            pass  # cross-encoders are evaluated by re-ranking; the runner skips retrieve for them
+        if not t.dataset.startswith("irds:"):
+            resolve_spec(_rel(t.dataset, path), root)
+        if t.candidates not in ("bm25", "dataset") and not (path.parent / t.candidates).is_file():
+            raise UserInputError(f"'test[{i}].candidates' file not found: {t.candidates}", path=path,
+                                 fix="give bm25, dataset or a TREC run path relative to the config")
+
+
+def _rel(spec: str, path: Path) -> str:
+    """A dataset spec relative to the config file when that path exists, else unchanged (for data-dir lookup)."""
+    if spec.startswith("irds:"):
+        return spec
+    candidate = path.parent / spec
+    return str(candidate) if candidate.exists() else spec

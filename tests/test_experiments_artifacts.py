@@ -1,0 +1,53 @@
+"""The artifact store: a stage runs once per inputs+settings; partial work is resumed, never reused."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankdistill.experiments.artifacts import ArtifactStore
+
+
+def test_reuse_and_invalidation(tmp_path):
+    store = ArtifactStore(tmp_path)
+    calls = []
+
+    def make(value):
+        def fn(work):
+            calls.append(value)
+            (work / "out.txt").write_text(str(value))
+            return {"value": value}
+        return fn
+
+    a, reused = store.run("mine", {"k": 1}, {}, make(1))
+    assert not reused and (a.path / "out.txt").read_text() == "1" and a.info == {"value": 1}
+    a2, reused = store.run("mine", {"k": 1}, {}, make(99))
+    assert reused and a2.hash == a.hash and calls == [1]
+    b, reused = store.run("mine", {"k": 2}, {}, make(2))
+    assert not reused and b.hash != a.hash
+    # a downstream stage keyed on its input's hash re-runs when the input changes
+    t1, _ = store.run("train", {"x": 0}, {"groups": a}, make(3))
+    t2, _ = store.run("train", {"x": 0}, {"groups": b}, make(4))
+    assert t1.hash != t2.hash and calls == [1, 2, 3, 4]
+    assert a.manifest["versions"]["rankdistill"]
+    assert a.manifest["bytes"] > 0
+
+
+def test_a_crashed_stage_leaves_no_artifact_and_resumes_in_the_same_workdir(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    def crash(work):
+        (work / "checkpoint").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        store.run("train", {"s": 1}, {}, crash)
+    key = store.key("train", {"s": 1}, {})
+    assert store.get("train", key) is None
+
+    def resume(work):
+        assert (work / "checkpoint").read_text() == "half"
+        return {"resumed": True}
+
+    art, reused = store.run("train", {"s": 1}, {}, resume)
+    assert not reused and art.info == {"resumed": True}
+    assert not (tmp_path / "train" / f".{key}.partial").exists()

@@ -1,0 +1,95 @@
+"""The study config: examples validate; every kind of bad config names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rankdistill.errors import UserInputError
+from rankdistill.experiments.config import load_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+MINIMAL = """
+name = "t"
+[train]
+dataset = "{data}/scifact"
+[[test]]
+name = "sf"
+dataset = "{data}/scifact"
+[grid]
+strategies = ["random", "bm25"]
+losses = ["lce"]
+"""
+
+
+def test_examples_validate(shared_data):
+    quick = load_config(EXAMPLES / "quickstart.toml", data_dir=str(shared_data))
+    assert quick.grid.strategies == ("random", "bm25", "teacher", "ensemble")
+    assert quick.grid.losses == ("lce", "kl")
+    assert quick.teacher is not None and quick.teacher.train is not None
+    paper = load_config(EXAMPLES / "paper.toml")
+    assert paper.grid.group_sizes == (16,)
+    assert paper.student.budget_docs == 12_000_000
+    assert [t.name for t in paper.tests][:2] == ["dl19", "dl20"]
+    assert paper.executor.kind == "ray"
+
+
+def _write(tmp_path: Path, shared_data: Path, extra: str = "", base: str = MINIMAL) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(base.format(data=shared_data) + extra)
+    return p
+
+
+def test_minimal_config_defaults(tmp_path, shared_data):
+    cfg = load_config(_write(tmp_path, shared_data))
+    assert cfg.train.split == "train" and cfg.tests[0].mode == "rerank"
+    assert cfg.comparison.baseline == "random" and cfg.executor.kind == "local"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("[student]\nlayres = 2\n", "unknown key 'student.layres'"),
+    ("colour = 1\n", "unknown key 'colour'"),
+    ("[student]\nlr = 'fast'\n", "'student.lr' must be a number"),
+    ("[executor]\nkind = 'slurm'\n", "'executor.kind' has unknown value 'slurm'"),
+    ("[comparison]\nmargin = 0.0\n", "'comparison.margin' must be > 0"),
+    ("[comparison]\nbaseline = 'dense'\n", "'comparison.baseline' 'dense' is not one of grid.strategies"),
+])
+def test_bad_values_name_the_key(tmp_path, shared_data, extra, message):
+    p = tmp_path / "c.toml"
+    text = MINIMAL.format(data=shared_data)
+    # put top-level keys before the first table so TOML reads them as top level
+    p.write_text(extra + text if not extra.startswith("[") else text + extra)
+    with pytest.raises(UserInputError) as e:
+        load_config(p)
+    assert message in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_impossible_combinations(tmp_path, shared_data):
+    kl = MINIMAL.replace('losses = ["lce"]', 'losses = ["lce", "kl"]')
+    with pytest.raises(UserInputError, match="loss 'kl' needs teacher scores"):
+        load_config(_write(tmp_path, shared_data, base=kl))
+    band = MINIMAL.replace('losses = ["lce"]', 'losses = ["lce"]\nselections = ["keep_lower_quartile"]')
+    with pytest.raises(UserInputError, match="selection 'keep_lower_quartile' needs teacher scores"):
+        load_config(_write(tmp_path, shared_data, base=band))
+    unknown = MINIMAL.replace('losses = ["lce"]', 'losses = ["lce"]\nselections = ["upper_quartile"]')
+    with pytest.raises(UserInputError, match=r"grid.selections\[0\]"):
+        load_config(_write(tmp_path, shared_data, base=unknown))
+    both = "[teacher]\nmodel = 'x'\n[teacher.train]\nloss = 'lce'\n"
+    with pytest.raises(UserInputError, match="exclusive"):
+        load_config(_write(tmp_path, shared_data, both))
+
+
+def test_missing_files(tmp_path, shared_data):
+    text = MINIMAL.format(data=shared_data).replace(f"{shared_data}/scifact\"\n[[test]]", "nowhere\"\n[[test]]")
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(UserInputError, match="dataset 'nowhere' not found"):
+        load_config(p)
+    with pytest.raises(UserInputError, match="config file not found"):
+        load_config(tmp_path / "absent.toml")
+    p.write_text(MINIMAL.format(data=shared_data) + "[[test]]\nname = 'x'\ndataset = 'scifact'\n")
+    with pytest.raises(UserInputError, match="not found"):
+        load_config(p)

@@ -5,8 +5,8 @@ Usage: python benchmarks/bench_docstore.py [--docs 1000000] [--workdir DIR] [--j
 Generates an MS MARCO-like TSV corpus (``id<TAB>text``, ~55 words per passage), then in fresh processes
 (1) builds the store and (2) opens it and looks up 100k random documents, recording each process's peak
 resident memory (``ru_maxrss``, which counts touched pages of memory-mapped files too) and its anonymous
-resident memory at the end (``RssAnon``: what must really fit in RAM; mapped pages are reclaimable). The "peer" is the naive approach most scripts take, a Python dict of all
-texts, measured the same way.
+resident memory at the end (``RssAnon``: what must really fit in RAM; mapped pages are reclaimable).
+The "peer" is the naive approach most scripts take, a Python dict of all texts, measured the same way.
 """
 
 from __future__ import annotations

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-
-import tomllib
 
 from rankdistill.data.docstore import DocStore
 from rankdistill.data.formats import read_qrels, read_queries

@@ -75,3 +75,23 @@ def test_per_query_file_round_trip(tmp_path):
 def test_unknown_measure_is_a_user_error():
     with pytest.raises(UserInputError, match="unknown measure"):
         parse_metrics(["nDCG@ten"])
+
+
+@pytest.mark.parametrize(("row", "message"), [("q1\tnDCG@10\tnan", "not finite"),
+                                              ("q0\tnDCG@10\t0.5", "second nDCG@10 value")])
+def test_per_query_reader_rejects_nan_and_repeats(tmp_path, row, message):
+    p = tmp_path / "pq.tsv"
+    p.write_text(f"query_id\tmeasure\tvalue\nq0\tnDCG@10\t0.25\n{row}\n")
+    with pytest.raises(UserInputError, match=message) as e:
+        read_per_query(p)
+    assert f"{p}:3:" in str(e.value)
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    write_per_query({"nDCG@10": {"q": 1.0}}, tmp_path / "pq.tsv")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "pq.tsv").stat().st_mode) == 0o666 & ~mask

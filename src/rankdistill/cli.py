@@ -22,6 +22,9 @@ logger = logging.getLogger("rankdistill")
 COMMANDS: tuple[str, ...] = (
     "retrieve",
     "evaluate",
+    "diagnose",
+    "select",
+    "compare",
     "data",
 )
 """Modules under ``rankdistill.commands`` that register a verb, in the order ``--help`` lists them."""

@@ -15,9 +15,17 @@ logger = logging.getLogger(__name__)
 
 def register(sub) -> None:
     p = sub.add_parser("retrieve", help="retrieve the top-k documents per query into a TREC run",
-                       description="First-stage retrieval (BM25 through bm25s) into a TREC run file.")
+                       description="First-stage retrieval into a TREC run file: BM25 through bm25s, or exact "
+                                   "dense retrieval (FAISS inner product) with a bi-encoder.")
     add_dataset_args(p)
-    p.add_argument("--retriever", default="bm25", choices=["bm25"], help="first-stage retriever")
+    p.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="first-stage retriever")
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="dense: bi-encoder directory or name (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--similarity", choices=("dot", "cosine"), default="dot", help="dense: score (default dot)")
+    p.add_argument("--batch-size", type=int, default=64, help="dense: encoding batch size")
+    p.add_argument("--max-length", type=int, default=None, help="dense: token limit (default: the model's)")
+    p.add_argument("--embedding-cache", default=None, metavar="DIR",
+                   help="dense: embedding cache folder (default: $RANKDISTILL_CACHE/embeddings)")
     p.add_argument("--k", type=int, default=100, help="documents per query (default 100)")
     p.add_argument("--k1", type=float, default=1.2, help="BM25 k1 (default 1.2)")
     p.add_argument("--b", type=float, default=0.75, help="BM25 b (default 0.75)")
@@ -27,14 +35,22 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankdistill.retrieval.bm25 import BM25Config, BM25Retriever
-
     if args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
     ds = open_dataset(args)
     queries = ds.queries(args.split)
     start = time.perf_counter()
-    retriever = BM25Retriever(ds.corpus, BM25Config(k1=args.k1, b=args.b))
+    if args.retriever == "bm25":
+        from rankdistill.retrieval.bm25 import BM25Config, BM25Retriever
+
+        retriever = BM25Retriever(ds.corpus, BM25Config(k1=args.k1, b=args.b))
+    else:
+        from rankdistill.models import resolve_model
+        from rankdistill.retrieval.dense import DenseConfig, DenseRetriever
+
+        retriever = DenseRetriever(ds.corpus, DenseConfig(model=resolve_model(args.model), similarity=args.similarity,
+                                                          batch_size=args.batch_size, max_length=args.max_length,
+                                                          cache_dir=args.embedding_cache), show_progress=True)
     result = retriever.search(queries, k=args.k, show_progress=True)
     write_run(result, args.output, tag=args.tag or args.retriever, k=args.k)
     logger.info("retrieved %d queries x top-%d in %.1fs -> %s", len(queries), args.k,

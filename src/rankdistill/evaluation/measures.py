@@ -148,7 +148,13 @@ def read_per_query(path: str | Path) -> dict[str, dict[str, float]]:
             value = float(parts[2])
         except ValueError:
             raise UserInputError(f"value {parts[2]!r} is not a number", path=path, line=n) from None
-        out.setdefault(parts[1], {})[parts[0]] = value
+        if not math.isfinite(value):
+            raise UserInputError(f"value {parts[2]!r} is not finite", path=path, line=n)
+        values = out.setdefault(parts[1], {})
+        if parts[0] in values:
+            raise UserInputError(f"query {parts[0]!r} has a second {parts[1]} value", path=path, line=n,
+                                 fix="one row per (query, measure)")
+        values[parts[0]] = value
     if not out:
         raise UserInputError("per-query file holds no values", path=path)
     return out

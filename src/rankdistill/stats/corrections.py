@@ -1,0 +1,35 @@
+"""Multiple-testing corrections across the systems compared with one baseline.
+
+- ``holm``: Holm (1979) step-down, controls the family-wise error rate; adjusted
+  ``p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))`` over the sorted p-values;
+- ``bh``: Benjamini & Hochberg (1995), controls the false discovery rate; adjusted
+  ``p_(i) = min_{j >= i} min(1, m p_(j) / j)``;
+- ``none``: the p-values unchanged.
+
+Computed by :func:`statsmodels.stats.multitest.multipletests` (``holm`` / ``fdr_bh``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from statsmodels.stats.multitest import multipletests
+
+from rankdistill.errors import UserInputError
+
+CORRECTIONS: dict[str, str | None] = {"holm": "holm", "bh": "fdr_bh", "none": None}
+"""Our name -> statsmodels' method name."""
+
+
+def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
+    """Adjusted p-values (same order as given) under ``method`` in ``holm``, ``bh``, ``none``."""
+    if method not in CORRECTIONS:
+        raise UserInputError(f"unknown correction {method!r}; known: {', '.join(CORRECTIONS)}")
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.size == 0 or CORRECTIONS[method] is None:
+        return p.copy()
+    return multipletests(p, method=CORRECTIONS[method])[1]
+
+
+__all__ = ["CORRECTIONS", "adjust_pvalues"]

@@ -1,0 +1,250 @@
+"""A study: many systems, several test collections and several seeds, summarised and meta-analysed.
+
+Input is a manifest, a TSV file with a header naming its columns::
+
+    path                    strategy  loss  collection  seed  cost
+    runs/bm25-kl-s0.tsv     bm25      kl    scifact     0     12.5
+
+``path`` (a per-query file of ``evaluate --per-query``, relative to the manifest) is required; the system
+is named by ``system`` or by ``strategy`` and ``loss`` (``strategy/loss``); ``collection`` defaults to
+``default``, ``seed`` to ``0``; ``cost`` (any unit, e.g. GPU hours or teacher calls) is optional and feeds
+the cost-vs-effectiveness plot.
+
+Per collection, each system's per-query values are averaged over its seeds and the systems are compared with
+:func:`~rankdistill.stats.compare.compare_systems` (tests, TOST, letters). Across seeds, each system's mean
+gets a Student-t interval over the per-seed means; across collections, the mean of the collection means
+gets a t interval over collections, and the per-collection differences to the baseline are combined by a
+random-effects meta-analysis (:mod:`.meta`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from rankdistill.errors import UserInputError
+from rankdistill.io import iter_lines
+from rankdistill.stats.compare import ComparisonConfig, ComparisonReport, check_degenerate, compare_systems
+from rankdistill.stats.meta import MeanInterval, MetaAnalysis, mean_interval, random_effects
+from rankdistill.stats.perquery import SystemScores, align, load_per_query
+
+MANIFEST_COLUMNS: tuple[str, ...] = ("path", "system", "strategy", "loss", "collection", "seed", "cost")
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    """One per-query file of a study: which system, collection and seed it belongs to."""
+
+    path: Path
+    system: str
+    collection: str = "default"
+    seed: int = 0
+    strategy: str | None = None
+    loss: str | None = None
+    cost: float | None = None
+
+
+def read_manifest(path: str | Path) -> list[StudyEntry]:
+    """Read a study manifest (see the module docstring); errors name the file and line."""
+    p = Path(path)
+    rows = [(n, line) for n, line in iter_lines(p) if line.strip()]
+    if not rows:
+        raise UserInputError("the manifest is empty", path=p)
+    header_line, header_text = rows[0]
+    header = next(csv.reader([header_text], delimiter="\t"))
+    unknown = [c for c in header if c not in MANIFEST_COLUMNS]
+    if unknown or "path" not in header:
+        raise UserInputError(f"bad header {header}", path=p, line=header_line,
+                             fix=f"tab-separated columns among {', '.join(MANIFEST_COLUMNS)}, 'path' required")
+    if "system" not in header and not {"strategy", "loss"} <= set(header):
+        raise UserInputError("the manifest names no system", path=p, line=header_line,
+                             fix="add a 'system' column, or 'strategy' and 'loss' columns")
+    entries = []
+    seen: dict[tuple[str, str, int], int] = {}
+    for n, text in rows[1:]:
+        values = next(csv.reader([text], delimiter="\t"))
+        if len(values) != len(header):
+            raise UserInputError(f"expected {len(header)} tab-separated fields, found {len(values)}", path=p, line=n)
+        rec = dict(zip(header, (v.strip() for v in values), strict=True))
+        file = Path(rec["path"])
+        if not file.is_absolute():
+            file = p.parent / file
+        if not file.is_file():
+            raise UserInputError(f"per-query file {rec['path']!r} not found", path=p, line=n,
+                                 fix="paths are relative to the manifest")
+        strategy, loss = rec.get("strategy") or None, rec.get("loss") or None
+        system = rec.get("system") or f"{strategy}/{loss}"
+        try:
+            seed = int(rec.get("seed") or 0)
+            cost = float(rec["cost"]) if rec.get("cost") else None
+        except ValueError:
+            raise UserInputError(f"seed must be an integer and cost a number: {rec}", path=p, line=n) from None
+        if cost is not None and not (math.isfinite(cost) and cost >= 0):
+            raise UserInputError(f"cost must be a finite number >= 0, got {cost}", path=p, line=n)
+        entry = StudyEntry(file, system, rec.get("collection") or "default", seed, strategy, loss, cost)
+        key = (entry.system, entry.collection, entry.seed)
+        if key in seen:
+            raise UserInputError(f"system {entry.system}, collection {entry.collection}, seed {entry.seed} already "
+                                 f"given on line {seen[key]}", path=p, line=n, fix="give each seed once")
+        seen[key] = n
+        entries.append(entry)
+    if not entries:
+        raise UserInputError("the manifest lists no per-query files", path=p)
+    return entries
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    """One collection: the comparison on seed-averaged values and each system's interval over seeds."""
+
+    collection: str
+    report: ComparisonReport
+    over_seeds: dict[str, MeanInterval]
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """The whole study: per collection, across collections, and the meta-analysis of differences."""
+
+    metric: str
+    baseline: str
+    systems: tuple[str, ...]
+    collections: dict[str, CollectionResult]
+    over_collections: dict[str, MeanInterval]
+    meta: dict[str, MetaAnalysis | None]
+    entries: tuple[StudyEntry, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        from rankdistill.stats.compare import _clean
+
+        def mi(m: MeanInterval) -> dict:
+            return {"mean": m.mean, "low": m.low, "high": m.high, "sd": m.sd, "n": m.n, "confidence": m.confidence}
+
+        return _clean({
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "systems": list(self.systems),
+            "collections": {c: {"comparison": r.report.to_dict(),
+                                "over_seeds": {s: mi(m) for s, m in r.over_seeds.items()}}
+                            for c, r in self.collections.items()},
+            "over_collections": {s: mi(m) for s, m in self.over_collections.items()},
+            "meta_analysis": {s: None if m is None else {
+                "estimate": m.estimate, "se": m.se, "ci_low": m.ci_low, "ci_high": m.ci_high,
+                "confidence": m.confidence, "tau2": m.tau2, "i2": m.i2, "q": m.q, "q_pvalue": m.q_pvalue,
+                "k": m.k, "method": m.method, "collections": list(m.labels), "effects": list(m.effects),
+                "variances": list(m.variances), "weights": list(m.weights)} for s, m in self.meta.items()},
+            "notes": list(self.notes),
+        })
+
+    def to_text(self) -> str:
+        out = []
+        for c, r in self.collections.items():
+            out.append(f"== {c} ==")
+            out.append(r.report.to_text())
+        seeds = {e.seed for e in self.entries}
+        if len(seeds) > 1:
+            out.append(f"== {self.metric}: mean over seeds, {_pct(self._confidence())} t interval ==")
+            out.append(_interval_table({c: r.over_seeds for c, r in self.collections.items()}, self.systems))
+        if len(self.collections) > 1:
+            out.append(f"== {self.metric}: mean over collections, {_pct(self._confidence())} t interval ==")
+            out.append(_interval_table({"all": self.over_collections}, self.systems))
+            out.append(f"== random-effects meta-analysis of the difference to {self.baseline} across collections ==")
+            width = max(len(s) for s in self.systems)
+            for s, m in self.meta.items():
+                if m is None:
+                    out.append(f"{s:<{width}}  (not estimable: constant differences in some collection)")
+                else:
+                    out.append(f"{s:<{width}}  {m.estimate:+.4f}  [{m.ci_low:+.4f}, {m.ci_high:+.4f}]  "
+                               f"tau2 {m.tau2:.2e}  I2 {100 * m.i2:.0f}%  Q p {m.q_pvalue:.3f}  ({m.method}, k={m.k})")
+            out.append("")
+        out.extend(self.notes)
+        return "\n".join(out).rstrip("\n") + "\n"
+
+    def _confidence(self) -> float:
+        for r in self.collections.values():
+            return r.report.config.confidence
+        return 0.95
+
+
+def _pct(c: float) -> str:
+    return f"{100 * c:g}%"
+
+
+def _interval_table(groups: dict[str, dict[str, MeanInterval]], systems: Sequence[str]) -> str:
+    width = max(len(s) for s in systems)
+    lines = []
+    for g, intervals in groups.items():
+        for s in systems:
+            if s not in intervals:
+                continue
+            m = intervals[s]
+            ci = "" if math.isnan(m.low) else f"[{m.low:.4f}, {m.high:.4f}]"
+            lines.append(f"{g:<12} {s:<{width}}  {m.mean:.4f}  {ci}  n={m.n}")
+    return "\n".join(lines) + "\n"
+
+
+def _seed_average(entries: Sequence[StudyEntry], metric: str, policy: str, confidence: float
+                  ) -> tuple[SystemScores, MeanInterval]:
+    systems, _ = load_per_query([e.path for e in entries], metric, names=[f"seed {e.seed}" for e in entries])
+    if len(systems) == 1:
+        s = systems[0]
+        one_seed = mean_interval([float(np.mean(list(s.values.values())))], confidence)
+        return SystemScores(entries[0].system, s.values, s.source), one_seed
+    al = align(systems, policy)
+    seed_means = al.matrix.mean(axis=1)
+    values = dict(zip(al.query_ids, al.matrix.mean(axis=0).tolist(), strict=True))
+    return SystemScores(entries[0].system, values, str(entries[0].path)), mean_interval(seed_means.tolist(), confidence)
+
+
+def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missing: str = "drop",
+              meta_method: str = "dl") -> StudyReport:
+    """Compare the systems of a study per collection, over seeds, and across collections."""
+    systems = tuple(dict.fromkeys(e.system for e in entries))
+    baseline = config.baseline if config.baseline is not None else systems[0]
+    if baseline not in systems:
+        raise UserInputError(f"baseline {baseline!r} is not in the manifest; systems: {', '.join(systems)}")
+    config = replace(config, baseline=baseline)
+    collections = tuple(dict.fromkeys(e.collection for e in entries))
+    results: dict[str, CollectionResult] = {}
+    notes: list[str] = []
+    for c in collections:
+        per_system = {s: [e for e in entries if e.collection == c and e.system == s] for s in systems}
+        absent = [s for s, es in per_system.items() if not es]
+        if baseline in absent:
+            raise UserInputError(f"the baseline {baseline} has no per-query file for collection {c}")
+        if absent:
+            notes.append(f"{c}: no results for {', '.join(absent)}")
+        averaged, over_seeds = [], {}
+        for s, es in per_system.items():
+            if es:
+                scores, interval = _seed_average(sorted(es, key=lambda e: e.seed), config.metric, missing,
+                                                  config.confidence)
+                averaged.append(scores)
+                over_seeds[s] = interval
+        alignment = align(averaged, missing)
+        check_degenerate(alignment, {s.name: s.source for s in averaged})
+        results[c] = CollectionResult(c, compare_systems(alignment, config), over_seeds)
+    over_collections = {}
+    meta: dict[str, MetaAnalysis | None] = {}
+    for s in systems:
+        means = [r.over_seeds[s].mean for r in results.values() if s in r.over_seeds]
+        over_collections[s] = mean_interval(means, config.confidence)
+        if s == baseline or len(results) < 2:
+            continue
+        rows = [(c, row) for c, r in results.items() for row in r.report.rows if row.name == s]
+        if len(rows) < 2 or any(row.tost.se == 0 for _, row in rows):
+            meta[s] = None
+            continue
+        meta[s] = random_effects([row.mean_diff for _, row in rows], [row.tost.se ** 2 for _, row in rows],
+                                 [c for c, _ in rows], method=meta_method, confidence=config.confidence)
+    return StudyReport(config.metric, baseline, systems, results, over_collections, meta, tuple(entries),
+                       tuple(notes))
+
+
+__all__ = ["MANIFEST_COLUMNS", "CollectionResult", "StudyEntry", "StudyReport", "read_manifest", "run_study"]

@@ -1,0 +1,79 @@
+"""Equivalence classes (letters), random-effects meta-analysis and t intervals over seeds/collections."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rankdistill.stats import CAVEAT, equivalence_classes, mean_interval, random_effects
+from rankdistill.stats.equivalence import letter, letter_display
+
+
+def test_letters():
+    assert [letter(i) for i in (0, 1, 25, 26, 27, 51, 52)] == ["a", "b", "z", "aa", "ab", "az", "ba"]
+
+
+def test_letter_display_non_transitive():
+    # A~B and B~C but not A~C; means C > B > A: cliques {C,B} -> a, {B,A} -> b
+    labels, classes = letter_display(["A", "B", "C"], {"A": 0.1, "B": 0.2, "C": 0.3},
+                                     {frozenset("AB"), frozenset("BC")})
+    assert labels == {"C": "a", "B": "ab", "A": "b"}
+    assert classes == (("C", "B"), ("B", "A"))
+    # nobody equivalent: one letter each, best first
+    labels, _ = letter_display(["A", "B"], {"A": 0.1, "B": 0.2}, set())
+    assert labels == {"B": "a", "A": "b"}
+
+
+def test_equivalence_classes_from_tost():
+    rng = np.random.default_rng(5)
+    v = rng.uniform(0.2, 0.8, size=300)
+    values = {"A": v, "B": v + 0.008 + rng.normal(0, 0.001, 300), "C": v + 0.016 + rng.normal(0, 0.001, 300)}
+    ec = equivalence_classes(values, margin=0.01, alpha=0.05)
+    assert ec.systems == ("C", "B", "A")
+    assert ec.letters == {"C": "a", "B": "ab", "A": "b"}
+    assert ec.pairwise[("A", "C")].verdict == "different"
+    assert ec.pairwise[("A", "B")].verdict == "equivalent"
+    assert ec.caveat == CAVEAT and "not transitive" in ec.caveat
+
+
+def test_meta_dl_golden():
+    # y = (0.1, 0.5, 0.2), v = (0.001, 0.002, 0.0015): w = (1000, 500, 666.667), sum 2166.667,
+    # y_FE = 483.333 / 2166.667 = 0.223077; Q = sum w (y - y_FE)^2 = 15.148 + 38.343 + 0.355 = 53.846;
+    # c = 2166.667 - (1e6 + 2.5e5 + 4.444e5)/2166.667 = 1384.615; tau2 = (53.846 - 2)/1384.615 = 0.037444;
+    # w* = 1/(v + tau2) = (26.0116, 25.3521, 25.6776), sum 77.0413;
+    # mu = (2.60116 + 12.67605 + 5.13552)/77.0413 = 0.264958, se = 1/sqrt(77.0413) = 0.113930;
+    # I2 = (53.846 - 2)/53.846 = 0.96286.
+    m = random_effects([0.1, 0.5, 0.2], [0.001, 0.002, 0.0015], ["a", "b", "c"], method="dl")
+    assert m.tau2 == pytest.approx(0.037444, abs=1e-6)
+    assert m.estimate == pytest.approx(0.264958, abs=1e-6)
+    assert m.se == pytest.approx(0.113930, abs=1e-6)
+    assert m.q == pytest.approx(53.846, abs=1e-3)
+    assert m.i2 == pytest.approx(0.96286, abs=1e-5)
+    assert m.ci_low == pytest.approx(0.264958 - 1.959964 * 0.113930, abs=1e-5)
+    assert sum(m.weights) == pytest.approx(1.0)
+
+
+def test_meta_tau2_truncated_at_zero():
+    # y = (0.1, 0.3, 0.2), v = (0.01, 0.02, 0.015): Q = 1.385 < k - 1 = 2 -> tau2 = 0 and the estimate is the
+    # fixed-effect mean (10 + 15 + 13.333) / 216.667 = 0.176923 (statsmodels' dl alone would give tau2 < 0)
+    for method in ("dl", "pm"):
+        m = random_effects([0.1, 0.3, 0.2], [0.01, 0.02, 0.015], method=method)
+        assert m.tau2 == 0.0
+        assert m.estimate == pytest.approx(0.176923, abs=1e-6)
+        assert m.i2 == 0.0
+    with pytest.raises(ValueError, match="at least 2"):
+        random_effects([0.1], [0.01])
+    with pytest.raises(ValueError, match="> 0"):
+        random_effects([0.1, 0.2], [0.01, 0.0])
+
+
+def test_mean_interval_golden():
+    # (1, 2, 3): mean 2, sd 1; t_{0.975, 2} = 0.95 sqrt(2 / (1 - 0.9025)) = 4.302653 -> 2 +- 4.302653/sqrt(3)
+    m = mean_interval([1.0, 2.0, 3.0])
+    assert (m.mean, m.sd, m.n) == (2.0, 1.0, 3)
+    half = 0.95 * math.sqrt(2 / 0.0975) / math.sqrt(3)
+    assert (m.low, m.high) == (pytest.approx(2 - half, rel=1e-9), pytest.approx(2 + half, rel=1e-9))
+    one = mean_interval([0.4])
+    assert one.mean == 0.4 and math.isnan(one.low)

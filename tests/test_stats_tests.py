@@ -1,0 +1,88 @@
+"""Paired t / Wilcoxon tests, multiple-testing corrections and the bootstrap interval."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from rankdistill.errors import UserInputError
+from rankdistill.stats import adjust_pvalues, bootstrap_mean_diff, paired_t_test, wilcoxon_test
+
+
+def test_paired_t_golden():
+    # d = x - y = (1, 2, 3): mean 2, sd 1, se = 1/sqrt(3), t = 2 sqrt(3) = 3.464102, df = 2.
+    # For df = 2 the t CDF is F(t) = 1/2 + t / (2 sqrt(2 + t^2)); t^2 = 12 -> F = 1/2 + 3.464102/7.483315
+    # = 0.962910, so the two-sided p = 2 (1 - F) = 0.074180.
+    y = np.array([0.2, 0.5, 0.1])
+    res = paired_t_test(y + np.array([1.0, 2.0, 3.0]), y)
+    assert res.statistic == pytest.approx(2 * math.sqrt(3), rel=1e-9)
+    assert res.pvalue == pytest.approx(2 * (0.5 - 2 * math.sqrt(3) / (2 * math.sqrt(14))), rel=1e-9)
+    assert res.pvalue == pytest.approx(0.074180, abs=1e-6)
+    assert (res.n, res.mean_diff) == (3, pytest.approx(2.0))
+
+
+def test_paired_t_degenerate_differences():
+    x = np.array([0.3, 0.4, 0.5])
+    assert paired_t_test(x, x).pvalue == 1.0
+    assert paired_t_test(x + 0.1, x).pvalue == 0.0
+
+
+def test_wilcoxon_golden():
+    # d = (1, 2, 3, -0.5): ranks of |d| are 2, 3, 4, 1; W+ = 9, W- = 1; statistic = min = 1.
+    # Exact null: 16 sign patterns equally likely; W- <= 1 in 2 of them (none negative, or only rank 1),
+    # so the one-sided p is 2/16 and the two-sided p = 0.25.
+    y = np.zeros(4)
+    res = wilcoxon_test(y + np.array([1.0, 2.0, 3.0, -0.5]), y)
+    assert res.statistic == 1.0
+    assert res.pvalue == pytest.approx(0.25, abs=1e-12)
+    assert wilcoxon_test(y, y).pvalue == 1.0
+
+
+def test_paired_input_validation():
+    with pytest.raises(ValueError, match="equal 1-d shapes"):
+        paired_t_test([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="NaN"):
+        wilcoxon_test([1, math.nan, 3], [1, 2, 3])
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_t_test([1.0], [0.0])
+
+
+def test_corrections_golden():
+    # p = (0.01, 0.04, 0.03), m = 3.
+    # Holm: sorted (0.01, 0.03, 0.04) x (3, 2, 1) = (0.03, 0.06, 0.04), running max -> (0.03, 0.06, 0.06);
+    # back in the given order: (0.03, 0.06, 0.06).
+    np.testing.assert_allclose(adjust_pvalues([0.01, 0.04, 0.03], "holm"), [0.03, 0.06, 0.06], atol=1e-12)
+    # BH: sorted p * m / rank = (0.03, 0.045, 0.04), running min from the top -> (0.03, 0.04, 0.04);
+    # given order: 0.01 -> 0.03, 0.04 -> 0.04, 0.03 -> 0.04.
+    np.testing.assert_allclose(adjust_pvalues([0.01, 0.04, 0.03], "bh"), [0.03, 0.04, 0.04], atol=1e-12)
+    np.testing.assert_allclose(adjust_pvalues([0.01, 0.04], "none"), [0.01, 0.04])
+    with pytest.raises(UserInputError, match="unknown correction"):
+        adjust_pvalues([0.1], "bonferonni")
+
+
+def test_bootstrap_deterministic_and_sensible():
+    rng = np.random.default_rng(3)
+    y = rng.uniform(0.2, 0.8, size=150)
+    x = y + rng.normal(0.02, 0.05, size=150)
+    a = bootstrap_mean_diff(x, y, n_resamples=2000, seed=7)
+    b = bootstrap_mean_diff(x, y, n_resamples=2000, seed=7)
+    c = bootstrap_mean_diff(x, y, n_resamples=2000, seed=8)
+    assert (a.low, a.high) == (b.low, b.high)
+    assert (a.low, a.high) != (c.low, c.high)
+    assert a.low < a.mean_diff < a.high
+    # for a sample this large, the bootstrap interval is close to the Student t interval of the mean
+    d = x - y
+    lo, hi = stats.t.interval(0.95, d.size - 1, loc=d.mean(), scale=d.std(ddof=1) / math.sqrt(d.size))
+    assert a.low == pytest.approx(lo, abs=0.003)
+    assert a.high == pytest.approx(hi, abs=0.003)
+    p = bootstrap_mean_diff(x, y, n_resamples=2000, seed=7, method="percentile")
+    assert p.low == pytest.approx(lo, abs=0.003) and p.method == "percentile"
+
+
+def test_bootstrap_constant_differences():
+    y = np.array([0.1, 0.5, 0.9])
+    r = bootstrap_mean_diff(y + 0.25, y, n_resamples=100)
+    assert (r.low, r.high) == (pytest.approx(0.25), pytest.approx(0.25))

@@ -22,6 +22,9 @@ logger = logging.getLogger("rankdistill")
 COMMANDS: tuple[str, ...] = (
     "retrieve",
     "evaluate",
+    "mine",
+    "score",
+    "convert",
     "diagnose",
     "select",
     "compare",

@@ -1,0 +1,103 @@
+"""``rankdistill convert``: import and export the paper's training format (triples + teacher ``.json.gz``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from rankdistill.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("convert", help="import/export the paper's triples + teacher .json.gz format",
+                       description="Convert between rankdistill groups + score store and the paper's format: "
+                                   "triples JSONL ({query_id, doc_id_a, doc_id_b: [...]}) and a teacher file "
+                                   "({qid: {docid: score}}, gzipped JSON).")
+    verbs = p.add_subparsers(dest="direction", metavar="DIRECTION")
+    verbs.required = True
+
+    to = verbs.add_parser("to-paper", help="groups (+ scores) -> triples (+ teacher .json.gz)")
+    to.add_argument("--groups", required=True, metavar="GROUPS", help="groups JSONL file")
+    to.add_argument("--output", required=True, metavar="TRIPLES", help="triples JSONL to write")
+    to.add_argument("--all-positives", action="store_true", help="one line per positive (default: the first)")
+    to.add_argument("--scores", default=None, metavar="STORE", help="score store to export the teacher from")
+    to.add_argument("--teacher-id", default=None, metavar="ID", help="teacher in the store (default: its only one)")
+    to.add_argument("--teacher-output", default=None, metavar="FILE",
+                    help="teacher file to write ({qid: {docid: score}}, .json.gz), the groups' pairs only")
+    to.set_defaults(func=run_to_paper)
+
+    fr = verbs.add_parser("from-paper", help="triples (+ teacher .json.gz) -> groups (+ score store)")
+    fr.add_argument("--triples", required=True, metavar="TRIPLES", help="triples JSONL (gzipped or not)")
+    fr.add_argument("--output", required=True, metavar="GROUPS", help="groups JSONL to write")
+    fr.add_argument("--strategy", default="paper", help="strategy name recorded in the groups (default paper)")
+    fr.add_argument("--dataset", default=None, metavar="D", help="check query and doc ids against this dataset")
+    fr.add_argument("--data-dir", default=None, metavar="DIR", help="folder to resolve relative dataset names")
+    fr.add_argument("--teacher-file", default=None, metavar="FILE", help="teacher file to import into --scores")
+    fr.add_argument("--scores", default=None, metavar="STORE", help="score store to import the teacher file into")
+    fr.add_argument("--teacher-id", default=None, metavar="ID",
+                    help="id of the imported teacher (default: the teacher file's name without .json.gz)")
+    fr.add_argument("--score-space", default="unknown",
+                    help="what the imported scores are (e.g. log_p_rel, logit); recorded with them")
+    fr.set_defaults(func=run_from_paper)
+
+
+def run_to_paper(args: argparse.Namespace) -> int:
+    from rankdistill.data.groups import read_groups
+    from rankdistill.io import require_file
+    from rankdistill.mining.paper import write_paper_triples
+    from rankdistill.teachers.store import ScoreStore
+
+    if args.teacher_output and not args.scores:
+        raise UserInputError("--teacher-output needs --scores STORE")
+    groups = read_groups(require_file(args.groups, "groups file"))
+    if not groups:
+        raise UserInputError("the groups file holds no groups", path=args.groups)
+    lines = write_paper_triples(groups, args.output, all_positives=args.all_positives)
+    print(f"wrote {lines} triples for {len(groups)} groups -> {args.output}")
+    if args.teacher_output:
+        pairs = [(g.query_id, d) for g in groups for d in (*g.positive_ids, *g.negative_ids)]
+        with ScoreStore(args.scores, readonly=True) as store:
+            tid = store.resolve_teacher(args.teacher_id)
+            have = store.get_many(tid, pairs)
+            missing = len(set(pairs)) - len(have)
+            if missing:
+                logger.warning("%d of the groups' %d pairs have no score from teacher %s; they are not in %s",
+                               missing, len(set(pairs)), tid, args.teacher_output)
+            store.export_json_gz(args.teacher_output, tid, pairs)
+        print(f"wrote {len(have)} scores of teacher {tid} -> {args.teacher_output}")
+    return 0
+
+
+def run_from_paper(args: argparse.Namespace) -> int:
+    from rankdistill.data.groups import write_groups
+    from rankdistill.mining.paper import read_paper_triples
+    from rankdistill.teachers.store import ScoreStore
+
+    if args.teacher_file and not args.scores:
+        raise UserInputError("--teacher-file needs --scores STORE to import it into")
+    queries = corpus = None
+    if args.dataset:
+        from rankdistill.commands.common import open_dataset
+        from rankdistill.teachers.pairs import dataset_queries
+
+        ds = open_dataset(args)
+        queries, corpus = dataset_queries(ds), ds.corpus
+    groups = read_paper_triples(args.triples, args.strategy, queries, corpus)
+    n = write_groups(groups, args.output)
+    print(f"wrote {n} groups -> {args.output}")
+    if args.teacher_file:
+        name = Path(args.teacher_file).name
+        tid = args.teacher_id or name.removesuffix(".gz").removesuffix(".json")
+        info = {"kind": "imported", "format": "paper-json-gz", "source": str(args.teacher_file),
+                "score_space": args.score_space, "teacher_id": tid}
+        with ScoreStore(args.scores) as store:
+            if store.has_teacher(tid) and store.teacher_info(tid).get("kind") != "imported":
+                raise UserInputError(f"teacher id {tid!r} in {args.scores} holds scores of another teacher",
+                                     fix="choose another id with --teacher-id")
+            new = store.import_json_gz(args.teacher_file, tid, info=info)
+            total = store.count(tid)
+        print(f"imported {new} new scores of teacher {tid} ({total} in all) -> {args.scores}")
+    return 0

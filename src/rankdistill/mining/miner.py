@@ -1,0 +1,189 @@
+"""The miner: runs a strategy and applies the shared logic of :mod:`rankdistill.mining.pool` to every query.
+
+Steps, for the training queries of a split that have a judged positive:
+
+1. the strategy proposes candidates for all queries at once (a first stage searches in one batch);
+2. rank window, exclusions (judged relevant documents: a positive is never a negative), and the optional
+   false-negative guard (one batched teacher call for all queries);
+3. the pool (``pool_size`` negatives) is sampled with the query's own random stream;
+4. queries with fewer than ``pool_size`` candidates are topped up with random documents (guarded too) or
+   skipped (``on_short``); both are counted and logged.
+
+Determinism: every random choice comes from :func:`rankdistill.mining.seeding.query_rng` (seed, query id,
+use), and candidates are ranked with ties broken by doc id, so identical inputs and seed give identical groups.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from rankdistill.data.groups import Group
+from rankdistill.errors import UserInputError
+from rankdistill.mining.base import MiningConfig, MiningQuery, Strategy, get_strategy
+from rankdistill.mining.context import MiningContext
+from rankdistill.mining.pool import (
+    draw_random,
+    exclude,
+    false_negative_guard,
+    guard_threshold,
+    rank_window,
+    sample,
+)
+from rankdistill.mining.seeding import query_rng
+
+logger = logging.getLogger(__name__)
+
+TOPUP_ROUNDS = 4
+"""Top-up draws per short query when the false-negative guard may drop drawn documents."""
+
+
+@dataclass(frozen=True)
+class MiningResult:
+    """The mined groups, the counts of what happened, and the strategy's resolved settings."""
+
+    groups: list[Group]
+    counts: dict[str, int]
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def mining_queries(dataset, split: str, min_relevance: int | None = None,
+                   max_queries: int | None = None) -> tuple[list[MiningQuery], dict[str, int]]:
+    """The split's queries with at least one judged positive (relevance >= the split's threshold) in the corpus.
+
+    Positives are ordered by relevance (highest first), then qrels order. Every document judged with
+    relevance > 0 is excluded from the negatives, including those below the positive threshold.
+    """
+    queries = dataset.queries(split)
+    qrels = dataset.qrels(split)
+    threshold = dataset.rel_threshold(split) if min_relevance is None else min_relevance
+    corpus = dataset.corpus
+    out: list[MiningQuery] = []
+    counts = {"queries": len(queries), "queries_without_positives": 0, "positives_not_in_corpus": 0}
+    for qid, text in queries.items():
+        rels = qrels.get(qid, {})
+        judged_pos = [d for d, r in sorted(rels.items(), key=lambda kv: -kv[1]) if r >= threshold]
+        positives = [d for d in judged_pos if d in corpus]
+        counts["positives_not_in_corpus"] += len(judged_pos) - len(positives)
+        if not positives:
+            counts["queries_without_positives"] += 1
+            continue
+        out.append(MiningQuery(qid, text, tuple(positives), frozenset(d for d, r in rels.items() if r > 0)))
+    if max_queries is not None:
+        out = out[:max_queries]
+    return out, counts
+
+
+class Miner:
+    """Mine groups with the strategy ``context.config.strategy``."""
+
+    def __init__(self, context: MiningContext) -> None:
+        self.context = context
+        self.config: MiningConfig = context.config
+        self.config.validate()
+        self.strategy: Strategy = get_strategy(self.config.strategy)(context)
+        if self.strategy.needs_teacher and context.teacher is None:
+            raise UserInputError(f"--strategy {self.config.strategy} needs a teacher", fix="give --teacher MODEL")
+        if self.config.fn_margin is not None and context.teacher is None:
+            raise UserInputError("the false-negative guard (--fn-margin) needs a teacher", fix="give --teacher MODEL")
+
+    def _guard(self, proposals: dict[str, list[str]], queries: dict[str, MiningQuery],
+               counts: dict[str, int]) -> dict[str, list[str]]:
+        margin = self.config.fn_margin
+        if margin is None:
+            return proposals
+        pairs = [(qid, d) for qid, docs in proposals.items() for d in (*queries[qid].positives, *docs)]
+        scores = self.context.teacher.get(pairs)
+        out = {}
+        for qid, docs in proposals.items():
+            threshold = guard_threshold([scores[(qid, p)] for p in queries[qid].positives], margin)
+            kept, dropped = false_negative_guard(docs, {d: scores[(qid, d)] for d in docs}, threshold)
+            counts["false_negatives_dropped"] += len(dropped)
+            out[qid] = kept
+        return out
+
+    def run(self) -> MiningResult:
+        start = time.perf_counter()
+        c = self.config
+        queries, counts = mining_queries(self.context.dataset, self.context.split, c.min_relevance, c.max_queries)
+        if not queries:
+            raise UserInputError(f"no query of split {self.context.split!r} has a judged positive in the corpus",
+                                 fix="check --split and --min-relevance")
+        by_id = {q.query_id: q for q in queries}
+        counts.update(queries_mined=len(queries), false_negatives_dropped=0, queries_short=0, queries_topped_up=0,
+                      random_negatives_added=0, queries_short_after_topup=0, queries_skipped=0)
+        logger.info("mining %d queries with strategy %s", len(queries), c.strategy)
+        proposed = self.strategy.candidates(queries)
+        max_rank = c.max_rank if c.max_rank is not None else self.strategy.default_max_rank()
+        candidates = {}
+        for q in queries:
+            docs = proposed.get(q.query_id, [])
+            if self.strategy.ranked:
+                docs = rank_window(docs, c.min_rank, max_rank)
+            candidates[q.query_id] = exclude(docs, q.excluded)
+        counts["candidates_total"] = sum(len(v) for v in candidates.values())
+        guarded = self._guard(candidates, by_id, counts)
+        pools = {qid: sample(docs, c.pool, c.sample, query_rng(c.seed, qid, "sample"))
+                 for qid, docs in guarded.items()}
+        short = [q for q in queries if len(pools[q.query_id]) < c.pool]
+        counts["queries_short"] = len(short)
+        if short and c.on_short == "skip":
+            for q in short:
+                del pools[q.query_id]
+            counts["queries_skipped"] = len(short)
+            logger.warning("%d of %d queries had fewer than %d candidates and were skipped (--on-short skip)",
+                           len(short), len(queries), c.pool)
+        elif short:
+            self._top_up(short, pools, candidates, counts)
+            logger.warning("%d of %d queries had fewer than %d candidates and were topped up with %d random "
+                           "documents (--on-short topup)", len(short), len(queries), c.pool,
+                           counts["random_negatives_added"])
+        empty = [qid for qid, pool in pools.items() if not pool]
+        for qid in empty:
+            del pools[qid]
+        counts["queries_empty_pool"] = len(empty)
+        if empty:
+            logger.warning("%d queries ended with an empty negative pool (every candidate was judged relevant or "
+                           "dropped) and were left out", len(empty))
+        groups = [Group(q.query_id, list(q.positives), pools[q.query_id], c.strategy, c.seed)
+                  for q in queries if q.query_id in pools]
+        if not groups:
+            raise UserInputError(f"no groups mined: none of the {len(queries)} queries kept a negative "
+                                 f"({counts['queries_skipped']} skipped as short, {len(empty)} with an empty pool)",
+                                 fix="use --on-short topup, a larger --depth, or a smaller --fn-margin")
+        counts["groups"] = len(groups)
+        counts["negatives_total"] = sum(len(g.negative_ids) for g in groups)
+        counts["groups_below_group_size"] = sum(1 for g in groups if len(g.negative_ids) < c.group_size - 1)
+        counts.update(self.strategy.counts)
+        settings = {**self.strategy.settings(), "max_rank": max_rank if self.strategy.ranked else None}
+        return MiningResult(groups, counts, settings, time.perf_counter() - start)
+
+    def _top_up(self, short: list[MiningQuery], pools: dict[str, list[str]], candidates: dict[str, list[str]],
+                counts: dict[str, int]) -> None:
+        """Fill short pools with uniformly drawn documents; with the guard on, drawn documents are guarded too
+        and up to :data:`TOPUP_ROUNDS` rounds draw replacements for the dropped ones."""
+        c = self.config
+        guard = c.fn_margin is not None
+        rngs = {q.query_id: query_rng(c.seed, q.query_id, "topup") for q in short}
+        taken = {q.query_id: set(pools[q.query_id]) | set(candidates[q.query_id]) | q.excluded for q in short}
+        todo = list(short)
+        for _ in range(TOPUP_ROUNDS if guard else 1):
+            draws: dict[str, list[str]] = {}
+            for q in todo:
+                need = c.pool - len(pools[q.query_id])
+                # with the guard on, draw twice what is missing: some draws may be dropped as false negatives
+                draws[q.query_id] = draw_random(rngs[q.query_id], self.context.corpus_ids, need * 2 if guard else need,
+                                                taken[q.query_id])
+                taken[q.query_id].update(draws[q.query_id])
+            kept = self._guard(draws, {q.query_id: q for q in todo}, counts)
+            for q in todo:
+                added = kept[q.query_id][:c.pool - len(pools[q.query_id])]
+                pools[q.query_id] = pools[q.query_id] + added
+                counts["random_negatives_added"] += len(added)
+            todo = [q for q in todo if len(pools[q.query_id]) < c.pool and draws[q.query_id]]
+            if not todo:
+                break
+        counts["queries_topped_up"] = len(short)
+        counts["queries_short_after_topup"] = sum(1 for q in short if len(pools[q.query_id]) < c.pool)

@@ -1,0 +1,93 @@
+"""The paper's training format: triples JSONL plus a gzipped JSON teacher file.
+
+Each line of the triples file is ``{"query_id": q, "doc_id_a": positive, "doc_id_b": [negatives...]}`` (the
+keys read by the ``rankers`` library the paper's code uses; ``doc_id_b`` may also be a single id), and the
+teacher file is ``{qid: {docid: score}}``, gzipped JSON.
+
+Export writes one line per group with its first (most relevant) positive, or one line per positive with
+``all_positives``. Import merges lines of the same query into one group: positives and negatives in
+first-seen order, a document that is a positive on any line never counted as a negative.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Container, Iterable
+from pathlib import Path
+
+from rankdistill.data.groups import Group
+from rankdistill.errors import UserInputError
+from rankdistill.io import atomic_write, iter_lines, require_file
+
+logger = logging.getLogger(__name__)
+
+
+def write_paper_triples(groups: Iterable[Group], path: str | Path, all_positives: bool = False) -> int:
+    """Write groups as paper triples; returns the number of lines. Groups without positives are left out."""
+    n = 0
+    no_positive = several = 0
+    with atomic_write(path) as fh:
+        for g in groups:
+            if not g.positive_ids:
+                no_positive += 1
+                continue
+            if len(g.positive_ids) > 1:
+                several += 1
+            for pos in g.positive_ids if all_positives else g.positive_ids[:1]:
+                fh.write(json.dumps({"query_id": g.query_id, "doc_id_a": pos, "doc_id_b": list(g.negative_ids)},
+                                    ensure_ascii=False) + "\n")
+                n += 1
+    if no_positive:
+        logger.warning("%d groups without a positive were left out of %s", no_positive, path)
+    if several and not all_positives:
+        logger.info("%d groups have several positives; each line keeps the first (use --all-positives for one "
+                    "line per positive)", several)
+    return n
+
+
+def _ids(value: object, key: str, path: Path, line: int) -> list[str]:
+    if isinstance(value, (str, int)):
+        return [str(value)]
+    if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
+        return [str(v) for v in value]
+    raise UserInputError(f"{key} must be a doc id or a list of doc ids", path=path, line=line)
+
+
+def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Container[str] | None = None,
+                       corpus: Container[str] | None = None) -> list[Group]:
+    """Read paper triples into groups (one per query, in first-seen order).
+
+    When ``queries`` / ``corpus`` are given, unknown query or doc ids raise naming the file and line.
+    """
+    path = require_file(path, "triples file")
+    order: list[str] = []
+    pos: dict[str, dict[str, None]] = {}
+    neg: dict[str, dict[str, None]] = {}
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserInputError(f"not valid JSON ({e.msg})", path=path, line=n,
+                                 fix="each line must be {\"query_id\", \"doc_id_a\", \"doc_id_b\"}") from None
+        if not isinstance(obj, dict) or not {"query_id", "doc_id_a", "doc_id_b"} <= set(obj):
+            raise UserInputError("expected an object with query_id, doc_id_a and doc_id_b", path=path, line=n)
+        qid = str(obj["query_id"])
+        a = _ids(obj["doc_id_a"], "doc_id_a", path, n)
+        b = _ids(obj["doc_id_b"], "doc_id_b", path, n)
+        if queries is not None and qid not in queries:
+            raise UserInputError(f"query id {qid!r} is not in the dataset's queries", path=path, line=n)
+        if corpus is not None:
+            for d in (*a, *b):
+                if d not in corpus:
+                    raise UserInputError(f"document id {d!r} is not in the corpus", path=path, line=n)
+        if qid not in pos:
+            order.append(qid)
+            pos[qid], neg[qid] = {}, {}
+        pos[qid].update(dict.fromkeys(a))
+        neg[qid].update(dict.fromkeys(b))
+    if not order:
+        raise UserInputError("the triples file holds no lines", path=path)
+    return [Group(q, list(pos[q]), [d for d in neg[q] if d not in pos[q]], strategy, 0) for q in order]

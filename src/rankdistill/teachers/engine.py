@@ -1,0 +1,299 @@
+"""The scoring engine: from (query id, doc id) pairs to scores in the store, fast and resumable.
+
+What makes it fast (the recipe of Tevatron and of sentence-transformers' own encode):
+
+- only unique pairs that the store does not hold yet are scored (each (teacher, query, doc) once, however many
+  groups contain it);
+- pairs are tokenised up front, a chunk at a time, by the fast tokenizer's batch call, in a background thread
+  while the model works on the previous chunk;
+- within a chunk, pairs are sorted by token length and batched, so each batch is padded only to its own longest
+  pair (:mod:`rankdistill.teachers.batching`);
+- the model runs under ``torch.inference_mode()``, in bfloat16/float16 on a GPU.
+
+What makes it crash-safe: each batch's scores are committed to the SQLite store as one transaction, so a
+``kill -9`` loses at most the batch in flight, and re-running the same job scores only what is missing. A
+pair's score does not depend on which other pairs share its batch (padding is masked; only floating-point
+rounding can differ), so a resumed run ends with the same store as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rankdistill import __version__
+from rankdistill.errors import UserInputError
+from rankdistill.teachers.ensemble import ZStats, mean_z, zstats
+from rankdistill.teachers.models import Teacher, TeacherConfig, load_teacher
+from rankdistill.teachers.store import ScoreStore
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[str, str]
+
+DEFAULT_CHUNK = 8192
+
+
+class PairTexts(Protocol):
+    """Where the engine gets the texts of queries and documents."""
+
+    def query(self, query_id: str) -> str: ...
+
+    def doc(self, doc_id: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class CorpusTexts:
+    """:class:`PairTexts` over a ``{query_id: text}`` mapping and a document store (``store.text(doc_id)``)."""
+
+    queries: Mapping[str, str]
+    corpus: Any
+
+    def query(self, query_id: str) -> str:
+        try:
+            return self.queries[query_id]
+        except KeyError:
+            raise UserInputError(f"query id {query_id!r} is not in the dataset's queries",
+                                 fix="check the dataset and split") from None
+
+    def doc(self, doc_id: str) -> str:
+        try:
+            return self.corpus.text(doc_id)
+        except KeyError:
+            raise UserInputError(f"document id {doc_id!r} is not in the corpus", fix="check the dataset") from None
+
+
+@dataclass(frozen=True)
+class ScoringReport:
+    """What one scoring job did: unique pairs asked for, found in the store, newly scored, and time taken."""
+
+    teacher_id: str
+    requested: int
+    cached: int
+    scored: int
+    seconds: float
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"teacher_id": self.teacher_id, "requested": self.requested, "cached": self.cached,
+                "scored": self.scored, "seconds": round(self.seconds, 3),
+                "pairs_per_second": round(self.pairs_per_second, 1)}
+
+
+def unique_pairs(pairs: Iterable[Pair]) -> list[Pair]:
+    """The pairs in first-seen order, without repeats."""
+    return list(dict.fromkeys((str(q), str(d)) for q, d in pairs))
+
+
+def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: dict) -> dict:
+    """Record ``info`` for a new teacher id, or check that an existing one was made the same way.
+
+    Returns the stored info. Raises :class:`UserInputError` when the id holds scores made with other settings
+    (another model, score space or max length): mixing them would silently corrupt the labels.
+    """
+    if store.has_teacher(teacher_id):
+        old = store.teacher_info(teacher_id)
+        diff = sorted(k for k in identity if old.get(k) != identity[k])
+        if diff:
+            shown = "; ".join(f"{k}: stored {old.get(k)!r}, now {identity[k]!r}" for k in diff[:3])
+            raise UserInputError(
+                f"teacher id {teacher_id!r} in {store.path} holds scores made with other settings ({shown})",
+                fix="use the same settings, or store these scores under another id with --teacher-id")
+        return old
+    store.set_teacher_info(teacher_id, info)
+    return info
+
+
+def _report_bad(teacher_id: str, bad: list[Pair], total_bad: int) -> UserInputError:
+    shown = ", ".join(f"({q}, {d})" for q, d in bad[:5])
+    return UserInputError(
+        f"teacher {teacher_id!r} gave {total_bad} non-finite (NaN/inf) score(s), e.g. {shown}; they were not "
+        "stored (the finite scores were)", fix="check the model and its inputs; try --dtype float32")
+
+
+def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store: ScoreStore, *,
+                chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True) -> ScoringReport:
+    """Score the pairs the store lacks with ``teacher`` and commit them batch by batch.
+
+    Args:
+        teacher: a loaded teacher (:func:`~rankdistill.teachers.models.load_teacher`).
+        pairs: ``(query_id, doc_id)`` pairs; repeats are scored once.
+        texts: query and document texts.
+        store: the score store; the teacher's id and info are recorded (and checked) there.
+        chunk_size: pairs tokenised at a time (the length sort works within a chunk).
+
+    Raises:
+        UserInputError: the teacher id holds scores made with other settings, or the teacher gave NaN/inf
+            for some pairs (those are reported and not stored).
+    """
+    start = time.perf_counter()
+    tid = teacher.teacher_id
+    claim_teacher_id(store, tid, teacher.identity(), teacher.info())
+    wanted = unique_pairs(pairs)
+    todo = store.missing(tid, wanted)
+    cached = len(wanted) - len(todo)
+    if cached:
+        logger.info("teacher %s: %d of %d pairs already in %s", tid, cached, len(wanted), store.path)
+    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
+
+    def prepare(chunk: list[Pair]) -> Any:
+        return teacher.prepare([texts.query(q) for q, _ in chunk], [texts.doc(d) for _, d in chunk])
+
+    scored = 0
+    bar = tqdm(total=len(todo), desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,
+               disable=None if show_progress else True, mininterval=1.0)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankdistill-tokenize")
+    try:
+        future = pool.submit(prepare, chunks[0]) if chunks else None
+        for i, chunk in enumerate(chunks):
+            assert future is not None
+            prepared = future.result()
+            future = pool.submit(prepare, chunks[i + 1]) if i + 1 < len(chunks) else None
+            for index, scores in teacher.run(prepared):
+                rows = [(chunk[j][0], chunk[j][1], float(s)) for j, s in zip(index.tolist(), scores.tolist())]
+                finite = np.isfinite(scores)
+                if not finite.all():
+                    store.put(tid, [r for r, ok in zip(rows, finite) if ok])
+                    raise _report_bad(tid, [(r[0], r[1]) for r, ok in zip(rows, finite) if not ok],
+                                      int((~finite).sum()))
+                scored += store.put(tid, rows)
+                bar.update(len(rows))
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    report = ScoringReport(tid, len(wanted), cached, scored, time.perf_counter() - start)
+    if scored:
+        logger.info("teacher %s: scored %d pairs in %.1fs (%.0f pairs/s)", tid, scored, report.seconds,
+                    report.pairs_per_second)
+    return report
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Several teachers named as one: the mean of their z-normalised scores (:mod:`rankdistill.teachers.ensemble`)."""
+
+    members: tuple[TeacherConfig, ...]
+    teacher_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise UserInputError("an ensemble needs at least two teachers")
+        ids = [m.id for m in self.members]
+        if len(set(ids)) != len(ids):
+            raise UserInputError(f"ensemble members must have distinct ids, got {ids}")
+
+    @property
+    def id(self) -> str:
+        return self.teacher_id or "zmean(" + "+".join(m.id for m in self.members) + ")"
+
+
+def score_ensemble(config: EnsembleConfig, pairs: Sequence[Pair], texts: PairTexts, store: ScoreStore, *,
+                   chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True) -> list[ScoringReport]:
+    """Score ``pairs`` with every member (each stored under its own id), then store the ensemble's scores.
+
+    The members' means and standard deviations are computed over this job's pairs the first time and then
+    frozen in the ensemble's teacher info, so later (or resumed) jobs give each pair the same ensemble score.
+    Returns the members' reports followed by the ensemble's.
+    """
+    start = time.perf_counter()
+    wanted = unique_pairs(pairs)
+    reports: list[ScoringReport] = []
+    identities: list[dict] = []
+    for member in config.members:
+        teacher = load_teacher(member)
+        try:
+            reports.append(score_pairs(teacher, wanted, texts, store, chunk_size=chunk_size,
+                                       show_progress=show_progress))
+            identities.append({"teacher_id": member.id, **teacher.identity()})
+        finally:
+            teacher.close()
+    eid = config.id
+    identity = {"kind": "ensemble", "combination": "mean_z", "members": identities}
+    stats: list[ZStats] | None = None
+    if store.has_teacher(eid):
+        info = claim_teacher_id(store, eid, identity, {})
+        if "zstats" in info:
+            stats = [ZStats.from_dict(info["zstats"][m.id]) for m in config.members]
+    if stats is None:
+        member_scores = _member_matrix(store, config, wanted)
+        stats = [zstats(row) for row in member_scores]
+        info = {**identity, "teacher_id": eid, "rankdistill": __version__, "score_space": "mean_z",
+                "zstats": {m.id: s.to_dict() for m, s in zip(config.members, stats)},
+                "normalisation": "global z-score per member (population std) over the first job's pairs, frozen"}
+        store.set_teacher_info(eid, info)
+    todo = store.missing(eid, wanted)
+    scored = 0
+    for i in range(0, len(todo), chunk_size):
+        chunk = todo[i:i + chunk_size]
+        ens = mean_z(_member_matrix(store, config, chunk), stats)
+        scored += store.put(eid, [(q, d, float(s)) for (q, d), s in zip(chunk, ens)])
+    reports.append(ScoringReport(eid, len(wanted), len(wanted) - len(todo), scored, time.perf_counter() - start))
+    return reports
+
+
+def _member_matrix(store: ScoreStore, config: EnsembleConfig, pairs: Sequence[Pair]) -> np.ndarray:
+    rows = []
+    for m in config.members:
+        got = store.get_many(m.id, pairs)
+        missing = [p for p in pairs if p not in got]
+        if missing:  # pragma: no cover - score_pairs stores every pair or raises
+            raise RuntimeError(f"member {m.id} lacks {len(missing)} scores")
+        rows.append([got[p] for p in pairs])
+    return np.asarray(rows, dtype=np.float64)
+
+
+TeacherSpec = TeacherConfig | EnsembleConfig
+
+
+class TeacherScores:
+    """Scores of one teacher (or ensemble) for any pairs: read from the store, computing what is missing.
+
+    The teacher is loaded at the first pair that needs scoring and kept until :meth:`close`. Mining uses this
+    so that the scores it needs land in a store, and ``rankdistill score`` later finds them cached.
+    """
+
+    def __init__(self, spec: TeacherSpec, store: ScoreStore, texts: PairTexts, *, chunk_size: int = DEFAULT_CHUNK,
+                 show_progress: bool = True) -> None:
+        self.spec = spec
+        self.store = store
+        self.texts = texts
+        self.chunk_size = chunk_size
+        self.show_progress = show_progress
+        self._teacher: Teacher | None = None
+        self.reports: list[ScoringReport] = []
+
+    @property
+    def teacher_id(self) -> str:
+        return self.spec.id
+
+    def get(self, pairs: Iterable[Pair]) -> dict[Pair, float]:
+        """``{(query_id, doc_id): score}`` for every given pair."""
+        wanted = unique_pairs(pairs)
+        if self.store.missing(self.teacher_id, wanted) or not self.store.has_teacher(self.teacher_id):
+            if isinstance(self.spec, EnsembleConfig):
+                self.reports.extend(score_ensemble(self.spec, wanted, self.texts, self.store,
+                                                   chunk_size=self.chunk_size, show_progress=self.show_progress))
+            else:
+                if self._teacher is None:
+                    self._teacher = load_teacher(self.spec)
+                self.reports.append(score_pairs(self._teacher, wanted, self.texts, self.store,
+                                                chunk_size=self.chunk_size, show_progress=self.show_progress))
+        return self.store.get_many(self.teacher_id, wanted)
+
+    def info(self) -> dict:
+        return self.store.teacher_info(self.teacher_id) if self.store.has_teacher(self.teacher_id) else {}
+
+    def close(self) -> None:
+        if self._teacher is not None:
+            self._teacher.close()
+            self._teacher = None

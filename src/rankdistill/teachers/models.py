@@ -1,0 +1,352 @@
+"""Teachers: models that give each (query, document) pair a relevance score.
+
+- :class:`CrossEncoderTeacher`: any ``AutoModelForSequenceClassification`` with one output (a relevance
+  logit) or two (not relevant / relevant); the score space (:mod:`rankdistill.teachers.spaces`) is chosen
+  explicitly and recorded. A model without a trained classification head is refused: it is not a ranking model.
+- :class:`BiEncoderTeacher`: a sentence-transformers bi-encoder, score = dot product or cosine of the query
+  and document embeddings (document embeddings come from the on-disk cache of
+  :func:`rankdistill.models.embeddings.encode_texts`).
+
+An ensemble of teachers is scored by :func:`rankdistill.teachers.engine.score_ensemble`.
+
+Every teacher works in two steps, so that the engine can overlap them: :meth:`Teacher.prepare` (CPU:
+texts -> token ids or embeddings) and :meth:`Teacher.run` (model: yields ``(positions, scores)`` batch by batch).
+"""
+
+from __future__ import annotations
+
+import abc
+import gc
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rankdistill import __version__
+from rankdistill.errors import UserInputError
+from rankdistill.models import model_id, resolve_model
+from rankdistill.teachers.batching import length_sorted_batches, pad_batch
+from rankdistill.teachers.options import SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
+from rankdistill.teachers.runtime import dtype_name, resolve_device, resolve_dtype
+from rankdistill.teachers.spaces import resolve_score_space, scores_from_logits
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How to load and run one teacher.
+
+    Attributes:
+        model: a local model directory or a Hugging Face name.
+        teacher_id: the id its scores are stored under (default: ``model`` as given).
+        kind: ``cross`` (cross-encoder), ``bi`` (bi-encoder) or ``auto`` (from the model's files).
+        score_space: cross-encoders: ``auto``, ``logit``, ``log_p_rel`` or ``log_odds``.
+        similarity: bi-encoders: ``dot`` or ``cosine``.
+        max_length: token limit of a (query, document) input (default: min(512, the model's limit)).
+        batch_size: pairs per forward pass.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        dtype: ``auto`` (bf16/fp16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``.
+        allow_untrained_head: accept a cross-encoder whose classification head is randomly initialised
+            (benchmarks only: its scores are meaningless).
+        embedding_cache: bi-encoders: the embedding cache root (``None`` = default, ``False`` = none).
+    """
+
+    model: str
+    teacher_id: str | None = None
+    kind: str = "auto"
+    score_space: str = "auto"
+    similarity: str = "dot"
+    max_length: int | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    dtype: str = "auto"
+    allow_untrained_head: bool = False
+    embedding_cache: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEACHER_KINDS:
+            raise UserInputError(f"unknown teacher type {self.kind!r}", fix=f"use one of {', '.join(TEACHER_KINDS)}")
+        if self.score_space != "auto" and self.score_space not in SCORE_SPACES:
+            raise UserInputError(f"unknown score space {self.score_space!r}",
+                                 fix=f"use auto or one of {', '.join(SCORE_SPACES)}")
+        if self.similarity not in SIMILARITIES:
+            raise UserInputError(f"unknown similarity {self.similarity!r}", fix="use dot or cosine")
+        if self.batch_size < 1:
+            raise UserInputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_length is not None and self.max_length < 8:
+            raise UserInputError(f"--max-length must be at least 8, got {self.max_length}")
+
+    @property
+    def id(self) -> str:
+        return self.teacher_id or self.model
+
+
+class Teacher(abc.ABC):
+    """A loaded teacher. ``identity()`` names what its scores depend on; ``info()`` adds how they were made."""
+
+    kind: str = ""
+
+    def __init__(self, config: TeacherConfig) -> None:
+        self.config = config
+        self.teacher_id = config.id
+
+    @abc.abstractmethod
+    def identity(self) -> dict:
+        """Settings that change the scores; a store refuses to mix scores made with other ones."""
+
+    def info(self) -> dict:
+        return {**self.identity(), "teacher_id": self.teacher_id, "rankdistill": __version__}
+
+    @abc.abstractmethod
+    def prepare(self, queries: Sequence[str], docs: Sequence[str]) -> Any:
+        """CPU-side work for a chunk of pairs ``(queries[i], docs[i])`` (tokenising, embedding)."""
+
+    @abc.abstractmethod
+    def run(self, prepared: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(positions in the chunk, float scores)`` one batch at a time."""
+
+    def score(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        """Scores of the pairs ``(queries[i], docs[i])`` in input order (convenience; no store)."""
+        out = np.full(len(queries), np.nan, dtype=np.float64)
+        if len(queries):
+            for idx, s in self.run(self.prepare(queries, docs)):
+                out[idx] = s
+        return out
+
+    def close(self) -> None:
+        """Free the model (and GPU memory)."""
+        gc.collect()
+
+
+def _read_hf_config(path: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"cannot load model {path!r} ({first})",
+                             fix="give a local model directory or a Hugging Face name") from None
+
+
+def _is_sentence_transformer(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and ((p / "modules.json").is_file() or (p / "config_sentence_transformers.json").is_file())
+
+
+def detect_kind(model: str) -> str:
+    """``cross`` when the config names a ``*ForSequenceClassification`` architecture, ``bi`` for a
+    sentence-transformers directory without one; otherwise the model is not a ranking model."""
+    path = resolve_model(model)
+    cfg = _read_hf_config(path)
+    archs = list(getattr(cfg, "architectures", None) or [])
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "cross"
+    if _is_sentence_transformer(path):
+        return "bi"
+    raise UserInputError(
+        f"{model!r} is not a ranking model: its architectures are {archs or 'not given'}, not a "
+        "*ForSequenceClassification head, and it is not a sentence-transformers model",
+        fix="give a cross-encoder, or --teacher-type bi to use an embedding model as a bi-encoder teacher")
+
+
+def _model_limit(cfg: Any, tokenizer: Any) -> int:
+    limits = [512]
+    mpe = getattr(cfg, "max_position_embeddings", None)
+    if isinstance(mpe, int) and mpe > 0:
+        # RoBERTa-style position ids start after the padding index
+        offset = 2 if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        limits.append(mpe - offset)
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 1_000_000:
+        limits.append(tml)
+    return min(limits)
+
+
+@dataclass(frozen=True)
+class TokenizedChunk:
+    """Pre-tokenised pairs of one chunk: token ids (and type ids) per pair, and their lengths."""
+
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray] | None
+    lengths: np.ndarray
+
+
+class CrossEncoderTeacher(Teacher):
+    """A cross-encoder teacher (``AutoModelForSequenceClassification``) run with length-sorted batches."""
+
+    kind = "cross"
+
+    def __init__(self, config: TeacherConfig) -> None:
+        super().__init__(config)
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.path = resolve_model(config.model)
+        cfg = _read_hf_config(self.path)
+        archs = list(getattr(cfg, "architectures", None) or [])
+        has_head = any(a.endswith("ForSequenceClassification") for a in archs)
+        if not has_head and not config.allow_untrained_head:
+            raise UserInputError(
+                f"{config.model!r} is not a ranking model: architectures {archs or 'not given'} have no "
+                "sequence-classification head", fix="give a cross-encoder, or --teacher-type bi for an embedding model")
+        self.num_labels = int(getattr(cfg, "num_labels", 1)) if has_head else 1
+        if self.num_labels not in (1, 2):
+            raise UserInputError(
+                f"{config.model!r} is not a ranking model: its head has {self.num_labels} outputs",
+                fix="a ranking cross-encoder has 1 output (relevance logit) or 2 (not relevant, relevant)")
+        self.score_space = resolve_score_space(config.score_space, self.num_labels)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            self.path, num_labels=self.num_labels, output_loading_info=True, dtype=self.dtype)
+        head_missing = sorted(k for k in loading.get("missing_keys", ()) if "embeddings.position_ids" not in k)
+        if head_missing and not config.allow_untrained_head:
+            raise UserInputError(
+                f"{config.model!r} is not a trained ranking model: weights {', '.join(head_missing[:3])} are "
+                "missing from the checkpoint (they would be random)", fix="give a trained cross-encoder")
+        self.model = model.to(self.device).eval()
+        self.architecture = type(model).__name__
+        limit = _model_limit(cfg, self.tokenizer)
+        if config.max_length is not None and config.max_length > limit:
+            raise UserInputError(f"--max-length {config.max_length} exceeds the model's limit of {limit} tokens",
+                                 fix=f"use --max-length {limit} or less")
+        self.max_length = config.max_length or limit
+        self.token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        self.multiple_of = 8 if self.device.type == "cuda" else 1
+
+    def identity(self) -> dict:
+        return {"kind": "cross", "model": model_id(self.config.model), "score_space": self.score_space,
+                "max_length": self.max_length, "num_labels": self.num_labels, "truncation": "longest_first"}
+
+    def info(self) -> dict:
+        return {**super().info(), "architecture": self.architecture, "dtype": dtype_name(self.dtype),
+                "device": self.device.type, "untrained_head": bool(self.config.allow_untrained_head)}
+
+    def prepare(self, queries: Sequence[str], docs: Sequence[str]) -> TokenizedChunk:
+        enc = self.tokenizer(list(queries), list(docs), truncation="longest_first", max_length=self.max_length,
+                             padding=False, return_attention_mask=False, return_token_type_ids=self.token_types)
+        ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
+        types = [np.asarray(x, dtype=np.int64) for x in enc["token_type_ids"]] if self.token_types else None
+        return TokenizedChunk(ids, types, np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
+
+    @torch.inference_mode()
+    def run(self, prepared: TokenizedChunk) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Forward the chunk's length-sorted batches. On a GPU the loop runs one batch ahead: batch i+1 is
+        queued before batch i's scores are read back (into pinned memory), so padding the next batch and
+        committing the previous one overlap with the GPU's work."""
+        cuda = self.device.type == "cuda"
+        pending: tuple[np.ndarray, torch.Tensor, Any] | None = None
+        for index in length_sorted_batches(prepared.lengths, self.config.batch_size):
+            batch = pad_batch(index, prepared.input_ids, prepared.token_type_ids, self.pad_id, self.multiple_of)
+            inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+            if batch.token_type_ids is not None:
+                inputs["token_type_ids"] = batch.token_type_ids
+            tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
+            if cuda:
+                tensors = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in tensors.items()}
+            elif self.device.type != "cpu":
+                tensors = {k: v.to(self.device) for k, v in tensors.items()}
+            scores = scores_from_logits(self.model(**tensors).logits, self.score_space)
+            if not cuda:
+                yield batch.index, scores.cpu().numpy().astype(np.float64)
+                continue
+            host = torch.empty(scores.shape, dtype=scores.dtype, pin_memory=True)
+            host.copy_(scores, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            if pending is not None:
+                yield self._collect(pending)
+            pending = (batch.index, host, done)
+        if pending is not None:
+            yield self._collect(pending)
+
+    @staticmethod
+    def _collect(pending: tuple[np.ndarray, torch.Tensor, Any]) -> tuple[np.ndarray, np.ndarray]:
+        index, host, done = pending
+        done.synchronize()
+        return index, host.numpy().astype(np.float64)
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class EmbeddedChunk:
+    """Embeddings of a chunk's unique queries and documents, and each pair's rows in them."""
+
+    query_vectors: np.ndarray
+    doc_vectors: np.ndarray
+    query_row: np.ndarray
+    doc_row: np.ndarray
+
+
+class BiEncoderTeacher(Teacher):
+    """A bi-encoder teacher: ``s(q, d) = <e(q), e(d)>`` (``dot``) or the cosine of the two embeddings."""
+
+    kind = "bi"
+
+    def __init__(self, config: TeacherConfig) -> None:
+        super().__init__(config)
+        from rankdistill.models.embeddings import load_sentence_transformer
+
+        self.path = resolve_model(config.model)
+        self.device = resolve_device(config.device)
+        st = load_sentence_transformer(config.model, device=str(self.device))
+        self.max_length = config.max_length or int(getattr(st, "max_seq_length", None) or 512)
+        self.similarity = config.similarity
+
+    def identity(self) -> dict:
+        return {"kind": "bi", "model": model_id(self.config.model), "score_space": self.similarity,
+                "max_length": self.max_length}
+
+    def info(self) -> dict:
+        return {**super().info(), "device": self.device.type, "dtype": "float32"}
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        from rankdistill.models.embeddings import encode_texts
+
+        return encode_texts(texts, self.config.model, batch_size=self.config.batch_size, max_length=self.max_length,
+                            normalize=self.similarity == "cosine", device=str(self.device),
+                            cache_dir=self.config.embedding_cache)
+
+    def prepare(self, queries: Sequence[str], docs: Sequence[str]) -> EmbeddedChunk:
+        uq = list(dict.fromkeys(queries))
+        ud = list(dict.fromkeys(docs))
+        qpos = {t: i for i, t in enumerate(uq)}
+        dpos = {t: i for i, t in enumerate(ud)}
+        return EmbeddedChunk(self._encode(uq), self._encode(ud),
+                             np.fromiter((qpos[t] for t in queries), dtype=np.int64, count=len(queries)),
+                             np.fromiter((dpos[t] for t in docs), dtype=np.int64, count=len(docs)))
+
+    def run(self, prepared: EmbeddedChunk) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        n = len(prepared.query_row)
+        bs = max(self.config.batch_size, 1024)
+        for start in range(0, n, bs):
+            idx = np.arange(start, min(start + bs, n))
+            q = prepared.query_vectors[prepared.query_row[idx]].astype(np.float64)
+            d = prepared.doc_vectors[prepared.doc_row[idx]].astype(np.float64)
+            yield idx, np.einsum("ij,ij->i", q, d)
+
+
+def load_teacher(config: TeacherConfig) -> Teacher:
+    """Load the teacher ``config`` names (``kind=auto`` looks at the model's files, see :func:`detect_kind`)."""
+    kind = detect_kind(config.model) if config.kind == "auto" else config.kind
+    if kind == "cross":
+        return CrossEncoderTeacher(config)
+    return BiEncoderTeacher(config)
+
+
+def describe(info: dict) -> str:
+    """One line naming a teacher's settings (for logs and errors)."""
+    return json.dumps(info, sort_keys=True)

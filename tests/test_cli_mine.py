@@ -1,0 +1,117 @@
+"""``rankdistill mine`` end to end: byte-identical output for a seed, the sidecar, teacher scores reused by
+``rankdistill score``, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rankdistill.cli import main
+from rankdistill.data import read_groups
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_mine_is_byte_identical_for_a_seed_and_writes_a_sidecar(tmp_path, cranfield_dir, capsys):
+    base = ["mine", "--dataset", str(cranfield_dir), "--split", "train", "--strategy", "bm25", "--group-size", "4",
+            "--depth", "50"]
+    assert main([*base, "--seed", "5", "--output", str(tmp_path / "a.jsonl")]) == 0
+    assert "mined 150 groups (bm25, group size 4, pool 8; 0 short, 0 skipped" in capsys.readouterr().out
+    assert main([*base, "--seed", "5", "--output", str(tmp_path / "b.jsonl")]) == 0
+    assert main([*base, "--seed", "6", "--output", str(tmp_path / "c.jsonl")]) == 0
+    a = (tmp_path / "a.jsonl").read_bytes()
+    assert a == (tmp_path / "b.jsonl").read_bytes()
+    assert a != (tmp_path / "c.jsonl").read_bytes()
+    first = json.loads(a.decode().splitlines()[0])
+    assert list(first) == ["query_id", "positive_ids", "negative_ids", "strategy", "seed"]  # the design's format
+    assert (first["strategy"], first["seed"], len(first["negative_ids"])) == ("bm25", 5, 8)
+    meta = json.loads((tmp_path / "a.jsonl.meta.json").read_text())
+    assert meta["settings"]["group_size"] == 4 and meta["settings"]["pool_size"] == 8
+    assert meta["settings"]["seed"] == 5 and meta["dataset"]["split"] == "train"
+    assert meta["counts"]["groups"] == 150 and meta["counts"]["queries_short"] == 0
+    assert meta["counts"]["false_negatives_dropped"] == 0
+    assert meta["strategy_settings"]["max_rank"] == 50 and meta["seconds"] >= 0
+
+
+def test_mine_gives_the_same_bytes_in_another_process(tmp_path, cranfield_dir):
+    """Nothing depends on Python's per-process string hashing (set order): a subprocess with another
+    PYTHONHASHSEED writes the same file."""
+    args = ["mine", "--dataset", str(cranfield_dir), "--strategy", "random", "--group-size", "5", "--seed", "11"]
+    assert main([*args, "--output", str(tmp_path / "here.jsonl")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-m", "rankdistill.cli", "-q", *args, "--output", str(tmp_path / "there.jsonl")],
+                   env=env, check=True, capture_output=True)
+    assert (tmp_path / "here.jsonl").read_bytes() == (tmp_path / "there.jsonl").read_bytes()
+
+
+def test_mined_teacher_scores_are_found_by_score(tmp_path, cranfield_dir, tiny_cross_encoder_dir, capsys):
+    out = tmp_path / "groups.jsonl"
+    teacher = ["--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "ce", "--max-length", "64", "--device", "cpu"]
+    assert main(["mine", "--dataset", str(cranfield_dir), "--strategy", "teacher", "--group-size", "3", "--pool", "4",
+                 "--depth", "12", "--sample", "top", "--max-queries", "6", "--output", str(out), *teacher]) == 0
+    capsys.readouterr()
+    store = tmp_path / "groups.scores.db"  # the default store beside the output
+    meta = json.loads((tmp_path / "groups.jsonl.meta.json").read_text())
+    assert meta["teacher"]["id"] == "ce" and meta["teacher"]["store"] == str(store)
+    assert meta["teacher"]["info"]["score_space"] == "logit"
+    groups = read_groups(out)
+    negatives = sum(len(g.negative_ids) for g in groups)
+    assert main(["score", "--dataset", str(cranfield_dir), "--groups", str(out), "--output", str(store),
+                 *teacher]) == 0
+    line = capsys.readouterr().out
+    pairs = len({(g.query_id, d) for g in groups for d in (*g.positive_ids, *g.negative_ids)})
+    cached = int(line.split(" pairs, ")[1].split(" already stored")[0])
+    scored = int(line.split("already stored, ")[1].split(" scored")[0])
+    assert cached + scored == pairs and cached >= negatives  # every negative came from a scored candidate
+
+
+def test_mine_ensemble_with_comma_separated_systems(tmp_path, cranfield_dir, tiny_cross_encoder_dir):
+    assert main(["retrieve", "--dataset", str(cranfield_dir), "--split", "train", "--k", "30",
+                 "--output", str(tmp_path / "bm25.trec")]) == 0
+    out = tmp_path / "ens.jsonl"
+    assert main(["mine", "--dataset", str(cranfield_dir), "--strategy", "ensemble", "--group-size", "4",
+                 "--systems", f"{tmp_path / 'bm25.trec'},{tmp_path / 'bm25.trec'}", "--max-queries", "5",
+                 "--teacher", str(tiny_cross_encoder_dir), "--max-length", "64", "--ensemble-margin", "0",
+                 "--scores", str(tmp_path / "s.db"), "--output", str(out)]) == 0
+    meta = json.loads((tmp_path / "ens.jsonl.meta.json").read_text())
+    assert meta["strategy_settings"]["systems"] == ["bm25.trec", "bm25.trec"]
+    assert meta["strategy_settings"]["margin"] == 0.0 and meta["strategy_settings"]["n_per_system"] == 10
+    assert len(read_groups(out)) == 5 and (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--strategy", "bm25", "--group-size", "8", "--pool", "4"], "--pool 4 is smaller than group size - 1 = 7"),
+    (["--strategy", "teacher", "--group-size", "4"], "--strategy teacher needs a teacher (give --teacher MODEL)"),
+    (["--strategy", "run", "--group-size", "4"], "--strategy run needs --candidates FILE"),
+    (["--strategy", "bm25", "--group-size", "4", "--split", "dev"], "unknown split 'dev'"),
+    (["--strategy", "bm25", "--group-size", "4", "--fn-margin", "1"], "the false-negative guard (--fn-margin) needs"),
+    (["--strategy", "run", "--candidates", "missing.trec", "--group-size", "4"], "--candidates run file not found"),
+    (["--strategy", "bm25", "--group-size", "4", "--min-relevance", "9"], "no query of split 'train' has a judged"),
+])
+def test_mine_bad_input_exits_2_with_one_line(tmp_path, cranfield_dir, capsys, extra, message):
+    code = main(["mine", "--dataset", str(cranfield_dir), *extra, "--output", str(tmp_path / "g.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g.jsonl").exists()
+
+
+def test_mine_rejects_an_unknown_strategy(tmp_path, cranfield_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["mine", "--dataset", str(cranfield_dir), "--strategy", "colbert", "--group-size", "4",
+              "--output", str(tmp_path / "g.jsonl")])
+    assert e.value.code == 2
+    assert "invalid choice: 'colbert'" in capsys.readouterr().err

@@ -1,0 +1,193 @@
+"""``rankdistill score`` end to end: caching, exports, bad input, and a kill -9 in the middle of a run."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankdistill.cli import main
+from rankdistill.data import Group, load_dataset, write_groups
+from rankdistill.errors import UserInputError
+from rankdistill.teachers.store import ScoreStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two shared cores: one intra-op thread is several times faster than two fighting over them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _groups(cranfield_dir, path: Path, n_queries: int, n_negatives: int) -> list[tuple[str, str]]:
+    """Groups of the first training queries: judged positives, and the first corpus documents as negatives."""
+    ds = load_dataset(cranfield_dir)
+    qrels = ds.qrels("train")
+    qids = sorted(qrels, key=int)[:n_queries]
+    docs = ds.corpus.ids()
+    groups = []
+    for q in qids:
+        pos = sorted(d for d, r in qrels[q].items() if r > 0)
+        neg = [d for d in docs if d not in qrels[q]][:n_negatives]
+        groups.append(Group(q, pos, neg, "test", 0))
+    write_groups(groups, path)
+    return list(dict.fromkeys((g.query_id, d) for g in groups for d in g.positive_ids + g.negative_ids))
+
+
+def _rows(path: Path, teacher: str) -> dict[tuple[str, str], float]:
+    with ScoreStore(path, readonly=True) as store:
+        return {(q, d): s for q, d, s in store.iter_rows(teacher)}
+
+
+def test_score_caches_and_exports(tmp_path, cranfield_dir, tiny_cross_encoder_dir, capsys):
+    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 3, 5)
+    args = ["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
+            "--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "tiny", "--output", str(tmp_path / "s.db"),
+            "--max-length", "64", "--batch-size", "4", "--device", "cpu"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"tiny: {len(pairs)} pairs, 0 already stored, {len(pairs)} scored" in out
+    assert main([*args, "--export-run", str(tmp_path / "t.trec"),
+                 "--export-json-gz", str(tmp_path / "t.json.gz")]) == 0
+    assert f"tiny: {len(pairs)} pairs, {len(pairs)} already stored, 0 scored" in capsys.readouterr().out
+    rows = _rows(tmp_path / "s.db", "tiny")
+    assert set(rows) == set(pairs)
+    teacher_file = json.loads(gzip.decompress((tmp_path / "t.json.gz").read_bytes()))
+    assert {(q, d) for q in teacher_file for d in teacher_file[q]} == set(pairs)
+    assert all(teacher_file[q][d] == pytest.approx(s) for (q, d), s in rows.items())
+    lines = (tmp_path / "t.trec").read_text().splitlines()
+    assert len(lines) == len(pairs)
+    first = lines[0].split()
+    q0 = first[0]
+    assert first[3] == "1" and float(first[4]) == pytest.approx(max(s for (q, _), s in rows.items() if q == q0),
+                                                                abs=1e-6)
+
+
+def test_score_with_two_teachers_stores_members_and_ensemble(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
+                                                              capsys):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(3)
+    other = tmp_path / "ce-b"
+    tok = AutoTokenizer.from_pretrained(tiny_cross_encoder_dir)
+    BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32,
+                                             max_position_embeddings=128, num_labels=1)).save_pretrained(other)
+    tok.save_pretrained(other)
+    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 2, 3)
+    n = len(pairs)
+    assert main(["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
+                 "--teacher", str(tiny_cross_encoder_dir), str(other), "--teacher-id", "ens",
+                 "--output", str(tmp_path / "s.db"), "--max-length", "64", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [str(tiny_cross_encoder_dir), str(other), "ens"]
+    assert all(f"{n} pairs, 0 already stored, {n} scored" in line for line in out)
+    a, b, ens = (_rows(tmp_path / "s.db", t) for t in (str(tiny_cross_encoder_dir), str(other), "ens"))
+    keys = sorted(ens)
+    za = np.array([a[k] for k in keys])
+    zb = np.array([b[k] for k in keys])
+    expected = ((za - za.mean()) / za.std() + (zb - zb.mean()) / zb.std()) / 2
+    assert np.allclose([ens[k] for k in keys], expected)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"query_id": "nope", "positive_ids": ["184"], "negative_ids": ["1"]}',
+     r"groups\.jsonl:2: query id 'nope' is not in the dataset's queries"),
+    ('{"query_id": "2", "positive_ids": ["12"], "negative_ids": ["1", "no-such-doc"]}',
+     r"groups\.jsonl:2: document id 'no-such-doc' \(query '2'\) is not in the corpus"),
+    ('{"query_id": "2", "positive_ids": "12", "negative_ids": []}',
+     r"groups\.jsonl:2: positive_ids and negative_ids must be lists"),
+])
+def test_score_bad_groups_exit_2_with_file_and_line(tmp_path, cranfield_dir, tiny_cross_encoder_dir, capsys, line,
+                                                   message):
+    groups = tmp_path / "groups.jsonl"
+    groups.write_text('{"query_id": "1", "positive_ids": ["184"], "negative_ids": ["1", "2"]}\n' + line + "\n")
+    code = main(["score", "--dataset", str(cranfield_dir), "--groups", str(groups), "--teacher",
+                 str(tiny_cross_encoder_dir), "--output", str(tmp_path / "s.db")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+
+
+def test_score_refuses_empty_groups_and_non_ranking_models(tmp_path, cranfield_dir, tiny_bert_dir,
+                                                           tiny_cross_encoder_dir, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    base = ["score", "--dataset", str(cranfield_dir), "--output", str(tmp_path / "s.db")]
+    assert main([*base, "--groups", str(empty), "--teacher", str(tiny_cross_encoder_dir)]) == 2
+    assert "holds no groups" in capsys.readouterr().err
+    _groups(cranfield_dir, tmp_path / "g.jsonl", 1, 2)
+    assert main([*base, "--groups", str(tmp_path / "g.jsonl"), "--teacher", str(tiny_bert_dir)]) == 2
+    assert "is not a ranking model" in capsys.readouterr().err
+    assert main([*base, "--groups", str(tmp_path / "g.jsonl"), "--teacher", str(tiny_cross_encoder_dir),
+                 "--max-length", "64", "--teacher-id", "t"]) == 0
+    # the same id with another max length would mix two kinds of scores
+    assert main([*base, "--groups", str(tmp_path / "g.jsonl"), "--teacher", str(tiny_cross_encoder_dir),
+                 "--max-length", "32", "--teacher-id", "t"]) == 2
+    assert "holds scores made with other settings (max_length: stored 64, now 32)" in capsys.readouterr().err
+
+
+def _poll_count(path: Path, teacher: str) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with ScoreStore(path, readonly=True) as store:
+            return store.count(teacher)
+    except (sqlite3.Error, UserInputError):
+        return 0  # the writer is still creating the schema
+
+
+def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
+                                                               capsys):
+    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 6, 100)
+    total = len(pairs)
+    killed_store = tmp_path / "killed.db"
+    args = ["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
+            "--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "tiny", "--max-length", "32",
+            "--batch-size", "2", "--chunk-size", "64", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rankdistill.cli", "-q", *args, "--output", str(killed_store)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _poll_count(killed_store, "tiny") < 20:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the scoring subprocess committed nothing in 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = _rows(killed_store, "tiny")
+    assert 20 <= len(partial) < total  # killed mid-run, with whole batches committed
+    assert main([*args, "--output", str(killed_store)]) == 0  # the same command again
+    assert f"{total} pairs, {len(partial)} already stored, {total - len(partial)} scored" in capsys.readouterr().out
+    assert main([*args, "--output", str(tmp_path / "clean.db")]) == 0
+    resumed, clean = _rows(killed_store, "tiny"), _rows(tmp_path / "clean.db", "tiny")
+    assert set(resumed) == set(clean) == set(pairs)
+    keys = sorted(clean)
+    # equal up to float rounding: a pair's score does not depend on its batch (padding is masked)
+    assert np.allclose([resumed[k] for k in keys], [clean[k] for k in keys], rtol=1e-6, atol=1e-7)
+    with ScoreStore(killed_store, readonly=True) as a, ScoreStore(tmp_path / "clean.db", readonly=True) as b:
+        assert a.teacher_info("tiny") == b.teacher_info("tiny")

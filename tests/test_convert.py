@@ -1,0 +1,87 @@
+"""Import and export of the paper's format: triples JSONL + ``{qid: {docid: score}}`` teacher ``.json.gz``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from rankdistill.cli import main
+from rankdistill.data import Group, read_groups, write_groups
+from rankdistill.errors import UserInputError
+from rankdistill.mining.paper import read_paper_triples, write_paper_triples
+from rankdistill.teachers.store import ScoreStore
+
+
+def test_round_trip_of_single_positive_groups(tmp_path):
+    groups = [Group("q1", ["d1"], ["d2", "d3"], "paper", 0), Group("q2", ["d9"], ["d1"], "paper", 0)]
+    assert write_paper_triples(groups, tmp_path / "t.jsonl") == 2
+    lines = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert lines[0] == {"query_id": "q1", "doc_id_a": "d1", "doc_id_b": ["d2", "d3"]}
+    assert read_paper_triples(tmp_path / "t.jsonl") == groups
+
+
+def test_several_positives_and_merging_lines_of_one_query(tmp_path):
+    g = Group("q1", ["d1", "d5"], ["d2", "d3"], "bm25", 0)
+    assert write_paper_triples([g], tmp_path / "first.jsonl") == 1
+    assert write_paper_triples([g], tmp_path / "all.jsonl", all_positives=True) == 2
+    # the two lines of q1 merge back into one group with both positives
+    assert read_paper_triples(tmp_path / "all.jsonl", strategy="bm25") == [g]
+    # a document that is a positive on one line and a negative on another is a positive; single ids are accepted
+    (tmp_path / "mixed.jsonl").write_text(
+        '{"query_id": 7, "doc_id_a": "a", "doc_id_b": ["b", "c"]}\n'
+        '{"query_id": "7", "doc_id_a": "b", "doc_id_b": "d"}\n')
+    assert read_paper_triples(tmp_path / "mixed.jsonl") == [Group("7", ["a", "b"], ["c", "d"], "paper", 0)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"query_id": "1", "doc_id_a": "2"}\n', r"t\.jsonl:1: expected an object with query_id, doc_id_a and doc_id_b"),
+    ('{"query_id": "1", "doc_id_a": "2", "doc_id_b": [1]}\n{oops\n', r"t\.jsonl:2: not valid JSON"),
+    ('{"query_id": "1", "doc_id_a": {"x": 1}, "doc_id_b": []}\n', r"t\.jsonl:1: doc_id_a must be a doc id"),
+    ("\n", "holds no lines"),
+])
+def test_bad_triples_name_file_and_line(tmp_path, text, message):
+    (tmp_path / "t.jsonl").write_text(text)
+    with pytest.raises(UserInputError, match=message):
+        read_paper_triples(tmp_path / "t.jsonl")
+
+
+def test_cli_export_and_import_with_the_teacher_file(tmp_path, cranfield_dir, capsys):
+    groups = [Group("1", ["184", "29"], ["1", "2", "3"], "bm25", 0), Group("2", ["12"], ["4", "5"], "bm25", 0)]
+    write_groups(groups, tmp_path / "groups.jsonl")
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.set_teacher_info("ce", {"kind": "cross", "score_space": "log_p_rel"})
+        store.put("ce", [("1", "184", -0.1), ("1", "29", -0.2), ("1", "1", -3.0), ("1", "2", -2.5), ("1", "3", -4.0),
+                         ("2", "12", -0.3), ("2", "4", -5.0), ("2", "5", -1.0), ("9", "9", 0.0)])
+    assert main(["convert", "to-paper", "--groups", str(tmp_path / "groups.jsonl"), "--output",
+                 str(tmp_path / "triples.jsonl"), "--scores", str(tmp_path / "s.db"),
+                 "--teacher-output", str(tmp_path / "teacher.json.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 triples for 2 groups" in out and "wrote 8 scores of teacher ce" in out
+    teacher = json.loads(gzip.decompress((tmp_path / "teacher.json.gz").read_bytes()))
+    assert teacher == {"1": {"184": -0.1, "29": -0.2, "1": -3.0, "2": -2.5, "3": -4.0},
+                       "2": {"12": -0.3, "4": -5.0, "5": -1.0}}  # only the groups' pairs, not ("9", "9")
+    assert main(["convert", "from-paper", "--triples", str(tmp_path / "triples.jsonl"), "--output",
+                 str(tmp_path / "back.jsonl"), "--strategy", "bm25", "--dataset", str(cranfield_dir),
+                 "--teacher-file", str(tmp_path / "teacher.json.gz"), "--scores", str(tmp_path / "new.db"),
+                 "--score-space", "log_p_rel"]) == 0
+    assert "imported 8 new scores of teacher teacher (8 in all)" in capsys.readouterr().out
+    # the export keeps the first positive of a group with several
+    assert read_groups(tmp_path / "back.jsonl") == [Group("1", ["184"], ["1", "2", "3"], "bm25", 0), groups[1]]
+    with ScoreStore(tmp_path / "new.db", readonly=True) as store:
+        assert store.scores("teacher") == teacher
+        assert store.teacher_info("teacher")["score_space"] == "log_p_rel"
+
+
+def test_cli_convert_bad_input(tmp_path, cranfield_dir, capsys):
+    (tmp_path / "t.jsonl").write_text('{"query_id": "1", "doc_id_a": "184", "doc_id_b": ["1"]}\n'
+                                      '{"query_id": "1", "doc_id_a": "184", "doc_id_b": ["no-such-doc"]}\n')
+    code = main(["convert", "from-paper", "--triples", str(tmp_path / "t.jsonl"), "--output",
+                 str(tmp_path / "g.jsonl"), "--dataset", str(cranfield_dir)])
+    assert code == 2
+    assert "t.jsonl:2: document id 'no-such-doc' is not in the corpus" in capsys.readouterr().err
+    assert not (tmp_path / "g.jsonl").exists()
+    assert main(["convert", "to-paper", "--groups", str(tmp_path / "t.jsonl"), "--output", str(tmp_path / "x"),
+                 "--teacher-output", str(tmp_path / "t.json.gz")]) == 2
+    assert "--teacher-output needs --scores STORE" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""The shared mining logic with hand-computed values: seeding, window, exclusions, guard, sampling, the ensemble
+filter and reciprocal-rank fusion."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from rankdistill.errors import UserInputError
+from rankdistill.mining.base import STRATEGIES, MiningConfig, Strategy, get_strategy, register_strategy
+from rankdistill.mining.filters import ensemble_filter
+from rankdistill.mining.pool import (
+    draw_random,
+    exclude,
+    false_negative_guard,
+    guard_threshold,
+    rank_window,
+    sample,
+)
+from rankdistill.mining.seeding import derive_seed, query_rng
+from rankdistill.retrieval.fusion import reciprocal_rank_fusion, rrf_scores
+
+
+def test_query_seed_is_sha256_of_seed_query_and_stream():
+    expected = int.from_bytes(hashlib.sha256(b"7\x1fq42\x1fsample").digest()[:16], "big")
+    assert derive_seed(7, "q42", "sample") == expected
+    a = query_rng(7, "q42", "sample").integers(0, 10**9, size=5)
+    b = query_rng(7, "q42", "sample").integers(0, 10**9, size=5)
+    assert a.tolist() == b.tolist()
+    assert a.tolist() != query_rng(7, "q42", "topup").integers(0, 10**9, size=5).tolist()
+    assert a.tolist() != query_rng(8, "q42", "sample").integers(0, 10**9, size=5).tolist()
+    # PCG64 seeded with that integer: the stream is a property of the seed, not of the process
+    assert a.tolist() == np.random.Generator(np.random.PCG64(expected)).integers(0, 10**9, size=5).tolist()
+
+
+def test_rank_window_and_exclusions():
+    ranking = ["a", "b", "c", "d", "e", "f"]
+    assert rank_window(ranking, 2, 4) == ["b", "c", "d"]
+    assert rank_window(ranking, 1, None) == ranking
+    assert rank_window(ranking, 5, 100) == ["e", "f"]
+    assert exclude(["a", "b", "a", "c", "d"], {"c"}) == ["a", "b", "d"]
+
+
+def test_false_negative_guard_golden():
+    # positives score 5 and 3, margin 0.5: threshold = min(5, 3) - 0.5 = 2.5; keep scores <= 2.5
+    threshold = guard_threshold([5.0, 3.0], 0.5)
+    assert threshold == 2.5
+    kept, dropped = false_negative_guard(["x", "y", "z", "w"], {"x": 2.5, "y": 2.6, "z": -1.0, "w": 9.0}, threshold)
+    assert (kept, dropped) == (["x", "z"], ["y", "w"])
+    with pytest.raises(ValueError):
+        guard_threshold([], 0.5)
+
+
+def test_sample_top_random_and_determinism():
+    cands = [f"d{i}" for i in range(10)]
+    assert sample(cands, 3, "top", query_rng(0, "q", "s")) == ["d0", "d1", "d2"]
+    drawn = sample(cands, 4, "random", query_rng(0, "q", "s"))
+    assert len(set(drawn)) == 4 and set(drawn) <= set(cands)
+    assert drawn == sample(cands, 4, "random", query_rng(0, "q", "s"))
+    # with at most k candidates, random keeps all of them (shuffled)
+    assert sorted(sample(cands[:3], 5, "random", query_rng(0, "q", "s"))) == ["d0", "d1", "d2"]
+    with pytest.raises(ValueError):
+        sample(cands, 2, "best", query_rng(0, "q", "s"))
+
+
+def test_draw_random_is_uniform_distinct_and_avoids_excluded():
+    corpus = [f"d{i}" for i in range(50)]
+    excluded = {f"d{i}" for i in range(0, 50, 2)}  # the 25 even ids
+    got = draw_random(query_rng(1, "q", "topup"), corpus, 10, excluded)
+    assert len(got) == 10 and len(set(got)) == 10 and not set(got) & excluded
+    assert got == draw_random(query_rng(1, "q", "topup"), corpus, 10, excluded)
+    # asking for more than the corpus holds returns every allowed document once
+    assert sorted(draw_random(query_rng(1, "q", "topup"), corpus, 100, excluded)) == sorted(set(corpus) - excluded)
+    # uniform: over many queries every allowed document is drawn about equally often (25 docs, 10 per draw)
+    counts = dict.fromkeys(sorted(set(corpus) - excluded), 0)
+    for i in range(500):
+        for d in draw_random(query_rng(0, str(i), "x"), corpus, 10, excluded):
+            counts[d] += 1
+    assert min(counts.values()) > 140 and max(counts.values()) < 260  # expected 500 * 10 / 25 = 200 each
+
+
+def test_ensemble_filter_hand_made_example():
+    # positives score 5.0 and 3.0, margin 0.5 -> threshold 2.5 (a negative must score <= 2.5)
+    systems = [["d1", "d2", "d3", "d4"], ["d3", "d5", "d6", "d1"]]
+    scores = {"d1": 4.0, "d2": 2.5, "d3": 1.0, "d4": 0.0, "d5": 2.6, "d6": -1.0}
+    # n = 2. System A: d1 (4.0 > 2.5, rejected), d2 (kept, 1), d3 (kept, 2) -> done.
+    # System B: d3 (already taken: skipped, not counted), d5 (2.6, rejected), d6 (kept, 1), d1 (rejected).
+    assert ensemble_filter(systems, scores, [5.0, 3.0], n=2, margin=0.5) == ["d2", "d3", "d6"]
+    # d2 excluded (judged relevant): A takes d3 and d4; B takes d6
+    assert ensemble_filter(systems, scores, [5.0, 3.0], n=2, margin=0.5, excluded={"d2"}) == ["d3", "d4", "d6"]
+    # n = 1: A takes d2 and stops; d3 was not taken by A, so B takes it
+    assert ensemble_filter(systems, scores, [5.0, 3.0], n=1, margin=0.5) == ["d2", "d3"]
+    # a larger margin (threshold 3 - 2 = 1.0) keeps only d3 (1.0), d4 (0.0) and d6 (-1.0)
+    assert ensemble_filter(systems, scores, [5.0, 3.0], n=10, margin=2.0) == ["d3", "d4", "d6"]
+
+
+def test_reciprocal_rank_fusion_golden():
+    # k = 60: d1 = 1/61 = 0.0163934; d2 = 1/62 + 1/61 = 0.0325224; d3 = 1/62 = 0.0161290
+    fused = rrf_scores([["d1", "d2"], ["d2", "d3"]], k=60)
+    assert fused == pytest.approx({"d1": 0.0163934, "d2": 0.0325224, "d3": 0.0161290}, abs=1e-7)
+    runs = [{"q": {"d1": 9.0, "d2": 3.0, "d9": 1.0}}, {"q": {"d2": 0.9, "d3": 0.1}, "r": {"d7": 1.0}}]
+    out = reciprocal_rank_fusion(runs, k=60, depth=2)  # depth 2: d9 (rank 3 of run 1) does not count
+    assert out["q"] == pytest.approx(fused)
+    assert out["r"] == pytest.approx({"d7": 1 / 61})
+
+
+def test_registry_and_config_validation():
+    assert get_strategy("bm25").name == "bm25"  # also registers the built-in strategies
+    assert set(STRATEGIES) >= {"random", "bm25", "dense", "teacher", "ensemble", "run"}
+    with pytest.raises(UserInputError, match="unknown strategy 'colbert'; known: bm25, dense, ensemble, random"):
+        get_strategy("colbert")
+
+    @register_strategy("unit-test-fixed")
+    class Fixed(Strategy):
+        def candidates(self, queries):
+            return {q.query_id: ["d1"] for q in queries}
+
+    assert get_strategy("unit-test-fixed") is Fixed and Fixed.name == "unit-test-fixed"
+    del STRATEGIES["unit-test-fixed"]
+    assert MiningConfig("bm25", group_size=16).pool == 32
+    with pytest.raises(UserInputError, match="--pool 4 is smaller than group size - 1 = 7"):
+        MiningConfig("bm25", group_size=8, pool_size=4).validate()
+    with pytest.raises(UserInputError, match="--max-rank 3 is below --min-rank 5"):
+        MiningConfig("bm25", group_size=4, min_rank=5, max_rank=3).validate()
+    with pytest.raises(UserInputError, match="--group-size must be at least 2"):
+        MiningConfig("bm25", group_size=1).validate()

@@ -1,0 +1,283 @@
+"""Every strategy on Cranfield and SciFact train: positives never negatives, pools of the requested size,
+determinism; and each strategy's own rule checked against an independent computation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankdistill.data import load_dataset, write_run
+from rankdistill.data.runs import ranked
+from rankdistill.errors import UserInputError
+from rankdistill.mining import Miner, MiningConfig, MiningContext, mining_queries
+from rankdistill.teachers.engine import CorpusTexts, TeacherScores
+from rankdistill.teachers.models import TeacherConfig
+from rankdistill.teachers.store import ScoreStore
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def datasets(cranfield_dir, scifact_dir):
+    return {"cranfield": load_dataset(cranfield_dir), "scifact": load_dataset(scifact_dir)}
+
+
+@pytest.fixture(scope="module")
+def emb_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("emb-cache"))
+
+
+@pytest.fixture(scope="module")
+def bm25_runs(datasets, tmp_path_factory):
+    """The BM25 top-50 of each dataset's train queries, as a TREC run file (the ``run`` strategy's input)."""
+    from rankdistill.retrieval.bm25 import BM25Retriever
+
+    out = {}
+    folder = tmp_path_factory.mktemp("runs")
+    for name, ds in datasets.items():
+        run = BM25Retriever(ds.corpus).search(ds.queries("train"), k=50)
+        write_run(run, folder / f"{name}.bm25.trec", tag="bm25")
+        out[name] = folder / f"{name}.bm25.trec"
+    return out
+
+
+def _mine(ds, teacher=None, **kw):
+    return Miner(MiningContext(MiningConfig(**kw), ds, "train", teacher, show_progress=False)).run()
+
+
+def _check_groups(ds, result, pool: int, max_queries: int | None = None) -> None:
+    qrels = ds.qrels("train")
+    threshold = ds.rel_threshold("train")
+    queries, _ = mining_queries(ds, "train", max_queries=max_queries)
+    assert [g.query_id for g in result.groups] == [q.query_id for q in queries]
+    for g in result.groups:
+        rels = qrels[g.query_id]
+        assert g.positive_ids and all(rels[p] >= threshold for p in g.positive_ids)
+        assert not set(g.negative_ids) & {d for d, r in rels.items() if r > 0}, g.query_id  # never a positive
+        assert len(g.negative_ids) == len(set(g.negative_ids)) == pool
+        assert all(d in ds.corpus for d in g.negative_ids)
+    assert result.counts["groups"] == len(result.groups)
+
+
+class FakeTeacher:
+    """A teacher with known scores: ``score(q, d) = f(q, d)``."""
+
+    teacher_id = "fake"
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.asked: list[tuple[str, str]] = []
+
+    def get(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        pairs = list(pairs)
+        self.asked.extend(pairs)
+        return {p: self.f(*p) for p in pairs}
+
+    def info(self) -> dict:
+        return {"kind": "fake"}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("name", ["cranfield", "scifact"])
+@pytest.mark.parametrize("strategy", ["random", "bm25", "dense", "run"])
+def test_first_stage_strategies_on_real_data(datasets, emb_cache, bm25_runs, tiny_bert_dir, name, strategy):
+    ds = datasets[name]
+    kw = dict(strategy=strategy, group_size=4, depth=50, seed=3, encoder=str(tiny_bert_dir),
+              embedding_cache=emb_cache, candidates=str(bm25_runs[name]))
+    first = _mine(ds, **kw)
+    _check_groups(ds, first, pool=8)
+    again = _mine(ds, **kw)
+    assert [g.to_json() for g in again.groups] == [g.to_json() for g in first.groups]
+    other = _mine(ds, **{**kw, "seed": 4})
+    assert [g.negative_ids for g in other.groups] != [g.negative_ids for g in first.groups]
+    assert all(g.strategy == strategy and g.seed == 3 for g in first.groups)
+
+
+@pytest.mark.parametrize("name", ["cranfield", "scifact"])
+@pytest.mark.parametrize("strategy", ["teacher", "ensemble"])
+def test_teacher_strategies_on_real_data(tmp_path, datasets, emb_cache, tiny_cross_encoder_dir, tiny_bert_dir, name,
+                                         strategy):
+    ds = datasets[name]
+    kw = dict(strategy=strategy, group_size=4, depth=20, max_queries=8, ensemble_margin=0.0,
+              retrievers=("bm25", "dense"), encoder=str(tiny_bert_dir), embedding_cache=emb_cache)
+    texts = CorpusTexts(ds.all_queries("train"), ds.corpus)
+    with ScoreStore(tmp_path / "scores.db") as store:
+        teacher = TeacherScores(TeacherConfig(str(tiny_cross_encoder_dir), max_length=64, device="cpu"), store, texts,
+                                show_progress=False)
+        first = _mine(ds, teacher, **kw)
+        _check_groups(ds, first, pool=8, max_queries=8)
+        scored = sum(r.scored for r in teacher.reports)
+        again = _mine(ds, teacher, **kw)
+        assert [g.to_json() for g in again.groups] == [g.to_json() for g in first.groups]
+        assert sum(r.scored for r in teacher.reports) == scored  # the second run found every score stored
+        teacher.close()
+
+
+def test_bm25_top_and_rank_window_follow_the_bm25_ranking(datasets):
+    from rankdistill.retrieval.bm25 import BM25Retriever
+
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=20)
+    run = BM25Retriever(ds.corpus).search({q.query_id: q.text for q in queries}, k=30)
+    result = _mine(ds, strategy="bm25", group_size=4, pool_size=5, depth=30, min_rank=4, max_rank=30, sample="top",
+                   max_queries=20)
+    for q, g in zip(queries, result.groups):
+        window = [d for d, _ in ranked(run[q.query_id])][3:30]
+        expected = [d for d in window if d not in q.excluded][:5]
+        assert g.negative_ids == expected
+
+
+def test_dense_negatives_follow_the_exact_inner_product_ranking(datasets, emb_cache, tiny_bert_dir):
+    from rankdistill.models.embeddings import encode_texts
+
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=10)
+    ids = ds.corpus.ids()
+    docs = encode_texts([ds.corpus.text(d) for d in ids], str(tiny_bert_dir), cache_dir=emb_cache)
+    shards = sorted(p.name for p in Path(emb_cache).rglob("shard-*.npy"))
+    result = _mine(ds, strategy="dense", group_size=4, pool_size=6, depth=40, sample="top", max_queries=10,
+                   encoder=str(tiny_bert_dir), embedding_cache=emb_cache)
+    assert sorted(p.name for p in Path(emb_cache).rglob("shard-*.npy")) == shards
+    qv = encode_texts([q.text for q in queries], str(tiny_bert_dir), cache_dir=emb_cache)
+    sims = qv.astype(np.float64) @ docs.astype(np.float64).T
+    for i, (q, g) in enumerate(zip(queries, result.groups)):
+        order = sorted(range(len(ids)), key=lambda j, i=i: (-round(sims[i, j], 4), ids[j]))[:40]
+        top = [ids[j] for j in order if ids[j] not in q.excluded]
+        # the first negatives agree with a brute-force ranking (near-ties may swap at float precision)
+        assert g.negative_ids[0] == top[0]
+        assert len(set(g.negative_ids) & set(top[:8])) >= 5
+
+
+def test_teacher_strategy_takes_the_teacher_ranking_of_the_bm25_top(tmp_path, datasets, tiny_cross_encoder_dir):
+    from rankdistill.retrieval.bm25 import BM25Retriever
+
+    ds = datasets["cranfield"]
+    texts = CorpusTexts(ds.all_queries("train"), ds.corpus)
+    with ScoreStore(tmp_path / "scores.db") as store:
+        teacher = TeacherScores(TeacherConfig(str(tiny_cross_encoder_dir), teacher_id="ce", max_length=64,
+                                              device="cpu"), store, texts, show_progress=False)
+        result = _mine(ds, teacher, strategy="teacher", group_size=3, pool_size=4, depth=15, sample="top",
+                       max_queries=5)
+        queries, _ = mining_queries(ds, "train", max_queries=5)
+        bm25 = BM25Retriever(ds.corpus).search({q.query_id: q.text for q in queries}, k=15)
+        for q, g in zip(queries, result.groups):
+            first = list(bm25[q.query_id])
+            scores = store.get_many("ce", [(q.query_id, d) for d in first])
+            assert len(scores) == len(first)  # every BM25 candidate was scored into the store
+            order = sorted(first, key=lambda d, q=q: (-scores[(q.query_id, d)], d))
+            assert g.negative_ids == [d for d in order if d not in q.excluded][:4]
+        assert result.settings["teacher_top_m"] == 100
+        teacher.close()
+
+
+def test_false_negative_guard_drops_what_the_teacher_scores_near_the_positives(datasets):
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=15)
+    positives = {q.query_id: set(q.positives) for q in queries}
+
+    # positives score 10; documents whose id ends in 7 score 9.5, within the margin 1 of the positives
+    # (threshold 10 - 1 = 9): likely false negatives; every other document scores 0
+    def f(q: str, d: str) -> float:
+        return 10.0 if d in positives[q] else 9.5 if d.endswith("7") else 0.0
+
+    teacher = FakeTeacher(f)
+    kw = dict(strategy="bm25", group_size=4, depth=40, max_queries=15, seed=1)
+    plain = _mine(ds, **kw)
+    guarded = _mine(ds, teacher, fn_margin=1.0, **kw)
+    assert any(d.endswith("7") for g in plain.groups for d in g.negative_ids)
+    _check_groups(ds, guarded, pool=8, max_queries=15)  # dropped candidates were replaced (guarded top-ups)
+    assert not any(d.endswith("7") for g in guarded.groups for d in g.negative_ids)
+    # every candidate the guard saw that ends in 7 was dropped, and nothing else
+    seen_sevens = {p for p in teacher.asked if p[1].endswith("7") and p[1] not in positives[p[0]]}
+    assert guarded.counts["false_negatives_dropped"] == len(seen_sevens) > 0
+    # a teacher that scores every candidate above the positives leaves no negative at all
+    with pytest.raises(UserInputError, match="no groups mined: none of the 15 queries kept a negative"):
+        _mine(ds, FakeTeacher(lambda q, d: 0.0 if d in positives[q] else 1.0), fn_margin=0.5, **kw)
+    with pytest.raises(UserInputError, match="needs a teacher"):
+        _mine(ds, fn_margin=1.0, **kw)
+
+
+def test_short_queries_are_topped_up_or_skipped(tmp_path, datasets):
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=6)
+    # a sparse run: the first three queries get 2 candidates each, the others none
+    sparse = {}
+    for q in queries[:3]:
+        sparse[q.query_id] = {d: 1.0 / (i + 1) for i, d in enumerate([d for d in ds.corpus.ids()[:40]
+                                                                     if d not in q.excluded][:2])}
+    write_run(sparse, tmp_path / "sparse.trec")
+    kw = dict(strategy="run", candidates=str(tmp_path / "sparse.trec"), group_size=4, max_queries=6)
+    topped = _mine(ds, **kw)
+    _check_groups(ds, topped, pool=8, max_queries=6)
+    for q, g in zip(queries[:3], topped.groups):
+        assert set(sparse[q.query_id]) <= set(g.negative_ids)
+    c = topped.counts
+    assert (c["queries_short"], c["queries_topped_up"], c["random_negatives_added"]) == (6, 6, 3 * 6 + 3 * 8)
+    assert c["queries_missing_from_run"] == 3
+    skipped = _mine(ds, on_short="skip", **{**kw, "group_size": 2, "pool_size": 2})
+    assert [g.query_id for g in skipped.groups] == [q.query_id for q in queries[:3]]
+    assert skipped.counts["queries_skipped"] == 3
+    with pytest.raises(UserInputError, match="no groups mined: none of the 6 queries kept a negative"):
+        _mine(ds, on_short="skip", **kw)
+
+
+def test_ensemble_filter_keeps_per_system_negatives_the_teacher_scores_low(tmp_path, datasets, bm25_runs):
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=10)
+    # second system: the BM25 run reversed (its worst first)
+    from rankdistill.data import read_run
+
+    bm25 = read_run(bm25_runs["cranfield"])
+    reverse = {q: {d: -s for d, s in docs.items()} for q, docs in bm25.items()}
+    write_run(reverse, tmp_path / "reverse.trec")
+    teacher = FakeTeacher(lambda q, d: 5.0 if int(d) % 2 == 0 else 0.0)  # even ids look relevant
+    systems = (str(bm25_runs["cranfield"]), str(tmp_path / "reverse.trec"))
+    result = _mine(ds, teacher, strategy="ensemble", systems=systems,
+                   group_size=4, pool_size=6, depth=50, ensemble_n=3, ensemble_margin=0.5, max_queries=10, seed=0)
+    for q, g in zip(queries, result.groups):
+        threshold = min(teacher.f(q.query_id, p) for p in q.positives) - 0.5
+        a = [d for d, _ in ranked(bm25[q.query_id])][:50]
+        b = [d for d, _ in ranked(reverse[q.query_id])][:50]
+        union = []
+        for system in (a, b):
+            kept = [d for d in system
+                    if d not in q.excluded and d not in union and teacher.f(q.query_id, d) <= threshold][:3]
+            union += kept
+        from_systems = [d for d in g.negative_ids if d in union]
+        assert len(from_systems) == min(6, len(union))  # the pool is sampled from the union first ...
+        assert len(g.negative_ids) == 6  # ... and topped up with random documents
+    assert result.counts["ensemble_negatives_kept"] > 0
+    assert result.settings["fusion"] == "filter" and result.settings["n_per_system"] == 3
+    with pytest.raises(UserInputError, match="needs a teacher"):
+        _mine(ds, strategy="ensemble", systems=(str(bm25_runs["cranfield"]),), group_size=4)
+    rrf = _mine(ds, strategy="ensemble", fusion="rrf", systems=systems, group_size=4, pool_size=6, depth=50,
+                sample="top", max_queries=10)
+    for q, g in zip(queries, rrf.groups):
+        a = [d for d, _ in ranked(bm25[q.query_id])][:50]
+        b = [d for d, _ in ranked(reverse[q.query_id])][:50]
+        fused = {d: 1 / (60 + a.index(d) + 1) + 1 / (60 + b.index(d) + 1) for d in a}
+        expected = [d for d in sorted(fused, key=lambda d: (-fused[d], d)) if d not in q.excluded][:6]
+        assert g.negative_ids == expected
+
+
+def test_run_strategy_rejects_unknown_documents_with_file_and_line(tmp_path, datasets):
+    ds = datasets["cranfield"]
+    bad = tmp_path / "bad.trec"
+    bad.write_text("1 Q0 184 1 2.0 x\n1 Q0 nope 2 1.0 x\n")
+    with pytest.raises(UserInputError, match=r"bad\.trec:2: document id 'nope' is not in the corpus"):
+        _mine(ds, strategy="run", candidates=str(bad), group_size=4)
+    with pytest.raises(UserInputError, match="needs --candidates"):
+        _mine(ds, strategy="run", group_size=4)

@@ -1,0 +1,157 @@
+"""The scoring engine on real text: unique pairs, caching, identity checks, NaN refusal, ensembles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from rankdistill.data import load_dataset
+from rankdistill.errors import UserInputError
+from rankdistill.teachers.engine import (
+    CorpusTexts,
+    EnsembleConfig,
+    TeacherScores,
+    score_ensemble,
+    score_pairs,
+    unique_pairs,
+)
+from rankdistill.teachers.ensemble import mean_z, zstats
+from rankdistill.teachers.models import Teacher, TeacherConfig, load_teacher
+from rankdistill.teachers.store import ScoreStore
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two shared cores: one intra-op thread is several times faster than two fighting over them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cranfield(cranfield_dir):
+    ds = load_dataset(cranfield_dir)
+    queries = ds.queries("train")
+    qids = sorted(queries, key=int)[:4]
+    docs = ds.corpus.ids()[:30]
+    pairs = [(q, d) for q in qids for d in docs]
+    return ds, CorpusTexts(queries, ds.corpus), pairs
+
+
+def _config(model, **kw) -> TeacherConfig:
+    return TeacherConfig(str(model), max_length=64, batch_size=8, device="cpu", **kw)
+
+
+def test_unique_pairs_keeps_first_seen_order():
+    assert unique_pairs([("q1", "d2"), ("q1", "d1"), ("q1", "d2"), (1, 2)]) == [("q1", "d2"), ("q1", "d1"),
+                                                                                 ("1", "2")]
+
+
+def test_score_pairs_scores_unique_missing_pairs_once(tmp_path, cranfield, tiny_cross_encoder_dir):
+    from sentence_transformers import CrossEncoder
+
+    ds, texts, pairs = cranfield
+    teacher = load_teacher(_config(tiny_cross_encoder_dir, teacher_id="tiny"))
+    with ScoreStore(tmp_path / "s.db") as store:
+        first = score_pairs(teacher, pairs[:50] + pairs[:10], texts, store, chunk_size=16, show_progress=False)
+        assert (first.requested, first.cached, first.scored) == (50, 0, 50)
+        again = score_pairs(teacher, pairs, texts, store, chunk_size=16, show_progress=False)
+        assert (again.requested, again.cached, again.scored) == (120, 50, 70)
+        assert store.count("tiny") == 120
+        info = store.teacher_info("tiny")
+        assert info["score_space"] == "logit" and info["max_length"] == 64 and info["teacher_id"] == "tiny"
+        got = store.get_many("tiny", pairs)
+    ref = CrossEncoder(str(tiny_cross_encoder_dir), device="cpu", max_length=64).predict(
+        [(texts.query(q), ds.corpus.text(d)) for q, d in pairs], activation_fn=torch.nn.Identity())
+    assert np.allclose([got[p] for p in pairs], ref, atol=1e-6, rtol=1e-5)
+
+
+def test_a_teacher_id_made_with_other_settings_is_refused(tmp_path, cranfield, tiny_cross_encoder_dir):
+    _, texts, pairs = cranfield
+    with ScoreStore(tmp_path / "s.db") as store:
+        score_pairs(load_teacher(_config(tiny_cross_encoder_dir)), pairs[:4], texts, store, show_progress=False)
+        other = load_teacher(TeacherConfig(str(tiny_cross_encoder_dir), max_length=32, device="cpu"))
+        with pytest.raises(UserInputError, match=r"other settings \(max_length: stored 64, now 32\).*--teacher-id"):
+            score_pairs(other, pairs[:8], texts, store, show_progress=False)
+        assert store.count() == 4
+
+
+class _NaNTeacher(Teacher):
+    """Scores the length of the document text, except NaN for documents whose text mentions 'slipstream'."""
+
+    kind = "test"
+
+    def identity(self) -> dict:
+        return {"kind": "test"}
+
+    def prepare(self, queries: Sequence[str], docs: Sequence[str]) -> list[str]:
+        return list(docs)
+
+    def run(self, prepared: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        scores = np.array([np.nan if "slipstream" in d else float(len(d)) for d in prepared])
+        yield np.arange(len(prepared)), scores
+
+
+def test_nan_scores_are_refused_and_the_pairs_named(tmp_path, cranfield):
+    ds, texts, pairs = cranfield
+    bad = [p for p in pairs[:30] if "slipstream" in ds.corpus.text(p[1])]
+    assert bad  # cranfield doc 1 is about a wing in a slipstream
+    with ScoreStore(tmp_path / "s.db") as store:
+        with pytest.raises(UserInputError, match=rf"{len(bad)} non-finite \(NaN/inf\) score\(s\), e\.g\. "
+                                                 rf"\({bad[0][0]}, {bad[0][1]}\)"):
+            score_pairs(_NaNTeacher(TeacherConfig("nan")), pairs[:30], texts, store, show_progress=False)
+        assert store.count("nan") == 30 - len(bad)  # the finite scores of the batch were kept
+        assert all(store.get("nan", q, d) is None for q, d in bad)
+
+
+def test_ensemble_is_the_mean_of_frozen_z_scores(tmp_path, cranfield, tiny_cross_encoder_dir):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    _, texts, pairs = cranfield
+    torch.manual_seed(7)
+    tok = AutoTokenizer.from_pretrained(tiny_cross_encoder_dir)
+    other = tmp_path / "ce-b"
+    BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32,
+                                             max_position_embeddings=128, num_labels=2)).save_pretrained(other)
+    tok.save_pretrained(other)
+    config = EnsembleConfig((_config(tiny_cross_encoder_dir, teacher_id="a"), _config(other, teacher_id="b")))
+    assert config.id == "zmean(a+b)"
+    first, rest = pairs[:40], pairs[40:70]
+    with ScoreStore(tmp_path / "s.db") as store:
+        reports = score_ensemble(config, first, texts, store, show_progress=False)
+        assert [(r.teacher_id, r.scored) for r in reports] == [("a", 40), ("b", 40), ("zmean(a+b)", 40)]
+        a = np.array([store.get("a", *p) for p in first])
+        b = np.array([store.get("b", *p) for p in first])
+        ens = np.array([store.get("zmean(a+b)", *p) for p in first])
+        sa, sb = zstats(a), zstats(b)
+        assert np.allclose(ens, ((a - a.mean()) / a.std() + (b - b.mean()) / b.std()) / 2)
+        info = store.teacher_info("zmean(a+b)")
+        assert info["zstats"]["a"]["mean"] == pytest.approx(sa.mean)
+        assert [m["teacher_id"] for m in info["members"]] == ["a", "b"]
+        assert info["members"][1]["score_space"] == "log_p_rel"
+        # a later job over more pairs keeps the first job's statistics: old scores stay valid
+        score_ensemble(config, first + rest, texts, store, show_progress=False)
+        a2 = np.array([store.get("a", *p) for p in rest])
+        b2 = np.array([store.get("b", *p) for p in rest])
+        ens2 = np.array([store.get("zmean(a+b)", *p) for p in rest])
+        assert np.allclose(ens2, mean_z(np.stack([a2, b2]), [sa, sb]))
+        assert store.teacher_info("zmean(a+b)")["zstats"]["b"]["n"] == 40
+    with pytest.raises(UserInputError, match="at least two"):
+        EnsembleConfig((_config(other),))
+
+
+def test_teacher_scores_computes_only_what_the_store_lacks(tmp_path, cranfield, tiny_cross_encoder_dir):
+    _, texts, pairs = cranfield
+    with ScoreStore(tmp_path / "s.db") as store:
+        provider = TeacherScores(_config(tiny_cross_encoder_dir, teacher_id="t"), store, texts, show_progress=False)
+        got = provider.get(pairs[:10])
+        assert set(got) == set(pairs[:10])
+        got2 = provider.get(pairs[5:15])
+        assert [r.scored for r in provider.reports] == [10, 5]
+        assert got2[pairs[5]] == got[pairs[5]]
+        provider.close()

@@ -1,0 +1,135 @@
+"""The score store: idempotent writes, refusal of NaN/inf, readers while writing, exports and imports."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+
+import pytest
+
+from rankdistill.errors import UserInputError
+from rankdistill.teachers.store import ScoreStore
+
+
+def test_put_is_idempotent_and_keeps_the_first_value(tmp_path):
+    with ScoreStore(tmp_path / "s.db") as store:
+        assert store.put("ce", [("q1", "d1", 3.5), ("q1", "d2", -1.25), ("q2", "d1", 0.0)]) == 3
+        # the same pair again (other score) and one new pair: only the new one counts, the old value stays
+        assert store.put("ce", [("q1", "d1", 99.0), ("q2", "d9", 2.0)]) == 1
+        assert store.get("ce", "q1", "d1") == 3.5
+        assert store.get("ce", "q1", "dX") is None
+        assert store.count("ce") == 4
+        assert len(store) == 4
+        # another teacher shares nothing with the first
+        assert store.put("bi", [("q1", "d1", 0.5)]) == 1
+        assert store.count("ce") == 4 and store.count("bi") == 1 and len(store) == 5
+        assert store.scores("ce") == {"q1": {"d1": 3.5, "d2": -1.25}, "q2": {"d1": 0.0, "d9": 2.0}}
+
+
+def test_non_finite_scores_are_refused_and_nothing_of_the_batch_is_written(tmp_path):
+    with ScoreStore(tmp_path / "s.db") as store:
+        with pytest.raises(UserInputError, match=r"2 non-finite score\(s\), e\.g\. \(q1, d2\), \(q1, d3\)"):
+            store.put("ce", [("q1", "d1", 1.0), ("q1", "d2", float("nan")), ("q1", "d3", float("inf"))])
+        assert store.count() == 0
+
+
+def test_get_many_and_missing_keep_order_and_drop_repeats(tmp_path):
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.put("ce", [("q1", "d1", 1.0), ("q2", "d2", 2.0)])
+        pairs = [("q2", "d3"), ("q1", "d1"), ("q2", "d3"), ("q3", "d1"), ("q2", "d2")]
+        assert store.get_many("ce", pairs) == {("q1", "d1"): 1.0, ("q2", "d2"): 2.0}
+        assert store.missing("ce", pairs) == [("q2", "d3"), ("q3", "d1")]
+        assert store.missing("other", pairs) == [("q2", "d3"), ("q1", "d1"), ("q3", "d1"), ("q2", "d2")]
+
+
+def test_teacher_resolution_and_info(tmp_path):
+    with ScoreStore(tmp_path / "s.db") as store:
+        with pytest.raises(UserInputError, match="holds no scores"):
+            store.resolve_teacher(None)
+        store.set_teacher_info("ce", {"model": "m", "score_space": "logit"})
+        assert store.teachers() == ["ce"]  # info alone registers the teacher
+        assert store.resolve_teacher(None) == "ce"
+        assert store.teacher_info() == {"model": "m", "score_space": "logit"}
+        store.put("bi", [("q", "d", 1.0)])
+        assert store.teachers() == ["bi", "ce"]
+        assert store.teacher_info("bi") == {}
+        with pytest.raises(UserInputError, match=r"several teachers \(bi, ce\)"):
+            store.resolve_teacher(None)
+        with pytest.raises(UserInputError, match="teacher 'x' not in the score store; known: bi, ce"):
+            store.resolve_teacher("x")
+
+
+def test_reader_sees_committed_batches_while_the_writer_is_open(tmp_path):
+    path = tmp_path / "s.db"
+    writer = ScoreStore(path)
+    writer.put("ce", [("q1", "d1", 1.0)])
+    reader = ScoreStore(path, readonly=True)
+    assert reader.count("ce") == 1
+    writer.put("ce", [("q1", "d2", 2.0), ("q1", "d3", 3.0)])
+    assert reader.count("ce") == 3
+    with pytest.raises(sqlite3.OperationalError):  # read-only really is read-only
+        reader.put("ce", [("q9", "d9", 0.0)])
+    reader.close()
+    writer.close()
+
+
+def test_bad_store_paths_are_user_errors(tmp_path):
+    with pytest.raises(UserInputError, match="score store not found"):
+        ScoreStore(tmp_path / "absent.db", readonly=True)
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not sqlite, " * 100)
+    with pytest.raises(UserInputError, match="not a rankdistill score store"):
+        ScoreStore(junk)
+    with pytest.raises(UserInputError, match="not a file"):
+        ScoreStore(tmp_path)
+
+
+def test_export_run_ranks_by_score_and_restricts_to_pairs(tmp_path):
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.put("my teacher", [("q1", "d1", 0.5), ("q1", "d2", 2.0), ("q1", "d3", 0.5), ("q2", "d1", -1.0)])
+        store.export_run(tmp_path / "all.trec")
+        # ties broken by doc id; spaces in the teacher id become underscores in the tag
+        assert (tmp_path / "all.trec").read_text().splitlines() == [
+            "q1 Q0 d2 1 2.000000 my_teacher",
+            "q1 Q0 d1 2 0.500000 my_teacher",
+            "q1 Q0 d3 3 0.500000 my_teacher",
+            "q2 Q0 d1 1 -1.000000 my_teacher",
+        ]
+        store.export_run(tmp_path / "some.trec", pairs=[("q1", "d3"), ("q2", "d1"), ("q9", "d9")])
+        assert (tmp_path / "some.trec").read_text().splitlines() == [
+            "q1 Q0 d3 1 0.500000 my_teacher",
+            "q2 Q0 d1 1 -1.000000 my_teacher",
+        ]
+
+
+def test_json_gz_export_is_byte_stable_and_round_trips(tmp_path):
+    rows = [("q2", "d1", -1.5), ("q1", "d2", 2.0), ("q1", "d1", 0.25)]
+    with ScoreStore(tmp_path / "a.db") as store:
+        store.put("ce", rows)
+        store.export_json_gz(tmp_path / "t1.json.gz")
+        store.export_json_gz(tmp_path / "t2.json.gz")
+    raw = (tmp_path / "t1.json.gz").read_bytes()
+    assert raw == (tmp_path / "t2.json.gz").read_bytes()
+    assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip mtime field: zero
+    assert raw[3] & 0x08 == 0  # no FNAME flag: the temporary file's name is not recorded
+    assert json.loads(gzip.decompress(raw)) == {"q1": {"d1": 0.25, "d2": 2.0}, "q2": {"d1": -1.5}}
+    with ScoreStore(tmp_path / "b.db") as other:
+        assert other.import_json_gz(tmp_path / "t1.json.gz", "paper", info={"kind": "imported"}) == 3
+        assert other.scores("paper") == {"q1": {"d1": 0.25, "d2": 2.0}, "q2": {"d1": -1.5}}
+        assert other.teacher_info("paper") == {"kind": "imported"}
+        assert other.import_json_gz(tmp_path / "t1.json.gz", "paper") == 0
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[1, 2]", "expected a JSON object"),
+    (b'{"q1": [1]}', "query 'q1': expected an object"),
+    (b'{"q1": {"d1": "high"}}', "score 'high' is not a number"),
+    (b'{"q1": {"d1": NaN}}', "non-finite"),
+    (b"{not json", "not a JSON teacher file"),
+])
+def test_json_gz_import_rejects_bad_files(tmp_path, content, message):
+    path = tmp_path / "teacher.json.gz"
+    path.write_bytes(gzip.compress(content))
+    with ScoreStore(tmp_path / "s.db") as store, pytest.raises(UserInputError, match=message):
+        store.import_json_gz(path, "t")

@@ -25,9 +25,12 @@ COMMANDS: tuple[str, ...] = (
     "mine",
     "score",
     "convert",
+    "train",
+    "rerank",
     "diagnose",
     "select",
     "compare",
+    "run",
     "data",
 )
 """Modules under ``rankdistill.commands`` that register a verb, in the order ``--help`` lists them."""
@@ -60,12 +63,19 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+_depth = 0
+"""How many ``main`` calls are active: verbs composed by ``run`` keep the outer call's logging settings."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rankdistill`` console script; returns the exit code."""
+    global _depth
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    if _depth == 0:
+        setup_logging(args.verbose, args.quiet)
+    _depth += 1
     try:
         return int(args.func(args) or 0)
     except UserInputError as e:
@@ -74,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rankdistill {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _depth -= 1
 
 
 if __name__ == "__main__":  # pragma: no cover

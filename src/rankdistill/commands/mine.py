@@ -79,6 +79,8 @@ def register(sub) -> None:
     p.add_argument("--encoder-similarity", choices=("dot", "cosine"), default="dot",
                    help="dense retrieval similarity (default dot)")
     p.add_argument("--encoder-batch-size", type=int, default=64, metavar="N", help="encoding batch size (64)")
+    p.add_argument("--encoder-max-length", type=int, default=None, metavar="N",
+                   help="encoder token limit (default: the model's own)")
     p.add_argument("--embedding-cache", default=None, metavar="DIR",
                    help="embedding cache folder (default $RANKDISTILL_CACHE/embeddings)")
     add_teacher_args(p, required=False)
@@ -98,7 +100,8 @@ def mining_config(args: argparse.Namespace):
         fn_margin=args.fn_margin, min_relevance=args.min_relevance, max_queries=args.max_queries,
         candidates=args.candidates, systems=_csv(args.systems), retrievers=_csv(args.retrievers),
         fusion=args.fusion, ensemble_n=args.ensemble_n, ensemble_margin=args.ensemble_margin, rrf_k=args.rrf_k,
-        encoder=args.encoder, encoder_batch_size=args.encoder_batch_size, similarity=args.encoder_similarity,
+        encoder=args.encoder, encoder_batch_size=args.encoder_batch_size,
+        encoder_max_length=args.encoder_max_length, similarity=args.encoder_similarity,
         embedding_cache=args.embedding_cache)
 
 

@@ -80,6 +80,8 @@ class Mining:
     """Negatives kept per query; 0 = 2 x the largest group size."""
     teacher_top: int = 100
     dense_model: str | None = None
+    dense_max_length: int = 0
+    """Token limit of the dense retriever; 0 = the model's own."""
     ensemble_systems: tuple[str, ...] = ("bm25", "dense")
     ensemble_per_system: int = 10
     ensemble_margin: float = 0.5
@@ -129,6 +131,9 @@ class Comparison:
 @dataclass(frozen=True)
 class Diagnostics:
     encoder: str | None = None
+    max_length: int = 0
+    """Token limit of the locality encoder; 0 = the model's own. Equal to ``mining.dense_max_length`` with the
+    same encoder, the dense-mining embeddings are reused."""
     temperature: float = 1.0
     metric: str = "cosine"
     alpha: float = 0.95

@@ -42,7 +42,8 @@ class MiningConfig:
         fusion: ``filter`` (the sentence-transformers ensemble rule) or ``rrf`` (reciprocal-rank fusion).
         ensemble_n, ensemble_margin: negatives per system and teacher margin of the ensemble rule.
         rrf_k: RRF constant.
-        encoder: bi-encoder for ``dense`` (default: the bundled all-MiniLM-L6-v2); similarity ``dot``/``cosine``.
+        encoder: bi-encoder for ``dense`` (default: the bundled all-MiniLM-L6-v2); similarity ``dot``/``cosine``;
+            encoder_max_length: its token limit (default: the model's own).
     """
 
     strategy: str
@@ -66,6 +67,7 @@ class MiningConfig:
     rrf_k: int = 60
     encoder: str | None = None
     encoder_batch_size: int = 64
+    encoder_max_length: int | None = None
     similarity: str = "dot"
     embedding_cache: str | None = None
 

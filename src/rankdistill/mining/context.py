@@ -50,6 +50,7 @@ class MiningContext:
                 c = self.config
                 self._retrievers[name] = DenseRetriever(
                     self.corpus, DenseConfig(model=c.encoder, similarity=c.similarity, batch_size=c.encoder_batch_size,
+                                             max_length=c.encoder_max_length,
                                              cache_dir=c.embedding_cache), show_progress=self.show_progress)
             else:
                 raise UserInputError(f"unknown retriever {name!r}; known: bm25, dense")

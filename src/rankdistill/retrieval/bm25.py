@@ -56,6 +56,8 @@ class BM25Retriever:
     def __init__(self, corpus, config: BM25Config | None = None, cache: bool = True) -> None:
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on its own logger
+
         self.config = config or BM25Config()
         self._stem = _stemmer(self.config.stemmer)
         self.doc_ids = corpus.ids()

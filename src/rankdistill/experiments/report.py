@@ -1,0 +1,392 @@
+"""The study report: ``OUTPUT/report.md`` and ``report.html`` (plots inline), from the artifacts alone.
+
+Everything in ``report.md`` is a function of the artifacts' contents, never of wall-clock time, so a re-run
+(or a killed and resumed run) writes the same bytes. Measured times live in ``OUTPUT/costs.md`` and the
+cost-vs-effectiveness plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankdistill.experiments.config import TEACHER_LOSSES
+
+logger = logging.getLogger(__name__)
+
+
+def _mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _per_query_measures(path: Path) -> set[str]:
+    from rankdistill.evaluation import read_per_query
+
+    return set(read_per_query(path))
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
+    """Compose the report of a finished study; returns the path of ``report.md``."""
+    from rankdistill.reports import (
+        CostPoint,
+        plot_cost_vs_effectiveness,
+        plot_diameter_per_strategy,
+        plot_entropy_histograms,
+        plot_tost_forest,
+        table_from_studies,
+        to_markdown,
+    )
+    from rankdistill.stats.compare import ComparisonConfig
+    from rankdistill.stats.study import StudyEntry, run_study
+
+    cfg = study.cfg
+    out_dir: Path = study.output
+    plots = out_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    comp = cfg.comparison
+    metric = comp.metric
+    md: list[str] = [f"# Study report: {cfg.name}", ""]
+    if cfg.description:
+        md += [cfg.description, ""]
+    md += [f"Config: `{Path(cfg.source).name}` (resolved copy: `config.resolved.json`). Training data: "
+           f"`{cfg.train.dataset}` split `{cfg.train.split}`"
+           + (f" (first {cfg.train.max_queries} queries)" if cfg.train.max_queries else "") + ". "
+           f"Grid: strategies {', '.join(cfg.grid.strategies)}; losses {', '.join(cfg.grid.losses)}; "
+           f"architectures {', '.join(cfg.grid.archs)}; group sizes {', '.join(map(str, cfg.grid.group_sizes))}; "
+           f"selections {', '.join(cfg.grid.selections)}; seeds {', '.join(map(str, cfg.grid.seeds))}. "
+           f"Budget: {cfg.student.budget_docs:,} documents per cell "
+           f"(optimizer steps x batch x grad accumulation x world size x group size).", ""]
+    for note in cfg.notes:
+        md += [f"> {note}", ""]
+
+    # ---- reference rows --------------------------------------------------------------------------------
+    md += ["## Reference: first stage and teacher", ""]
+    ref_rows = []
+    for name, per_test in refs.items():
+        if not per_test:
+            continue
+        row = [name]
+        for t in cfg.tests:
+            from rankdistill.evaluation import read_per_query
+
+            pq = read_per_query(per_test[t.name].file("per_query.tsv"))
+            row.append(_f(_mean(list(pq.get(metric, {}).values()))))
+        ref_rows.append(row)
+    md += [_md_table(["system", *[f"{t.name} {metric}" for t in cfg.tests]], ref_rows), ""]
+
+    # ---- studies per (arch, loss, group size, selection) -------------------------------------------------
+    studies: dict[tuple, Any] = {}
+    entries_by_key: dict[tuple, list] = {}
+    for cell, _train, evals in cell_arts:
+        key = (cell.arch, cell.loss, cell.group_size, cell.selection)
+        for t in cfg.tests:
+            entries_by_key.setdefault(key, []).append(StudyEntry(
+                path=evals[t.name].file("per_query.tsv"), system=f"{cell.strategy}/{cell.loss}",
+                collection=t.name, seed=cell.seed, strategy=cell.strategy, loss=cell.loss))
+    ccfg = dict(metric=metric, margin=comp.margin, alpha=comp.alpha, correction=comp.correction,
+                bootstrap=2000, seed=0)
+    for key, entries in entries_by_key.items():
+        baseline = f"{comp.baseline}/{key[1]}"
+        studies[key] = run_study(entries, ComparisonConfig(baseline=baseline, **ccfg))
+
+    md += ["## Main results", "",
+           f"Mean {metric} over seeds; best per column in bold; superscript letters are equivalence classes "
+           f"(paired TOST, margin {comp.margin:g}, alpha {comp.alpha:g}) among the strategies of the same loss "
+           "and architecture. Equivalence is not transitive: two systems sharing a letter with a third need not "
+           "be equivalent to each other.", ""]
+    for arch in cfg.grid.archs:
+        for gs in cfg.grid.group_sizes:
+            for sel in cfg.grid.selections:
+                keys = [k for k in studies if k[0] == arch and k[2] == gs and k[3] == sel]
+                if not keys:
+                    continue
+                title = f"### {arch}-encoder students, group size {gs}" + ("" if sel == "all" else f", {sel}")
+                table = table_from_studies([studies[k] for k in keys])
+                md += [title, "", to_markdown(table), ""]
+
+    # ---- TOST against the baseline ----------------------------------------------------------------------
+    md += [f"## Equivalence to the {comp.baseline} baseline", "",
+           f"Paired TOST per test collection on per-query {metric} (averaged over seeds), margin "
+           f"+-{comp.margin:g} fixed before the run, alpha {comp.alpha:g}; the interval is the "
+           f"{100 * (1 - 2 * comp.alpha):g}% confidence interval of the mean difference.", ""]
+    tost_rows, forest = [], []
+    for key, st in studies.items():
+        arch, loss, gs, sel = key
+        for coll, res in st.collections.items():
+            for row in res.report.rows:
+                t = row.tost
+                tost_rows.append([arch, loss, row.name.split("/")[0], coll, f"{row.mean_diff:+.4f}",
+                                  f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]", f"{t.p_lower:.3g}", f"{t.p_upper:.3g}",
+                                  t.verdict])
+                forest.append((f"{arch}/{loss}/{row.name.split('/')[0]} @ {coll}", t))
+    if tost_rows:
+        md += [_md_table(["arch", "loss", "strategy", "collection", "mean diff", "interval", "p lower", "p upper",
+                          "verdict"], tost_rows), ""]
+        plot_tost_forest(forest, plots / "tost_forest", title=f"TOST vs {comp.baseline} ({metric})")
+        md += ["![TOST forest plot](plots/tost_forest.png)", ""]
+
+    # ---- per-seed spread ---------------------------------------------------------------------------------
+    if len(cfg.grid.seeds) > 1:
+        md += ["## Spread over seeds", "", f"Mean and t interval of {metric} over seeds, per collection.", ""]
+        rows = []
+        for key, st in studies.items():
+            for coll, res in st.collections.items():
+                for s, m in res.over_seeds.items():
+                    rows.append([key[0], s, coll, _f(m.mean), f"[{_f(m.low)}, {_f(m.high)}]", _f(m.sd)])
+        md += [_md_table(["arch", "system", "collection", "mean", "interval", "sd"], rows), ""]
+
+    # ---- diagnostics -------------------------------------------------------------------------------------
+    diag_summary = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy)
+
+    # ---- cost ---------------------------------------------------------------------------------------------
+    costs = _costs(study, mined, scores, cell_arts, studies)
+    md += ["## Cost", "",
+           "Teacher calls are the distinct (query, document) pairs the teacher scored: while mining (teacher "
+           "re-ranking, ensemble filter) and to label the groups. Documents are those the students saw (the "
+           "budget). Wall-clock times are in `costs.md` and the plot, which differ from run to run.", ""]
+    md += [_md_table(["strategy", "teacher calls (mining)", "teacher calls (labels)", "groups",
+                      "documents seen per cell"],
+                     [[s, c["teacher_calls_mining"], c["teacher_calls_labels"], c["groups"], c["docs_per_cell"]]
+                      for s, c in costs.items()]), ""]
+    points = []
+    for s, c in costs.items():
+        if math.isfinite(c["effectiveness"]):
+            points.append(CostPoint(s, float(c["mining_seconds"] + c["training_seconds"]
+                                             + c["scoring_seconds"]), c["effectiveness"]))
+    if points:
+        plot_cost_vs_effectiveness(points, plots / "cost_vs_effectiveness",
+                                   xlabel="mining + scoring + training seconds", ylabel=f"mean {metric}",
+                                   title="Cost vs effectiveness per strategy")
+        md += ["![cost vs effectiveness](plots/cost_vs_effectiveness.png)", ""]
+    _write_costs(out_dir, costs, metric)
+
+    # ---- claims ------------------------------------------------------------------------------------------
+    md += ["## The paper's claims, read from this run", ""]
+    md += _claims(cfg, studies, diag_summary)
+
+    text = "\n".join(md).rstrip() + "\n"
+    report = out_dir / "report.md"
+    report.write_text(text)
+    (out_dir / "report.json").write_text(json.dumps({"|".join(map(str, k)): v.to_dict()
+                                                     for k, v in studies.items()}, indent=2, sort_keys=True))
+    _write_html(out_dir, text)
+    logger.info("report: %s", report)
+    return report
+
+
+def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -> dict[str, dict[str, float]]:
+    import pandas as pd
+
+    summary: dict[str, dict[str, float]] = {}
+    if not diags:
+        md += ["## Diagnostics", "", "No teacher in this run: entropy and locality need teacher scores.", ""]
+        return summary
+    t = f"T{cfg.diagnostics.temperature:g}"
+    ent_col = f"softmax_entropy_nats_{t}_with_pos"
+    diam_col = f"diameter_q{cfg.diagnostics.alpha * 100:g}_{cfg.diagnostics.metric}"
+    entropies, diameters = {}, {}
+    rows = []
+    for s, art in diags.items():
+        frame = pd.read_parquet(art.file("stats.parquet"))
+        ent = frame[ent_col].to_numpy(dtype=float) if ent_col in frame else np.array([])
+        diam = frame[diam_col].to_numpy(dtype=float) if diam_col in frame else np.array([])
+        kappa = frame[f"log_kappa_{t}"].to_numpy(dtype=float) if f"log_kappa_{t}" in frame else np.array([])
+        rank = frame["positive_rank"].to_numpy(dtype=float) if "positive_rank" in frame else np.array([])
+        entropies[s], diameters[s] = ent, diam
+        def q(a, p):
+            return (float(np.nanquantile(a, p)) if a.size else math.nan)
+        summary[s] = {"entropy_median": q(ent, 0.5), "diameter_median": q(diam, 0.5),
+                      "diameter_q25": q(diam, 0.25), "diameter_q75": q(diam, 0.75)}
+        rows.append([s, len(frame), _f(q(ent, 0.25), 3), _f(q(ent, 0.5), 3), _f(q(ent, 0.75), 3),
+                     _f(q(diam, 0.5), 3), _f(q(kappa, 0.5), 3),
+                     _f(float(np.mean(rank > 1)) if rank.size else math.nan, 3)])
+    md += ["## Diagnostics per strategy", "",
+           f"Teacher softmax entropy over each training group (nats, tau={cfg.diagnostics.temperature:g}, positive "
+           f"included), robust diameter ({cfg.diagnostics.alpha:g}-quantile of pairwise {cfg.diagnostics.metric} "
+           "distances of the group's documents, encoder "
+           f"`{cfg.diagnostics.encoder or 'sentence-transformers/all-MiniLM-L6-v2'}`), log kappa (sampling bias) "
+           "and the share of groups where the teacher ranks a negative above the positive (false-negative "
+           "signal).", ""]
+    md += [_md_table(["strategy", "queries", "entropy q25", "entropy median", "entropy q75", "diameter median",
+                      "log kappa median", "positive not first"], rows), ""]
+    if any(v.size for v in entropies.values()):
+        plot_hist(entropies, plots / "entropy_histograms")
+        md += ["![entropy histograms](plots/entropy_histograms.png)", ""]
+    if any(v.size for v in diameters.values()):
+        plot_diam(diameters, plots / "diameter_per_strategy")
+        md += ["![diameter per strategy](plots/diameter_per_strategy.png)", ""]
+    return summary
+
+
+def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
+    out = {}
+    for s, art in mined.items():
+        sc = scores.get(s)
+        cells = [(c, t) for c, t, _ in cell_arts if c.strategy == s]
+        means = []
+        for st in studies.values():
+            for res in st.collections.values():
+                for name, m in res.over_seeds.items():
+                    if name.split("/")[0] == s:
+                        means.append(m.mean)
+        out[s] = {
+            "teacher_calls_mining": art.info.get("teacher_calls", 0),
+            "teacher_calls_labels": sc.info.get("teacher_calls", 0) if sc else 0,
+            "groups": art.info.get("counts", {}).get("groups", 0),
+            "docs_per_cell": max((t.info.get("realised_docs") or 0 for _, t in cells), default=0),
+            "mining_seconds": art.manifest.get("seconds", 0.0),
+            "scoring_seconds": sc.manifest.get("seconds", 0.0) if sc else 0.0,
+            "training_seconds": float(sum(t.manifest.get("seconds", 0.0) for _, t in cells)),
+            "training_gpu_seconds": float(sum(t.manifest.get("gpu_seconds", 0.0) for _, t in cells)),
+            "effectiveness": _mean(means),
+        }
+    return out
+
+
+def _write_costs(out_dir: Path, costs: dict, metric: str) -> None:
+    rows = [[s, f"{c['mining_seconds']:.1f}", f"{c['scoring_seconds']:.1f}", f"{c['training_seconds']:.1f}",
+             f"{c['training_gpu_seconds']:.1f}", c["teacher_calls_mining"] + c["teacher_calls_labels"],
+             _f(c["effectiveness"])] for s, c in costs.items()]
+    text = "# Measured cost per strategy\n\nSeconds as recorded when each artifact was first computed.\n\n" + \
+        _md_table(["strategy", "mining s", "scoring s", "training s (all cells)", "training GPU-s", "teacher calls",
+                   f"mean {metric}"], rows) + "\n"
+    (out_dir / "costs.md").write_text(text)
+
+
+def _claims(cfg, studies, diag) -> list[str]:
+    comp = cfg.comparison
+    out: list[str] = []
+    # 1. elaborate sampling adds little under distillation
+    distil = {k: v for k, v in studies.items() if k[1] in TEACHER_LOSSES}
+    verdicts: dict[str, int] = {}
+    better = worse = 0
+    for st in distil.values():
+        for res in st.collections.values():
+            for row in res.report.rows:
+                verdicts[row.tost.verdict] = verdicts.get(row.tost.verdict, 0) + 1
+                if row.tost.ci_low > 0:
+                    better += 1
+                if row.tost.ci_high < 0:
+                    worse += 1
+    if distil:
+        n = sum(verdicts.values())
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()))
+        supported = better == 0
+        out += [f"**Elaborate sampling adds little under distillation.** Across {n} comparisons of a strategy "
+                f"with {comp.baseline} under distillation losses ({', '.join(sorted({k[1] for k in distil}))}) "
+                f"and all test collections: {summary}; the interval lies wholly above zero in {better} and wholly "
+                f"below in {worse}. "
+                + ("This run supports the claim: no strategy is shown better than the baseline."
+                   if supported else "This run does not support the claim: some strategy is shown better.")
+                + (" Inconclusive comparisons mean the run is too small to show equivalence at this margin."
+                   if verdicts.get("inconclusive") else ""), ""]
+    else:
+        out += ["**Elaborate sampling adds little under distillation.** Not tested: no distillation loss in the "
+                "grid.", ""]
+    # 2. contrastive labels: does sampling matter there?
+    lce = {k: v for k, v in studies.items() if k[1] == "lce"}
+    if lce:
+        diffs = [(row.name.split("/")[0], coll, row.mean_diff, row.tost.verdict)
+                 for st in lce.values() for coll, res in st.collections.items() for row in res.report.rows]
+        parts = "; ".join(f"{s} @ {c}: {d:+.4f} ({v})" for s, c, d, v in diffs)
+        out += [f"**Under contrastive labels (lce) the sampler matters more.** Differences to {comp.baseline}: "
+                f"{parts or 'none'}.", ""]
+    # 3/4. entropy claims need entropy selections
+    bands = [s for s in cfg.grid.selections if s != "all"]
+    if bands:
+        rows = []
+        for k, st in studies.items():
+            if k[3] == "all":
+                continue
+            for coll, res in st.collections.items():
+                for name, m in res.over_seeds.items():
+                    rows.append((k[3], k[1], name.split("/")[0], coll, m.mean))
+        best = max(rows, key=lambda r: r[4]) if rows else None
+        text = "; ".join(f"{sel}/{loss}/{s} @ {c}: {v:.4f}" for sel, loss, s, c, v in sorted(rows))
+        out += [f"**Moderate entropy is best; high entropy hurts.** Students trained on entropy bands: {text}. "
+                + (f"The best band is {best[0]} ({best[1]}, {best[2]} @ {best[3]})." if best else ""), ""]
+    else:
+        out += ["**Moderate entropy is best; high entropy hurts.** Not tested: the grid has no entropy selections "
+                "(add e.g. `selections = [\"all\", \"keep_lower_quartile\", \"keep_upper_quartile\"]`).", ""]
+    # 5. locality
+    if diag and comp.baseline in diag:
+        base = diag[comp.baseline]["diameter_median"]
+        parts = [f"{s}: {v['diameter_median']:.3f}" for s, v in diag.items()]
+        harder = [s for s in diag if s != comp.baseline and s != "random"]
+        compact = [s for s in harder if diag[s]["diameter_median"] < base]
+        out += [f"**Hard negatives do not make the query space more compact.** Median robust diameter per strategy: "
+                f"{', '.join(parts)}. "
+                + (f"{', '.join(compact)} give smaller diameters than {comp.baseline} here, so this run does not "
+                   "support the claim for them." if compact else
+                   f"No hard-negative strategy gives a smaller median diameter than {comp.baseline}: this run "
+                   "supports the claim."), ""]
+    else:
+        out += ["**Hard negatives do not make the query space more compact.** Not tested: no diagnostics.", ""]
+    return out
+
+
+def _write_html(out_dir: Path, markdown_text: str) -> None:
+    """A self-contained HTML page: the report's text with the PNG plots inlined."""
+    body = []
+    in_table = False
+    for line in markdown_text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            src = line[line.index("(") + 1:-1]
+            path = out_dir / src
+            if path.exists():
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f'<p><img alt="{html.escape(src)}" src="data:image/png;base64,{data}"></p>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("> "):
+            body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>rankdistill report</title><style>"
+            "body{font-family:sans-serif;max-width:70em;margin:auto}td{border:1px solid #ccc;padding:2px 6px}"
+            "table{border-collapse:collapse}img{max-width:100%}</style></head><body>" + "\n".join(body)
+            + "</body></html>\n")
+    (out_dir / "report.html").write_text(page)
+
+
+def _inline(text: str) -> str:
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return t.replace("&lt;sup&gt;", "<sup>").replace("&lt;/sup&gt;", "</sup>")

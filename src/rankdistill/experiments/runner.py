@@ -1,0 +1,582 @@
+"""``rankdistill run CONFIG.toml``: the whole study, each stage an artifact, composed from the CLI verbs.
+
+Stages (each keyed by its settings and inputs, see :mod:`.artifacts`)::
+
+    candidates (per test collection) ─────────────────────────────────────────────┐
+    teacher-groups -> teacher (if [teacher.train])                                 │
+    mine (per strategy) -> score -> diagnose -> select (per selection)             │
+    train (per cell: arch x loss x strategy x group size x selection x seed) -> evaluate (per cell x test)
+    compare + report (always rebuilt from the artifacts: cheap and deterministic)
+
+The runner calls the same verbs a user calls (``rankdistill mine``, ``score``, ``train``, ``rerank``, ...), so
+there is one implementation of each step. Cells (train + evaluate) go through an executor: in-process, or
+Ray tasks that each ask for ``executor.gpus_per_cell`` GPUs; both write the same artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rankdistill.data.dataset import resolve_spec
+from rankdistill.errors import UserInputError
+from rankdistill.experiments.artifacts import Artifact, ArtifactStore, stable_hash
+from rankdistill.experiments.config import TEACHER_LOSSES, StudyConfig, TestCollection
+
+logger = logging.getLogger("rankdistill.run")
+
+
+class StageFailed(UserInputError):
+    """A verb the runner called exited with a non-zero code (its own message was printed above)."""
+
+
+def call_verb(argv: Sequence[str]) -> None:
+    """Run ``rankdistill <argv>`` in this process; raise :class:`StageFailed` on a non-zero exit.
+
+    The verb's stdout (its human summary) is dropped and, unless the run is verbose (``-v``), its INFO logs
+    too: the runner reports one line per stage event instead.
+    """
+    from rankdistill.cli import main
+
+    argv = [str(a) for a in argv]
+    logger.debug("rankdistill %s", " ".join(argv))
+    root = logging.getLogger()
+    saved = root.level
+    if saved == logging.INFO:
+        root.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    finally:
+        root.setLevel(saved)
+    if code != 0:
+        raise StageFailed(f"`rankdistill {argv[0]}` failed with exit code {code} (its message is above)")
+
+
+def _fingerprint(path: Path) -> dict:
+    """Identity of a dataset or model on disk: path, and size + mtime of its files (not their bytes)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {"path": str(path.resolve()), "files": [(str(f.relative_to(path)) if f != path else f.name,
+                                                    f.stat().st_size, f.stat().st_mtime_ns) for f in files[:200]]}
+
+
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return int(con.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Dataset specifiers turned into paths (or ``irds:`` ids), and their fingerprints for hashing."""
+
+    train: str
+    tests: dict[str, str]
+    fingerprints: dict[str, Any]
+
+
+def resolve_datasets(cfg: StudyConfig, data_dir: str | None) -> Resolved:
+    base = Path(cfg.source).parent if cfg.source else Path.cwd()
+    root = data_dir or (str((base / cfg.data_dir).resolve()) if cfg.data_dir else None) \
+        or os.environ.get("RANKDISTILL_DATA")
+
+    def one(spec: str) -> str:
+        if spec.startswith("irds:"):
+            return spec
+        local = base / spec
+        return str(local.resolve()) if local.exists() else str(Path(resolve_spec(spec, root)).resolve())
+
+    train = one(cfg.train.dataset)
+    tests = {t.name: one(t.dataset) for t in cfg.tests}
+    fps = {s: (s if s.startswith("irds:") else _fingerprint(Path(s))) for s in {train, *tests.values()}}
+    return Resolved(train, tests, fps)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cells: the unit an executor runs (top-level functions with picklable arguments, for Ray)
+
+@dataclass(frozen=True)
+class Cell:
+    arch: str
+    loss: str
+    strategy: str
+    group_size: int
+    selection: str
+    seed: int
+
+    @property
+    def system(self) -> str:
+        return self.strategy
+
+    @property
+    def label(self) -> str:
+        sel = "" if self.selection == "all" else f" {self.selection}"
+        return f"{self.arch}/{self.loss}/{self.strategy}/g{self.group_size}{sel}/s{self.seed}"
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything a worker needs to train one cell and evaluate it on every test collection."""
+
+    cell: Cell
+    artifacts_root: str
+    train_settings: dict
+    train_inputs: dict[str, tuple[str, str]]
+    train_argv: tuple[str, ...]
+    evals: tuple[dict, ...]
+    """One per test: ``settings``, ``inputs`` (stage, hash) and the argv pieces for rerank/retrieve."""
+
+
+def _load_inputs(store: ArtifactStore, inputs: dict[str, tuple[str, str]]) -> dict[str, Artifact]:
+    out = {}
+    for name, (stage, key) in inputs.items():
+        art = store.get(stage, key)
+        if art is None:
+            raise RuntimeError(f"input artifact {stage}/{key} is missing")
+        out[name] = art
+    return out
+
+
+def run_cell(job: CellJob) -> dict:
+    """Train one cell (or reuse it) and evaluate it on every test; returns hashes and reuse flags."""
+    store = ArtifactStore(job.artifacts_root)
+    inputs = _load_inputs(store, job.train_inputs)
+    gpu = _has_gpu()
+
+    def train(work: Path) -> dict:
+        call_verb([*job.train_argv, "--output", work / "model", "--save-every", "200"])
+        summary = json.loads((work / "model" / "training.json").read_text())
+        for ckpt in (work / "model").glob("checkpoints"):
+            shutil.rmtree(ckpt, ignore_errors=True)
+        return {k: summary.get(k) for k in ("steps", "realised_docs", "teacher_calls", "wall_seconds",
+                                             "gpu_seconds", "final_loss") if k in summary}
+
+    trained, reused = store.run("train", job.train_settings, inputs, train, seed=job.cell.seed, gpu=gpu)
+    out = {"train": trained.hash, "train_reused": reused, "evals": {}}
+    for ev in job.evals:
+        ev_inputs = {**_load_inputs(store, ev["inputs"]), "model": trained}
+
+        def evaluate(work: Path, ev: dict = ev) -> dict:
+            run = work / "run.trec"
+            call_verb([*ev["rank_argv"], "--model", trained.path / "model", "--output", run])
+            call_verb(["evaluate", *ev["eval_argv"], "--run", run, "--per-query", work / "per_query.tsv"])
+            return {}
+
+        art, _r = store.run("evaluate", ev["settings"], ev_inputs, evaluate, seed=job.cell.seed, gpu=gpu)
+        out["evals"][ev["test"]] = art.hash
+    return out
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+class Progress:
+    """One log line per stage event with counts and an ETA from the mean time per finished item."""
+
+    def __init__(self, stage: str, total: int) -> None:
+        self.stage, self.total, self.done, self.reused = stage, total, 0, 0
+        self.start = time.perf_counter()
+        logger.info("[%s] %d to do", stage, total)
+
+    def step(self, label: str, reused: bool) -> None:
+        self.done += 1
+        self.reused += int(reused)
+        elapsed = time.perf_counter() - self.start
+        worked = self.done - self.reused
+        eta = elapsed / worked * (self.total - self.done) if worked else 0.0
+        logger.info("[%s] %d/%d %s%s  elapsed %s  ETA %s", self.stage, self.done, self.total, label,
+                    " (reused)" if reused else "", _dur(elapsed), _dur(eta))
+
+
+def _dur(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class Study:
+    """One execution of a study config into ``output``."""
+
+    def __init__(self, cfg: StudyConfig, output: str | os.PathLike, data_dir: str | None = None) -> None:
+        self.cfg = cfg
+        if logging.getLogger().level <= logging.INFO:
+            logger.setLevel(logging.INFO)
+        self.output = Path(output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.store = ArtifactStore(self.output / "artifacts")
+        self.data = resolve_datasets(cfg, data_dir)
+        self.teacher_model: str | None = None
+        self.teacher_art: Artifact | None = None
+        self.artifacts: dict[str, Any] = {}
+        self.used: list[Artifact] = []
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _run(self, stage: str, settings: dict, inputs: dict[str, Artifact], fn, progress: Progress, label: str,
+             seed: int | None = None) -> Artifact:
+        art, reused = self.store.run(stage, settings, inputs, fn, seed=seed, gpu=_has_gpu())
+        progress.step(label, reused)
+        self.used.append(art)
+        return art
+
+    @property
+    def has_teacher(self) -> bool:
+        t = self.cfg.teacher
+        return t is not None and (t.model is not None or t.train is not None)
+
+    def _train_dataset(self) -> dict:
+        return {"dataset": self.data.fingerprints[self.data.train], "split": self.cfg.train.split,
+                "max_queries": self.cfg.train.max_queries}
+
+    # -- stages -------------------------------------------------------------------------------------------
+    def candidates(self) -> dict[str, Artifact]:
+        p = Progress("candidates", len(self.cfg.tests))
+        out = {}
+        for t in self.cfg.tests:
+            spec = self.data.tests[t.name]
+            settings = {"dataset": self.data.fingerprints[spec], "split": t.split, "source": t.candidates,
+                        "depth": t.depth, "k1": self.cfg.first_stage.k1, "b": self.cfg.first_stage.b}
+            if t.candidates not in ("bm25", "dataset"):
+                settings["file"] = _fingerprint(Path(self.cfg.source).parent / t.candidates)
+            out[t.name] = self._run("candidates", settings, {}, lambda w, t=t, spec=spec: self._make_candidates(
+                w, t, spec), p, t.name)
+        return out
+
+    def _make_candidates(self, work: Path, t: TestCollection, spec: str) -> dict:
+        from rankdistill.data import load_dataset
+        from rankdistill.data.runs import read_run, write_run
+
+        run = work / "run.trec"
+        if t.candidates == "bm25":
+            call_verb(["retrieve", "--dataset", spec, "--split", t.split, "--retriever", "bm25", "--k", t.depth,
+                       "--k1", self.cfg.first_stage.k1, "--b", self.cfg.first_stage.b, "--output", run])
+        else:
+            ds = load_dataset(spec)
+            source = ds.candidates(t.split) if t.candidates == "dataset" else \
+                read_run(Path(self.cfg.source).parent / t.candidates)
+            if source is None:
+                raise UserInputError(f"test {t.name!r}: the dataset has no candidates for split {t.split!r}",
+                                     fix="use candidates = \"bm25\" or give a run file")
+            write_run(source, run, tag=t.candidates, k=t.depth)
+        return {"queries": len({line.split()[0] for line in run.read_text().splitlines()})}
+
+    def teacher(self) -> None:
+        t = self.cfg.teacher
+        if t is None or (t.model is None and t.train is None):
+            return
+        if t.model is not None:
+            from rankdistill.models import resolve_model
+
+            resolved = resolve_model(t.model)
+            self.teacher_model = resolved
+            p = Progress("teacher", 1)
+            fp = _fingerprint(Path(resolved)) if Path(resolved).exists() else resolved
+            self.teacher_art = self._run("teacher", {"model": fp}, {}, lambda w: {"model": resolved}, p, "given")
+            return
+        r = t.train
+        assert r is not None
+        p = Progress("teacher", 2)
+        gsettings = {**self._train_dataset(), "strategy": r.strategy, "group_size": r.group_size,
+                     "depth": self.cfg.mining.depth, "seed": r.seed}
+        groups = self._run("mine", gsettings, {},
+                           lambda w: self._mine(w, r.strategy, r.group_size, None, r.seed, 2 * r.group_size),
+                           p, f"teacher groups ({r.strategy})")
+        settings = {"recipe": dataclasses.asdict(r), "train": self._train_dataset()}
+        model = r.model
+
+        def fn(work: Path) -> dict:
+            argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
+                    "--groups", groups.file("groups.jsonl"), "--arch", "cross", "--loss", r.loss,
+                    "--group-size", r.group_size, "--budget-docs", r.budget_docs, "--max-length", r.max_length,
+                    "--batch-size", r.batch_size, "--lr", r.lr, "--seed", r.seed, "--output", work / "model",
+                    "--save-every", 200]
+            if model:
+                argv += ["--model", model]
+            if r.layers:
+                argv += ["--layers", r.layers]
+            call_verb(argv)
+            shutil.rmtree(work / "model" / "checkpoints", ignore_errors=True)
+            summary = json.loads((work / "model" / "training.json").read_text())
+            return {k: summary.get(k) for k in ("steps", "realised_docs", "wall_seconds", "gpu_seconds")}
+
+        self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, "trained (cross, lce)")
+        self.teacher_model = str(self.teacher_art.path / "model")
+
+    def _mine(self, work: Path, strategy: str, group_size: int, teacher: str | None, seed: int, pool: int) -> dict:
+        m = self.cfg.mining
+        argv = ["mine", "--dataset", self.data.train, "--split", self.cfg.train.split, "--strategy", strategy,
+                "--group-size", group_size, "--pool", pool, "--depth", m.depth, "--seed", seed,
+                "--output", work / "groups.jsonl"]
+        if self.cfg.train.max_queries:
+            argv += ["--max-queries", self.cfg.train.max_queries]
+        if strategy == "teacher":
+            argv += ["--max-rank", min(m.teacher_top, m.depth)]
+        if strategy in ("dense", "ensemble"):
+            if m.dense_model:
+                argv += ["--encoder", m.dense_model]
+            if m.dense_max_length:
+                argv += ["--encoder-max-length", m.dense_max_length]
+            argv += ["--embedding-cache", self.output / "cache" / "embeddings"]
+        if strategy == "ensemble":
+            named = [s for s in m.ensemble_systems if s in ("bm25", "dense")]
+            files = [str(Path(self.cfg.source).parent / s) for s in m.ensemble_systems if s not in ("bm25", "dense")]
+            if named:
+                argv += ["--retrievers", ",".join(named)]
+            if files:
+                argv += ["--systems", ",".join(files)]
+            argv += ["--ensemble-n", m.ensemble_per_system, "--ensemble-margin", m.ensemble_margin]
+        if teacher is not None:
+            tc = self.cfg.teacher
+            argv += ["--teacher", teacher, "--scores", work / "mining-scores.db",
+                     "--max-length", tc.max_length if tc else 256, "--batch-size", tc.batch_size if tc else 64]
+            if m.false_negative_margin is not None:
+                argv += ["--fn-margin", m.false_negative_margin]
+        call_verb(argv)
+        meta = json.loads((work / "groups.jsonl.meta.json").read_text())
+        return {"counts": meta.get("counts", {}), "teacher_calls": _rows(work / "mining-scores.db")}
+
+    def mine(self) -> dict[str, Artifact]:
+        g, m = self.cfg.grid, self.cfg.mining
+        pool = m.pool or 2 * max(g.group_sizes)
+        pool = max(pool, max(g.group_sizes) - 1)
+        p = Progress("mine", len(g.strategies))
+        out = {}
+        for s in g.strategies:
+            uses_teacher = s in ("teacher", "ensemble") or (m.false_negative_margin is not None and self.has_teacher)
+            settings = {**self._train_dataset(), "strategy": s, "group_size": max(g.group_sizes), "pool": pool,
+                        "mining": dataclasses.asdict(m)}
+            inputs = {"teacher": self.teacher_art} if uses_teacher and self.teacher_art else {}
+            teacher = self.teacher_model if uses_teacher else None
+            out[s] = self._run("mine", settings, inputs,
+                               lambda w, s=s, teacher=teacher: self._mine(w, s, max(g.group_sizes), teacher, m.seed,
+                                                                           pool), p, s, seed=m.seed)
+        return out
+
+    def score(self, mined: dict[str, Artifact]) -> dict[str, Artifact]:
+        if not self.has_teacher:
+            return {}
+        p = Progress("score", len(mined))
+        out = {}
+        for s, groups in mined.items():
+            def fn(work: Path, groups: Artifact = groups) -> dict:
+                db = work / "scores.db"
+                prior = groups.file("mining-scores.db")
+                if prior.exists():
+                    shutil.copyfile(prior, db)
+                before = _rows(db)
+                call_verb(["score", "--dataset", self.data.train, "--split", self.cfg.train.split,
+                           "--groups", groups.file("groups.jsonl"), "--teacher", self.teacher_model,
+                           "--max-length", self.cfg.teacher.max_length if self.cfg.teacher else 256,
+                           "--batch-size", self.cfg.teacher.batch_size if self.cfg.teacher else 64, "--output", db])
+                for extra in ("scores.db-wal", "scores.db-shm"):
+                    (work / extra).unlink(missing_ok=True)
+                after = _rows(db)
+                return {"pairs": after, "teacher_calls": after - before}
+
+            out[s] = self._run("score", {"teacher_max_length": self.cfg.teacher.max_length},
+                               {"groups": groups, "teacher": self.teacher_art}, fn, p, s)
+        return out
+
+    def diagnose(self, mined: dict[str, Artifact], scores: dict[str, Artifact]) -> dict[str, Artifact]:
+        if not scores:
+            return {}
+        d = self.cfg.diagnostics
+        p = Progress("diagnose", len(scores))
+        out = {}
+        for s in scores:
+            def fn(work: Path, s: str = s) -> dict:
+                argv = ["diagnose", "--dataset", self.data.train, "--split", self.cfg.train.split,
+                        "--groups", mined[s].file("groups.jsonl"), "--scores", scores[s].file("scores.db"),
+                        "--temperature", d.temperature, "--alpha", d.alpha, "--metric", d.metric,
+                        "--group-size", max(self.cfg.grid.group_sizes),
+                        "--cache-dir", self.output / "cache" / "embeddings", "--output", work / "stats.parquet"]
+                if d.encoder:
+                    argv += ["--encoder", d.encoder]
+                if d.max_length:
+                    argv += ["--max-length", d.max_length]
+                call_verb(argv)
+                return {}
+
+            out[s] = self._run("diagnose", {"diagnostics": dataclasses.asdict(d),
+                                            "group_size": max(self.cfg.grid.group_sizes)},
+                               {"groups": mined[s], "scores": scores[s]}, fn, p, s)
+        return out
+
+    def select(self, mined: dict[str, Artifact], diags: dict[str, Artifact]) -> dict[tuple[str, str], Artifact]:
+        sels = [x for x in self.cfg.grid.selections if x != "all"]
+        out: dict[tuple[str, str], Artifact] = {}
+        for s in mined:
+            out[(s, "all")] = mined[s]
+        if not sels:
+            return out
+        p = Progress("select", len(sels) * len(mined))
+        for s in mined:
+            for sel in sels:
+                def fn(work: Path, s: str = s, sel: str = sel) -> dict:
+                    argv = ["select", "--groups", mined[s].file("groups.jsonl"),
+                            "--stats", diags[s].file("stats.parquet"), "--output", work / "groups.jsonl"]
+                    if sel.startswith("keep_quantile_band"):
+                        _, lo, hi = sel.split(":")
+                        argv += ["--rule", "keep_quantile_band", "--lo", lo, "--hi", hi]
+                    else:
+                        argv += ["--rule", sel]
+                    call_verb(argv)
+                    return {}
+
+                out[(s, sel)] = self._run("select", {"selection": sel}, {"groups": mined[s], "stats": diags[s]},
+                                          fn, p, f"{s} {sel}")
+        return out
+
+    def cells(self) -> list[Cell]:
+        g = self.cfg.grid
+        return [Cell(a, lo, s, gs, sel, seed) for a in g.archs for lo in g.losses for s in g.strategies
+                for gs in g.group_sizes for sel in g.selections for seed in g.seeds]
+
+    def cell_job(self, cell: Cell, groups: dict[tuple[str, str], Artifact], scores: dict[str, Artifact],
+                 candidates: dict[str, Artifact]) -> CellJob:
+        st = self.cfg.student
+        model = (st.cross_model or st.model) if cell.arch == "cross" else st.model
+        distil = cell.loss in TEACHER_LOSSES
+        train_settings = {"cell": dataclasses.asdict(cell), "student": dataclasses.asdict(st),
+                          "train": self._train_dataset()}
+        inputs = {"groups": groups[(cell.strategy, cell.selection)]}
+        argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
+                "--groups", inputs["groups"].file("groups.jsonl"), "--arch", cell.arch, "--loss", cell.loss,
+                "--group-size", cell.group_size, "--budget-docs", st.budget_docs, "--batch-size", st.batch_size,
+                "--grad-accum", st.grad_accum, "--lr", st.lr, "--warmup", st.warmup, "--seed", cell.seed,
+                "--max-query-length", st.query_max_length, "--max-doc-length", st.max_length,
+                "--max-length", st.max_length + st.query_max_length]
+        if cell.arch == "bi":
+            argv += ["--pooling", st.pooling, "--similarity", st.similarity]
+        if model:
+            argv += ["--model", model]
+        if st.layers:
+            argv += ["--layers", st.layers]
+        if distil:
+            inputs["scores"] = scores[cell.strategy]
+            argv += ["--scores", inputs["scores"].file("scores.db")]
+            if cell.loss == "kl" and st.temperature != 1.0:
+                argv += ["--temperature", st.temperature]
+        evals = []
+        for t in self.cfg.tests:
+            spec = self.data.tests[t.name]
+            mode = t.mode if cell.arch == "bi" else "rerank"
+            if mode == "retrieve":
+                rank_argv = ["retrieve", "--dataset", spec, "--split", t.split, "--retriever", "dense",
+                             "--k", t.depth]
+            else:
+                rank_argv = ["rerank", "--dataset", spec, "--split", t.split,
+                             "--candidates", candidates[t.name].file("run.trec")]
+            eval_argv = ["--dataset", spec, "--split", t.split]
+            if t.metrics:
+                eval_argv += ["--metrics", *t.metrics]
+            evals.append({"test": t.name, "settings": {"test": dataclasses.asdict(t), "mode": mode},
+                          "inputs": {"candidates": ("candidates", candidates[t.name].hash)},
+                          "rank_argv": tuple(str(a) for a in rank_argv),
+                          "eval_argv": tuple(str(a) for a in eval_argv)})
+        return CellJob(cell, str(self.store.root), train_settings,
+                       {k: (v.stage, v.hash) for k, v in inputs.items()}, tuple(str(a) for a in argv), tuple(evals))
+
+    def reference_runs(self, candidates: dict[str, Artifact]) -> dict[str, dict[str, Artifact]]:
+        """BM25 (the candidates themselves) and the teacher re-ranking them: the rows every student is read
+        against."""
+        out: dict[str, dict[str, Artifact]] = {"first stage": {}, "teacher": {}}
+        todo = len(self.cfg.tests) * (2 if self.teacher_model else 1)
+        p = Progress("reference", todo)
+        for t in self.cfg.tests:
+            spec = self.data.tests[t.name]
+            eval_argv = ["--dataset", spec, "--split", t.split] + (["--metrics", *t.metrics] if t.metrics else [])
+
+            def first(work: Path, t: TestCollection = t, eval_argv: list = eval_argv) -> dict:
+                call_verb(["evaluate", *eval_argv, "--run", candidates[t.name].file("run.trec"),
+                           "--per-query", work / "per_query.tsv"])
+                return {}
+
+            out["first stage"][t.name] = self._run("evaluate", {"reference": "first stage", "test": t.name,
+                                                                "metrics": list(t.metrics)},
+                                                   {"candidates": candidates[t.name]}, first, p,
+                                                   f"{t.name} first stage")
+            if self.teacher_model and self.teacher_art is not None:
+                def teach(work: Path, t: TestCollection = t, spec: str = spec, eval_argv: list = eval_argv) -> dict:
+                    call_verb(["rerank", "--dataset", spec, "--split", t.split, "--model", self.teacher_model,
+                               "--candidates", candidates[t.name].file("run.trec"), "--output", work / "run.trec"])
+                    call_verb(["evaluate", *eval_argv, "--run", work / "run.trec",
+                               "--per-query", work / "per_query.tsv"])
+                    return {}
+
+                out["teacher"][t.name] = self._run("evaluate", {"reference": "teacher", "test": t.name,
+                                                                "metrics": list(t.metrics)},
+                                                   {"candidates": candidates[t.name], "teacher": self.teacher_art},
+                                                   teach, p, f"{t.name} teacher")
+        return out
+
+    # -- the whole study -----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        from rankdistill.experiments.executors import make_executor
+        from rankdistill.experiments.report import write_report
+
+        start = time.perf_counter()
+        (self.output / "config.resolved.json").write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str))
+        candidates = self.candidates()
+        self.teacher()
+        mined = self.mine()
+        scores = self.score(mined)
+        diags = self.diagnose(mined, scores)
+        groups = self.select(mined, diags)
+        refs = self.reference_runs(candidates)
+        cells = self.cells()
+        jobs = [self.cell_job(c, groups, scores, candidates) for c in cells]
+        e = self.cfg.executor
+        executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell)
+        p = Progress("train+evaluate", len(jobs))
+        try:
+            results = executor.map(run_cell, [(j,) for j in jobs],
+                                   on_done=lambda i, r: p.step(cells[i].label, r["train_reused"]))
+        finally:
+            executor.close()
+        cell_arts = []
+        for cell, res in zip(cells, results):
+            train_art = self.store.get("train", res["train"])
+            evals = {t: self.store.get("evaluate", h) for t, h in res["evals"].items()}
+            cell_arts.append((cell, train_art, evals))
+            self.used.append(train_art)
+            self.used.extend(evals.values())
+        report = write_report(self, mined, scores, diags, groups, refs, cell_arts)
+        self._write_manifest(time.perf_counter() - start)
+        return report
+
+    def _write_manifest(self, seconds: float) -> None:
+        per_stage: dict[str, dict[str, float]] = {}
+        for art in {a.path: a for a in self.used}.values():
+            s = per_stage.setdefault(art.stage, {"artifacts": 0, "seconds": 0.0, "gpu_seconds": 0.0, "bytes": 0})
+            s["artifacts"] += 1
+            s["seconds"] += art.manifest.get("seconds", 0.0)
+            s["gpu_seconds"] += art.manifest.get("gpu_seconds", 0.0)
+            s["bytes"] += art.manifest.get("bytes", 0)
+        manifest = {"config": self.cfg.source, "config_hash": stable_hash(self.cfg.to_dict()),
+                    "this_run_seconds": round(seconds, 1), "stages": per_stage,
+                    "artifacts": sorted(f"{a.stage}/{a.hash}" for a in self.used)}
+        (self.output / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        width = max(len(s) for s in per_stage)
+        logger.info("done in %s; time recorded per stage (seconds when first computed):", _dur(seconds))
+        for stage, s in per_stage.items():
+            logger.info("  %-*s  %3d artifacts  %8.1fs  %8.1f GPU-s", width, stage, s["artifacts"], s["seconds"],
+                        s["gpu_seconds"])

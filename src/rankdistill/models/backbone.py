@@ -1,0 +1,181 @@
+"""Loading Hugging Face backbones for students: name resolution, layer truncation, saved-model metadata.
+
+A directory written by rankdistill holds ``rankdistill.json`` (architecture, pooling, similarity, score
+space, max lengths), next to the usual Hugging Face and sentence-transformers files, so that
+:func:`detect_arch` can tell a bi-encoder from a cross-encoder; for directories written by other tools it
+falls back to the sentence-transformers and transformers configs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rankdistill.errors import UserInputError
+from rankdistill.io import atomic_write
+from rankdistill.models import model_id, resolve_model
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "rankdistill.json"
+METADATA_FORMAT = "rankdistill-model/1"
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars (we log one line of our own instead)."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    bars = not hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+        if not bars:
+            hf_logging.enable_progress_bar()
+
+
+def layer_list(model: nn.Module) -> nn.ModuleList:
+    """The transformer's stack of layers: the shallowest ``ModuleList`` as long as ``num_hidden_layers``."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise UserInputError(f"cannot find the layer stack of {type(model).__name__} (num_hidden_layers={n})",
+                         fix="drop --layers for this architecture")
+
+
+def truncate_layers(model: nn.Module, layers: int | None) -> None:
+    """Keep the first ``layers`` transformer layers (in place) and record it in ``model.config``."""
+    if layers is None:
+        return
+    stack = layer_list(model)
+    if not 1 <= layers <= len(stack):
+        raise UserInputError(f"--layers {layers} is out of range: the model has {len(stack)} layers",
+                             fix=f"give 1..{len(stack)}")
+    if layers == len(stack):
+        return
+    del stack[layers:]
+    model.config.num_hidden_layers = layers
+
+
+def _transformer_dir(path: str) -> str:
+    """For a sentence-transformers folder whose transformer sits in a sub-folder (``0_Transformer``), that
+    sub-folder; otherwise ``path``."""
+    modules = Path(path) / "modules.json"
+    if not modules.is_file() or (Path(path) / "config.json").is_file():
+        return path
+    with contextlib.suppress(json.JSONDecodeError, TypeError, AttributeError):
+        for entry in json.loads(modules.read_text()):
+            if str(entry.get("type", "")).endswith("Transformer") and entry.get("path"):
+                return str(Path(path) / entry["path"])
+    return path
+
+
+def load_encoder(name_or_path: str | None, layers: int | None = None) -> tuple[nn.Module, object, str]:
+    """``(AutoModel, tokenizer, resolved path)`` for an encoder name or directory, truncated to ``layers``."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = _transformer_dir(resolve_model(name_or_path))
+    try:
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise UserInputError(f"cannot load model {name_or_path!r} ({e})".splitlines()[0],
+                             fix="give a local model directory (no network here) or the default encoder") from None
+    truncate_layers(model, layers)
+    return model, tokenizer, path
+
+
+def load_classifier(name_or_path: str | None, layers: int | None = None) -> tuple[nn.Module, object, str]:
+    """A one-logit sequence classifier (cross-encoder); a plain encoder gets a freshly initialised head."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_model(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        archs = getattr(config, "architectures", None) or []
+        has_head = any(a.endswith("ForSequenceClassification") for a in archs)
+        if has_head and getattr(config, "num_labels", 1) != 1:
+            raise UserInputError(f"model {name_or_path!r} has a {config.num_labels}-label head; a cross-encoder "
+                                 "student needs one logit", fix="start from an encoder or a one-logit model")
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise UserInputError(f"cannot load model {name_or_path!r} ({e})".splitlines()[0],
+                             fix="give a local model directory (no network here) or the default encoder") from None
+    if not has_head:
+        logger.info("%s has no classification head: initialised a one-logit head", model_id(name_or_path))
+    truncate_layers(model, layers)
+    return model, tokenizer, path
+
+
+def read_metadata(directory: str | Path) -> dict | None:
+    """The ``rankdistill.json`` of a saved model directory, or ``None`` when absent."""
+    p = Path(directory) / METADATA_FILE
+    if not p.is_file():
+        return None
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserInputError(f"not valid JSON ({e.msg})", path=p, line=e.lineno) from None
+    if not isinstance(meta, dict) or meta.get("arch") not in ("bi", "cross"):
+        raise UserInputError("expected an object with \"arch\": \"bi\" or \"cross\"", path=p)
+    return meta
+
+
+def write_metadata(directory: str | Path, meta: dict) -> None:
+    with atomic_write(Path(directory) / METADATA_FILE) as fh:
+        json.dump({"format": METADATA_FORMAT, **meta}, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def detect_arch(directory: str | Path) -> str:
+    """``"bi"`` or ``"cross"`` for a model directory (rankdistill metadata, else the library configs)."""
+    d = Path(directory)
+    meta = read_metadata(d)
+    if meta is not None:
+        return str(meta["arch"])
+    st_config = d / "config_sentence_transformers.json"
+    if st_config.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            if json.loads(st_config.read_text()).get("model_type") == "CrossEncoder":
+                return "cross"
+    if (d / "modules.json").is_file():
+        return "bi"
+    config = d / "config.json"
+    if config.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            archs = json.loads(config.read_text()).get("architectures") or []
+            if any(str(a).endswith("ForSequenceClassification") for a in archs):
+                return "cross"
+        return "bi"
+    raise UserInputError("not a model directory (no config.json)", path=d,
+                         fix="give the --output folder of `rankdistill train` or a Hugging Face model folder")
+
+
+def save_backbone(model: nn.Module, tokenizer: object, directory: Path) -> None:
+    """Write the Hugging Face model (safetensors) and tokenizer into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with quiet_transformers():
+        model.save_pretrained(directory)  # type: ignore[attr-defined]
+        tokenizer.save_pretrained(directory)  # type: ignore[attr-defined]
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device

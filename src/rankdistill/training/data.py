@@ -1,0 +1,241 @@
+"""Training data: groups validated against the dataset and the score store, and batches built from them.
+
+:func:`load_training_data` reads the groups file, checks every query and document, cleans each pool (no
+positive among the negatives, no repeats), looks up the teacher scores and enforces the group size, with
+errors that name the file, line and fix. :class:`BatchBuilder` turns a list of
+:class:`~rankdistill.training.sampling.SampledGroup` into a :class:`TrainBatch` from cached token ids, and
+:class:`StepBatches` serves one device's micro-batches per optimizer step to a ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rankdistill.data.groups import iter_groups
+from rankdistill.errors import UserInputError
+from rankdistill.models.inputs import TokenBatch
+from rankdistill.training.config import TrainConfig
+from rankdistill.training.sampling import SampledGroup, TrainGroup, TrainingPlan, shard
+from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs, encode_singles
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Validated groups, query texts, teacher scores (when the loss needs them) and what was dropped."""
+
+    groups: list[TrainGroup]
+    queries: dict[str, str]
+    corpus: object
+    teacher: dict[str, dict[str, float]] | None = None
+    teacher_id: str | None = None
+    teacher_info: dict = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _examples(items: Sequence[str], n: int = 3) -> str:
+    shown = "; ".join(items[:n])
+    return shown + ("; ..." if len(items) > n else "")
+
+
+def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
+    """Read and validate the groups (and teacher scores) of ``config``; ``dataset`` skips loading it again."""
+    from rankdistill.data import load_dataset
+
+    dc = config.data
+    ds = dataset if dataset is not None else load_dataset(dc.dataset, data_dir=dc.data_dir)
+    queries = ds.queries(dc.split)
+    corpus = ds.corpus
+    path = Path(dc.groups)
+    groups: list[TrainGroup] = []
+    unknown_queries: list[str] = []
+    unknown_docs: list[str] = []
+    n_unknown_docs = 0
+    seen: dict[str, int] = {}
+    for line, g in iter_groups(path):
+        if g.query_id in seen:
+            raise UserInputError(f"query {g.query_id!r} has a second group (first on line {seen[g.query_id]})",
+                                 path=path, line=line, fix="keep one group per query")
+        seen[g.query_id] = line
+        if g.query_id not in queries:
+            unknown_queries.append(f"line {line}: {g.query_id!r}")
+            continue
+        if not g.positive_ids:
+            raise UserInputError(f"group of query {g.query_id!r} has no positive", path=path, line=line,
+                                 fix="every training group needs a labelled positive (positive_ids)")
+        for d in (*g.positive_ids, *g.negative_ids):
+            if d not in corpus:
+                n_unknown_docs += 1
+                if len(unknown_docs) < 3:
+                    unknown_docs.append(f"line {line}: {d!r}")
+        positives = tuple(dict.fromkeys(g.positive_ids))
+        pos_set = set(positives)
+        pool = tuple(d for d in dict.fromkeys(g.negative_ids) if d not in pos_set)
+        groups.append(TrainGroup(g.query_id, positives, pool, line))
+    if unknown_queries:
+        raise UserInputError(f"{len(unknown_queries)} group(s) name queries that split {dc.split!r} of "
+                             f"{ds.name} does not have ({_examples(unknown_queries)})", path=path,
+                             fix="pass the --split the groups were mined from")
+    if n_unknown_docs:
+        raise UserInputError(f"{n_unknown_docs} document id(s) are not in the corpus of {ds.name} "
+                             f"({_examples(unknown_docs)})", path=path,
+                             fix="use the groups mined from this --dataset")
+    if not groups:
+        raise UserInputError("the groups file holds no groups", path=path, fix="mine groups with `rankdistill mine`")
+    data = TrainingData(groups, {g.query_id: queries[g.query_id] for g in groups}, corpus)
+    if config.needs_teacher:
+        _attach_teacher(config, data)
+    _check_sizes(config, data, path)
+    return data
+
+
+def _attach_teacher(config: TrainConfig, data: TrainingData) -> None:
+    from rankdistill.teachers import ScoreStore
+
+    dc = config.data
+    with ScoreStore(dc.scores, readonly=True) as store:  # type: ignore[arg-type]
+        tid = store.resolve_teacher(dc.teacher_id)
+        info = store.teacher_info(tid)
+        pairs = [(g.query_id, d) for g in data.groups for d in (*g.positive_ids, *g.negative_ids)]
+        have = store.get_many(tid, pairs)
+    missing = [p for p in pairs if p not in have]
+    if missing and dc.missing_scores == "error":
+        shown = ", ".join(f"({q}, {d})" for q, d in missing[:3])
+        raise UserInputError(f"{len(missing)} of {len(pairs)} (query, document) pairs have no score from teacher "
+                             f"{tid!r} (e.g. {shown})", path=dc.scores,
+                             fix="score them with `rankdistill score` on these groups, or pass "
+                                 "--missing-scores skip to leave them out")
+    teacher: dict[str, dict[str, float]] = {}
+    for (q, d), s in have.items():
+        teacher.setdefault(q, {})[d] = s
+    if missing:
+        kept, no_positive = [], 0
+        for g in data.groups:
+            scored = teacher.get(g.query_id, {})
+            pos = tuple(d for d in g.positive_ids if d in scored)
+            if not pos:
+                no_positive += 1
+                continue
+            kept.append(TrainGroup(g.query_id, pos, tuple(d for d in g.negative_ids if d in scored), g.line))
+        logger.warning("--missing-scores skip: left out %d unscored (query, document) pairs; %d group(s) lost "
+                       "every scored positive and were dropped", len(missing), no_positive)
+        data.dropped["missing_score_pairs"] = len(missing)
+        data.dropped["groups_without_scored_positive"] = no_positive
+        data.groups = kept
+    data.teacher, data.teacher_id, data.teacher_info = teacher, tid, info
+
+
+def _check_sizes(config: TrainConfig, data: TrainingData, path: Path) -> None:
+    need = config.data.group_size - 1
+    small = [g for g in data.groups if len(g.negative_ids) < need]
+    if small and config.data.missing_scores == "skip" and data.dropped.get("missing_score_pairs"):
+        logger.warning("dropped %d group(s) left with fewer than %d scored negatives", len(small), need)
+        data.dropped["groups_too_small"] = len(small)
+        data.groups = [g for g in data.groups if len(g.negative_ids) >= need]
+    elif small:
+        shown = [f"line {g.line} query {g.query_id!r}: {len(g.negative_ids)}" for g in small]
+        smallest = min(len(g.negative_ids) for g in small)
+        raise UserInputError(f"{len(small)} of {len(data.groups)} group(s) have fewer than {need} distinct "
+                             f"negatives for --group-size {config.data.group_size} ({_examples(shown)})",
+                             path=path, fix=f"lower --group-size to {smallest + 1} or mine larger pools")
+    if not data.groups:
+        raise UserInputError("no usable group is left", path=path, fix="score the groups or lower --group-size")
+
+
+# --- batches -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """One device's micro-batch: ``B`` groups of ``G`` documents, positive first, as model inputs."""
+
+    query_ids: tuple[str, ...]
+    group_size: int
+    teacher: Tensor | None = None
+    """Teacher scores ``[B, G]`` (float32), when the loss uses them."""
+    queries: TokenBatch | None = None
+    """Bi-encoder: query inputs ``[B, Lq]``."""
+    docs: TokenBatch | None = None
+    """Bi-encoder: document inputs ``[B * G, Ld]``, group-major."""
+    pairs: TokenBatch | None = None
+    """Cross-encoder: pair inputs ``[B * G, L]``, group-major."""
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainBatch:
+        def move(x):
+            return None if x is None else x.to(device, non_blocking=non_blocking)
+
+        return TrainBatch(self.query_ids, self.group_size, move(self.teacher), move(self.queries),
+                          move(self.docs), move(self.pairs))
+
+    def pin_memory(self) -> TrainBatch:
+        def pin(x):
+            return None if x is None else x.pin_memory()
+
+        return TrainBatch(self.query_ids, self.group_size, pin(self.teacher), pin(self.queries), pin(self.docs),
+                          pin(self.pairs))
+
+
+class BatchBuilder:
+    """Builds :class:`TrainBatch` objects from sampled groups and the token caches."""
+
+    def __init__(self, *, arch: str, template: InputTemplate, query_cache: TokenCache, doc_cache: TokenCache,
+                 pad_id: int, teacher: dict[str, dict[str, float]] | None, max_query_length: int,
+                 max_doc_length: int, max_length: int, pad_multiple: int = 8) -> None:
+        self.arch = arch
+        self.template = template
+        self.query_cache = query_cache
+        self.doc_cache = doc_cache
+        self.pad_id = pad_id
+        self.teacher = teacher
+        self.max_query_length = max_query_length
+        self.max_doc_length = max_doc_length
+        self.max_length = max_length
+        self.pad_multiple = pad_multiple
+
+    def length(self, group: SampledGroup) -> int:
+        """Longest document of a group in tokens (the key for length bucketing)."""
+        return max(self.doc_cache.length(d) for d in group.doc_ids)
+
+    def __call__(self, groups: Sequence[SampledGroup]) -> TrainBatch:
+        qids = tuple(g.query_id for g in groups)
+        size = len(groups[0].doc_ids)
+        teacher = None
+        if self.teacher is not None:
+            teacher = torch.tensor([[self.teacher[g.query_id][d] for d in g.doc_ids] for g in groups],
+                                   dtype=torch.float32)
+        if self.arch == "bi":
+            q = encode_singles(self.template, self.query_cache, qids, self.max_query_length, self.pad_id,
+                               self.pad_multiple)
+            d = encode_singles(self.template, self.doc_cache, [d for g in groups for d in g.doc_ids],
+                               self.max_doc_length, self.pad_id, self.pad_multiple)
+            return TrainBatch(qids, size, teacher, queries=q, docs=d)
+        pairs = [(g.query_id, d) for g in groups for d in g.doc_ids]
+        p = encode_pairs(self.template, self.query_cache, self.doc_cache, pairs, self.max_length, self.pad_id,
+                         self.pad_multiple)
+        return TrainBatch(qids, size, teacher, pairs=p)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``i``: the ``grad_accum`` micro-batches of this device for optimizer step ``start + i``."""
+
+    def __init__(self, plan: TrainingPlan, builder: BatchBuilder, *, start: int, stop: int, rank: int,
+                 world_size: int, batch_size: int, grad_accum: int) -> None:
+        self.plan = plan
+        self.builder = builder
+        self.start, self.stop = start, stop
+        self.rank, self.world_size = rank, world_size
+        self.batch_size, self.grad_accum = batch_size, grad_accum
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> list[TrainBatch]:
+        groups = self.plan.step(self.start + i)
+        return [self.builder(shard(groups, micro=m, rank=self.rank, world_size=self.world_size,
+                                   batch_size=self.batch_size)) for m in range(self.grad_accum)]

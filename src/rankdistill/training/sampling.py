@@ -1,0 +1,114 @@
+"""Deterministic training plan: which groups and which negatives each optimizer step sees.
+
+- Each epoch visits the queries in an order drawn from ``hash(seed, "order", epoch)``.
+- Each query's group for an epoch is its positive (one of its positives, drawn) followed by
+  ``group_size - 1`` negatives drawn without replacement from its pool, with the seed
+  ``hash(seed, query id, epoch)`` (Tevatron's epoch-rotating negatives): reproducible without storing
+  samples, independent of the process count, and never containing a positive as a negative.
+- Length bucketing: the epoch order is cut into windows of ``bucket_steps`` optimizer steps; within a window
+  groups are sorted by their longest document, cut into steps, and the steps shuffled (seeded), so a batch
+  pads to similar lengths without the order becoming length-sorted.
+- Step ``k`` of the whole run is step ``k mod steps_per_epoch`` of epoch ``k // steps_per_epoch``: the plan
+  is a pure function of the step index, which is all a checkpoint needs to store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+def hashed_seed(*parts: object) -> int:
+    """A 64-bit seed from the parts' text (stable across processes and Python versions, unlike ``hash``)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+@dataclass(frozen=True)
+class TrainGroup:
+    """A cleaned training query: its positives and a pool of negatives that contains no positive."""
+
+    query_id: str
+    positive_ids: tuple[str, ...]
+    negative_ids: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class SampledGroup:
+    """The documents of one group at one step: positive first."""
+
+    query_id: str
+    doc_ids: tuple[str, ...]
+
+
+def sample_group(group: TrainGroup, group_size: int, seed: int, epoch: int) -> SampledGroup:
+    """Draw one positive and ``group_size - 1`` negatives with the (seed, query, epoch) hashed seed."""
+    rng = random.Random(hashed_seed(seed, group.query_id, epoch))
+    positive = group.positive_ids[0] if len(group.positive_ids) == 1 else rng.choice(group.positive_ids)
+    negatives = rng.sample(group.negative_ids, group_size - 1)
+    return SampledGroup(group.query_id, (positive, *negatives))
+
+
+class TrainingPlan:
+    """The sequence of global batches (lists of :class:`SampledGroup`), one per optimizer step."""
+
+    def __init__(self, groups: Sequence[TrainGroup], *, group_size: int, groups_per_step: int, seed: int,
+                 bucket_steps: int = 1, length_of: Callable[[SampledGroup], int] | None = None) -> None:
+        if len(groups) < groups_per_step:
+            raise ValueError(f"{len(groups)} groups cannot fill one step of {groups_per_step}")
+        self.groups = list(groups)
+        self.group_size = group_size
+        self.groups_per_step = groups_per_step
+        self.seed = seed
+        self.bucket_steps = max(1, bucket_steps)
+        self.length_of = length_of
+        self._epoch_cache: tuple[int, list[list[SampledGroup]]] | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Full steps per pass over the queries (the remainder of an epoch is left out)."""
+        return len(self.groups) // self.groups_per_step
+
+    def epoch_steps(self, epoch: int) -> list[list[SampledGroup]]:
+        """All steps of one epoch (memoised for the current epoch)."""
+        if self._epoch_cache is not None and self._epoch_cache[0] == epoch:
+            return self._epoch_cache[1]
+        order = list(range(len(self.groups)))
+        random.Random(hashed_seed(self.seed, "order", epoch)).shuffle(order)
+        n = self.steps_per_epoch * self.groups_per_step
+        sampled = [sample_group(self.groups[i], self.group_size, self.seed, epoch) for i in order[:n]]
+        steps: list[list[SampledGroup]] = []
+        window = self.bucket_steps * self.groups_per_step
+        for w, start in enumerate(range(0, n, window)):
+            chunk = sampled[start:start + window]
+            if self.bucket_steps > 1 and self.length_of is not None:
+                chunk = sorted(chunk, key=self.length_of, reverse=True)
+            cut = [chunk[i:i + self.groups_per_step] for i in range(0, len(chunk), self.groups_per_step)]
+            if self.bucket_steps > 1:
+                random.Random(hashed_seed(self.seed, "buckets", epoch, w)).shuffle(cut)
+            steps.extend(cut)
+        self._epoch_cache = (epoch, steps)
+        return steps
+
+    def step(self, index: int) -> list[SampledGroup]:
+        """The global batch of optimizer step ``index`` (0-based, over the whole run)."""
+        epoch, k = divmod(index, self.steps_per_epoch)
+        return self.epoch_steps(epoch)[k]
+
+    def pairs_seen(self, steps: int) -> set[tuple[str, str]]:
+        """Distinct (query, document) pairs in the first ``steps`` steps (the teacher scores consumed)."""
+        seen: set[tuple[str, str]] = set()
+        for index in range(steps):
+            for g in self.step(index):
+                seen.update((g.query_id, d) for d in g.doc_ids)
+        return seen
+
+
+def shard(step_groups: Sequence[SampledGroup], *, micro: int, rank: int, world_size: int,
+          batch_size: int) -> list[SampledGroup]:
+    """The groups of one device's micro-batch: micro-batch ``micro`` of ``rank`` (``world_size`` devices)."""
+    start = (micro * world_size + rank) * batch_size
+    return list(step_groups[start:start + batch_size])

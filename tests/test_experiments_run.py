@@ -1,0 +1,149 @@
+"""`rankdistill run` end to end on a tiny grid: report, reuse, determinism, kill -9 and resume, Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rankdistill.cli import main
+
+CONFIG = """
+name = "tiny"
+notes = ["A tiny grid for the test suite."]
+[train]
+dataset = "{data}/cranfield"
+split = "train"
+max_queries = 10
+[[test]]
+name = "cranfield"
+dataset = "{data}/cranfield"
+split = "test"
+depth = 10
+[teacher]
+model = "{teacher}"
+max_length = 64
+batch_size = 32
+[mining]
+depth = 20
+pool = 6
+teacher_top = 10
+dense_model = "{encoder}"
+[diagnostics]
+encoder = "{encoder}"
+[grid]
+strategies = ["random", "teacher", "ensemble"]
+losses = ["lce", "kl"]
+archs = ["bi"]
+group_sizes = [4]
+seeds = [0]
+[student]
+model = "{encoder}"
+max_length = 48
+query_max_length = 16
+batch_size = 4
+lr = 1e-4
+budget_docs = 48
+[executor]
+kind = "{executor}"
+"""
+
+
+def _config(tmp: Path, shared_data: Path, teacher: Path, encoder: Path, executor: str = "local") -> Path:
+    p = tmp / f"tiny-{executor}.toml"
+    p.write_text(CONFIG.format(data=shared_data, teacher=teacher, encoder=encoder, executor=executor))
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, shared_data, tiny_cross_encoder_dir, tiny_bert_dir):
+    """One uninterrupted local run, the yardstick of the other tests."""
+    tmp = tmp_path_factory.mktemp("study")
+    cfg = _config(tmp, shared_data, tiny_cross_encoder_dir, tiny_bert_dir)
+    out = tmp / "out"
+    os.environ["RANKDISTILL_CACHE"] = str(tmp / "cache")
+    assert main(["run", str(cfg), "--output", str(out)]) == 0
+    return cfg, out
+
+
+def test_report_has_every_section(reference):
+    _, out = reference
+    text = (out / "report.md").read_text()
+    for heading in ("## Reference: first stage and teacher", "## Main results", "## Equivalence to the random baseline",
+                    "## Diagnostics per strategy", "## Cost", "## The paper's claims, read from this run"):
+        assert heading in text
+    # 3 strategies x 2 losses in the main table, and 2 TOST rows per loss (teacher, ensemble vs random)
+    assert sum(line.startswith(("| random |", "| teacher |", "| ensemble |")) for line in text.splitlines()) >= 6
+    assert text.count("| bi | kl |") == 2 and text.count("| bi | lce |") == 2
+    assert "A tiny grid for the test suite." in text
+    assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
+    for plot in ("tost_forest", "entropy_histograms", "diameter_per_strategy", "cost_vs_effectiveness"):
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["artifacts"] == 6
+    assert set(manifest["stages"]) >= {"candidates", "teacher", "mine", "score", "diagnose", "train", "evaluate"}
+    train = next((out / "artifacts" / "train").glob("[0-9a-f]*"))
+    assert json.loads((train / "manifest.json").read_text())["info"]["realised_docs"] == 48
+
+
+def test_rerun_does_no_work_and_writes_the_same_report(reference, caplog):
+    cfg, out = reference
+    before = (out / "report.md").read_bytes()
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "artifacts").glob("*/*/manifest.json")}
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="rankdistill.run"):
+        assert main(["run", str(cfg), "--output", str(out)]) == 0
+    assert (out / "report.md").read_bytes() == before
+    assert {p: p.stat().st_mtime_ns for p in (out / "artifacts").glob("*/*/manifest.json")} == stamp
+    steps = [r.getMessage() for r in caplog.records if "] " in r.getMessage() and "/" in r.getMessage()]
+    assert steps and all("(reused)" in s for s in steps if "elapsed" in s)
+
+
+def test_kill_9_and_resume_gives_the_same_report(reference, tmp_path):
+    cfg, ref_out = reference
+    out = tmp_path / "out"
+    env = {**os.environ, "RANKDISTILL_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "rankdistill.cli", "-q", "run", str(cfg), "--output", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    trained = out / "artifacts" / "train"
+    while time.time() < deadline and proc.poll() is None:
+        if trained.exists() and len(list(trained.glob("[0-9a-f]*"))) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "report.md").exists()
+    done = len(list(trained.glob("[0-9a-f]*")))
+    assert 2 <= done < 6
+    assert subprocess.run(cmd, env=env).returncode == 0
+    assert (out / "report.md").read_bytes() == (ref_out / "report.md").read_bytes()
+
+
+def test_ray_executor_gives_the_same_report(reference, tmp_path, shared_data, tiny_cross_encoder_dir, tiny_bert_dir):
+    pytest.importorskip("ray")
+    _, ref_out = reference
+    cfg = _config(tmp_path, shared_data, tiny_cross_encoder_dir, tiny_bert_dir, executor="ray")
+    out = tmp_path / "out"
+    os.environ["RANKDISTILL_CACHE"] = str(tmp_path / "cache")
+    assert main(["run", str(cfg), "--output", str(out)]) == 0
+    ref = (ref_out / "report.md").read_text()
+    assert (out / "report.md").read_text().replace("tiny-ray.toml", "tiny-local.toml") == ref
+
+
+def test_bad_config_exit_2(tmp_path, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text('[train]\ndataset = "x"\n[[test]]\nname = "t"\ndataset = "x"\n[grid]\nlosses = ["klx"]\n')
+    assert main(["run", str(p), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'grid.losses' has unknown value 'klx'" in err
+    assert not (tmp_path / "o").exists()

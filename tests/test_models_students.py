@@ -1,0 +1,168 @@
+"""Bi- and cross-encoder students: pooling maths, layer truncation, saving in library formats, detection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rankdistill.errors import UserInputError
+from rankdistill.models.backbone import detect_arch, read_metadata
+from rankdistill.models.bi_encoder import BiEncoder, BiEncoderSettings, settings_from_dir
+from rankdistill.models.cross_encoder import CrossEncoder
+from rankdistill.models.inputs import TokenBatch
+from rankdistill.training.engine import in_batch_scores
+
+TEXTS = ["p53 mutations in tumour cells", "a short one", "Aspirin lowers the risk of colorectal cancer."]
+
+
+def _tokens(tokenizer, texts, **kw) -> TokenBatch:
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt", **kw)
+    return TokenBatch(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_mean_pooling_ignores_padding(tiny_bert_dir):
+    model = BiEncoder.from_pretrained(str(tiny_bert_dir), pooling="mean", max_doc_length=64).eval()
+    tok = model.tokenizer
+    with torch.no_grad():
+        alone = model.embed(_tokens(tok, [TEXTS[1]]))
+        padded = model.embed(_tokens(tok, TEXTS))[1:2]  # padded to the longest text of the batch
+        # mean pooling by hand over the unpadded token states
+        t = _tokens(tok, [TEXTS[1]])
+        states = model.encoder(**t.model_inputs()).last_hidden_state[0]
+    assert torch.allclose(alone, padded, atol=1e-5)
+    assert torch.allclose(alone[0], states.mean(dim=0), atol=1e-6)
+
+
+def test_cls_pooling_and_cosine_similarity(tiny_bert_dir):
+    model = BiEncoder.from_pretrained(str(tiny_bert_dir), pooling="cls", similarity="cosine", max_doc_length=64).eval()
+    with torch.no_grad():
+        t = _tokens(model.tokenizer, TEXTS)
+        emb = model.embed(t)
+        states = model.encoder(**t.model_inputs()).last_hidden_state[:, 0]
+    assert torch.allclose(emb, torch.nn.functional.normalize(states, dim=-1), atol=1e-6)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-6)
+
+
+def test_group_scores_and_in_batch_scores_golden():
+    # 2 queries, groups of 2 documents, 2-d embeddings
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    d = torch.tensor([[1.0, 2.0], [3.0, 4.0],    # query 0's group
+                      [5.0, 6.0], [7.0, 8.0]])   # query 1's group
+    # own groups: q0 . [1,2] = 1, q0 . [3,4] = 3; q1 . [5,6] = 6, q1 . [7,8] = 8
+    assert BiEncoder.group_scores(q, d).tolist() == [[1.0, 3.0], [6.0, 8.0]]
+    # in-batch: own group first, then the other documents in batch order
+    # q0 against all = [1, 3, 5, 7] -> own [1, 3] + rest [5, 7]; q1 against all = [2, 4, 6, 8] -> [6, 8, 2, 4]
+    assert in_batch_scores(q, d, group_size=2).tolist() == [[1.0, 3.0, 5.0, 7.0], [6.0, 8.0, 2.0, 4.0]]
+    # as process 1 of 2 holding query 1 only: its own group is rows 2..3 of the gathered documents
+    assert in_batch_scores(q[1:], d, group_size=2, offset=1).tolist() == [[6.0, 8.0, 2.0, 4.0]]
+
+
+def test_layer_truncation_keeps_the_first_layers(tiny_bert_dir):
+    full = BiEncoder.from_pretrained(str(tiny_bert_dir), max_doc_length=64)
+    one = BiEncoder.from_pretrained(str(tiny_bert_dir), layers=1, max_doc_length=64)
+    assert len(one.encoder.encoder.layer) == 1 and one.encoder.config.num_hidden_layers == 1
+    a = full.encoder.encoder.layer[0].state_dict()
+    b = one.encoder.encoder.layer[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserInputError, match="out of range: the model has 2 layers"):
+        BiEncoder.from_pretrained(str(tiny_bert_dir), layers=3, max_doc_length=64)
+
+
+def test_bi_encoder_loads_in_sentence_transformers_and_transformers(tiny_bert_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    for pooling, similarity in [("cls", "dot"), ("mean", "cosine")]:
+        out = tmp_path / f"{pooling}-{similarity}"
+        model = BiEncoder.from_pretrained(str(tiny_bert_dir), pooling=pooling, similarity=similarity,
+                                          max_doc_length=64).eval()
+        model.save(out)
+        with torch.no_grad():
+            ours = model.embed(_tokens(model.tokenizer, TEXTS))
+        st = SentenceTransformer(str(out), device="cpu")
+        theirs = st.encode(TEXTS, convert_to_tensor=True)
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        assert st.similarity_fn_name == similarity
+        assert st.max_seq_length == 64
+        hf = AutoModel.from_pretrained(str(out)).eval()
+        t = _tokens(model.tokenizer, TEXTS)
+        with torch.no_grad():
+            assert torch.allclose(hf(**t.model_inputs()).last_hidden_state[:, 0],
+                                  model.encoder(**t.model_inputs()).last_hidden_state[:, 0], atol=1e-6)
+        meta = read_metadata(out)
+        assert meta["arch"] == "bi" and meta["pooling"] == pooling and meta["similarity"] == similarity
+        assert detect_arch(out) == "bi"
+        # reloading restores the settings from the folder
+        assert BiEncoder.from_pretrained(str(out)).settings == model.settings
+
+
+def test_bundled_encoder_settings_come_from_its_sentence_transformers_config():
+    found = settings_from_dir(__import__("rankdistill.models", fromlist=["x"]).resolve_model(None))
+    # all-MiniLM-L6-v2: mean pooling, a Normalize module (cosine), max_seq_length 256
+    assert found == {"pooling": "mean", "similarity": "cosine", "max_doc_length": 256}
+
+
+def test_cross_encoder_predicts_the_same_logit_in_sentence_transformers(tiny_cross_encoder_dir, tmp_path):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+    from transformers import AutoModelForSequenceClassification
+
+    model = CrossEncoder.from_pretrained(str(tiny_cross_encoder_dir), max_length=64).eval()
+    pairs = [("what lowers cancer risk", TEXTS[2]), ("tumour suppressor", TEXTS[0])]
+    enc = model.tokenizer([p[0] for p in pairs], [p[1] for p in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours = model(TokenBatch(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
+    out = tmp_path / "ce"
+    model.save(out)
+    st = STCrossEncoder(str(out), device="cpu")
+    theirs = torch.as_tensor(st.predict(pairs))
+    assert torch.allclose(ours, theirs, atol=1e-5)  # identity activation: the score is the logit
+    hf = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    with torch.no_grad():
+        assert torch.allclose(hf(**enc).logits.squeeze(-1), ours, atol=1e-6)
+    meta = json.loads((out / "rankdistill.json").read_text())
+    assert meta["arch"] == "cross" and meta["score"] == "logit" and meta["max_length"] == 64
+    assert detect_arch(out) == "cross"
+
+
+def test_cross_encoder_from_a_plain_encoder_gets_a_seeded_one_logit_head(tiny_bert_dir):
+    torch.manual_seed(3)
+    a = CrossEncoder.from_pretrained(str(tiny_bert_dir), max_length=64)
+    torch.manual_seed(3)
+    b = CrossEncoder.from_pretrained(str(tiny_bert_dir), max_length=64)
+    assert a.model.config.num_labels == 1
+    assert torch.equal(a.model.classifier.weight, b.model.classifier.weight)
+    assert a.model.classifier.weight.shape == (1, 32)
+
+
+def test_detect_arch_of_foreign_folders(tiny_bert_dir, tiny_cross_encoder_dir, tmp_path):
+    assert detect_arch(tiny_bert_dir) == "bi"
+    assert detect_arch(tiny_cross_encoder_dir) == "cross"
+    with pytest.raises(UserInputError, match="not a model directory"):
+        detect_arch(tmp_path)
+
+
+def test_lengths_beyond_the_position_table_are_refused(tiny_bert_dir, tiny_cross_encoder_dir):
+    with pytest.raises(UserInputError, match="max length 256 exceeds the model's 128 positions"):
+        CrossEncoder.from_pretrained(str(tiny_cross_encoder_dir), max_length=256)
+    # defaults nobody asked for are capped instead: 256 -> 128 and 192 -> 128
+    assert CrossEncoder.from_pretrained(str(tiny_cross_encoder_dir)).settings.max_length == 128
+    assert BiEncoder.from_pretrained(str(tiny_bert_dir)).settings.max_doc_length == 128
+    with pytest.raises(UserInputError, match="max length 192 exceeds the model's 128 positions"):
+        BiEncoder.from_pretrained(str(tiny_bert_dir), max_doc_length=192)
+
+
+def test_settings_validation():
+    with pytest.raises(UserInputError, match="unknown pooling 'max'"):
+        BiEncoderSettings(pooling="max")
+    with pytest.raises(UserInputError, match="unknown similarity"):
+        BiEncoderSettings(similarity="l2")

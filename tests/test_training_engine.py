@@ -1,0 +1,170 @@
+"""The training engine end to end on SciFact groups with a tiny model: budget figures, determinism, learning,
+reruns, skipped scores and a diverging loss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rankdistill.errors import UserInputError
+from rankdistill.training import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    RuntimeConfig,
+    TrainConfig,
+    TrainingDiverged,
+    train,
+)
+from rankdistill.training.sampling import TrainGroup, TrainingPlan
+from test_training_fixtures import build_scores, same_weights, scifact_groups, scifact_scores  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(scifact_dir, groups, out, *, scores=None, arch="bi", loss="kl", budget=100, model=None, seed=0,
+           lr=2e-5, save_every=500, missing="error", group_size=4, bucket_steps=16, **loss_kw) -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(str(scifact_dir), str(groups), scores=None if scores is None else str(scores),
+                        group_size=group_size, missing_scores=missing),
+        model=ModelConfig(arch=arch, model=str(model), max_doc_length=64, max_length=96),
+        loss=LossConfig(loss, **loss_kw),
+        optim=OptimConfig(budget_docs=budget, batch_size=4, lr=lr, seed=seed),
+        runtime=RuntimeConfig(str(out), save_every=save_every, progress=False, bucket_steps=bucket_steps),
+    ).validate()
+
+
+@pytest.fixture(scope="module")
+def bi_kl_run(scifact_dir, scifact_groups, scifact_scores, tiny_bert_dir, tmp_path_factory):  # noqa: F811
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bi-kl")
+    cfg = config(scifact_dir, scifact_groups[0], out, scores=scifact_scores, model=tiny_bert_dir)
+    return cfg, train(cfg)
+
+
+def test_budget_figures_and_teacher_calls(bi_kl_run):
+    _, result = bi_kl_run
+    summary = json.loads((result.output / "training.json").read_text())
+    # 24 groups, batch 4 x 1 process x no accumulation x group 4 = 16 documents per step; a budget of 100
+    # documents gives 6 steps = 96 documents: exactly one epoch over the 24 queries
+    assert (summary["steps"], summary["realised_docs"], summary["docs_per_step"]) == (6, 96, 16)
+    assert summary["budget_docs"] == 100 and summary["steps_per_epoch"] == 6 and summary["epochs"] == 1.0
+    # each group is 1 positive + its whole pool of 3 negatives: one epoch consumes 24 x 4 distinct pairs
+    assert summary["teacher_calls"] == 96 == result.teacher_calls
+    assert summary["gpu_seconds"] == 0.0 and summary["wall_seconds"] > 0
+    assert summary["teacher"]["teacher_id"] == "synthetic-ce"
+    assert summary["score"] == "dot" and summary["model_settings"]["pooling"] == "cls"
+    assert len(result.losses) == 6 and all(v > 0 for v in result.losses)
+    lines = (result.output / "losses.tsv").read_text().splitlines()
+    assert lines[0] == "step\tloss\tlr\tdocs" and lines[-1].split("\t")[3] == "96"
+    # linear warmup (round(0.1 * 6) = 1 step) then linear decay: lr factors 1/2, 1, 4/5, 3/5, 2/5, 1/5
+    lrs = [float(line.split("\t")[2]) for line in lines[1:]]
+    assert lrs == pytest.approx([2e-5 * f for f in (0.5, 1.0, 0.8, 0.6, 0.4, 0.2)])
+    assert not (result.output / "checkpoints").exists()
+
+
+def test_same_seed_same_bytes_other_seed_other_weights(bi_kl_run, scifact_dir, scifact_groups, scifact_scores,  # noqa: F811
+                                                       tiny_bert_dir, tmp_path):
+    cfg, first = bi_kl_run
+    again = train(cfg.with_output(str(tmp_path / "again")))
+    assert again.losses == first.losses
+    assert (first.output / "model.safetensors").read_bytes() == (again.output / "model.safetensors").read_bytes()
+    other = train(config(scifact_dir, scifact_groups[0], tmp_path / "seed1", scores=scifact_scores,
+                         model=tiny_bert_dir, seed=1))
+    assert not same_weights(first.output, other.output)
+
+
+def test_rerun_of_a_finished_run_is_a_no_op_and_other_settings_refuse(bi_kl_run, caplog):
+    cfg, first = bi_kl_run
+    before = (first.output / "model.safetensors").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        again = train(cfg)
+    assert "already holds this run" in caplog.text
+    assert again.steps == first.steps and again.losses == first.losses
+    assert (first.output / "model.safetensors").stat().st_mtime_ns == before
+    changed = TrainConfig(data=cfg.data, model=cfg.model, loss=LossConfig("kl", temperature=2.0), optim=cfg.optim,
+                          runtime=cfg.runtime)
+    with pytest.raises(UserInputError, match=r"trained with other settings \(differs in loss.temperature\)"):
+        train(changed)
+
+
+def test_trained_model_loads_in_sentence_transformers(bi_kl_run):
+    from sentence_transformers import SentenceTransformer
+
+    _, result = bi_kl_run
+    st = SentenceTransformer(str(result.output), device="cpu")
+    assert st.similarity_fn_name == "dot"
+    assert st.encode(["a query"]).shape == (1, 32)
+
+
+def test_cross_encoder_teacher_recipe_learns_its_groups(scifact_dir, scifact_groups, tiny_cross_encoder_dir,  # noqa: F811
+                                                         tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from rankdistill.data import load_dataset
+
+    # LCE on groups without a teacher: 10 epochs of 6 steps at a high learning rate on a tiny model
+    cfg = config(scifact_dir, scifact_groups[0], tmp_path / "ce", arch="cross", loss="lce", budget=960,
+                 model=tiny_cross_encoder_dir, lr=3e-3)
+    result = train(cfg)
+    first, last = sum(result.losses[:6]) / 6, sum(result.losses[-6:]) / 6
+    # at the start the 4 documents are scored alike: loss ~ ln 4 = 1.386; it must fall well below
+    assert first == pytest.approx(1.386, abs=0.05)
+    assert last < 0.5 * first
+    summary = json.loads((result.output / "training.json").read_text())
+    assert summary["score"] == "logit" and summary["teacher_calls"] == 0 and summary["teacher"] is None
+    ds = load_dataset(str(scifact_dir))
+    ce = CrossEncoder(str(result.output), device="cpu")
+    queries = ds.queries("train")
+    wins = total = 0
+    for g in scifact_groups[1]:
+        docs = [g.positive_ids[0], *g.negative_ids]
+        scores = ce.predict([(queries[g.query_id], ds.corpus.text(d)) for d in docs])
+        wins += sum(scores[0] > s for s in scores[1:])
+        total += len(scores) - 1
+    assert wins / total > 0.8
+
+
+def test_missing_scores_skip_drops_and_reports(scifact_dir, scifact_groups, tiny_bert_dir, tmp_path):  # noqa: F811
+    path, groups = scifact_groups
+    g = groups[0]
+    store = build_scores(groups, tmp_path / "partial.db", skip={(g.query_id, g.negative_ids[0])})
+    with pytest.raises(UserInputError, match=r"1 of 96 \(query, document\) pairs have no score from teacher"):
+        train(config(scifact_dir, path, tmp_path / "a", scores=store, model=tiny_bert_dir))
+    result = train(config(scifact_dir, path, tmp_path / "b", scores=store, model=tiny_bert_dir, missing="skip"))
+    summary = result.summary
+    # the group lost a negative (2 < 3 needed) and was dropped: 23 groups -> 5 full steps per epoch
+    assert summary["dropped"] == {"missing_score_pairs": 1, "groups_without_scored_positive": 0,
+                                  "groups_too_small": 1}
+    assert summary["groups"] == 23 and summary["steps_per_epoch"] == 5
+
+
+def test_nan_loss_stops_with_step_and_queries_and_keeps_the_last_checkpoint(scifact_dir, scifact_groups,  # noqa: F811
+                                                                           tiny_bert_dir, tmp_path):
+    path, groups = scifact_groups
+    # without bucketing the plan depends only on the groups and the seed: find the queries of step 3
+    plan = TrainingPlan([TrainGroup(g.query_id, tuple(g.positive_ids), tuple(g.negative_ids)) for g in groups],
+                        group_size=4, groups_per_step=4, seed=0)
+    victim = plan.step(2)[1].query_id
+    victim_group = next(g for g in groups if g.query_id == victim)
+    # teacher margins of 3e38 - (-3e38) overflow float32 to inf, so MarginMSE is infinite on that batch
+    store = build_scores(groups, tmp_path / "poison.db", override={(victim, victim_group.positive_ids[0]): 3e38,
+                                                                  (victim, victim_group.negative_ids[0]): -3e38})
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged) as e:
+        train(config(scifact_dir, path, out, scores=store, model=tiny_bert_dir, loss="margin_mse", save_every=1,
+                     bucket_steps=1))
+    msg = str(e.value)
+    assert "loss is inf at step 3 of 6" in msg and victim in msg
+    assert "the last good checkpoint is" in msg and msg.count("step-00000002") == 1
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    assert not (out / "training.json").exists()

@@ -1,0 +1,188 @@
+"""Pure parts of training: budget arithmetic, the deterministic plan, config validation, token templates."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import pytest
+
+from rankdistill.errors import UserInputError
+from rankdistill.training import Budget, DataConfig, LossConfig, ModelConfig, OptimConfig, RuntimeConfig, TrainConfig
+from rankdistill.training.sampling import TrainGroup, TrainingPlan, hashed_seed, sample_group, shard
+
+# --- budget ----------------------------------------------------------------------------------------------
+
+def test_budget_counts_every_factor():
+    # the paper's setting: batch 8 x accumulation 2 x 1 process x group 16 = 256 documents per step;
+    # 12M documents -> 46,875 steps exactly (the paper's code, ignoring accumulation, trained 2x that)
+    b = Budget(12_000_000, batch_size=8, grad_accum=2, world_size=1, group_size=16)
+    assert b.docs_per_step == 256 and b.steps == 46_875 and b.realised_docs == 12_000_000
+    # 4 processes of batch 2, no accumulation, group 8: 64 documents per step; 1000 -> 15 steps = 960 docs
+    b = Budget(1000, batch_size=2, grad_accum=1, world_size=4, group_size=8)
+    assert (b.groups_per_step, b.docs_per_step, b.steps, b.realised_docs) == (8, 64, 15, 960)
+    assert b.warmup_steps(0.1) == 2  # round(1.5) = 2
+    # equal budgets give equal documents seen across group sizes
+    for g in (2, 4, 8, 16, 32):
+        assert Budget(65_536, 8, 1, 1, g).realised_docs == 65_536
+
+
+def test_budget_smaller_than_one_step_is_refused():
+    with pytest.raises(UserInputError, match=r"--budget-docs 255 is smaller than one optimizer step \(256 documents"):
+        Budget(255, batch_size=8, grad_accum=2, world_size=1, group_size=16)
+
+
+# --- sampling ---------------------------------------------------------------------------------------------
+
+GROUPS = [TrainGroup(f"q{i}", (f"p{i}", f"p{i}b") if i % 3 == 0 else (f"p{i}",),
+                     tuple(f"n{i}-{j}" for j in range(10))) for i in range(12)]
+
+
+def test_hashed_seed_is_stable_across_processes():
+    # blake2b-64 of "0\x1fq1\x1f3" (little endian): fixed forever, unlike Python's salted hash()
+    assert hashed_seed(0, "q1", 3) == hashed_seed("0", "q1", "3")
+    expected = int.from_bytes(hashlib.blake2b(b"0\x1fq1\x1f3", digest_size=8).digest(), "little")
+    assert hashed_seed(0, "q1", 3) == expected == 5313747773312698815
+    assert hashed_seed(0, "q1", 3) != hashed_seed(0, "q1", 4)
+
+
+def test_sample_group_is_deterministic_per_query_and_epoch():
+    g = GROUPS[0]
+    a, b = sample_group(g, 5, seed=7, epoch=0), sample_group(g, 5, seed=7, epoch=0)
+    assert a == b and len(a.doc_ids) == 5 and len(set(a.doc_ids)) == 5
+    assert a.doc_ids[0] in g.positive_ids and not set(a.doc_ids[1:]) & set(g.positive_ids)
+    # negatives rotate with the epoch (10 choose 4: equal draws in 5 epochs would be a broken seed)
+    draws = {sample_group(g, 5, seed=7, epoch=e).doc_ids[1:] for e in range(5)}
+    assert len(draws) == 5
+
+
+def test_plan_visits_every_query_once_per_epoch_and_shards_cover_a_step():
+    plan = TrainingPlan(GROUPS, group_size=4, groups_per_step=4, seed=1)
+    assert plan.steps_per_epoch == 3
+    epoch0 = [g.query_id for k in range(3) for g in plan.step(k)]
+    assert sorted(epoch0) == sorted(g.query_id for g in GROUPS)
+    assert [g.query_id for g in plan.step(3)] != [g.query_id for g in plan.step(0)]  # new order in epoch 1
+    # 2 processes x batch 1 x 2 accumulation steps: the four shards partition the step, in order
+    step = plan.step(4)
+    parts = [shard(step, micro=m, rank=r, world_size=2, batch_size=1) for m in range(2) for r in range(2)]
+    assert [g for p in parts for g in p] == step
+
+
+def test_two_processes_split_each_micro_batch_of_one_process():
+    # 1 process x batch 4 x accumulation 2 and 2 processes x batch 2 x accumulation 2 both take 8 groups per
+    # step; micro-batch m of the single process is the union of the two processes' micro-batch m
+    plan = TrainingPlan(GROUPS, group_size=3, groups_per_step=8, seed=5)
+    for k in range(3):
+        step = plan.step(k)
+        for m in range(2):
+            single = shard(step, micro=m, rank=0, world_size=1, batch_size=4)
+            split = [g for r in range(2) for g in shard(step, micro=m, rank=r, world_size=2, batch_size=2)]
+            assert single == split == step[4 * m:4 * m + 4]
+
+
+def test_length_bucketing_sorts_within_windows_only():
+    lengths = {g.query_id: int(g.query_id[1:]) for g in GROUPS}
+    plan = TrainingPlan(GROUPS, group_size=2, groups_per_step=2, seed=3, bucket_steps=3,
+                        length_of=lambda sg: lengths[sg.query_id])
+    plain = TrainingPlan(GROUPS, group_size=2, groups_per_step=2, seed=3)
+    steps = [plan.step(k) for k in range(6)]
+    # each batch holds neighbours in length order (sorted window cut into steps)
+    for batch in steps:
+        a, b = (lengths[g.query_id] for g in batch)
+        assert a >= b
+    # the same queries per window of 3 steps as without bucketing: nothing is dropped or repeated
+    for w in range(2):
+        bucketed = Counter(g.query_id for k in range(3 * w, 3 * w + 3) for g in plan.step(k))
+        unbucketed = Counter(g.query_id for k in range(3 * w, 3 * w + 3) for g in plain.step(k))
+        assert bucketed == unbucketed
+
+
+def test_pairs_seen_counts_distinct_pairs():
+    plan = TrainingPlan(GROUPS, group_size=4, groups_per_step=4, seed=1)
+    # one epoch: 12 groups x 4 documents, all distinct
+    assert len(plan.pairs_seen(3)) == 48
+    # half an epoch: 6 groups... here 2 of 3 steps -> 8 groups x 4
+    assert len(plan.pairs_seen(2)) == 32
+
+
+# --- config -----------------------------------------------------------------------------------------------
+
+def _config(**kw) -> TrainConfig:
+    parts = {"data": DataConfig("d", "g.jsonl", scores="s.db"), "optim": OptimConfig(budget_docs=1000),
+             "runtime": RuntimeConfig("out"), "model": ModelConfig(), "loss": LossConfig()}
+    parts.update(kw)
+    return TrainConfig(**parts)
+
+
+def test_config_validation_messages():
+    with pytest.raises(UserInputError, match="--loss kl needs teacher scores"):
+        _config(data=DataConfig("d", "g.jsonl")).validate()
+    _config(data=DataConfig("d", "g.jsonl"), loss=LossConfig("lce")).validate()  # no teacher needed
+    with pytest.raises(UserInputError, match="in-batch negatives need --arch bi"):
+        _config(model=ModelConfig(arch="cross"), loss=LossConfig("infonce", in_batch_negatives=True)).validate()
+    with pytest.raises(UserInputError, match="--loss margin_mse takes no temperature option"):
+        _config(loss=LossConfig("margin_mse", temperature=2.0)).validate()
+    with pytest.raises(UserInputError, match="--margin-pairs 'every' is not one of pos_vs_negs, all_pairs"):
+        _config(loss=LossConfig("margin_mse", pairs="every")).validate()
+    with pytest.raises(UserInputError, match="unknown loss 'mse'; valid losses: infonce, kl"):
+        _config(loss=LossConfig("mse")).validate()
+    with pytest.raises(UserInputError, match="--group-size must be at least 2"):
+        _config(data=DataConfig("d", "g.jsonl", scores="s", group_size=1)).validate()
+
+
+def test_in_batch_default_and_fingerprint():
+    assert _config(loss=LossConfig("infonce")).in_batch_negatives
+    assert not _config(loss=LossConfig("infonce"), model=ModelConfig(arch="cross")).in_batch_negatives
+    assert not _config(loss=LossConfig("kl")).in_batch_negatives
+    a = _config()
+    # runtime-only settings do not change the fingerprint; the learning rate does
+    assert a.fingerprint() == _config(runtime=RuntimeConfig("elsewhere", save_every=7, workers=3)).fingerprint()
+    other = _config(optim=OptimConfig(budget_docs=1000, lr=1e-4))
+    assert a.fingerprint() != other.fingerprint()
+    assert other.differences(a.to_dict()) == ["optim.lr"]
+
+
+def test_config_round_trip_and_unknown_keys():
+    c = _config(loss=LossConfig("ranknet", targets="soft"))
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(UserInputError, match=r"unknown key\(s\) lrate in \[optim\]"):
+        TrainConfig.from_dict({**c.to_dict(), "optim": {"budget_docs": 10, "lrate": 1}})
+
+
+# --- tokens -----------------------------------------------------------------------------------------------
+
+def test_cached_token_inputs_equal_the_tokenizers_own():
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from rankdistill.models import resolve_model
+    from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs, encode_singles
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(None))
+    template = InputTemplate.from_tokenizer(tok)
+    # BERT: [CLS]=101 a [SEP]=102 b [SEP]=102, segments 0 then 1
+    assert (template.pair_prefix, template.pair_middle, template.pair_suffix) == ((101,), (102,), (102,))
+    assert (template.first_type, template.second_type) == (0, 1)
+    queries = {"q1": "What is the role of p53 in cancer?", "q2": "aspirin"}
+    docs = {"d1": "p53 is a tumour suppressor gene. " * 20, "d2": "Cats are not dogs."}
+    qc, dc = TokenCache(tok, 32, "q"), TokenCache(tok, 256, "d")
+    assert qc.add(queries.items(), progress=False) == 2 and qc.add(queries.items(), progress=False) == 0
+    dc.add(docs.items(), progress=False)
+    got = encode_pairs(template, qc, dc, [("q1", "d1"), ("q2", "d2")], 48, tok.pad_token_id, pad_multiple=16)
+    ref = tok([queries["q1"], queries["q2"]], [docs["d1"], docs["d2"]], truncation="only_second", max_length=48,
+              padding="max_length", return_tensors="pt")
+    assert torch.equal(got.input_ids, ref["input_ids"])
+    assert torch.equal(got.token_type_ids, ref["token_type_ids"])
+    assert torch.equal(got.attention_mask, ref["attention_mask"])
+    single = encode_singles(template, dc, ["d2", "d1"], 40, tok.pad_token_id, pad_multiple=8)
+    ref = tok([docs["d2"], docs["d1"]], truncation=True, max_length=40, padding="max_length", return_tensors="pt")
+    assert torch.equal(single.input_ids, ref["input_ids"]) and single.input_ids.shape == (2, 40)
+    # ids are stored once, compactly (BERT's 30,522 ids fit uint16), cut to the cache's token limit
+    assert dc["d1"].dtype == np.uint16 and qc["q2"].tolist() == tok("aspirin", add_special_tokens=False)["input_ids"]
+    short_cache = TokenCache(tok, 16, "d")
+    short_cache.add(docs.items(), progress=False)
+    assert short_cache.length("d1") == 16 and short_cache["d1"].tolist() == dc["d1"][:16].tolist()
+    # dynamic padding: a batch of short texts pads to its own longest, rounded up to a multiple of 8
+    short = encode_singles(template, dc, ["d2"], 40, tok.pad_token_id, pad_multiple=8)
+    assert short.input_ids.shape == (1, 8) and int(short.attention_mask.sum()) == 2 + len(dc["d2"])

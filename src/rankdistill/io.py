@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import logging
 import os
 import tempfile
@@ -96,6 +97,25 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     with open_text(path) as fh:
         for n, line in enumerate(fh, start=1):
             yield n, line.rstrip("\r\n")
+
+
+def iter_json_objects(path: str | Path, fix: str = "each line must be one JSON object"
+                      ) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-empty line of a JSONL file (gzipped or not).
+
+    A line that is not valid JSON, or not a JSON object, raises :class:`UserInputError` naming the file and
+    line, with ``fix`` as the advice.
+    """
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserInputError(f"not valid JSON ({e.msg})", path=path, line=n, fix=fix) from None
+        if not isinstance(obj, dict):
+            raise UserInputError("expected a JSON object", path=path, line=n, fix=fix)
+        yield n, obj
 
 
 @contextlib.contextmanager

@@ -8,14 +8,13 @@ Every reader accepts gzipped files and reports malformed input with file and lin
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rankdistill.errors import UserInputError
-from rankdistill.io import iter_lines
+from rankdistill.io import iter_json_objects, iter_lines
 
 
 @dataclass(frozen=True)
@@ -60,17 +59,7 @@ _ID_KEYS = ("_id", "doc_id", "docid", "id", "query_id", "qid")
 
 
 def _json_records(path: Path, kind: str) -> Iterator[tuple[int, dict]]:
-    for n, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"not valid JSON ({e.msg})", path=path, line=n,
-                                 fix=f"each line of a {kind} .jsonl file must be one JSON object") from None
-        if not isinstance(obj, dict):
-            raise UserInputError("expected a JSON object", path=path, line=n)
-        yield n, obj
+    return iter_json_objects(path, fix=f"each line of a {kind} .jsonl file must be one JSON object")
 
 
 def _record_id(obj: dict, path: Path, n: int) -> str:

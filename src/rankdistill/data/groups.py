@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write, iter_lines
+from rankdistill.io import atomic_write, iter_json_objects
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,7 @@ _REQUIRED = ("query_id", "positive_ids", "negative_ids")
 
 def iter_groups(path: str | Path) -> Iterator[tuple[int, Group]]:
     """Yield ``(line_number, Group)`` from a groups JSONL file; malformed lines raise with file:line."""
-    for n, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"not valid JSON ({e.msg})", path=path, line=n,
-                                 fix="each line must be one JSON object") from None
-        if not isinstance(obj, dict):
-            raise UserInputError("expected a JSON object", path=path, line=n)
+    for n, obj in iter_json_objects(path):
         missing = [k for k in _REQUIRED if k not in obj]
         if missing:
             raise UserInputError(f"missing key(s) {', '.join(missing)}", path=path, line=n,

@@ -63,6 +63,9 @@ class TeacherTrain:
     batch_size: int = 8
     lr: float = 5e-5
     seed: int = 0
+    max_queries: int = 0
+    """Train the teacher on the first N queries of the training split (by the miner's order); 0 = all of them,
+    whatever ``train.max_queries`` says for the students."""
 
 
 @dataclass(frozen=True)

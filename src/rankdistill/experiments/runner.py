@@ -294,10 +294,11 @@ class Study:
         r = t.train
         assert r is not None
         p = Progress("teacher", 2)
-        gsettings = {**self._train_dataset(), "strategy": r.strategy, "group_size": r.group_size,
-                     "depth": self.cfg.mining.depth, "seed": r.seed}
+        gsettings = {**self._train_dataset(), "max_queries": r.max_queries, "strategy": r.strategy,
+                     "group_size": r.group_size, "depth": self.cfg.mining.depth, "seed": r.seed}
         groups = self._run("mine", gsettings, {},
-                           lambda w: self._mine(w, r.strategy, r.group_size, None, r.seed, 2 * r.group_size),
+                           lambda w: self._mine(w, r.strategy, r.group_size, None, r.seed, 2 * r.group_size,
+                                                r.max_queries),
                            p, f"teacher groups ({r.strategy})")
         settings = {"recipe": dataclasses.asdict(r), "train": self._train_dataset()}
         model = r.model
@@ -320,13 +321,15 @@ class Study:
         self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, "trained (cross, lce)")
         self.teacher_model = str(self.teacher_art.path / "model")
 
-    def _mine(self, work: Path, strategy: str, group_size: int, teacher: str | None, seed: int, pool: int) -> dict:
+    def _mine(self, work: Path, strategy: str, group_size: int, teacher: str | None, seed: int, pool: int,
+              max_queries: int | None = None) -> dict:
         m = self.cfg.mining
         argv = ["mine", "--dataset", self.data.train, "--split", self.cfg.train.split, "--strategy", strategy,
                 "--group-size", group_size, "--pool", pool, "--depth", m.depth, "--seed", seed,
                 "--output", work / "groups.jsonl"]
-        if self.cfg.train.max_queries:
-            argv += ["--max-queries", self.cfg.train.max_queries]
+        max_queries = self.cfg.train.max_queries if max_queries is None else max_queries
+        if max_queries:
+            argv += ["--max-queries", max_queries]
         if strategy == "teacher":
             argv += ["--max-rank", min(m.teacher_top, m.depth)]
         if strategy in ("dense", "ensemble"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rankdistill.data.groups import Group
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write, iter_lines, require_file
+from rankdistill.io import atomic_write, iter_json_objects, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,8 @@ def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Conta
     order: list[str] = []
     pos: dict[str, dict[str, None]] = {}
     neg: dict[str, dict[str, None]] = {}
-    for n, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"not valid JSON ({e.msg})", path=path, line=n,
-                                 fix="each line must be {\"query_id\", \"doc_id_a\", \"doc_id_b\"}") from None
-        if not isinstance(obj, dict) or not {"query_id", "doc_id_a", "doc_id_b"} <= set(obj):
+    for n, obj in iter_json_objects(path, fix="each line must be {\"query_id\", \"doc_id_a\", \"doc_id_b\"}"):
+        if not {"query_id", "doc_id_a", "doc_id_b"} <= set(obj):
             raise UserInputError("expected an object with query_id, doc_id_a and doc_id_b", path=path, line=n)
         qid = str(obj["query_id"])
         a = _ids(obj["doc_id_a"], "doc_id_a", path, n)

@@ -53,6 +53,8 @@ class FirstStage:
 @dataclass(frozen=True)
 class TeacherTrain:
     model: str | None = None
+    arch: str = "cross"
+    """``cross`` (the paper's teacher) or ``bi`` (cheaper to train and to score on a CPU)."""
     layers: int = 0
     loss: str = "lce"
     strategy: str = "bm25"
@@ -317,6 +319,7 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
                                  fix="give a model, or a recipe to train one")
         if cfg.teacher.train is not None:
             _check_choice(cfg.teacher.train.loss, ("lce", "infonce"), "teacher.train.loss", path)
+            _check_choice(cfg.teacher.train.arch, ARCHS, "teacher.train.arch", path)
             _check_choice(cfg.teacher.train.strategy, ("random", "bm25"), "teacher.train.strategy", path)
     if "run" in g.strategies:
         raise UserInputError("'grid.strategies' value 'run' needs a candidates file per query set; use "

@@ -167,6 +167,13 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                       "documents seen per cell"],
                      [[s, c["teacher_calls_mining"], c["teacher_calls_labels"], c["groups"], c["docs_per_cell"]]
                       for s, c in costs.items()]), ""]
+    calls = [CostPoint(s, float(c["teacher_calls_mining"] + c["teacher_calls_labels"]), c["effectiveness"])
+             for s, c in costs.items() if math.isfinite(c["effectiveness"])]
+    if calls:
+        plot_cost_vs_effectiveness(calls, plots / "teacher_calls_vs_effectiveness",
+                                   xlabel="teacher calls (mining + labels)", ylabel=f"mean {metric}",
+                                   title="Teacher calls vs effectiveness per strategy")
+        md += ["![teacher calls vs effectiveness](plots/teacher_calls_vs_effectiveness.png)", ""]
     points = []
     for s, c in costs.items():
         if math.isfinite(c["effectiveness"]):
@@ -295,8 +302,9 @@ def _claims(cfg, studies, diag) -> list[str]:
                 f"with {comp.baseline} under distillation losses ({', '.join(sorted({k[1] for k in distil}))}) "
                 f"and all test collections: {summary}; the interval lies wholly above zero in {better} and wholly "
                 f"below in {worse}. "
-                + ("This run supports the claim: no strategy is shown better than the baseline."
-                   if supported else "This run does not support the claim: some strategy is shown better.")
+                + ("This run supports the claim: no strategy is significantly better than the baseline."
+                   if supported else "This run does not support the claim: some strategy is significantly better "
+                   f"than the baseline (its {100 * (1 - 2 * comp.alpha):g}% interval lies above zero).")
                 + (" Inconclusive comparisons mean the run is too small to show equivalence at this margin."
                    if verdicts.get("inconclusive") else ""), ""]
     else:

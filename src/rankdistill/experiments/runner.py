@@ -305,10 +305,14 @@ class Study:
 
         def fn(work: Path) -> dict:
             argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
-                    "--groups", groups.file("groups.jsonl"), "--arch", "cross", "--loss", r.loss,
-                    "--group-size", r.group_size, "--budget-docs", r.budget_docs, "--max-length", r.max_length,
+                    "--groups", groups.file("groups.jsonl"), "--arch", r.arch, "--loss", r.loss,
+                    "--group-size", r.group_size, "--budget-docs", r.budget_docs,
                     "--batch-size", r.batch_size, "--lr", r.lr, "--seed", r.seed, "--output", work / "model",
                     "--save-every", 200]
+            if r.arch == "cross":
+                argv += ["--max-length", r.max_length]
+            else:
+                argv += ["--max-doc-length", r.max_length, "--max-query-length", r.query_max_length]
             if model:
                 argv += ["--model", model]
             if r.layers:
@@ -318,7 +322,7 @@ class Study:
             summary = json.loads((work / "model" / "training.json").read_text())
             return {k: summary.get(k) for k in ("steps", "realised_docs", "wall_seconds", "gpu_seconds")}
 
-        self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, "trained (cross, lce)")
+        self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, f"trained ({r.arch}, {r.loss})")
         self.teacher_model = str(self.teacher_art.path / "model")
 
     def _mine(self, work: Path, strategy: str, group_size: int, teacher: str | None, seed: int, pool: int,

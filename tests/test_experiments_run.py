@@ -82,7 +82,8 @@ def test_report_has_every_section(reference):
     assert text.count("| bi | kl |") == 2 and text.count("| bi | lce |") == 2
     assert "A tiny grid for the test suite." in text
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
-    for plot in ("tost_forest", "entropy_histograms", "diameter_per_strategy", "cost_vs_effectiveness"):
+    for plot in ("tost_forest", "entropy_histograms", "diameter_per_strategy", "cost_vs_effectiveness",
+                 "teacher_calls_vs_effectiveness"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
     import json
 
@@ -147,3 +148,25 @@ def test_bad_config_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "'grid.losses' has unknown value 'klx'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_changing_one_axis_reruns_only_what_depends_on_it(reference, tmp_path):
+    import json
+    import shutil
+
+    cfg, ref_out = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    changed = tmp_path / "more-seeds.toml"
+    changed.write_text(cfg.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    before = {p.parent.name for p in (out / "artifacts").glob("*/*/manifest.json")}
+    assert main(["run", str(changed), "--output", str(out)]) == 0
+    after = {p.parent.parent.name + "/" + p.parent.name for p in (out / "artifacts").glob("*/*/manifest.json")}
+    new = sorted(a for a in after if a.split("/")[1] not in before)
+    # six new cells (seed 1) and their evaluations; mining, scoring, diagnostics and candidates are reused
+    assert sorted({a.split("/")[0] for a in new}) == ["evaluate", "train"]
+    assert sum(a.startswith("train/") for a in new) == 6
+    report = (out / "report.md").read_text()
+    assert "## Spread over seeds" in report
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["artifacts"] == 12

@@ -87,3 +87,14 @@ def tiny_cross_encoder_dir(tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op torch thread: on two shared cores it is several times faster than two fighting over them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

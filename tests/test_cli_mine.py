@@ -14,15 +14,7 @@ import pytest
 from rankdistill.cli import main
 from rankdistill.data import read_groups
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mine_is_byte_identical_for_a_seed_and_writes_a_sidecar(tmp_path, cranfield_dir, capsys):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from rankdistill.cli import main
 from rankdistill.data.runs import read_run, write_run
@@ -14,13 +13,7 @@ from rankdistill.models.bi_encoder import BiEncoder
 from rankdistill.models.cross_encoder import CrossEncoder
 from test_training_fixtures import scifact_groups  # noqa: F401
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

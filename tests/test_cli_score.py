@@ -24,15 +24,7 @@ from rankdistill.teachers.store import ScoreStore
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread is several times faster than two fighting over them."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _groups(cranfield_dir, path: Path, n_queries: int, n_negatives: int) -> list[tuple[str, str]]:

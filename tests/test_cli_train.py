@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from rankdistill.cli import main
 from rankdistill.data.groups import Group, write_groups
 from test_training_fixtures import build_scores, scifact_groups, scifact_scores  # noqa: F401
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def args(scifact_dir, groups, out, model, *extra: str) -> list[str]:

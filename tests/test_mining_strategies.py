@@ -17,15 +17,7 @@ from rankdistill.teachers.engine import CorpusTexts, TeacherScores
 from rankdistill.teachers.models import TeacherConfig
 from rankdistill.teachers.store import ScoreStore
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

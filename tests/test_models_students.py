@@ -22,12 +22,7 @@ def _tokens(tokenizer, texts, **kw) -> TokenBatch:
     return TokenBatch(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mean_pooling_ignores_padding(tiny_bert_dir):

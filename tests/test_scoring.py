@@ -22,14 +22,7 @@ from rankdistill.teachers.ensemble import mean_z, zstats
 from rankdistill.teachers.models import Teacher, TeacherConfig, load_teacher
 from rankdistill.teachers.store import ScoreStore
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread is several times faster than two fighting over them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ from rankdistill.teachers.models import (
 )
 from rankdistill.teachers.spaces import resolve_score_space, scores_from_logits
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread is several times faster than two fighting over them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUERIES = ["what is the lift of a wing in a slipstream", "heat conduction in composite slabs", "boundary layer"]
 DOCS = [

@@ -22,13 +22,7 @@ from rankdistill.training import (
 from rankdistill.training.sampling import TrainGroup, TrainingPlan
 from test_training_fixtures import build_scores, same_weights, scifact_groups, scifact_scores  # noqa: F401
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(scifact_dir, groups, out, *, scores=None, arch="bi", loss="kl", budget=100, model=None, seed=0,

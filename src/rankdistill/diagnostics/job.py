@@ -227,7 +227,7 @@ def diagnose_groups(groups: Sequence[Group], teacher_scores: Mapping[tuple[str, 
 
     rows: list[dict] = []
     pending: list[tuple[dict, str, list[str], int]] = []
-    for g in tqdm(groups, desc="diagnose: teacher statistics", unit="group", disable=not progress):
+    for g in tqdm(groups, desc="diagnose: teacher statistics", unit="group", disable=not progress or None):
         docs, n_pos = group_documents(g, config.group_size)
         if len(docs) < 2:
             skip(g.query_id, "one document (entropy undefined)")
@@ -276,7 +276,7 @@ def _add_locality(rows: list[dict], pending: list[tuple[dict, str, list[str], in
     dropped: set[int] = set()
     n_docs = len({d for _, _, docs, _ in pending for d in docs})
     logger.info("embedding %d queries and %d distinct documents", len(pending), n_docs)
-    bar = tqdm(total=len(pending), desc="diagnose: locality", unit="group", disable=not progress)
+    bar = tqdm(total=len(pending), desc="diagnose: locality", unit="group", disable=not progress or None)
     for start in range(0, len(pending), chunk_size):
         chunk = pending[start:start + chunk_size]
         doc_ids = sorted({d for _, _, docs, _ in chunk for d in docs})

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -108,6 +109,7 @@ class BM25Retriever:
                            len(qids) - len(usable))
         if not usable:
             return {q: {} for q in qids}
+        show_progress = show_progress and sys.stderr.isatty()  # bm25s draws its bar even into a log file
         docs, scores = self.index.retrieve([tokens[i] for i in usable], k=k, show_progress=show_progress,
                                            n_threads=1)
         for row, i in enumerate(usable):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from rankdistill.data import Dataset, load_dataset
 
@@ -22,7 +21,7 @@ def add_dataset_args(parser: argparse.ArgumentParser, split: bool = True, split_
 
 def open_dataset(args: argparse.Namespace) -> Dataset:
     """Load ``args.dataset``; validate ``args.split`` when the verb has one (unknown splits list the known)."""
-    ds = load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None) or os.environ.get("RANKDISTILL_DATA"))
+    ds = load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))  # $RANKDISTILL_DATA otherwise
     split = getattr(args, "split", None)
     if split is not None:
         ds.qrels(split)  # raises a UserInputError listing the known splits

@@ -137,10 +137,10 @@ class DocStore:
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self._position(doc_id) is not None
 
-    def _doc_at(self, pos: int) -> Doc:
+    def _doc_at(self, pos: int, doc_id: str | None = None) -> Doc:
         raw = bytes(self._data[self._offsets[pos]:self._offsets[pos + 1]]).decode("utf-8")
         title, _, text = raw.partition("\x00")
-        return Doc(self.id_at(pos), title, text)
+        return Doc(self.id_at(pos) if doc_id is None else doc_id, title, text)
 
     def id_at(self, pos: int) -> str:
         """The id of the document at corpus position ``pos``."""
@@ -159,9 +159,7 @@ class DocStore:
         pos = self._position(doc_id)
         if pos is None:
             raise KeyError(doc_id)
-        raw = bytes(self._data[self._offsets[pos]:self._offsets[pos + 1]]).decode("utf-8")
-        title, _, text = raw.partition("\x00")
-        return Doc(doc_id, title, text)
+        return self._doc_at(pos, doc_id)
 
     def get(self, doc_id: str) -> Doc | None:
         with contextlib.suppress(KeyError):

@@ -28,12 +28,6 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
-def _per_query_measures(path: Path) -> set[str]:
-    from rankdistill.evaluation import read_per_query
-
-    return set(read_per_query(path))
-
-
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -46,6 +40,7 @@ def _f(x: float | None, digits: int = 4) -> str:
 
 def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     """Compose the report of a finished study; returns the path of ``report.md``."""
+    from rankdistill.evaluation import read_per_query
     from rankdistill.reports import (
         CostPoint,
         plot_cost_vs_effectiveness,
@@ -86,8 +81,6 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
             continue
         row = [name]
         for t in cfg.tests:
-            from rankdistill.evaluation import read_per_query
-
             pq = read_per_query(per_test[t.name].file("per_query.tsv"))
             row.append(_f(_mean(list(pq.get(metric, {}).values()))))
         ref_rows.append(row)

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,10 +71,13 @@ def _fingerprint(path: Path) -> dict:
 
 
 def _rows(db: Path) -> int:
+    """Scores held by a store file (0 when there is none)."""
+    from rankdistill.teachers.store import ScoreStore
+
     if not db.exists():
         return 0
-    with sqlite3.connect(db) as con:
-        return int(con.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+    with ScoreStore(db, readonly=True) as store:
+        return store.count()
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,6 @@ class Cell:
     group_size: int
     selection: str
     seed: int
-
-    @property
-    def system(self) -> str:
-        return self.strategy
 
     @property
     def label(self) -> str:
@@ -226,7 +224,6 @@ class Study:
         self.data = resolve_datasets(cfg, data_dir)
         self.teacher_model: str | None = None
         self.teacher_art: Artifact | None = None
-        self.artifacts: dict[str, Any] = {}
         self.used: list[Artifact] = []
 
     # -- helpers ------------------------------------------------------------------------------------------

@@ -139,11 +139,11 @@ def test_dense_negatives_follow_the_exact_inner_product_ranking(datasets, emb_ca
     queries, _ = mining_queries(ds, "train", max_queries=10)
     ids = ds.corpus.ids()
     docs = encode_texts([ds.corpus.text(d) for d in ids], str(tiny_bert_dir), cache_dir=emb_cache)
+    qv = encode_texts([q.text for q in queries], str(tiny_bert_dir), cache_dir=emb_cache)
     shards = sorted(p.name for p in Path(emb_cache).rglob("shard-*.npy"))
     result = _mine(ds, strategy="dense", group_size=4, pool_size=6, depth=40, sample="top", max_queries=10,
                    encoder=str(tiny_bert_dir), embedding_cache=emb_cache)
-    assert sorted(p.name for p in Path(emb_cache).rglob("shard-*.npy")) == shards
-    qv = encode_texts([q.text for q in queries], str(tiny_bert_dir), cache_dir=emb_cache)
+    assert sorted(p.name for p in Path(emb_cache).rglob("shard-*.npy")) == shards  # nothing re-encoded
     sims = qv.astype(np.float64) @ docs.astype(np.float64).T
     for i, (q, g) in enumerate(zip(queries, result.groups)):
         order = sorted(range(len(ids)), key=lambda j, i=i: (-round(sims[i, j], 4), ids[j]))[:40]
@@ -273,3 +273,23 @@ def test_run_strategy_rejects_unknown_documents_with_file_and_line(tmp_path, dat
         _mine(ds, strategy="run", candidates=str(bad), group_size=4)
     with pytest.raises(UserInputError, match="needs --candidates"):
         _mine(ds, strategy="run", group_size=4)
+
+
+def test_torch_search_backend_matches_faiss():
+    """The torch fallback (used where faiss is not installed, e.g. a GPU machine) returns FAISS's exact top-k."""
+    import faiss
+
+    from rankdistill.retrieval.dense import exact_top_k
+
+    rng = np.random.default_rng(3)
+    docs = rng.standard_normal((500, 16)).astype(np.float32)
+    queries = rng.standard_normal((37, 16)).astype(np.float32)
+    index = faiss.IndexFlatIP(16)
+    index.add(docs)
+    want_s, want_i = index.search(queries, 10)
+    got_s, got_i = exact_top_k(docs, queries, 10, device="cpu", block=8)
+    assert got_i.shape == (37, 10)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-5)
+    brute = queries.astype(np.float64) @ docs.astype(np.float64).T
+    np.testing.assert_allclose(got_s[:, 0], brute.max(axis=1), rtol=1e-5)

@@ -1,4 +1,8 @@
-"""Dense retrieval: exact inner-product search (FAISS ``IndexFlatIP``) over bi-encoder embeddings.
+"""Dense retrieval: exact inner-product search over bi-encoder embeddings.
+
+The search is exhaustive and exact: FAISS ``IndexFlatIP`` when faiss is installed, else (or when asked) a
+blocked matrix product + top-k in torch, on the GPU when there is one. Both return the same documents up to
+the order of exact ties.
 
 Document embeddings come from :func:`rankdistill.models.embeddings.encode_texts`, which caches them on disk
 keyed by model and text hash, so searching the same corpus again (re-mining with another seed or depth)
@@ -29,14 +33,47 @@ class DenseConfig:
     max_length: int | None = None
     device: str | None = None
     cache_dir: str | None = None
+    backend: str = "auto"
+    """``faiss``, ``torch`` or ``auto`` (faiss when importable, else torch)."""
 
     def __post_init__(self) -> None:
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"unknown similarity {self.similarity!r}; use dot or cosine")
+        if self.backend not in ("auto", "faiss", "torch"):
+            raise ValueError(f"unknown search backend {self.backend!r}; use auto, faiss or torch")
+
+
+def _faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def exact_top_k(docs: np.ndarray, queries: np.ndarray, k: int, device: str | None = None,
+                block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products of each query row against ``docs`` (scores descending), with torch.
+
+    Queries go in blocks of ``block`` rows so the score matrix stays small; on a GPU the documents are moved
+    there once. Returns ``(scores, indices)`` shaped ``(n_queries, k)`` like FAISS ``search``.
+    """
+    import torch
+
+    dev = torch.device(device) if device not in (None, "", "auto") else \
+        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32)).to(dev)
+    scores_out, idx_out = [], []
+    for start in range(0, len(queries), block):
+        q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], dtype=np.float32)).to(dev)
+        s, i = torch.topk(q @ d.T, k, dim=1)
+        scores_out.append(s.cpu().numpy())
+        idx_out.append(i.cpu().numpy())
+    return np.concatenate(scores_out), np.concatenate(idx_out)
 
 
 class DenseRetriever:
-    """An exact FAISS inner-product index over a corpus' embeddings; ``search`` returns a run.
+    """An exact inner-product index over a corpus' embeddings (FAISS or torch); ``search`` returns a run.
 
     Args:
         corpus: a :class:`~rankdistill.data.docstore.DocStore` (``ids()`` and ``text()``).
@@ -45,14 +82,22 @@ class DenseRetriever:
     """
 
     def __init__(self, corpus, config: DenseConfig | None = None, show_progress: bool = False) -> None:
-        import faiss
-
         self.config = config or DenseConfig()
         self.doc_ids = corpus.ids()
-        vectors = self._encode([corpus.text(d) for d in self.doc_ids], show_progress)
-        self.index = faiss.IndexFlatIP(vectors.shape[1])
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        logger.debug("dense index: %d documents, dimension %d", len(self.doc_ids), vectors.shape[1])
+        vectors = np.ascontiguousarray(self._encode([corpus.text(d) for d in self.doc_ids], show_progress),
+                                       dtype=np.float32)
+        backend = self.config.backend
+        if backend == "auto":
+            backend = "faiss" if _faiss_available() else "torch"
+        self.backend = backend
+        if backend == "faiss":
+            import faiss
+
+            self.index = faiss.IndexFlatIP(vectors.shape[1])
+            self.index.add(vectors)
+        else:
+            self.vectors = vectors
+        logger.debug("dense index (%s): %d documents, dimension %d", backend, len(self.doc_ids), vectors.shape[1])
 
     def _encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         from rankdistill.models.embeddings import encode_texts
@@ -69,7 +114,10 @@ class DenseRetriever:
             return {}
         k = min(k, len(self.doc_ids))
         qv = np.ascontiguousarray(self._encode([queries[q] for q in qids], show_progress), dtype=np.float32)
-        scores, idx = self.index.search(qv, k)
+        if self.backend == "faiss":
+            scores, idx = self.index.search(qv, k)
+        else:
+            scores, idx = exact_top_k(self.vectors, qv, k, self.config.device)
         run: Run = {}
         for row, q in enumerate(qids):
             run[q] = {self.doc_ids[int(i)]: float(s) for i, s in zip(idx[row], scores[row]) if i >= 0}

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, metavar="RUN", help="TREC run file to write")
     p.add_argument("--k", type=int, default=None, help="re-rank only each query's top k candidates (default all)")
     p.add_argument("--arch", choices=["bi", "cross"], default=None, help="override the detected architecture")
-    p.add_argument("--batch-size", type=int, default=64, help="texts or pairs per forward pass (default 64)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="texts or pairs per forward pass (default 64 on a CPU, 512 on a GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--tag", default=None, help="run tag (default: the model folder's name)")
     p.set_defaults(func=run)
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k is not None and args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     model_dir = Path(args.model)
     if not model_dir.is_dir():

@@ -37,11 +37,15 @@ def _device(device: str) -> torch.device:
 
 @torch.inference_mode()
 def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str], corpus, candidates: Run, *,
-                     batch_size: int = 64, device: str = "auto", progress: bool = True) -> Run:
-    """Student scores of every ``(query, document)`` in ``candidates`` (``corpus.text(doc_id)`` gives texts)."""
+                     batch_size: int | None = None, device: str = "auto", progress: bool = True) -> Run:
+    """Student scores of every ``(query, document)`` in ``candidates`` (``corpus.text(doc_id)`` gives texts).
+
+    ``batch_size`` defaults to 64 texts or pairs per forward pass on a CPU and 512 on a GPU.
+    """
     from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs, encode_singles
 
     dev = _device(device)
+    batch_size = batch_size or (512 if dev.type == "cuda" else 64)
     model.to(dev).eval()
     tok = model.tokenizer
     template = InputTemplate.from_tokenizer(tok)
@@ -83,14 +87,16 @@ def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str]
     dcache.add(((d, corpus.text(d)) for d in doc_ids), progress=progress)
     pairs = [(q, d) for q, docs in candidates.items() for d in docs]
     pairs.sort(key=lambda p: qcache.length(p[0]) + dcache.length(p[1]), reverse=True)
+    logits = []  # kept on the device: one transfer at the end instead of a synchronisation per batch
     for start in tqdm(range(0, len(pairs), batch_size), desc="scoring pairs", unit=" batches",
                       disable=not progress or None, leave=False):
         chunk = pairs[start:start + batch_size]
-        batch = encode_pairs(template, qcache, dcache, chunk, cs.max_length, pad).to(dev)
+        batch = encode_pairs(template, qcache, dcache, chunk, cs.max_length, pad).to(dev, non_blocking=True)
         with autocast:
-            logits = model(batch).float().cpu().tolist()
-        for (q, d), v in zip(chunk, logits):
-            out[q][d] = v
+            logits.append(model(batch).float())
+    values = torch.cat(logits).cpu().tolist() if logits else []
+    for (q, d), v in zip(pairs, values):
+        out[q][d] = v
     return out
 
 

@@ -161,3 +161,32 @@ def test_settings_validation():
         BiEncoderSettings(pooling="max")
     with pytest.raises(UserInputError, match="unknown similarity"):
         BiEncoderSettings(similarity="l2")
+
+
+def test_head_on_a_plain_encoder_reads_a_new_mean_pooling_layer(tiny_bert_dir, tmp_path):
+    """A plain encoder turned cross-encoder gets one extra layer whose first-token output is exactly
+    LN(h_cls + mean of the real tokens' states) at initialisation; saved, it reloads with the same logits."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = CrossEncoder.from_pretrained(str(tiny_bert_dir), max_length=64).eval()
+    base = AutoModel.from_pretrained(str(tiny_bert_dir)).eval()
+    assert model.model.config.num_hidden_layers == base.config.num_hidden_layers + 1
+    enc = model.tokenizer(["what lowers cancer risk", "tumour"], [TEXTS[2], TEXTS[0]], padding=True,
+                          return_tensors="pt")
+    with torch.no_grad():
+        h = base(**enc).last_hidden_state  # the pretrained layers are unchanged
+        mine = model.model.bert(**enc).last_hidden_state[:, 0]
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    mean = (h * mask).sum(1) / mask.sum(1)
+    expected = torch.nn.functional.layer_norm(h[:, 0] + mean, (h.shape[-1],), eps=base.config.layer_norm_eps)
+    assert torch.allclose(mine, expected, atol=1e-5)
+    # the first-token state now varies with the document, where the pretrained one barely does
+    assert (mine[0] - mine[1]).norm() > 0.1 * mine[0].norm()
+    out = tmp_path / "ce"
+    model.save(out)
+    hf = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    with torch.no_grad():
+        ours = model(TokenBatch(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
+        assert torch.allclose(hf(**enc).logits.squeeze(-1), ours, atol=1e-6)
+    assert hf.config.num_hidden_layers == base.config.num_hidden_layers + 1

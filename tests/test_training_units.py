@@ -186,3 +186,24 @@ def test_cached_token_inputs_equal_the_tokenizers_own():
     # dynamic padding: a batch of short texts pads to its own longest, rounded up to a multiple of 8
     short = encode_singles(template, dc, ["d2"], 40, tok.pad_token_id, pad_multiple=8)
     assert short.input_ids.shape == (1, 8) and int(short.attention_mask.sum()) == 2 + len(dc["d2"])
+
+
+def test_head_learning_rate_applies_to_pooler_and_classifier_only(tiny_cross_encoder_dir):
+    from rankdistill.models.cross_encoder import CrossEncoder
+    from rankdistill.training.engine import _optimizer, is_head_parameter
+
+    model = CrossEncoder.from_pretrained(str(tiny_cross_encoder_dir))
+    cfg = TrainConfig(DataConfig("d", "g.jsonl"), OptimConfig(budget_docs=64, lr=1e-5, head_lr=1e-3),
+                      RuntimeConfig(output="o"), ModelConfig(arch="cross"), LossConfig(name="lce"))
+    opt, sched = _optimizer(model, cfg, steps=10, warmup=0, fused=False)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    heads = [n for n, _ in model.named_parameters() if is_head_parameter(n)]
+    assert sorted(heads) == sorted(n for n, _ in model.named_parameters() if ".pooler." in n or ".classifier." in n)
+    assert len(heads) == 4  # pooler dense weight + bias, classifier weight + bias
+    for name, p in model.named_parameters():
+        assert lr_of[id(p)] == (1e-3 if name in heads else 1e-5), name
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert all(decay[id(p)] == 0.0 for n, p in model.named_parameters() if n.endswith(".bias"))
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    sched.step()
+    assert sorted({round(g["lr"], 12) for g in opt.param_groups}) == [0.9e-5, 0.9e-3]  # linear decay, same factor

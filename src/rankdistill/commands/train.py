@@ -68,6 +68,8 @@ def register(sub) -> None:
     o.add_argument("--batch-size", type=int, default=8, help="groups per device per micro-batch (default 8)")
     o.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (default 1)")
     o.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
+    o.add_argument("--head-lr", type=float, default=None,
+                   help="cross-encoder: peak learning rate of the scoring head (pooler + classifier; default --lr)")
     o.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     o.add_argument("--warmup", type=float, default=0.1, help="linear warmup fraction of the steps (default 0.1)")
     o.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm, 0 = off (default 1)")
@@ -111,7 +113,7 @@ def config_from_args(args: argparse.Namespace):
                         targets=args.ranknet_targets, ties=args.ranknet_ties, t2_scaling=args.t2_scaling,
                         in_batch_negatives=args.in_batch_negatives),
         optim=OptimConfig(budget_docs=args.budget_docs, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                          lr=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup,
+                          lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup,
                           max_grad_norm=args.max_grad_norm, seed=args.seed),
         runtime=RuntimeConfig(output=_abs(args.output), save_every=args.save_every,
                               keep_checkpoints=args.keep_checkpoints, device=args.device, bf16=args.bf16,

@@ -97,8 +97,10 @@ def load_encoder(name_or_path: str | None, layers: int | None = None) -> tuple[n
     return model, tokenizer, path
 
 
-def load_classifier(name_or_path: str | None, layers: int | None = None) -> tuple[nn.Module, object, str]:
-    """A one-logit sequence classifier (cross-encoder); a plain encoder gets a freshly initialised head."""
+def load_classifier(name_or_path: str | None, layers: int | None = None, pooling_layer: bool = True
+                    ) -> tuple[nn.Module, object, str]:
+    """A one-logit sequence classifier (cross-encoder); a plain encoder gets a freshly initialised head, on
+    a new mean-pooling layer (:func:`add_mean_pooling_layer`) unless ``pooling_layer`` is false."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model(name_or_path)
@@ -115,10 +117,63 @@ def load_classifier(name_or_path: str | None, layers: int | None = None) -> tupl
     except OSError as e:
         raise UserInputError(f"cannot load model {name_or_path!r} ({e})".splitlines()[0],
                              fix="give a local model directory (no network here) or the default encoder") from None
-    if not has_head:
-        logger.info("%s has no classification head: initialised a one-logit head", model_id(name_or_path))
     truncate_layers(model, layers)
+    if not has_head:
+        pooled = pooling_layer and add_mean_pooling_layer(model)
+        logger.info("%s has no classification head: initialised a one-logit head%s", model_id(name_or_path),
+                    " on a new mean-pooling layer" if pooled else "")
     return model, tokenizer, path
+
+
+def add_mean_pooling_layer(model: nn.Module) -> bool:
+    """Append one transformer layer whose first-token output starts as the mean of the last layer's token
+    states (layer-normalised): the state a new classification head reads then carries what mean pooling
+    would, instead of a near-constant vector. Returns whether the layout was recognised (BERT-like layers).
+
+    Why: an encoder trained with mean pooling (all-MiniLM-L6-v2 and most sentence-transformers models) leaves
+    its first token almost the same for every input (relative spread ~0.02% across SciFact documents), so a
+    one-logit head on it sees no difference between documents and a listwise loss stays at log(group size)
+    for hundreds of steps. The new layer is a copy of the last one with: query projection 0 (uniform
+    attention over the real tokens; the copied keys keep the queries' gradients non-zero), value and
+    attention-output projections the identity (so the first token's attention output is the mean of the
+    token states), and the feed-forward output 0 (so the block adds nothing at first); layer norms reset to
+    identity. Its first-token output is then ``LN(h_cls + mean_j h_j)``. Every weight stays trainable and the
+    model stays a plain ``*ForSequenceClassification`` with ``num_hidden_layers + 1`` layers, so
+    sentence-transformers and transformers load it as usual.
+    """
+    import copy
+
+    try:
+        stack = layer_list(model)
+    except UserInputError:
+        return False
+    layer = copy.deepcopy(stack[-1])
+    attn = getattr(layer, "attention", None)
+    self_attn, out = getattr(attn, "self", None), getattr(attn, "output", None)
+    ffn_out = getattr(layer, "output", None)
+    parts = [getattr(self_attn, "query", None), getattr(self_attn, "value", None), getattr(out, "dense", None),
+             getattr(ffn_out, "dense", None), getattr(out, "LayerNorm", None), getattr(ffn_out, "LayerNorm", None)]
+    if not all(isinstance(m, (nn.Linear, nn.LayerNorm)) for m in parts):
+        return False
+    query, value, attn_out, ffn_dense, norm1, norm2 = parts
+    with torch.no_grad():
+        query.weight.zero_()
+        for lin in (value, attn_out):
+            if lin.weight.shape[0] != lin.weight.shape[1]:
+                return False
+            lin.weight.copy_(torch.eye(lin.weight.shape[0], dtype=lin.weight.dtype))
+        ffn_dense.weight.zero_()
+        for lin in (query, value, attn_out, ffn_dense):
+            if lin.bias is not None:
+                lin.bias.zero_()
+        for norm in (norm1, norm2):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    stack.append(layer)
+    model.config.num_hidden_layers = len(stack)
+    if hasattr(layer, "attention") and hasattr(layer.attention.self, "layer_idx"):
+        layer.attention.self.layer_idx = len(stack) - 1
+    return True
 
 
 def read_metadata(directory: str | Path) -> dict | None:

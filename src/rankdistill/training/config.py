@@ -81,6 +81,10 @@ class OptimConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 0
+    head_lr: float | None = None
+    """Peak learning rate of a cross-encoder's scoring head (the pooler and classifier that sit on the first
+    token); ``None`` = ``lr``. A head put on an encoder trained with mean pooling (all-MiniLM-L6-v2) reads a
+    first-token state that barely varies between documents, so with the backbone's rate it learns very slowly."""
 
 
 @dataclass(frozen=True)

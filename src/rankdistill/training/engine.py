@@ -95,14 +95,23 @@ def build_student(config: TrainConfig) -> BiEncoder | CrossEncoder:
                                         max_query_length=m.max_query_length)
 
 
+def is_head_parameter(name: str) -> bool:
+    """Whether a parameter belongs to a sequence classifier's head (pooler or classifier), by its name."""
+    parts = name.split(".")
+    return "classifier" in parts or "pooler" in parts
+
+
 def _optimizer(model: nn.Module, config: TrainConfig, steps: int, warmup: int, fused: bool):
     o = config.optim
-    decay, no_decay = [], []
+    head_lr = o.head_lr if o.head_lr is not None else o.lr
+    buckets: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        head = is_head_parameter(name)
+        buckets.setdefault((head, p.ndim < 2 or name.endswith(".bias")), []).append(p)
+    groups = [{"params": ps, "weight_decay": 0.0 if no_decay else o.weight_decay, "lr": head_lr if head else o.lr}
+              for (head, no_decay), ps in sorted(buckets.items())]
     opt = torch.optim.AdamW(groups, lr=o.lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
     def factor(step: int) -> float:

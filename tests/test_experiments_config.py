@@ -93,3 +93,35 @@ def test_missing_files(tmp_path, shared_data):
     p.write_text(MINIMAL.format(data=shared_data) + "[[test]]\nname = 'x'\ndataset = 'scifact'\n")
     with pytest.raises(UserInputError, match="not found"):
         load_config(p)
+
+
+def test_overrides_change_values_before_validation(tmp_path, shared_data):
+    p = _write(tmp_path, shared_data)
+    cfg = load_config(p, overrides=["student.budget_docs=2048", "grid.seeds=[0, 1, 2]", "test.sf.depth=20",
+                                    "student.pooling=cls", "executor.kind=processes", "executor.workers=3"])
+    assert cfg.student.budget_docs == 2048 and cfg.grid.seeds == (0, 1, 2) and cfg.tests[0].depth == 20
+    assert cfg.student.pooling == "cls" and cfg.executor.workers == 3
+    assert cfg.overrides[0] == "student.budget_docs=2048"
+    with pytest.raises(UserInputError, match=r"'student\.budget_docs' must be an integer"):
+        load_config(p, overrides=["student.budget_docs=many"])
+    with pytest.raises(UserInputError, match=r"no \[\[test\]\] named 'nope'"):
+        load_config(p, overrides=["test.nope.depth=3"])
+    with pytest.raises(UserInputError, match="not KEY=VALUE"):
+        load_config(p, overrides=["student.lr"])
+    with pytest.raises(UserInputError, match=r"unknown key 'student\.lrr'"):
+        load_config(p, overrides=["student.lrr=1"])
+
+
+def test_entropy_study_is_validated(tmp_path, shared_data):
+    teacher = "[teacher]\nmodel = 'x'\n"
+    ok = load_config(_write(tmp_path, shared_data, teacher + "[entropy_study]\nstrategy = 'bm25'\n"))
+    assert ok.entropy_study is not None and ok.entropy_study.bands[0] == "keep_lower_quartile"
+    for extra, message in [
+        ("[entropy_study]\n", "needs teacher scores"),
+        (teacher + "[entropy_study]\nstrategy = 'dense'\n", "'entropy_study.strategy' 'dense' is not one of"),
+        (teacher + "[entropy_study]\nbands = ['all']\n", r"'entropy_study.bands\[0\]' has unknown value 'all'"),
+        (teacher + "[entropy_study]\nlosses = []\n", "'entropy_study.losses' is empty"),
+        (teacher + "[entropy_study]\ngroup_size = 5\n", "'entropy_study.group_size' 5 is not one of"),
+    ]:
+        with pytest.raises(UserInputError, match=message):
+            load_config(_write(tmp_path, shared_data, extra))

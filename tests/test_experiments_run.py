@@ -170,3 +170,38 @@ def test_changing_one_axis_reruns_only_what_depends_on_it(reference, tmp_path):
     assert "## Spread over seeds" in report
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["train"]["artifacts"] == 12
+
+
+def test_entropy_study_and_process_pool(reference, tmp_path):
+    """An entropy study (cross-encoders on entropy bands of one strategy) beside the grid, a full-retrieval
+    test that only bi-encoders take, and cells run by a pool of two processes."""
+    import json
+    import shutil
+
+    cfg, ref_out = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    text = cfg.read_text().replace('[executor]\nkind = "local"', '[executor]\nkind = "processes"\nworkers = 2')
+    text = text.replace("[teacher]", '[[test]]\nname = "cranfield-dense"\ndataset = "{}"\nsplit = "test"\n'
+                        'mode = "retrieve"\ndepth = 10\n[teacher]'.format(text.split('dataset = "')[1].split('"')[0]))
+    text += ('[entropy_study]\nstrategy = "teacher"\narchs = ["cross"]\nlosses = ["lce"]\n'
+             'bands = ["keep_below_median", "keep_above_median"]\n')
+    changed = tmp_path / "entropy.toml"
+    changed.write_text(text)
+    assert main(["run", str(changed), "--output", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["artifacts"] == 6 + 3  # grid + cross-encoders on all, below, above median
+    assert manifest["stages"]["select"]["artifacts"] == 2
+    # every grid cell on both tests, the three cross-encoders on the re-ranking test only; references: first stage
+    # and untrained bi-encoder on both tests, the teacher on the re-ranking test
+    assert manifest["stages"]["evaluate"]["artifacts"] == 6 * 2 + 3 + 2 * 2 + 1
+    report = (out / "report.md").read_text()
+    assert "## Entropy study" in report
+    assert "| keep_below_median | [0, 0.5] |" in report and "| keep_above_median | (0.5, 1] |" in report
+    band_rows = [line for line in report.splitlines() if line.startswith("| cross | lce | keep_")]
+    assert len(band_rows) == 2 and all("cranfield" in r and "cranfield-dense" not in r for r in band_rows)
+    assert "**Moderate entropy is best.**" in report and "**High entropy hurts.**" in report
+    assert (out / "plots" / "entropy_bands_forest.png").stat().st_size > 1000
+    kept = [json.loads((p.parent / "groups.jsonl.meta.json").read_text())["n_kept"]
+            for p in (out / "artifacts" / "select").glob("*/groups.jsonl")]
+    assert sorted(kept) == [5, 5]

@@ -86,3 +86,22 @@ def test_bootstrap_constant_differences():
     y = np.array([0.1, 0.5, 0.9])
     r = bootstrap_mean_diff(y + 0.25, y, n_resamples=100)
     assert (r.low, r.high) == (pytest.approx(0.25), pytest.approx(0.25))
+
+
+def test_identical_systems_are_notes_in_a_study_and_errors_for_a_user():
+    """A study's own cells may rank alike (their difference is exactly 0 and the tests say so); two identical
+    files given by a user are a mistake."""
+    import numpy as np
+
+    from rankdistill.errors import UserInputError
+    from rankdistill.stats.compare import ComparisonConfig, check_degenerate, compare_systems
+    from rankdistill.stats.perquery import Alignment
+
+    m = np.array([[0.1, 0.5, 0.9, 0.3], [0.1, 0.5, 0.9, 0.3], [0.2, 0.4, 0.8, 0.6]])
+    al = Alignment(("a", "b", "c"), ("q1", "q2", "q3", "q4"), m, {}, "drop")
+    with pytest.raises(UserInputError, match="identical values on every query"):
+        check_degenerate(al)
+    assert check_degenerate(al, strict=False) == ["systems a and b have identical values on every query"]
+    report = compare_systems(al, ComparisonConfig(metric="nDCG@10", baseline="a", margin=0.01, alpha=0.05, bootstrap=100))
+    row = next(r for r in report.rows if r.name == "b")
+    assert row.mean_diff == 0.0 and row.tost.verdict == "equivalent"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -20,29 +21,53 @@ def register(sub) -> None:
     p.add_argument("--output", default=None, metavar="DIR", help="output folder (default: runs/<config name>)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder to resolve dataset names against (default: $RANKDISTILL_DATA)")
-    p.add_argument("--executor", choices=("local", "ray"), default=None, help="override the config's executor")
+    p.add_argument("--executor", choices=("local", "processes", "ray"), default=None,
+                   help="override the config's executor")
+    p.add_argument("--workers", type=int, default=None, help="cells at once with --executor processes")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (TOML syntax; repeatable), e.g. --set student.budget_docs=2048 "
+                        "--set 'grid.seeds=[0]' --set test.scifact.depth=20")
     p.add_argument("--validate-only", action="store_true", help="check the config and exit")
     p.set_defaults(func=run)
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from rankdistill.errors import UserInputError
     from rankdistill.experiments.config import load_config
     from rankdistill.experiments.runner import Study
 
-    cfg = load_config(args.config, data_dir=args.data_dir)
-    if args.executor or args.ray_address:
+    cfg = load_config(args.config, data_dir=args.data_dir, overrides=args.overrides)
+    if args.workers is not None and args.workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {args.workers}")
+    if args.executor or args.ray_address or args.workers:
         ex = dataclasses.replace(cfg.executor, kind=args.executor or cfg.executor.kind,
-                                 address=args.ray_address or cfg.executor.address)
+                                 address=args.ray_address or cfg.executor.address,
+                                 workers=args.workers or cfg.executor.workers)
         cfg = dataclasses.replace(cfg, executor=ex)
     if args.validate_only:
-        sys.stdout.write(f"{args.config}: valid ({len(cfg.grid.strategies)} strategies x {len(cfg.grid.losses)} "
-                         f"losses x {len(cfg.grid.archs)} archs x {len(cfg.grid.group_sizes)} group sizes x "
-                         f"{len(cfg.grid.selections)} selections x {len(cfg.grid.seeds)} seeds)\n")
+        from rankdistill.experiments.runner import study_cells
+
+        n = len(study_cells(cfg))
+        grid = (len(cfg.grid.strategies) * len(cfg.grid.losses) * len(cfg.grid.archs) * len(cfg.grid.group_sizes)
+                * len(cfg.grid.selections) * len(cfg.grid.seeds))
+        sys.stdout.write(f"{args.config}: valid; {n} cells ({len(cfg.grid.strategies)} strategies x "
+                         f"{len(cfg.grid.losses)} losses x {len(cfg.grid.archs)} archs x {len(cfg.grid.group_sizes)} "
+                         f"group sizes x {len(cfg.grid.selections)} selections x {len(cfg.grid.seeds)} seeds"
+                         + (f", + {n - grid} of the entropy study" if n > grid else "") + ")\n")
         return 0
     output = Path(args.output) if args.output else Path("runs") / cfg.name
-    report = Study(cfg, output, data_dir=args.data_dir).run()
+    # a SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so that worker processes are stopped too
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        report = Study(cfg, output, data_dir=args.data_dir).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.stdout.write(f"{report}\n")
     return 0

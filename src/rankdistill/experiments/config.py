@@ -64,6 +64,8 @@ class TeacherTrain:
     query_max_length: int = 32
     batch_size: int = 8
     lr: float = 5e-5
+    head_lr: float = 0.0
+    """Peak learning rate of a cross-encoder teacher's new scoring head; 0 = ``lr``."""
     seed: int = 0
     max_queries: int = 0
     """Train the teacher on the first N queries of the training split (by the miner's order); 0 = all of them,
@@ -105,6 +107,28 @@ class Grid:
 
 
 @dataclass(frozen=True)
+class EntropyStudy:
+    """Students trained on bands of the teacher's ranking entropy over one strategy's groups (the paper's
+    entropy study: cross-encoders on quartiles of the BM25 domain), beside the same cells on all queries.
+
+    Cells: ``archs x losses x bands x seeds`` on ``strategy`` at ``group_size``, each band a selection of
+    :mod:`rankdistill.diagnostics.selections` on the normalised softmax entropy (positive included). Every band
+    is trained with the same document budget as the main grid. The reference cells (all queries) are the main
+    grid's when it has them, and are added otherwise.
+    """
+
+    strategy: str = "bm25"
+    archs: tuple[str, ...] = ("cross",)
+    losses: tuple[str, ...] = ("lce", "margin_mse")
+    bands: tuple[str, ...] = ("keep_lower_quartile", "keep_second_quartile", "keep_third_quartile",
+                              "keep_upper_quartile")
+    seeds: tuple[int, ...] = ()
+    """Default: ``grid.seeds``."""
+    group_size: int = 0
+    """Default: the largest of ``grid.group_sizes``."""
+
+
+@dataclass(frozen=True)
 class Student:
     model: str | None = None
     cross_model: str | None = None
@@ -121,6 +145,11 @@ class Student:
     similarity: str = "dot"
     temperature: float = 1.0
     bf16: bool = True
+    cross_lr: float = 0.0
+    """Peak learning rate of cross-encoder students; 0 = ``lr``."""
+    cross_head_lr: float = 0.0
+    """Peak learning rate of the cross-encoder students' new scoring head (pooler + classifier); 0 = their
+    learning rate."""
 
 
 @dataclass(frozen=True)
@@ -147,9 +176,13 @@ class Diagnostics:
 @dataclass(frozen=True)
 class Executor:
     kind: str = "local"
+    """``local`` (one cell after another), ``processes`` (``workers`` cells at once in fresh processes on this
+    machine, sharing its GPU: small students leave most of a large GPU idle) or ``ray``."""
     address: str | None = None
     gpus_per_cell: float = 0.0
     cpus_per_cell: float = 1.0
+    workers: int = 4
+    """Cells at once with ``kind = "processes"``."""
 
 
 @dataclass(frozen=True)
@@ -164,12 +197,15 @@ class StudyConfig:
     student: Student = field(default_factory=Student)
     comparison: Comparison = field(default_factory=Comparison)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
+    entropy_study: EntropyStudy | None = None
     executor: Executor = field(default_factory=Executor)
     description: str = ""
     notes: tuple[str, ...] = ()
     """Free text copied into the report (e.g. how the quick start was shrunk)."""
     data_dir: str | None = None
     source: str = ""
+    overrides: tuple[str, ...] = ()
+    """``--set KEY=VALUE`` overrides applied on top of the file (set by :func:`load_config`, not in TOML)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -227,7 +263,7 @@ def _coerce(value: Any, tp: Any, key: str, path: Path) -> Any:
 
 def _build(cls: type, table: dict, prefix: str, path: Path) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("source", "overrides")}
     unknown = sorted(set(table) - set(fields))
     if unknown:
         where = f"{prefix}." if prefix else ""
@@ -258,8 +294,45 @@ def _selection_known(name: str) -> bool:
     return base in SELECTIONS or base.startswith("keep_quantile_band")
 
 
-def load_config(path: str | os.PathLike, data_dir: str | None = None) -> StudyConfig:
-    """Read, type-check and validate a study config; paths inside resolve relative to the file."""
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Path) -> dict:
+    """Apply ``KEY=VALUE`` overrides to a parsed config: ``KEY`` is a dotted path (``student.budget_docs``;
+    ``test.NAME.depth`` for the test table called NAME) and ``VALUE`` a TOML value (``[0, 1]``, ``1e-4``,
+    ``"cls"``); a value that is not valid TOML is taken as a string."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserInputError(f"override {item!r} is not KEY=VALUE", fix="e.g. --set student.budget_docs=2048")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        parts = key.split(".")
+        node: Any = raw
+        if parts[0] == "test":
+            if len(parts) != 3:
+                raise UserInputError(f"override {key!r}: address a test as test.NAME.KEY", path=path)
+            tests = [t for t in raw.get("test", []) if isinstance(t, dict) and t.get("name") == parts[1]]
+            if not tests:
+                raise UserInputError(f"override {key!r}: no [[test]] named {parts[1]!r}", path=path)
+            tests[0][parts[2]] = value
+            continue
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise UserInputError(f"override {key!r}: '{part}' is not a table", path=path)
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | os.PathLike, data_dir: str | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read, type-check and validate a study config; paths inside resolve relative to the file.
+
+    ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) change values before validation; they are
+    recorded in the config's ``overrides`` field.
+    """
     p = Path(path)
     if not p.is_file():
         raise UserInputError("config file not found", path=p)
@@ -268,7 +341,7 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None) -> StudyCo
             raw = tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
         raise UserInputError(f"invalid TOML ({e})", path=p) from None
-    raw = dict(raw)
+    raw = apply_overrides(dict(raw), overrides, p)
     tests = raw.pop("test", None)
     if tests is None:
         raise UserInputError("missing [[test]] tables", path=p, fix="add at least one test collection")
@@ -278,7 +351,7 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None) -> StudyCo
     if "name" not in raw:
         raw["name"] = p.stem
     cfg: StudyConfig = _build(StudyConfig, raw, "", p)
-    cfg = dataclasses.replace(cfg, source=str(p.resolve()))
+    cfg = dataclasses.replace(cfg, source=str(p.resolve()), overrides=tuple(overrides))
     validate(cfg, p, data_dir)
     return cfg
 
@@ -336,7 +409,11 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
     if not 0 < cfg.comparison.alpha < 0.5:
         raise UserInputError("'comparison.alpha' must be in (0, 0.5)", path=path)
     _check_choice(cfg.comparison.correction, ("holm", "bh", "none"), "comparison.correction", path)
-    _check_choice(cfg.executor.kind, ("local", "ray"), "executor.kind", path)
+    _check_choice(cfg.executor.kind, ("local", "processes", "ray"), "executor.kind", path)
+    if cfg.executor.workers < 1:
+        raise UserInputError("'executor.workers' must be at least 1", path=path)
+    if cfg.entropy_study is not None:
+        _validate_entropy_study(cfg, has_teacher, path)
     _check_choice(cfg.student.pooling, ("mean", "cls"), "student.pooling", path)
     _check_choice(cfg.student.similarity, ("dot", "cosine"), "student.similarity", path)
     if cfg.student.budget_docs < 1:
@@ -358,6 +435,36 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
         if t.candidates not in ("bm25", "dataset") and not (path.parent / t.candidates).is_file():
             raise UserInputError(f"'test[{i}].candidates' file not found: {t.candidates}", path=path,
                                  fix="give bm25, dataset or a TREC run path relative to the config")
+
+
+def _validate_entropy_study(cfg: StudyConfig, has_teacher: bool, path: Path) -> None:
+    e = cfg.entropy_study
+    assert e is not None
+    if not has_teacher:
+        raise UserInputError("[entropy_study] needs teacher scores but the config has no [teacher]", path=path,
+                             fix="add [teacher] with 'model' or a [teacher.train] recipe")
+    if e.strategy not in cfg.grid.strategies:
+        raise UserInputError(f"'entropy_study.strategy' {e.strategy!r} is not one of grid.strategies", path=path,
+                             fix="its groups are mined, scored and diagnosed with the grid's strategies")
+    _check_choice(e.archs, ARCHS, "entropy_study.archs", path)
+    _check_choice(e.losses, LOSSES, "entropy_study.losses", path)
+    for i, name in enumerate(e.bands):
+        if name == "all" or not _selection_known(name):
+            from rankdistill.diagnostics.selections import SELECTIONS
+
+            raise UserInputError(f"'entropy_study.bands[{i}]' has unknown value {name!r}", path=path,
+                                 fix=f"one of {', '.join(sorted(SELECTIONS))}, keep_quantile_band:LO:HI")
+    for key, values in (("entropy_study.archs", e.archs), ("entropy_study.losses", e.losses),
+                        ("entropy_study.bands", e.bands)):
+        if not values:
+            raise UserInputError(f"'{key}' is empty", path=path, fix="give at least one value")
+        if len(set(values)) != len(values):
+            raise UserInputError(f"'{key}' repeats a value", path=path)
+    if len(set(e.seeds)) != len(e.seeds):
+        raise UserInputError("'entropy_study.seeds' repeats a value", path=path)
+    if e.group_size and e.group_size not in cfg.grid.group_sizes:
+        raise UserInputError(f"'entropy_study.group_size' {e.group_size} is not one of grid.group_sizes",
+                             path=path)
 
 
 def _rel(spec: str, path: Path) -> str:

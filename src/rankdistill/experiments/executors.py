@@ -1,13 +1,17 @@
-"""Executors for the grid's cells: in-process (default) or fanned out over a Ray cluster.
+"""Executors for the grid's cells: in-process (default), a pool of local processes, or a Ray cluster.
 
-Cells are pure functions of their arguments that write artifacts to a shared file system, so both executors
-give identical results; Ray only changes where and when each cell runs. Each Ray task asks for the GPUs
-(``executor.gpus_per_cell``) and CPUs it needs.
+Cells are pure functions of their arguments that write artifacts to a shared file system, so every executor
+gives identical results; they only change where and when each cell runs. ``processes`` runs ``workers`` cells
+at once on this machine (fresh interpreters, started with ``spawn`` so that CUDA is safe), all sharing its
+GPU: a MiniLM-sized student keeps only a fraction of a large GPU busy, and the per-cell fixed costs (loading
+the model, tokenising, evaluating) overlap. Each Ray task asks for the GPUs (``executor.gpus_per_cell``) and
+CPUs it needs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +35,59 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+def _init_worker(threads: int) -> None:
+    """Per worker process: share the CPU cores out, and log like the parent (warnings and up)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+class ProcessExecutor:
+    """Runs up to ``workers`` tasks at once in spawned processes of this machine (sharing its GPU)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int = 4) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = max(1, workers)
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_worker, initargs=(threads,))
+
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], on_done: Callable[[int, Any], None] | None = None
+            ) -> list[Any]:
+        from concurrent.futures import as_completed
+
+        futures = {self._pool.submit(fn, *args): i for i, args in enumerate(tasks)}
+        results: dict[int, Any] = {}
+        try:
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                if on_done:
+                    on_done(i, results[i])
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            self.terminate()
+            raise
+        return [results[i] for i in range(len(tasks))]
+
+    def terminate(self) -> None:
+        """Stop the workers now (a failed cell, or the run being stopped): running cells leave only their
+        ``.partial`` folders, which the next run starts afresh."""
+        for proc in list(getattr(self._pool, "_processes", {}).values()):
+            if proc.is_alive():
+                proc.terminate()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RayExecutor:
@@ -74,7 +131,10 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def make_executor(kind: str, address: str | None = None, gpus_per_cell: float = 0.0, cpus_per_cell: float = 1.0):
+def make_executor(kind: str, address: str | None = None, gpus_per_cell: float = 0.0, cpus_per_cell: float = 1.0,
+                  workers: int = 4):
     if kind == "ray":
         return RayExecutor(address, gpus_per_cell, cpus_per_cell)
+    if kind == "processes":
+        return ProcessExecutor(workers)
     return LocalExecutor()

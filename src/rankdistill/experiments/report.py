@@ -62,7 +62,8 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     md: list[str] = [f"# Study report: {cfg.name}", ""]
     if cfg.description:
         md += [cfg.description, ""]
-    md += [f"Config: `{Path(cfg.source).name}` (resolved copy: `config.resolved.json`). Training data: "
+    over = f" with overrides {', '.join(f'`{o}`' for o in cfg.overrides)}" if cfg.overrides else ""
+    md += [f"Config: `{Path(cfg.source).name}`{over} (resolved copy: `config.resolved.json`). Training data: "
            f"`{cfg.train.dataset}` split `{cfg.train.split}`"
            + (f" (first {cfg.train.max_queries} queries)" if cfg.train.max_queries else "") + ". "
            f"Grid: strategies {', '.join(cfg.grid.strategies)}; losses {', '.join(cfg.grid.losses)}; "
@@ -74,13 +75,20 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
         md += [f"> {note}", ""]
 
     # ---- reference rows --------------------------------------------------------------------------------
-    md += ["## Reference: first stage and teacher", ""]
+    md += ["## Reference: first stage and teacher", "",
+           "first stage: the candidates every re-ranking test starts from (BM25 unless the test names a run; for "
+           "a full-retrieval test, BM25 retrieval at the same depth); teacher: the teacher re-ranking them; "
+           "untrained bi-encoder: the bi-encoder students' starting model, read before any training (re-ranking, "
+           "or dense retrieval for a full-retrieval test).", ""]
     ref_rows = []
     for name, per_test in refs.items():
         if not per_test:
             continue
         row = [name]
         for t in cfg.tests:
+            if t.name not in per_test:
+                row.append("-")
+                continue
             pq = read_per_query(per_test[t.name].file("per_query.tsv"))
             row.append(_f(_mean(list(pq.get(metric, {}).values()))))
         ref_rows.append(row)
@@ -89,17 +97,32 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     # ---- studies per (arch, loss, group size, selection) -------------------------------------------------
     studies: dict[tuple, Any] = {}
     entries_by_key: dict[tuple, list] = {}
+    band_entries: dict[tuple, list] = {}
+    g, es = cfg.grid, cfg.entropy_study
     for cell, _train, evals in cell_arts:
         key = (cell.arch, cell.loss, cell.group_size, cell.selection)
-        for t in cfg.tests:
-            entries_by_key.setdefault(key, []).append(StudyEntry(
-                path=evals[t.name].file("per_query.tsv"), system=f"{cell.strategy}/{cell.loss}",
-                collection=t.name, seed=cell.seed, strategy=cell.strategy, loss=cell.loss))
+        tests = [t for t in cfg.tests if t.name in evals]
+        in_grid = (cell.arch in g.archs and cell.loss in g.losses and cell.strategy in g.strategies
+                   and cell.group_size in g.group_sizes and cell.selection in g.selections and cell.seed in g.seeds)
+        if in_grid:
+            for t in tests:
+                entries_by_key.setdefault(key, []).append(StudyEntry(
+                    path=evals[t.name].file("per_query.tsv"), system=f"{cell.strategy}/{cell.loss}",
+                    collection=t.name, seed=cell.seed, strategy=cell.strategy, loss=cell.loss))
+        if es is not None and cell.strategy == es.strategy and cell.arch in es.archs and cell.loss in es.losses \
+                and cell.selection in ("all", *es.bands) and cell.seed in (es.seeds or g.seeds):
+            for t in tests:
+                band_entries.setdefault((cell.arch, cell.loss, cell.group_size), []).append(StudyEntry(
+                    path=evals[t.name].file("per_query.tsv"), system=cell.selection, collection=t.name,
+                    seed=cell.seed))
     ccfg = dict(metric=metric, margin=comp.margin, alpha=comp.alpha, correction=comp.correction,
                 bootstrap=2000, seed=0)
     for key, entries in entries_by_key.items():
         baseline = f"{comp.baseline}/{key[1]}"
-        studies[key] = run_study(entries, ComparisonConfig(baseline=baseline, **ccfg))
+        studies[key] = run_study(entries, ComparisonConfig(baseline=baseline, **ccfg), strict=False)
+    band_studies = {key: run_study(sorted(entries, key=lambda e: (_band_order(es, e.system), e.collection, e.seed)),
+                                   ComparisonConfig(baseline="all", **ccfg), strict=False)
+                    for key, entries in band_entries.items()}
 
     md += ["## Main results", "",
            f"Mean {metric} over seeds; best per column in bold; superscript letters are equivalence classes "
@@ -137,6 +160,11 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
         plot_tost_forest(forest, plots / "tost_forest", title=f"TOST vs {comp.baseline} ({metric})")
         md += ["![TOST forest plot](plots/tost_forest.png)", ""]
 
+    stat_notes = sorted({f"{k[0]}/{k[1]}: {n}" for k, st in studies.items() for n in st.notes})
+    if stat_notes:
+        md += ["Notes on the comparisons (systems that ranked alike are compared all the same: their difference "
+               "is exactly zero):", "", *[f"- {n}" for n in stat_notes], ""]
+
     # ---- per-seed spread ---------------------------------------------------------------------------------
     if len(cfg.grid.seeds) > 1:
         md += ["## Spread over seeds", "", f"Mean and t interval of {metric} over seeds, per collection.", ""]
@@ -149,6 +177,10 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
 
     # ---- diagnostics -------------------------------------------------------------------------------------
     diag_summary = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy)
+
+    # ---- the entropy study -------------------------------------------------------------------------------
+    if band_studies:
+        _entropy_study(md, cfg, band_studies, groups, plots, plot_tost_forest)
 
     # ---- cost ---------------------------------------------------------------------------------------------
     costs = _costs(study, mined, scores, cell_arts, studies)
@@ -181,16 +213,69 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
 
     # ---- claims ------------------------------------------------------------------------------------------
     md += ["## The paper's claims, read from this run", ""]
-    md += _claims(cfg, studies, diag_summary)
+    md += _claims(cfg, studies, diag_summary, band_studies)
 
     text = "\n".join(md).rstrip() + "\n"
     report = out_dir / "report.md"
     report.write_text(text)
-    (out_dir / "report.json").write_text(json.dumps({"|".join(map(str, k)): v.to_dict()
-                                                     for k, v in studies.items()}, indent=2, sort_keys=True))
+    (out_dir / "report.json").write_text(json.dumps(
+        {**{"|".join(map(str, k)): v.to_dict() for k, v in studies.items()},
+         **{"entropy|" + "|".join(map(str, k)): v.to_dict() for k, v in band_studies.items()}},
+        indent=2, sort_keys=True))
     _write_html(out_dir, text)
     logger.info("report: %s", report)
     return report
+
+
+def _band_order(es, name: str) -> int:
+    """``all`` first, then the bands in the order the config lists them."""
+    return 0 if name == "all" or es is None else 1 + list(es.bands).index(name)
+
+
+def _entropy_study(md: list[str], cfg, band_studies: dict, groups, plots: Path, plot_forest) -> None:
+    """Section of the entropy study: band thresholds, means per band with letters, and each band against all
+    queries (paired TOST per test collection)."""
+    from rankdistill.reports import table_from_studies, to_markdown
+
+    es, comp = cfg.entropy_study, cfg.comparison
+    md += ["## Entropy study", "",
+           f"Students trained on quantile bands of the teacher's normalised softmax entropy (positive included) over "
+           f"the `{es.strategy}` groups, with the same document budget as every other cell, beside the same "
+           f"students on all queries (`all`). Same tests, margins and alpha as above; each band is compared with "
+           f"`all`.", ""]
+    rows = []
+    for band in es.bands:
+        art = groups.get((es.strategy, band))
+        meta_file = art.file("groups.jsonl.meta.json") if art is not None else None
+        if meta_file is None or not meta_file.exists():
+            continue
+        meta = json.loads(meta_file.read_text())
+        th = meta["thresholds"]
+        lo_edge = "[" if th.get("lower_edge_inclusive") else "("
+        rows.append([band, f"{lo_edge}{th['lo_quantile']:g}, {th['hi_quantile']:g}]",
+                     f"{lo_edge}{_f(th['lo_value'], 3)}, {_f(th['hi_value'], 3)}]", meta["n_kept"]])
+    if rows:
+        md += [_md_table(["band", "quantiles", "normalised entropy", "queries kept"], rows), ""]
+    forest = []
+    tost_rows = []
+    for (arch, loss, gs), st in band_studies.items():
+        md += [f"### {arch}-encoder students, {loss}, group size {gs}", "", to_markdown(table_from_studies([st])),
+               ""]
+        for coll, res in st.collections.items():
+            for row in res.report.rows:
+                t = row.tost
+                tost_rows.append([arch, loss, row.name, coll, f"{row.mean_diff:+.4f}",
+                                  f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]", t.verdict])
+                forest.append((f"{arch}/{loss}/{row.name} @ {coll}", t))
+    band_notes = sorted({f"{k[0]}/{k[1]}: {n}" for k, st in band_studies.items() for n in st.notes})
+    if band_notes:
+        md += ["Notes on the comparisons:", "", *[f"- {n}" for n in band_notes], ""]
+    if tost_rows:
+        md += [f"Each band minus `all` (paired TOST, margin {comp.margin:g}, alpha {comp.alpha:g}; the interval is "
+               f"the {100 * (1 - 2 * comp.alpha):g}% confidence interval of the mean difference):", "",
+               _md_table(["arch", "loss", "band", "collection", "mean diff", "interval", "verdict"], tost_rows), ""]
+        plot_forest(forest, plots / "entropy_bands_forest", title=f"entropy bands vs all queries ({comp.metric})")
+        md += ["![entropy bands vs all](plots/entropy_bands_forest.png)", ""]
 
 
 def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -> dict[str, dict[str, float]]:
@@ -272,7 +357,7 @@ def _write_costs(out_dir: Path, costs: dict, metric: str) -> None:
     (out_dir / "costs.md").write_text(text)
 
 
-def _claims(cfg, studies, diag) -> list[str]:
+def _claims(cfg, studies, diag, band_studies=None) -> list[str]:
     comp = cfg.comparison
     out: list[str] = []
     # 1. elaborate sampling adds little under distillation
@@ -313,7 +398,9 @@ def _claims(cfg, studies, diag) -> list[str]:
                 f"{parts or 'none'}.", ""]
     # 3/4. entropy claims need entropy selections
     bands = [s for s in cfg.grid.selections if s != "all"]
-    if bands:
+    if band_studies:
+        out += _entropy_claims(cfg, band_studies)
+    elif bands:
         rows = []
         for k, st in studies.items():
             if k[3] == "all":
@@ -342,6 +429,40 @@ def _claims(cfg, studies, diag) -> list[str]:
                    "supports the claim."), ""]
     else:
         out += ["**Hard negatives do not make the query space more compact.** Not tested: no diagnostics.", ""]
+    return out
+
+
+def _entropy_claims(cfg, band_studies: dict) -> list[str]:
+    """Claims 3 and 4 from the entropy study: which band is best per (arch, loss, collection), and whether the
+    highest band is significantly worse than training on all queries."""
+    es, comp = cfg.entropy_study, cfg.comparison
+    bands = list(es.bands)
+    top = bands[-1]
+    inner = bands[1:-1]
+    best_rows, moderate_best, hurts, n = [], 0, [], 0
+    for (arch, loss, _gs), st in band_studies.items():
+        for coll, res in st.collections.items():
+            means = {b: res.over_seeds[b].mean for b in bands if b in res.over_seeds}
+            if not means:
+                continue
+            n += 1
+            best = max(means, key=lambda b: means[b])
+            moderate_best += int(best in inner)
+            best_rows.append(f"{arch}/{loss} @ {coll}: {best} ({means[best]:.4f})")
+            for row in res.report.rows:
+                if row.name == top:
+                    t = row.tost
+                    hurts.append((f"{arch}/{loss} @ {coll}", row.mean_diff, t.ci_low, t.ci_high))
+    out = [f"**Moderate entropy is best.** Best band per student and collection (bands in order of entropy: "
+           f"{', '.join(bands)}): {'; '.join(best_rows)}. A middle band is best in {moderate_best} of {n} cases"
+           + (f" (chance alone would give about {n * len(inner) / len(bands):.1f})." if inner else "."), ""]
+    worse = [h for h in hurts if h[3] < 0]
+    parts = "; ".join(f"{name}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]" for name, d, lo, hi in hurts)
+    out += [f"**High entropy hurts.** The highest band ({top}) minus all queries, with "
+            f"{100 * (1 - 2 * comp.alpha):g}% intervals: {parts}. "
+            + (f"Its interval lies wholly below zero in {len(worse)} of {len(hurts)} cases"
+               + (", which supports the claim there." if worse else ".")
+               if hurts else "No comparison was possible."), ""]
     return out
 
 

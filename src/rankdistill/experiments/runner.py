@@ -106,6 +106,25 @@ def resolve_datasets(cfg: StudyConfig, data_dir: str | None) -> Resolved:
     return Resolved(train, tests, fps)
 
 
+def _keep_judged(run_file: Path, qrels) -> dict:
+    """Drop the candidate queries without judgements (e.g. the 146 unjudged DL 2020 topics): they cannot be
+    scored, and re-ranking them would only cost time. Returns the counts kept and dropped."""
+    from rankdistill.data.runs import read_run, write_run
+
+    run = read_run(run_file)
+    judged = {q for q, docs in qrels.items() if docs}
+    kept = {q: docs for q, docs in run.items() if q in judged}
+    if judged and len(kept) < len(run):
+        write_run(kept, run_file, tag=_run_tag(run_file))
+    return {"queries": len(kept), "unjudged_dropped": len(run) - len(kept)}
+
+
+def _run_tag(run_file: Path) -> str:
+    with open(run_file) as fh:
+        first = fh.readline().split()
+    return first[5] if len(first) > 5 else "candidates"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # cells: the unit an executor runs (top-level functions with picklable arguments, for Ray)
 
@@ -122,6 +141,23 @@ class Cell:
     def label(self) -> str:
         sel = "" if self.selection == "all" else f" {self.selection}"
         return f"{self.arch}/{self.loss}/{self.strategy}/g{self.group_size}{sel}/s{self.seed}"
+
+
+def study_cells(cfg: StudyConfig) -> list[Cell]:
+    """The grid's cells, then the entropy study's (its bands, and its all-queries references when the grid
+    lacks them), each once."""
+    g = cfg.grid
+    cells = [Cell(a, lo, s, gs, sel, seed) for a in g.archs for lo in g.losses for s in g.strategies
+             for gs in g.group_sizes for sel in g.selections for seed in g.seeds]
+    e = cfg.entropy_study
+    if e is not None:
+        gs = e.group_size or max(g.group_sizes)
+        for a in e.archs:
+            for lo in e.losses:
+                for sel in ("all", *e.bands):
+                    for seed in e.seeds or g.seeds:
+                        cells.append(Cell(a, lo, e.strategy, gs, sel, seed))
+    return list(dict.fromkeys(cells))
 
 
 @dataclass(frozen=True)
@@ -154,7 +190,7 @@ def run_cell(job: CellJob) -> dict:
     gpu = _has_gpu()
 
     def train(work: Path) -> dict:
-        call_verb([*job.train_argv, "--output", work / "model", "--save-every", "200"])
+        call_verb([*job.train_argv, "--output", work / "model", "--save-every", "500"])
         summary = json.loads((work / "model" / "training.json").read_text())
         for ckpt in (work / "model").glob("checkpoints"):
             shutil.rmtree(ckpt, ignore_errors=True)
@@ -250,7 +286,8 @@ class Study:
         for t in self.cfg.tests:
             spec = self.data.tests[t.name]
             settings = {"dataset": self.data.fingerprints[spec], "split": t.split, "source": t.candidates,
-                        "depth": t.depth, "k1": self.cfg.first_stage.k1, "b": self.cfg.first_stage.b}
+                        "depth": t.depth, "k1": self.cfg.first_stage.k1, "b": self.cfg.first_stage.b,
+                        "judged_only": True}
             if t.candidates not in ("bm25", "dataset"):
                 settings["file"] = _fingerprint(Path(self.cfg.source).parent / t.candidates)
             out[t.name] = self._run("candidates", settings, {}, lambda w, t=t, spec=spec: self._make_candidates(
@@ -273,7 +310,8 @@ class Study:
                 raise UserInputError(f"test {t.name!r}: the dataset has no candidates for split {t.split!r}",
                                      fix="use candidates = \"bm25\" or give a run file")
             write_run(source, run, tag=t.candidates, k=t.depth)
-        return {"queries": len({line.split()[0] for line in run.read_text().splitlines()})}
+        return _keep_judged(run, load_dataset(spec).qrels(t.split))
+
 
     def teacher(self) -> None:
         t = self.cfg.teacher
@@ -308,6 +346,8 @@ class Study:
                     "--save-every", 200]
             if r.arch == "cross":
                 argv += ["--max-length", r.max_length]
+                if r.head_lr:
+                    argv += ["--head-lr", r.head_lr]
             else:
                 argv += ["--max-doc-length", r.max_length, "--max-query-length", r.query_max_length]
             if model:
@@ -424,35 +464,42 @@ class Study:
                                {"groups": mined[s], "scores": scores[s]}, fn, p, s)
         return out
 
-    def select(self, mined: dict[str, Artifact], diags: dict[str, Artifact]) -> dict[tuple[str, str], Artifact]:
+    def _selections(self) -> list[tuple[str, str]]:
+        """(strategy, selection) pairs to compute: the grid's selections for every strategy, and the entropy
+        study's bands for its strategy."""
         sels = [x for x in self.cfg.grid.selections if x != "all"]
+        todo = [(s, sel) for s in self.cfg.grid.strategies for sel in sels]
+        e = self.cfg.entropy_study
+        if e is not None:
+            todo += [(e.strategy, band) for band in e.bands if (e.strategy, band) not in todo]
+        return todo
+
+    def select(self, mined: dict[str, Artifact], diags: dict[str, Artifact]) -> dict[tuple[str, str], Artifact]:
         out: dict[tuple[str, str], Artifact] = {}
         for s in mined:
             out[(s, "all")] = mined[s]
-        if not sels:
+        todo = self._selections()
+        if not todo:
             return out
-        p = Progress("select", len(sels) * len(mined))
-        for s in mined:
-            for sel in sels:
-                def fn(work: Path, s: str = s, sel: str = sel) -> dict:
-                    argv = ["select", "--groups", mined[s].file("groups.jsonl"),
-                            "--stats", diags[s].file("stats.parquet"), "--output", work / "groups.jsonl"]
-                    if sel.startswith("keep_quantile_band"):
-                        _, lo, hi = sel.split(":")
-                        argv += ["--rule", "keep_quantile_band", "--lo", lo, "--hi", hi]
-                    else:
-                        argv += ["--rule", sel]
-                    call_verb(argv)
-                    return {}
+        p = Progress("select", len(todo))
+        for s, sel in todo:
+            def fn(work: Path, s: str = s, sel: str = sel) -> dict:
+                argv = ["select", "--groups", mined[s].file("groups.jsonl"),
+                        "--stats", diags[s].file("stats.parquet"), "--output", work / "groups.jsonl"]
+                if sel.startswith("keep_quantile_band"):
+                    _, lo, hi = sel.split(":")
+                    argv += ["--rule", "keep_quantile_band", "--lo", lo, "--hi", hi]
+                else:
+                    argv += ["--rule", sel]
+                call_verb(argv)
+                return {}
 
-                out[(s, sel)] = self._run("select", {"selection": sel}, {"groups": mined[s], "stats": diags[s]},
-                                          fn, p, f"{s} {sel}")
+            out[(s, sel)] = self._run("select", {"selection": sel}, {"groups": mined[s], "stats": diags[s]},
+                                      fn, p, f"{s} {sel}")
         return out
 
     def cells(self) -> list[Cell]:
-        g = self.cfg.grid
-        return [Cell(a, lo, s, gs, sel, seed) for a in g.archs for lo in g.losses for s in g.strategies
-                for gs in g.group_sizes for sel in g.selections for seed in g.seeds]
+        return study_cells(self.cfg)
 
     def cell_job(self, cell: Cell, groups: dict[tuple[str, str], Artifact], scores: dict[str, Artifact],
                  candidates: dict[str, Artifact]) -> CellJob:
@@ -465,11 +512,14 @@ class Study:
         argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
                 "--groups", inputs["groups"].file("groups.jsonl"), "--arch", cell.arch, "--loss", cell.loss,
                 "--group-size", cell.group_size, "--budget-docs", st.budget_docs, "--batch-size", st.batch_size,
-                "--grad-accum", st.grad_accum, "--lr", st.lr, "--warmup", st.warmup, "--seed", cell.seed,
+                "--grad-accum", st.grad_accum, "--lr", (st.cross_lr or st.lr) if cell.arch == "cross" else st.lr,
+                "--warmup", st.warmup, "--seed", cell.seed,
                 "--max-query-length", st.query_max_length, "--max-doc-length", st.max_length,
                 "--max-length", st.max_length + st.query_max_length]
         if cell.arch == "bi":
             argv += ["--pooling", st.pooling, "--similarity", st.similarity]
+        elif st.cross_head_lr:
+            argv += ["--head-lr", st.cross_head_lr]
         if model:
             argv += ["--model", model]
         if st.layers:
@@ -482,7 +532,9 @@ class Study:
         evals = []
         for t in self.cfg.tests:
             spec = self.data.tests[t.name]
-            mode = t.mode if cell.arch == "bi" else "rerank"
+            mode = t.mode
+            if mode == "retrieve" and cell.arch != "bi":
+                continue  # full-corpus retrieval is for bi-encoders; cross-encoders are read on re-ranking tests
             if mode == "retrieve":
                 rank_argv = ["retrieve", "--dataset", spec, "--split", t.split, "--retriever", "dense",
                              "--k", t.depth]
@@ -502,8 +554,10 @@ class Study:
     def reference_runs(self, candidates: dict[str, Artifact]) -> dict[str, dict[str, Artifact]]:
         """BM25 (the candidates themselves) and the teacher re-ranking them: the rows every student is read
         against."""
-        out: dict[str, dict[str, Artifact]] = {"first stage": {}, "teacher": {}}
-        todo = len(self.cfg.tests) * (2 if self.teacher_model else 1)
+        out: dict[str, dict[str, Artifact]] = {"first stage": {}, "teacher": {}, "untrained bi-encoder": {}}
+        base = self._base_encoder()
+        todo = len(self.cfg.tests) * (1 + (base is not None)) + sum(
+            t.mode == "rerank" for t in self.cfg.tests) * bool(self.teacher_model)
         p = Progress("reference", todo)
         for t in self.cfg.tests:
             spec = self.data.tests[t.name]
@@ -518,7 +572,25 @@ class Study:
                                                                 "metrics": list(t.metrics)},
                                                    {"candidates": candidates[t.name]}, first, p,
                                                    f"{t.name} first stage")
-            if self.teacher_model and self.teacher_art is not None:
+            if base is not None:
+                def untrained(work: Path, t: TestCollection = t, spec: str = spec, eval_argv: list = eval_argv
+                              ) -> dict:
+                    if t.mode == "retrieve":
+                        call_verb(["retrieve", "--dataset", spec, "--split", t.split, "--retriever", "dense",
+                                   "--model", base[0], "--k", t.depth, "--output", work / "run.trec"])
+                    else:
+                        call_verb(["rerank", "--dataset", spec, "--split", t.split, "--model", base[0], "--arch",
+                                   "bi", "--candidates", candidates[t.name].file("run.trec"),
+                                   "--output", work / "run.trec"])
+                    call_verb(["evaluate", *eval_argv, "--run", work / "run.trec",
+                               "--per-query", work / "per_query.tsv"])
+                    return {}
+
+                out["untrained bi-encoder"][t.name] = self._run(
+                    "evaluate", {"reference": "untrained bi-encoder", "model": base[1], "test": t.name,
+                                 "mode": t.mode, "depth": t.depth, "metrics": list(t.metrics)},
+                    {"candidates": candidates[t.name]}, untrained, p, f"{t.name} untrained bi-encoder")
+            if self.teacher_model and self.teacher_art is not None and t.mode == "rerank":
                 def teach(work: Path, t: TestCollection = t, spec: str = spec, eval_argv: list = eval_argv) -> dict:
                     call_verb(["rerank", "--dataset", spec, "--split", t.split, "--model", self.teacher_model,
                                "--candidates", candidates[t.name].file("run.trec"), "--output", work / "run.trec"])
@@ -531,6 +603,16 @@ class Study:
                                                    {"candidates": candidates[t.name], "teacher": self.teacher_art},
                                                    teach, p, f"{t.name} teacher")
         return out
+
+    def _base_encoder(self) -> tuple[str, Any] | None:
+        """The bi-encoder students' starting model (path, fingerprint) when the grid has bi-encoders: read
+        untrained, it shows what training changed."""
+        if "bi" not in self.cfg.grid.archs:
+            return None
+        from rankdistill.models import resolve_model
+
+        path = resolve_model(self.cfg.student.model)
+        return path, (_fingerprint(Path(path)) if Path(path).exists() else path)
 
     # -- the whole study -----------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -549,13 +631,20 @@ class Study:
         cells = self.cells()
         jobs = [self.cell_job(c, groups, scores, candidates) for c in cells]
         e = self.cfg.executor
-        executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell)
+        executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers)
         p = Progress("train+evaluate", len(jobs))
+        # seed-major order: every cell's first seed finishes before any second seed starts, so a run cut short
+        # leaves whole seeds that a run with fewer seeds reports from the cache
+        seeds = sorted({c.seed for c in cells})
+        order = sorted(range(len(jobs)), key=lambda i: (seeds.index(cells[i].seed), i))
         try:
-            results = executor.map(run_cell, [(j,) for j in jobs],
-                                   on_done=lambda i, r: p.step(cells[i].label, r["train_reused"]))
+            done = executor.map(run_cell, [(jobs[i],) for i in order],
+                                on_done=lambda k, r: p.step(cells[order[k]].label, r["train_reused"]))
         finally:
             executor.close()
+        results: list[dict] = [{}] * len(jobs)
+        for k, i in enumerate(order):
+            results[i] = done[k]
         cell_arts = []
         for cell, res in zip(cells, results):
             train_art = self.store.get("train", res["train"])

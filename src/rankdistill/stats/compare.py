@@ -201,23 +201,34 @@ def _clean(obj: object) -> object:
     return obj
 
 
-def check_degenerate(alignment: Alignment, sources: dict[str, str] | None = None) -> None:
-    """Refuse per-query values that make the tests meaningless: constant values, identical systems."""
+def check_degenerate(alignment: Alignment, sources: dict[str, str] | None = None, strict: bool = True
+                     ) -> list[str]:
+    """Refuse per-query values that make the tests meaningless: constant values, identical systems.
+
+    With ``strict=False`` (a study's own cells, where two models can legitimately rank alike) those two cases
+    are returned as notes instead; fewer than two common queries is always an error. The tests themselves
+    handle zero-variance differences (the interval is the point).
+    """
     sources = sources or {}
     if len(alignment.query_ids) < 2:
         raise UserInputError(f"only {len(alignment.query_ids)} query in common; paired tests need at least 2",
                              fix="check that the runs were evaluated on the same dataset and split")
+    problems: list[tuple[str, str | None, str]] = []
     for i, name in enumerate(alignment.names):
         row = alignment.matrix[i]
         if np.all(row == row[0]):
-            raise UserInputError(f"system {name} has the same {row[0]:g} on all {row.size} queries",
-                                 path=sources.get(name), fix="the run is probably empty or broken; re-run it")
+            problems.append((f"system {name} has the same {row[0]:g} on all {row.size} queries",
+                             sources.get(name), "the run is probably empty or broken; re-run it"))
     for i in range(len(alignment.names)):
         for j in range(i + 1, len(alignment.names)):
             if np.array_equal(alignment.matrix[i], alignment.matrix[j]):
                 a, b = alignment.names[i], alignment.names[j]
-                raise UserInputError(f"systems {a} and {b} have identical values on every query",
-                                     path=sources.get(b), fix="was the same run given twice?")
+                problems.append((f"systems {a} and {b} have identical values on every query", sources.get(b),
+                                 "was the same run given twice?"))
+    if problems and strict:
+        message, path, fix = problems[0]
+        raise UserInputError(message, path=path, fix=fix)
+    return [message for message, _, _ in problems]
 
 
 def compare_systems(alignment: Alignment, config: ComparisonConfig) -> ComparisonReport:

@@ -203,8 +203,11 @@ def _seed_average(entries: Sequence[StudyEntry], metric: str, policy: str, confi
 
 
 def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missing: str = "drop",
-              meta_method: str = "dl") -> StudyReport:
-    """Compare the systems of a study per collection, over seeds, and across collections."""
+              meta_method: str = "dl", strict: bool = True) -> StudyReport:
+    """Compare the systems of a study per collection, over seeds, and across collections.
+
+    ``strict=False`` turns constant or identical systems into notes instead of errors (see
+    :func:`~rankdistill.stats.compare.check_degenerate`)."""
     systems = tuple(dict.fromkeys(e.system for e in entries))
     baseline = config.baseline if config.baseline is not None else systems[0]
     if baseline not in systems:
@@ -228,7 +231,8 @@ def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missin
                 averaged.append(scores)
                 over_seeds[s] = interval
         alignment = align(averaged, missing)
-        check_degenerate(alignment, {s.name: s.source for s in averaged})
+        notes += [f"{c}: {note}" for note in check_degenerate(alignment, {s.name: s.source for s in averaged},
+                                                              strict=strict)]
         results[c] = CollectionResult(c, compare_systems(alignment, config), over_seeds)
     over_collections = {}
     meta: dict[str, MetaAnalysis | None] = {}

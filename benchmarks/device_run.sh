@@ -1,0 +1,69 @@
+#!/bin/bash
+# One GPU session in one command: the SciFact study, then the GPU speed figures, then the quick start, each
+# under its own time limit so that the whole stays inside the device's 10-minute command limit. Run from the
+# repository root on the GPU machine (with .carry/ from `bash ../shared/tools/gpu-carry.sh`):
+#   OUT=/some/dir bash benchmarks/device_run.sh [STUDY_SECONDS] [TOTAL_SECONDS]
+# RUN_STUDY=0, RUN_BENCH=0 or RUN_QUICK=0 leave a part out (e.g. a second call that only resumes the study).
+# The study writes runs/scifact-study (kept between calls of a warm machine, so a second call resumes it from
+# its artifacts). If it is cut short, its cells finish seed by seed and a report is written from the seeds
+# that finished. Results land in $OUT: study.tgz (report, plots, costs, manifests, per-cell training.json),
+# bench.tgz (one JSON per benchmark), quickstart.tgz, and device_run.log.
+set -uo pipefail
+STUDY_S=${1:-400}
+TOTAL_S=${2:-575}
+OUT=${OUT:-/tmp/device-out}
+mkdir -p "$OUT"
+start=$(date +%s)
+left() { echo $(( TOTAL_S - ($(date +%s) - start) )); }
+log() { echo "[device_run +$(( $(date +%s) - start ))s] $*" | tee -a "$OUT/device_run.log"; }
+. benchmarks/gpu_env.sh || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/device_run.log"
+python3 -c "import torch, transformers, sentence_transformers as st; print('torch', torch.__version__, 'transformers', transformers.__version__, 'sentence-transformers', st.__version__)" | tee -a "$OUT/device_run.log"
+log "setup done"
+
+# 1. the study
+study=runs/scifact-study
+if [ "${RUN_STUDY:-1}" = 1 ]; then
+log "study: up to ${STUDY_S}s"
+timeout "$STUDY_S" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
+  --output "$study" >>"$OUT/study.log" 2>&1
+rc=$?
+pkill -f spawn_main 2>/dev/null; sleep 1  # cell workers of a run that was stopped
+log "study exit $rc"
+if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
+  for seeds in "[0, 1]" "[0]"; do
+    log "study cut short: report from seeds $seeds"
+    timeout 60 python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
+      --output "$study" --set "grid.seeds=$seeds" --set "entropy_study.seeds=$seeds" \
+      --set "executor.workers=8" >>"$OUT/study.log" 2>&1 && break
+  done
+fi
+tar czf "$OUT/study.tgz" -C runs $(cd runs && { find scifact-study -maxdepth 1 -type f; find scifact-study/plots -type f;
+  find scifact-study/artifacts \( -name manifest.json -o -name training.json -o -name '*.meta.json' \
+  -o -name per_query.tsv -o -name losses.tsv \); } 2>/dev/null) 2>/dev/null
+log "study packed: $(du -h "$OUT/study.tgz" | cut -f1)"
+fi
+
+# 2. the speed figures
+if [ "${RUN_BENCH:-1}" = 1 ] && [ "$(left)" -gt 60 ]; then
+  b=$(( $(left) - 45 )); [ $b -gt 150 ] && b=150
+  log "benchmarks: up to ${b}s"
+  mkdir -p runs/bench
+  SUITE_BUDGET_S=$b timeout "$b" bash benchmarks/suite.sh runs/bench gpu >>"$OUT/bench.log" 2>&1
+  log "benchmarks exit $?"
+  tar czf "$OUT/bench.tgz" -C runs bench
+fi
+
+# 3. the quick start from scratch (fresh output and cache)
+if [ "${RUN_QUICK:-1}" = 1 ] && [ "$(left)" -gt 30 ]; then
+  q=$(( $(left) - 5 ))
+  log "quick start: up to ${q}s"
+  rm -rf runs/quickstart runs/qs-cache
+  t0=$(date +%s.%N)
+  RANKDISTILL_CACHE=$PWD/runs/qs-cache timeout "$q" python3 -m rankdistill.cli run examples/quickstart.toml \
+    --data-dir "$RANKDISTILL_DATA" --output runs/quickstart >>"$OUT/quickstart.log" 2>&1
+  rc=$?
+  log "quick start exit $rc in $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
+  tar czf "$OUT/quickstart.tgz" -C runs $(cd runs && find quickstart -maxdepth 1 -type f) 2>/dev/null
+fi
+log "done"

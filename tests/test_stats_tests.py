@@ -102,6 +102,7 @@ def test_identical_systems_are_notes_in_a_study_and_errors_for_a_user():
     with pytest.raises(UserInputError, match="identical values on every query"):
         check_degenerate(al)
     assert check_degenerate(al, strict=False) == ["systems a and b have identical values on every query"]
-    report = compare_systems(al, ComparisonConfig(metric="nDCG@10", baseline="a", margin=0.01, alpha=0.05, bootstrap=100))
+    config = ComparisonConfig(metric="nDCG@10", baseline="a", margin=0.01, alpha=0.05, bootstrap=100)
+    report = compare_systems(al, config)
     row = next(r for r in report.rows if r.name == "b")
     assert row.mean_diff == 0.0 and row.tost.verdict == "equivalent"

@@ -148,3 +148,26 @@ def test_teacher_scores_computes_only_what_the_store_lacks(tmp_path, cranfield, 
         assert [r.scored for r in provider.reports] == [10, 5]
         assert got2[pairs[5]] == got[pairs[5]]
         provider.close()
+
+
+def test_tokenising_in_threads_gives_one_calls_encoding(scifact_dir):
+    """Slices tokenised in threads are concatenated back into exactly what one call returns."""
+    from transformers import AutoTokenizer
+
+    from rankdistill.data import load_dataset
+    from rankdistill.models import resolve_model
+    from rankdistill.models.tokenize import tokenize_parallel
+
+    ds = load_dataset(scifact_dir)
+    ids = ds.corpus.ids()[:700]
+    docs = [ds.corpus.text(d) for d in ids]
+    queries = [f"query {i} about {d[:20]}" for i, d in enumerate(docs)]
+    tok = AutoTokenizer.from_pretrained(resolve_model(None))
+    kwargs = dict(truncation="longest_first", max_length=96, padding=False, return_attention_mask=False,
+                  return_token_type_ids=True)
+    one = tok(queries, docs, **kwargs)
+    many = tokenize_parallel(tok, queries, docs, workers=3, **kwargs)
+    assert many["input_ids"] == [list(x) for x in one["input_ids"]]
+    assert many["token_type_ids"] == [list(x) for x in one["token_type_ids"]]
+    singles = tokenize_parallel(tok, docs, workers=2, add_special_tokens=False, truncation=True, max_length=40)
+    assert singles["input_ids"] == tok(docs, add_special_tokens=False, truncation=True, max_length=40)["input_ids"]

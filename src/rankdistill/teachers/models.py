@@ -30,6 +30,7 @@ import torch
 from rankdistill import __version__
 from rankdistill.errors import UserInputError
 from rankdistill.models import model_id, resolve_model
+from rankdistill.models.tokenize import tokenize_parallel
 from rankdistill.teachers.batching import length_sorted_batches, pad_batch
 from rankdistill.teachers.options import SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
 from rankdistill.teachers.runtime import dtype_name, resolve_device, resolve_dtype
@@ -231,8 +232,8 @@ class CrossEncoderTeacher(Teacher):
                 "device": self.device.type, "untrained_head": bool(self.config.allow_untrained_head)}
 
     def prepare(self, queries: Sequence[str], docs: Sequence[str]) -> TokenizedChunk:
-        enc = self.tokenizer(list(queries), list(docs), truncation="longest_first", max_length=self.max_length,
-                             padding=False, return_attention_mask=False, return_token_type_ids=self.token_types)
+        enc = tokenize_parallel(self.tokenizer, queries, docs, truncation="longest_first", max_length=self.max_length,
+                                padding=False, return_attention_mask=False, return_token_type_ids=self.token_types)
         ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
         types = [np.asarray(x, dtype=np.int64) for x in enc["token_type_ids"]] if self.token_types else None
         return TokenizedChunk(ids, types, np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))

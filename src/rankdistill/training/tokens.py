@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rankdistill.models.inputs import TokenBatch
+from rankdistill.models.tokenize import tokenize_parallel
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +145,8 @@ class TokenCache:
                    leave=False, mininterval=1.0)
         for start in range(0, len(keys), batch_size):
             chunk = keys[start:start + batch_size]
-            enc = self.tokenizer([todo[k] for k in chunk], add_special_tokens=False, truncation=True,
-                                 max_length=self.max_tokens)["input_ids"]
+            enc = tokenize_parallel(self.tokenizer, [todo[k] for k in chunk], add_special_tokens=False,
+                                    truncation=True, max_length=self.max_tokens)["input_ids"]
             for k, ids in zip(chunk, enc):
                 self._append(k, ids)
             bar.update(len(chunk))

@@ -190,3 +190,33 @@ def test_bi_encoder_teacher_dot_and_cosine_with_embedding_cache(tmp_path, tiny_b
                                      embedding_cache=cache))
     expected = (q * d).sum(1) / (np.linalg.norm(q, axis=1) * np.linalg.norm(d, axis=1))
     assert np.allclose(cos.score(queries, docs), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cached_pair_tokens_equal_the_tokenizers_longest_first(tiny_cross_encoder_dir, scifact_dir):
+    """The teacher tokenises each text once and builds pairs from the cache: the ids and segment ids equal
+    the tokenizer's own pair encoding (truncation longest_first), including long queries, documents cut at
+    the limit, ties, and an empty document (an empty second segment, as the tokenizer's batch call makes it)."""
+    from transformers import AutoTokenizer
+
+    from rankdistill.data import load_dataset
+    from rankdistill.training.tokens import longest_first_lengths
+
+    ds = load_dataset(scifact_dir)
+    docs = [ds.corpus.text(d) for d in ds.corpus.ids()[:60]] + [""]
+    queries = ["p53", "what is the role of " * 24, docs[3][:400], "aspirin and risk"]  # up to 120 tokens
+    pairs = [(q, d) for q in queries for d in docs]
+    teacher = load_teacher(TeacherConfig(str(tiny_cross_encoder_dir), max_length=64, device="cpu"))
+    got = teacher.prepare([q for q, _ in pairs], [d for _, d in pairs])
+    got2 = teacher.prepare([q for q, _ in pairs], [d for _, d in pairs])  # from the cache
+    tok = AutoTokenizer.from_pretrained(str(tiny_cross_encoder_dir))
+    ref = tok([q for q, _ in pairs], [d for _, d in pairs], truncation="longest_first", max_length=64,
+              return_token_type_ids=True)
+    assert [x.tolist() for x in got.input_ids] == ref["input_ids"] == [x.tolist() for x in got2.input_ids]
+    assert [x.tolist() for x in got.token_type_ids] == ref["token_type_ids"]
+    assert got.lengths.tolist() == [len(x) for x in ref["input_ids"]]
+    # golden values of the rule: the longer text is cut first, then both halve (odd token to the longer)
+    assert longest_first_lengths(3, 100, 61) == (3, 58)
+    assert longest_first_lengths(40, 100, 61) == (30, 31)
+    assert longest_first_lengths(100, 40, 61) == (31, 30)
+    assert longest_first_lengths(50, 50, 61) == (30, 31)
+    assert longest_first_lengths(10, 20, 61) == (10, 20)

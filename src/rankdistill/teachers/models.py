@@ -30,7 +30,6 @@ import torch
 from rankdistill import __version__
 from rankdistill.errors import UserInputError
 from rankdistill.models import model_id, resolve_model
-from rankdistill.models.tokenize import tokenize_parallel
 from rankdistill.teachers.batching import length_sorted_batches, pad_batch
 from rankdistill.teachers.options import SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
 from rankdistill.teachers.runtime import dtype_name, resolve_device, resolve_dtype
@@ -170,6 +169,10 @@ def _model_limit(cfg: Any, tokenizer: Any) -> int:
     return min(limits)
 
 
+TOKEN_CACHE_LIMIT = 50_000_000
+"""Tokens a cross-encoder teacher keeps cached between chunks (about 100-200 MB) before starting afresh."""
+
+
 @dataclass(frozen=True)
 class TokenizedChunk:
     """Pre-tokenised pairs of one chunk: token ids (and type ids) per pair, and their lengths."""
@@ -222,6 +225,8 @@ class CrossEncoderTeacher(Teacher):
         self.token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
         self.multiple_of = 8 if self.device.type == "cuda" else 1
+        self._tokens: Any = None
+        self._template: Any = None
 
     def identity(self) -> dict:
         return {"kind": "cross", "model": model_id(self.config.model), "score_space": self.score_space,
@@ -232,11 +237,26 @@ class CrossEncoderTeacher(Teacher):
                 "device": self.device.type, "untrained_head": bool(self.config.allow_untrained_head)}
 
     def prepare(self, queries: Sequence[str], docs: Sequence[str]) -> TokenizedChunk:
-        enc = tokenize_parallel(self.tokenizer, queries, docs, truncation="longest_first", max_length=self.max_length,
-                                padding=False, return_attention_mask=False, return_token_type_ids=self.token_types)
-        ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
-        types = [np.asarray(x, dtype=np.int64) for x in enc["token_type_ids"]] if self.token_types else None
-        return TokenizedChunk(ids, types, np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
+        """Token ids of each pair, exactly as ``tokenizer(q, d, truncation="longest_first")`` gives them, built
+        from each distinct text tokenised once (a document met by many queries, as in re-ranking, is not
+        re-tokenised; the cache is dropped when it passes ``TOKEN_CACHE_LIMIT`` tokens)."""
+        from rankdistill.training.tokens import InputTemplate, TokenCache
+
+        if self._tokens is None or self._tokens.tokens > TOKEN_CACHE_LIMIT:
+            self._template = InputTemplate.from_tokenizer(self.tokenizer)
+            # texts are kept to twice the limit, so that longest_first sees which one is longer (it could
+            # differ from the tokenizer only where both texts pass twice the limit)
+            self._tokens = TokenCache(self.tokenizer, 2 * self.max_length, "teacher texts")
+        cache, template = self._tokens, self._template
+        assert template is not None
+        cache.add(((t, t) for t in (*queries, *docs)), progress=False)
+        ids, types = [], []
+        for q, d in zip(queries, docs):
+            pair_ids, pair_types = template.pair(cache[q], cache[d], self.max_length, "longest_first")
+            ids.append(np.asarray(pair_ids, dtype=np.int64))
+            types.append(np.asarray(pair_types, dtype=np.int64))
+        return TokenizedChunk(ids, types if self.token_types else None,
+                              np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
 
     @torch.inference_mode()
     def run(self, prepared: TokenizedChunk) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -30,6 +30,18 @@ def _find(seq: Sequence[int], sub: Sequence[int], start: int = 0) -> int:
     return -1
 
 
+def longest_first_lengths(a: int, b: int, room: int) -> tuple[int, int]:
+    """Lengths kept of two texts of ``a`` and ``b`` tokens under ``longest_first`` truncation to ``room``
+    tokens, as the ``tokenizers`` library does it: when cutting the longer text down is enough, only it is cut;
+    otherwise both keep half the room, the longer one (the second on a tie) the odd token."""
+    if a + b <= room:
+        return a, b
+    if min(a, b) <= room - max(a, b) or abs(a - b) >= a + b - room:
+        return (room - b, b) if a > b else (a, room - a)
+    low, high = room // 2, room - room // 2
+    return (high, low) if a > b else (low, high)
+
+
 @dataclass(frozen=True)
 class InputTemplate:
     """Where a tokenizer puts its special tokens around one text and around a pair, and the segment ids."""
@@ -78,12 +90,21 @@ class InputTemplate:
         room = max(0, max_length - self.single_specials)
         return [*self.single_prefix, *ids[:room], *self.single_suffix]
 
-    def pair(self, first: Sequence[int], second: Sequence[int], max_length: int) -> tuple[list[int], list[int]]:
-        """Ids and segment ids of ``prefix + first + middle + second + suffix``, the second text cut first
-        (like ``truncation="only_second"``), then the first if it alone does not fit."""
+    def pair(self, first: Sequence[int], second: Sequence[int], max_length: int, truncation: str = "only_second"
+             ) -> tuple[list[int], list[int]]:
+        """Ids and segment ids of ``prefix + first + middle + second + suffix`` cut to ``max_length``.
+
+        ``only_second`` cuts the second text first, then the first if it alone does not fit;
+        ``longest_first`` (the tokenizers' default for pairs) takes tokens off the longer text first: see
+        :func:`longest_first_lengths`.
+        """
         room = max(0, max_length - self.pair_specials)
-        first = first[:room]
-        second = second[:max(0, room - len(first))]
+        if truncation == "longest_first":
+            n1, n2 = longest_first_lengths(len(first), len(second), room)
+            first, second = first[:n1], second[:n2]
+        else:
+            first = first[:room]
+            second = second[:max(0, room - len(first))]
         head = [*self.pair_prefix, *first, *self.pair_middle]
         tail = [*second, *self.pair_suffix]
         return head + tail, [self.first_type] * len(head) + [self.second_type] * len(tail)

@@ -18,12 +18,22 @@ MIN_PER_THREAD = 256
 """Smaller slices are not worth a thread."""
 
 
+def _default_workers() -> int:
+    try:
+        import torch
+
+        return max(1, torch.get_num_threads())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return os.cpu_count() or 1
+
+
 def tokenize_parallel(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                       workers: int | None = None, **kwargs: Any) -> dict[str, list]:
-    """``tokenizer(texts, pairs, **kwargs)`` computed on up to ``workers`` (default: the CPU count) slices in
-    threads; returns the encoding's lists (``input_ids``, ...) in input order, exactly as one call would."""
+    """``tokenizer(texts, pairs, **kwargs)`` computed on up to ``workers`` slices in threads (default: torch's
+    thread count, i.e. this process's share of the cores, which the runner's process pool sets); returns the
+    encoding's lists (``input_ids``, ...) in input order, exactly as one call would."""
     n = len(texts)
-    parts = max(1, min(workers or os.cpu_count() or 1, n // MIN_PER_THREAD))
+    parts = max(1, min(workers or _default_workers(), n // MIN_PER_THREAD))
 
     def encode(bounds: tuple[int, int]) -> dict[str, list]:
         a, b = bounds

@@ -209,7 +209,8 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                                    xlabel="mining + scoring + training seconds", ylabel=f"mean {metric}",
                                    title="Cost vs effectiveness per strategy")
         md += ["![cost vs effectiveness](plots/cost_vs_effectiveness.png)", ""]
-    _write_costs(out_dir, costs, metric)
+    shared = cfg.executor.workers if cfg.executor.kind == "processes" and cfg.executor.workers > 1 else 0
+    _write_costs(out_dir, costs, metric, shared)
 
     # ---- claims ------------------------------------------------------------------------------------------
     md += ["## The paper's claims, read from this run", ""]
@@ -347,11 +348,13 @@ def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
     return out
 
 
-def _write_costs(out_dir: Path, costs: dict, metric: str) -> None:
+def _write_costs(out_dir: Path, costs: dict, metric: str, shared: int = 0) -> None:
     rows = [[s, f"{c['mining_seconds']:.1f}", f"{c['scoring_seconds']:.1f}", f"{c['training_seconds']:.1f}",
              f"{c['training_gpu_seconds']:.1f}", c["teacher_calls_mining"] + c["teacher_calls_labels"],
              _f(c["effectiveness"])] for s, c in costs.items()]
-    text = "# Measured cost per strategy\n\nSeconds as recorded when each artifact was first computed.\n\n" + \
+    note = (f" Cells ran {shared} at a time on one machine, so training GPU-seconds are wall seconds on a GPU "
+            f"shared by up to {shared} cells: they over-count the GPU's own time." if shared else "")
+    text = f"# Measured cost per strategy\n\nSeconds as recorded when each artifact was first computed.{note}\n\n" + \
         _md_table(["strategy", "mining s", "scoring s", "training s (all cells)", "training GPU-s", "teacher calls",
                    f"mean {metric}"], rows) + "\n"
     (out_dir / "costs.md").write_text(text)

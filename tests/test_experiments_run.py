@@ -90,6 +90,13 @@ def test_report_has_every_section(reference):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["train"]["artifacts"] == 6
     assert set(manifest["stages"]) >= {"candidates", "teacher", "mine", "score", "diagnose", "train", "evaluate"}
+    # strategies share one store of teacher scores: the ensemble's BM25 candidates were scored for the teacher
+    # strategy already, so it scores fewer pairs than it needs
+    costs = {r.split("|")[1].strip(): r.split("|")[6:8] for r in (out / "costs.md").read_text().splitlines()
+             if r.startswith("| ") and not r.startswith("| strategy")}
+    needed, scored = (int(x) for x in costs["ensemble"])
+    assert 0 < scored < needed
+    assert len(list((out / "cache" / "teacher-scores").glob("*.db"))) == 1
     train = next((out / "artifacts" / "train").glob("[0-9a-f]*"))
     assert json.loads((train / "manifest.json").read_text())["info"]["realised_docs"] == 48
 

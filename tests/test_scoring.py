@@ -63,6 +63,28 @@ def test_score_pairs_scores_unique_missing_pairs_once(tmp_path, cranfield, tiny_
     assert np.allclose([got[p] for p in pairs], ref, atol=1e-6, rtol=1e-5)
 
 
+def test_a_shared_cache_store_saves_the_work_not_the_result(tmp_path, cranfield, tiny_cross_encoder_dir):
+    """Two jobs sharing a cache: the second copies the pairs the first scored, scores only the rest, and its
+    own store ends up as without the cache (the same pairs; values equal up to batch-composition rounding)."""
+    _, texts, pairs = cranfield
+    teacher = load_teacher(_config(tiny_cross_encoder_dir, teacher_id="tiny"))
+    with ScoreStore(tmp_path / "cache.db") as cache:
+        with ScoreStore(tmp_path / "a.db") as a:
+            first = score_pairs(teacher, pairs[:70], texts, a, chunk_size=16, show_progress=False, cache=cache)
+        assert (first.requested, first.cached, first.reused, first.scored) == (70, 0, 0, 70)
+        assert cache.count("tiny") == 70
+        with ScoreStore(tmp_path / "b.db") as b:
+            second = score_pairs(teacher, pairs[40:], texts, b, chunk_size=16, show_progress=False, cache=cache)
+            assert (second.requested, second.cached, second.reused, second.scored) == (80, 0, 30, 50)
+            assert b.count("tiny") == 80 and cache.count("tiny") == 120
+            shared = b.get_many("tiny", pairs[40:])
+        with ScoreStore(tmp_path / "alone.db") as alone:
+            score_pairs(teacher, pairs[40:], texts, alone, chunk_size=16, show_progress=False)
+            ref = alone.get_many("tiny", pairs[40:])
+    assert ref.keys() == shared.keys()
+    assert np.allclose([ref[p] for p in ref], [shared[p] for p in ref], atol=1e-7)
+
+
 def test_a_teacher_id_made_with_other_settings_is_refused(tmp_path, cranfield, tiny_cross_encoder_dir):
     _, texts, pairs = cranfield
     with ScoreStore(tmp_path / "s.db") as store:

@@ -115,31 +115,37 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("--strategy run needs --candidates FILE (a TREC run)")
     spec = teacher_spec(args) if args.teacher else None
     ds = open_dataset(args)
-    store = None
+    store = cache = None
     teacher = None
     store_path = Path(args.scores) if args.scores else default_store_path(args.output)
+    work: dict[str, int] = {}
     try:
         if spec is not None:
-            from rankdistill.teachers.engine import CorpusTexts, TeacherScores
+            from rankdistill.teachers.engine import CorpusTexts, EnsembleConfig, TeacherScores
             from rankdistill.teachers.pairs import dataset_queries
             from rankdistill.teachers.store import ScoreStore
 
             store = ScoreStore(store_path)
+            cache = ScoreStore(args.cache) if args.cache and not isinstance(spec, EnsembleConfig) else None
             teacher = TeacherScores(spec, store, CorpusTexts(dataset_queries(ds, args.split), ds.corpus),
-                                    chunk_size=args.chunk_size)
+                                    chunk_size=args.chunk_size, cache=cache)
         result = Miner(MiningContext(config, ds, args.split, teacher)).run()
         teacher_info = teacher.info() if teacher is not None else None
+        if teacher is not None:
+            work = {k: sum(getattr(r, k) for r in teacher.reports) for k in ("scored", "reused", "cached")}
     finally:
         if teacher is not None:
             teacher.close()
-        if store is not None:
-            store.close()
+        for s in (store, cache):
+            if s is not None:
+                s.close()
     write_groups(result.groups, args.output)
     meta = {
         "command": "mine", "rankdistill": __version__, "output": str(args.output),
         "dataset": {"spec": str(args.dataset), "name": ds.name, "split": args.split},
         "settings": config.to_dict(), "strategy_settings": result.settings,
-        "teacher": None if spec is None else {"id": spec.id, "store": str(store_path), "info": teacher_info},
+        "teacher": None if spec is None else {"id": spec.id, "store": str(store_path), "info": teacher_info,
+                                              "pairs": work},
         "counts": result.counts, "seconds": round(result.seconds, 3),
     }
     with atomic_write(sidecar_path(args.output)) as fh:

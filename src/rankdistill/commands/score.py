@@ -41,6 +41,9 @@ def add_teacher_args(p: argparse.ArgumentParser, required: bool, batch_size: int
                    help="accept a cross-encoder whose classification head is random (benchmarks only)")
     p.add_argument("--chunk-size", type=int, default=8192, metavar="N",
                    help="pairs tokenised and length-sorted at a time (default 8192)")
+    p.add_argument("--cache", default=None, metavar="STORE",
+                   help="a score store shared between jobs: pairs found there are copied instead of scored, new "
+                        "scores are added to it (one teacher's scores, e.g. across every strategy of a study)")
 
 
 def teacher_spec(args: argparse.Namespace):
@@ -90,20 +93,27 @@ def run(args: argparse.Namespace) -> int:
     queries = dataset_queries(ds, args.split)
     gp = read_group_pairs(args.groups, queries, ds.corpus)
     texts = CorpusTexts(queries, ds.corpus)
-    with ScoreStore(args.output) as store:
-        if isinstance(spec, EnsembleConfig):
-            reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size)
-        else:
-            teacher = load_teacher(spec)
-            try:
-                reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size)]
-            finally:
-                teacher.close()
-        if args.export_run:
-            store.export_run(args.export_run, spec.id, gp.pairs)
-        if args.export_json_gz:
-            store.export_json_gz(args.export_json_gz, spec.id, gp.pairs)
+    cache = ScoreStore(args.cache) if args.cache and not isinstance(spec, EnsembleConfig) else None
+    try:
+        with ScoreStore(args.output) as store:
+            if isinstance(spec, EnsembleConfig):
+                reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size)
+            else:
+                teacher = load_teacher(spec)
+                try:
+                    reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size,
+                                           cache=cache)]
+                finally:
+                    teacher.close()
+            if args.export_run:
+                store.export_run(args.export_run, spec.id, gp.pairs)
+            if args.export_json_gz:
+                store.export_json_gz(args.export_json_gz, spec.id, gp.pairs)
+    finally:
+        if cache is not None:
+            cache.close()
     for r in reports:
-        print(f"{r.teacher_id}: {r.requested} pairs, {r.cached} already stored, {r.scored} scored "
+        shared = f", {r.reused} from the cache" if cache is not None else ""
+        print(f"{r.teacher_id}: {r.requested} pairs, {r.cached} already stored{shared}, {r.scored} scored "
               f"({r.pairs_per_second:.0f} pairs/s) -> {args.output}")
     return 0

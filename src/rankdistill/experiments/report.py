@@ -337,6 +337,8 @@ def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
         out[s] = {
             "teacher_calls_mining": art.info.get("teacher_calls", 0),
             "teacher_calls_labels": sc.info.get("teacher_calls", 0) if sc else 0,
+            "teacher_calls_computed": art.info.get("teacher_calls_computed", art.info.get("teacher_calls", 0))
+            + (sc.info.get("teacher_calls_computed", sc.info.get("teacher_calls", 0)) if sc else 0),
             "groups": art.info.get("counts", {}).get("groups", 0),
             "docs_per_cell": max((t.info.get("realised_docs") or 0 for _, t in cells), default=0),
             "mining_seconds": art.manifest.get("seconds", 0.0),
@@ -351,12 +353,15 @@ def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
 def _write_costs(out_dir: Path, costs: dict, metric: str, shared: int = 0) -> None:
     rows = [[s, f"{c['mining_seconds']:.1f}", f"{c['scoring_seconds']:.1f}", f"{c['training_seconds']:.1f}",
              f"{c['training_gpu_seconds']:.1f}", c["teacher_calls_mining"] + c["teacher_calls_labels"],
-             _f(c["effectiveness"])] for s, c in costs.items()]
+             c["teacher_calls_computed"], _f(c["effectiveness"])] for s, c in costs.items()]
     note = (f" Cells ran {shared} at a time on one machine, so training GPU-seconds are wall seconds on a GPU "
             f"shared by up to {shared} cells: they over-count the GPU's own time." if shared else "")
     text = f"# Measured cost per strategy\n\nSeconds as recorded when each artifact was first computed.{note}\n\n" + \
         _md_table(["strategy", "mining s", "scoring s", "training s (all cells)", "training GPU-s", "teacher calls",
-                   f"mean {metric}"], rows) + "\n"
+                   "of them scored here", f"mean {metric}"], rows) + \
+        "\nTeacher calls: the pairs the strategy needs scored, its cost on its own. Of them scored here: the ones " \
+        "this study had not already scored for an earlier strategy (strategies share one store of teacher " \
+        "scores), so the seconds above are those of the pairs scored here.\n"
     (out_dir / "costs.md").write_text(text)
 
 

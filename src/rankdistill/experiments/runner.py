@@ -389,13 +389,25 @@ class Study:
             argv += ["--ensemble-n", m.ensemble_per_system, "--ensemble-margin", m.ensemble_margin]
         if teacher is not None:
             tc = self.cfg.teacher
-            argv += ["--teacher", teacher, "--scores", work / "mining-scores.db",
+            argv += ["--teacher", teacher, "--scores", work / "mining-scores.db", "--cache", self._teacher_cache(),
                      "--max-length", tc.max_length if tc else 256, "--batch-size", tc.batch_size if tc else 64]
             if m.false_negative_margin is not None:
                 argv += ["--fn-margin", m.false_negative_margin]
         call_verb(argv)
         meta = json.loads((work / "groups.jsonl.meta.json").read_text())
-        return {"counts": meta.get("counts", {}), "teacher_calls": _rows(work / "mining-scores.db")}
+        computed = ((meta.get("teacher") or {}).get("pairs") or {}).get("scored", 0)
+        return {"counts": meta.get("counts", {}), "teacher_calls": _rows(work / "mining-scores.db"),
+                "teacher_calls_computed": computed}
+
+    def _teacher_cache(self) -> Path:
+        """One score store per teacher shared by every mining and labelling stage of the study: a pair that
+        one strategy had scored is copied, not scored again. Each stage's own store (and its count of teacher
+        calls, the strategy's cost on its own) is the same as without it."""
+        assert self.teacher_art is not None
+        tc = self.cfg.teacher
+        folder = self.output / "cache" / "teacher-scores"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.teacher_art.hash}-{tc.max_length if tc else 256}.db"
 
     def mine(self) -> dict[str, Artifact]:
         g, m = self.cfg.grid, self.cfg.mining
@@ -425,15 +437,17 @@ class Study:
                 prior = groups.file("mining-scores.db")
                 if prior.exists():
                     shutil.copyfile(prior, db)
-                before = _rows(db)
+                before, cache_before = _rows(db), _rows(self._teacher_cache())
                 call_verb(["score", "--dataset", self.data.train, "--split", self.cfg.train.split,
                            "--groups", groups.file("groups.jsonl"), "--teacher", self.teacher_model,
+                           "--cache", self._teacher_cache(),
                            "--max-length", self.cfg.teacher.max_length if self.cfg.teacher else 256,
                            "--batch-size", self.cfg.teacher.batch_size if self.cfg.teacher else 64, "--output", db])
                 for extra in ("scores.db-wal", "scores.db-shm"):
                     (work / extra).unlink(missing_ok=True)
                 after = _rows(db)
-                return {"pairs": after, "teacher_calls": after - before}
+                return {"pairs": after, "teacher_calls": after - before,
+                        "teacher_calls_computed": _rows(self._teacher_cache()) - cache_before}
 
             out[s] = self._run("score", {"teacher_max_length": self.cfg.teacher.max_length},
                                {"groups": groups, "teacher": self.teacher_art}, fn, p, s)

@@ -79,6 +79,9 @@ class ScoringReport:
     cached: int
     scored: int
     seconds: float
+    reused: int = 0
+    """Pairs copied from a shared cache store instead of being scored (counted in neither ``cached``
+    nor ``scored``)."""
 
     @property
     def pairs_per_second(self) -> float:
@@ -86,7 +89,7 @@ class ScoringReport:
 
     def to_dict(self) -> dict:
         return {"teacher_id": self.teacher_id, "requested": self.requested, "cached": self.cached,
-                "scored": self.scored, "seconds": round(self.seconds, 3),
+                "reused": self.reused, "scored": self.scored, "seconds": round(self.seconds, 3),
                 "pairs_per_second": round(self.pairs_per_second, 1)}
 
 
@@ -122,7 +125,8 @@ def _report_bad(teacher_id: str, bad: list[Pair], total_bad: int) -> UserInputEr
 
 
 def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store: ScoreStore, *,
-                chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True) -> ScoringReport:
+                chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True,
+                cache: ScoreStore | None = None) -> ScoringReport:
     """Score the pairs the store lacks with ``teacher`` and commit them batch by batch.
 
     Args:
@@ -131,6 +135,9 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
         texts: query and document texts.
         store: the score store; the teacher's id and info are recorded (and checked) there.
         chunk_size: pairs tokenised at a time (the length sort works within a chunk).
+        cache: a second store shared by several jobs (e.g. every strategy's mining in a study): pairs found
+            there are copied into ``store`` instead of being scored, and new scores go to both. ``store``
+            ends up the same either way; only the work differs.
 
     Raises:
         UserInputError: the teacher id holds scores made with other settings, or the teacher gave NaN/inf
@@ -144,6 +151,14 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
     cached = len(wanted) - len(todo)
     if cached:
         logger.info("teacher %s: %d of %d pairs already in %s", tid, cached, len(wanted), store.path)
+    reused = 0
+    if cache is not None and todo:
+        claim_teacher_id(cache, tid, teacher.identity(), teacher.info())
+        found = cache.get_many(tid, todo)
+        if found:
+            reused = store.put(tid, [(q, d, v) for (q, d), v in found.items()])
+            todo = [p for p in todo if p not in found]
+            logger.info("teacher %s: %d pairs copied from the shared store %s", tid, reused, cache.path)
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
 
     def prepare(chunk: list[Pair]) -> Any:
@@ -167,11 +182,13 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
                     raise _report_bad(tid, [(r[0], r[1]) for r, ok in zip(rows, finite) if not ok],
                                       int((~finite).sum()))
                 scored += store.put(tid, rows)
+                if cache is not None:
+                    cache.put(tid, rows)
                 bar.update(len(rows))
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
-    report = ScoringReport(tid, len(wanted), cached, scored, time.perf_counter() - start)
+    report = ScoringReport(tid, len(wanted), cached, scored, time.perf_counter() - start, reused)
     if scored:
         logger.info("teacher %s: scored %d pairs in %.1fs (%.0f pairs/s)", tid, scored, report.seconds,
                     report.pairs_per_second)
@@ -263,9 +280,10 @@ class TeacherScores:
     """
 
     def __init__(self, spec: TeacherSpec, store: ScoreStore, texts: PairTexts, *, chunk_size: int = DEFAULT_CHUNK,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, cache: ScoreStore | None = None) -> None:
         self.spec = spec
         self.store = store
+        self.cache = cache
         self.texts = texts
         self.chunk_size = chunk_size
         self.show_progress = show_progress
@@ -287,7 +305,8 @@ class TeacherScores:
                 if self._teacher is None:
                     self._teacher = load_teacher(self.spec)
                 self.reports.append(score_pairs(self._teacher, wanted, self.texts, self.store,
-                                                chunk_size=self.chunk_size, show_progress=self.show_progress))
+                                                chunk_size=self.chunk_size, show_progress=self.show_progress,
+                                                cache=self.cache))
         return self.store.get_many(self.teacher_id, wanted)
 
     def info(self) -> dict:

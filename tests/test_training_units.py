@@ -207,3 +207,45 @@ def test_head_learning_rate_applies_to_pooler_and_classifier_only(tiny_cross_enc
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
     sched.step()
     assert sorted({round(g["lr"], 12) for g in opt.param_groups}) == [0.9e-5, 0.9e-3]  # linear decay, same factor
+
+
+def test_token_memo_is_shared_by_caches_of_equal_tokenizers_and_limits(tmp_path):
+    """A second cache (another student's saved copy of the same tokenizer) takes its ids from the process
+    memo, without calling the tokenizer; another limit or another tokenizer definition does not."""
+    from transformers import AutoTokenizer
+
+    from rankdistill.models import resolve_model
+    from rankdistill.training import tokens
+
+    tokens.clear_token_memo()
+    tok = AutoTokenizer.from_pretrained(resolve_model(None))
+    tok.save_pretrained(tmp_path / "copy")
+    texts = {f"d{i}": f"document {i} on p53 and tumour suppression " * (i + 1) for i in range(20)}
+    first = tokens.TokenCache(tok, 24)
+    assert first.add(texts.items(), progress=False) == 20
+
+    class Counting:
+        """The copied tokenizer, counting its calls."""
+
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __call__(self, *args, **kwargs):
+            self.calls += 1
+            return self.inner(*args, **kwargs)
+
+    copy = Counting(AutoTokenizer.from_pretrained(tmp_path / "copy"))
+    second = tokens.TokenCache(copy, 24)
+    assert second.add(((f"k{k}", t) for k, t in texts.items()), progress=False) == 20
+    assert copy.calls == 0
+    assert all(second[f"k{k}"].tolist() == first[k].tolist() for k in texts)
+    longer = tokens.TokenCache(copy, 48)
+    longer.add(texts.items(), progress=False)
+    assert copy.calls == 1 and len(longer["d19"]) == 48 > len(first["d19"]) == 24
+    tokens.clear_token_memo()

@@ -9,6 +9,8 @@ rounded up to a multiple of ``pad_multiple`` (fewer distinct shapes for ``torch.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -110,11 +112,43 @@ class InputTemplate:
         return head + tail, [self.first_type] * len(head) + [self.second_type] * len(tail)
 
 
+MEMO_LIMIT = 20_000_000
+"""Token ids the process-wide memo of :class:`TokenCache` keeps (about 40-80 MB) before starting afresh."""
+
+_MEMO: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+_MEMO_TOKENS = [0]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A digest of a fast tokenizer's whole definition (vocabulary, normaliser, ...): two tokenizers loaded
+    from different folders (every trained student saves its own copy) with the same digest tokenise alike."""
+    cached = getattr(tokenizer, "_rankdistill_fingerprint", None)
+    if cached is not None:
+        return cached
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else f"{type(tokenizer).__name__}:{tokenizer.name_or_path}"
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    with contextlib.suppress(AttributeError):
+        tokenizer._rankdistill_fingerprint = digest
+    return digest
+
+
+def clear_token_memo() -> None:
+    """Forget every memoised tokenisation of this process."""
+    _MEMO.clear()
+    _MEMO_TOKENS[0] = 0
+
+
 class TokenCache:
     """Token ids (no special tokens) of texts by key, each tokenised once and cut to ``max_tokens``.
 
     All ids live in one growing flat array (``uint16`` when the vocabulary fits, else ``int32``) indexed by
     ``key -> (start, length)``, so millions of passages cost about two bytes per token plus the index.
+
+    Tokenisations are also memoised for the process, by tokenizer definition, token limit and text: the
+    cells a study runs one after another in a worker process (train, then re-rank four test collections)
+    tokenise the same corpora with the same tokenizer, and only the first one pays (up to ``MEMO_LIMIT``
+    tokens, then the memo starts afresh).
     """
 
     def __init__(self, tokenizer, max_tokens: int, name: str = "texts") -> None:
@@ -161,18 +195,30 @@ class TokenCache:
         for key, text in items:
             if key not in self._index and key not in todo:
                 todo[key] = text
-        keys = list(todo)
+        memo = _MEMO.setdefault((tokenizer_fingerprint(self.tokenizer), self.max_tokens), {})
+        keys = []
+        for key, text in todo.items():
+            ids = memo.get(text)
+            if ids is None:
+                keys.append(key)
+            else:
+                self._append(key, ids)
         bar = tqdm(total=len(keys), desc=f"tokenising {self.name}", unit=" texts", disable=not progress or None,
                    leave=False, mininterval=1.0)
         for start in range(0, len(keys), batch_size):
             chunk = keys[start:start + batch_size]
             enc = tokenize_parallel(self.tokenizer, [todo[k] for k in chunk], add_special_tokens=False,
                                     truncation=True, max_length=self.max_tokens)["input_ids"]
+            if _MEMO_TOKENS[0] > MEMO_LIMIT:
+                clear_token_memo()
+                memo = _MEMO.setdefault((tokenizer_fingerprint(self.tokenizer), self.max_tokens), {})
             for k, ids in zip(chunk, enc):
                 self._append(k, ids)
+                memo[todo[k]] = self[k].copy()
+                _MEMO_TOKENS[0] += len(ids)
             bar.update(len(chunk))
         bar.close()
-        return len(keys)
+        return len(todo)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, types: Sequence[Sequence[int]] | None = None,

@@ -71,3 +71,17 @@ def test_embedding_cache_reuses_vectors(tiny_bert_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(embeddings, "load_sentence_transformer", boom)
     again = embeddings.encode_texts(texts[:2], model=str(tiny_bert_dir), cache_dir=tmp_path)
     assert np.array_equal(again, first[:2])
+
+
+def test_a_token_limit_does_not_leak_into_later_encodings(tiny_bert_dir, tmp_path):
+    """The loaded encoder is shared within a process: encoding at 4 tokens and then at the model's own limit
+    gives what the model's own limit gives alone (once, a dense mining at 32 tokens cut a later full-length
+    retrieval in the same process, and cached the cut vectors under the full-length key)."""
+    from rankdistill.models import embeddings
+
+    texts = ["wing flutter at transonic speeds over swept wings", "boundary layer transition on flat plates"]
+    own = embeddings.encode_texts(texts, model=str(tiny_bert_dir), cache_dir=False)
+    cut = embeddings.encode_texts(texts, model=str(tiny_bert_dir), max_length=4, cache_dir=False)
+    after = embeddings.encode_texts(texts, model=str(tiny_bert_dir), cache_dir=False)
+    assert not np.allclose(cut, own)
+    assert np.allclose(after, own, atol=1e-6)

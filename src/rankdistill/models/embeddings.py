@@ -95,6 +95,7 @@ class EmbeddingCache:
 
 
 _MODELS: dict[tuple[str, str | None], object] = {}
+_OWN_MAX_LENGTH: dict[tuple[str, str | None], int] = {}
 
 
 def load_sentence_transformer(model: str | None = None, device: str | None = None, max_length: int | None = None):
@@ -105,9 +106,11 @@ def load_sentence_transformer(model: str | None = None, device: str | None = Non
     key = (resolved, device)
     if key not in _MODELS:
         _MODELS[key] = SentenceTransformer(resolved, device=device)
+        _OWN_MAX_LENGTH[key] = _MODELS[key].max_seq_length  # type: ignore[attr-defined]
     st = _MODELS[key]
-    if max_length is not None:
-        st.max_seq_length = max_length  # type: ignore[attr-defined]
+    # the memoised model is shared: every call sets the limit it asks for (None = the model's own), so an
+    # earlier caller's limit never leaks into a later one
+    st.max_seq_length = max_length if max_length is not None else _OWN_MAX_LENGTH[key]  # type: ignore[attr-defined]
     return st
 
 

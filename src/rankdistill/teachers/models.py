@@ -169,10 +169,6 @@ def _model_limit(cfg: Any, tokenizer: Any) -> int:
     return min(limits)
 
 
-TOKEN_CACHE_LIMIT = 50_000_000
-"""Tokens a cross-encoder teacher keeps cached between chunks (about 100-200 MB) before starting afresh."""
-
-
 @dataclass(frozen=True)
 class TokenizedChunk:
     """Pre-tokenised pairs of one chunk: token ids (and type ids) per pair, and their lengths."""
@@ -225,8 +221,9 @@ class CrossEncoderTeacher(Teacher):
         self.token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
         self.multiple_of = 8 if self.device.type == "cuda" else 1
-        self._tokens: Any = None
-        self._template: Any = None
+        from rankdistill.training.tokens import InputTemplate
+
+        self.template = InputTemplate.from_tokenizer(self.tokenizer)
 
     def identity(self) -> dict:
         return {"kind": "cross", "model": model_id(self.config.model), "score_space": self.score_space,
@@ -238,21 +235,17 @@ class CrossEncoderTeacher(Teacher):
 
     def prepare(self, queries: Sequence[str], docs: Sequence[str]) -> TokenizedChunk:
         """Token ids of each pair, exactly as ``tokenizer(q, d, truncation="longest_first")`` gives them, built
-        from each distinct text tokenised once (a document met by many queries, as in re-ranking, is not
-        re-tokenised; the cache is dropped when it passes ``TOKEN_CACHE_LIMIT`` tokens)."""
-        from rankdistill.training.tokens import InputTemplate, TokenCache
+        from each distinct text tokenised once: a document met by many queries, as in re-ranking, is taken from
+        the process's token memo (:class:`~rankdistill.training.tokens.TokenCache`) in later chunks."""
+        from rankdistill.training.tokens import TokenCache
 
-        if self._tokens is None or self._tokens.tokens > TOKEN_CACHE_LIMIT:
-            self._template = InputTemplate.from_tokenizer(self.tokenizer)
-            # texts are kept to twice the limit, so that longest_first sees which one is longer (it could
-            # differ from the tokenizer only where both texts pass twice the limit)
-            self._tokens = TokenCache(self.tokenizer, 2 * self.max_length, "teacher texts")
-        cache, template = self._tokens, self._template
-        assert template is not None
+        # texts are kept to twice the limit, so that longest_first sees which one is longer (it could differ
+        # from the tokenizer only where both texts pass twice the limit)
+        cache = TokenCache(self.tokenizer, 2 * self.max_length, "teacher texts")
         cache.add(((t, t) for t in (*queries, *docs)), progress=False)
         ids, types = [], []
         for q, d in zip(queries, docs):
-            pair_ids, pair_types = template.pair(cache[q], cache[d], self.max_length, "longest_first")
+            pair_ids, pair_types = self.template.pair(cache[q], cache[d], self.max_length, "longest_first")
             ids.append(np.asarray(pair_ids, dtype=np.int64))
             types.append(np.asarray(pair_types, dtype=np.int64))
         return TokenizedChunk(ids, types if self.token_types else None,

@@ -17,6 +17,7 @@ from rankdistill.data.runs import Run, ranked
 from rankdistill.models.backbone import detect_arch
 from rankdistill.models.bi_encoder import BiEncoder
 from rankdistill.models.cross_encoder import CrossEncoder
+from rankdistill.teachers.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +30,6 @@ def load_student(directory: str | Path, arch: str | None = None) -> BiEncoder | 
     return CrossEncoder.from_pretrained(str(directory))
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @torch.inference_mode()
 def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str], corpus, candidates: Run, *,
                      batch_size: int | None = None, device: str = "auto", progress: bool = True) -> Run:
@@ -44,7 +39,7 @@ def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str]
     """
     from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs, encode_singles
 
-    dev = _device(device)
+    dev = resolve_device(device)
     batch_size = batch_size or (512 if dev.type == "cuda" else 64)
     model.to(dev).eval()
     tok = model.tokenizer

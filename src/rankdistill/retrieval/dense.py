@@ -60,8 +60,9 @@ def exact_top_k(docs: np.ndarray, queries: np.ndarray, k: int, device: str | Non
     """
     import torch
 
-    dev = torch.device(device) if device not in (None, "", "auto") else \
-        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from rankdistill.teachers.runtime import resolve_device
+
+    dev = resolve_device(device)
     d = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32)).to(dev)
     scores_out, idx_out = [], []
     for start in range(0, len(queries), block):

@@ -106,7 +106,7 @@ def resolve_datasets(cfg: StudyConfig, data_dir: str | None) -> Resolved:
     return Resolved(train, tests, fps)
 
 
-def _keep_judged(run_file: Path, qrels) -> dict:
+def _keep_judged(run_file: Path, qrels, tag: str) -> dict:
     """Drop the candidate queries without judgements (e.g. the 146 unjudged DL 2020 topics): they cannot be
     scored, and re-ranking them would only cost time. Returns the counts kept and dropped."""
     from rankdistill.data.runs import read_run, write_run
@@ -115,14 +115,8 @@ def _keep_judged(run_file: Path, qrels) -> dict:
     judged = {q for q, docs in qrels.items() if docs}
     kept = {q: docs for q, docs in run.items() if q in judged}
     if judged and len(kept) < len(run):
-        write_run(kept, run_file, tag=_run_tag(run_file))
+        write_run(kept, run_file, tag=tag)
     return {"queries": len(kept), "unjudged_dropped": len(run) - len(kept)}
-
-
-def _run_tag(run_file: Path) -> str:
-    with open(run_file) as fh:
-        first = fh.readline().split()
-    return first[5] if len(first) > 5 else "candidates"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,18 +293,19 @@ class Study:
         from rankdistill.data.runs import read_run, write_run
 
         run = work / "run.trec"
+        ds = load_dataset(spec)
         if t.candidates == "bm25":
             call_verb(["retrieve", "--dataset", spec, "--split", t.split, "--retriever", "bm25", "--k", t.depth,
-                       "--k1", self.cfg.first_stage.k1, "--b", self.cfg.first_stage.b, "--output", run])
+                       "--k1", self.cfg.first_stage.k1, "--b", self.cfg.first_stage.b, "--tag", t.candidates,
+                       "--output", run])
         else:
-            ds = load_dataset(spec)
             source = ds.candidates(t.split) if t.candidates == "dataset" else \
                 read_run(Path(self.cfg.source).parent / t.candidates)
             if source is None:
                 raise UserInputError(f"test {t.name!r}: the dataset has no candidates for split {t.split!r}",
                                      fix="use candidates = \"bm25\" or give a run file")
             write_run(source, run, tag=t.candidates, k=t.depth)
-        return _keep_judged(run, load_dataset(spec).qrels(t.split))
+        return _keep_judged(run, ds.qrels(t.split), tag=t.candidates)
 
 
     def teacher(self) -> None:
@@ -437,17 +432,18 @@ class Study:
                 prior = groups.file("mining-scores.db")
                 if prior.exists():
                     shutil.copyfile(prior, db)
-                before, cache_before = _rows(db), _rows(self._teacher_cache())
+                cache = self._teacher_cache()
+                before, cache_before = _rows(db), _rows(cache)
                 call_verb(["score", "--dataset", self.data.train, "--split", self.cfg.train.split,
                            "--groups", groups.file("groups.jsonl"), "--teacher", self.teacher_model,
-                           "--cache", self._teacher_cache(),
+                           "--cache", cache,
                            "--max-length", self.cfg.teacher.max_length if self.cfg.teacher else 256,
                            "--batch-size", self.cfg.teacher.batch_size if self.cfg.teacher else 64, "--output", db])
                 for extra in ("scores.db-wal", "scores.db-shm"):
                     (work / extra).unlink(missing_ok=True)
                 after = _rows(db)
                 return {"pairs": after, "teacher_calls": after - before,
-                        "teacher_calls_computed": _rows(self._teacher_cache()) - cache_before}
+                        "teacher_calls_computed": _rows(cache) - cache_before}
 
             out[s] = self._run("score", {"teacher_max_length": self.cfg.teacher.max_length},
                                {"groups": groups, "teacher": self.teacher_art}, fn, p, s)
@@ -656,9 +652,7 @@ class Study:
                                 on_done=lambda k, r: p.step(cells[order[k]].label, r["train_reused"]))
         finally:
             executor.close()
-        results: list[dict] = [{}] * len(jobs)
-        for k, i in enumerate(order):
-            results[i] = done[k]
+        results = [r for _, r in sorted(zip(order, done), key=lambda pair: pair[0])]
         cell_arts = []
         for cell, res in zip(cells, results):
             train_art = self.store.get("train", res["train"])

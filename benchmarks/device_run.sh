@@ -8,6 +8,9 @@
 # its artifacts). If it is cut short, its cells finish seed by seed and a report is written from the seeds
 # that finished. Results land in $OUT: study.tgz (report, plots, costs, manifests, per-cell training.json),
 # bench.tgz (one JSON per benchmark), quickstart.tgz, and device_run.log.
+# Across sessions (a fresh machine each time): the study's finished artifacts, without models, come back as
+# $OUT/resume.tgz (`python -m rankdistill.experiments.bundle`); put that file at .carry/resume.tgz for the next
+# session and its study resumes where this one stopped (the bundle is unpacked when runs/ has no study yet).
 set -uo pipefail
 STUDY_S=${1:-400}
 TOTAL_S=${2:-575}
@@ -24,6 +27,10 @@ log "setup done"
 # 1. the study
 study=runs/scifact-study
 if [ "${RUN_STUDY:-1}" = 1 ]; then
+if [ -f .carry/resume.tgz ] && [ ! -d "$study/artifacts" ]; then
+  python3 -m rankdistill.experiments.bundle unpack .carry/resume.tgz "$study" >>"$OUT/study.log" 2>&1
+  log "resumed from .carry/resume.tgz: $(ls "$study"/artifacts/train 2>/dev/null | wc -l) trained cells"
+fi
 log "study: up to ${STUDY_S}s"
 timeout "$STUDY_S" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
   --output "$study" >>"$OUT/study.log" 2>&1
@@ -42,6 +49,12 @@ tar czf "$OUT/study.tgz" -C runs $(cd runs && { find scifact-study -maxdepth 1 -
   find scifact-study/artifacts \( -name manifest.json -o -name training.json -o -name '*.meta.json' \
   -o -name per_query.tsv -o -name losses.tsv \); } 2>/dev/null) 2>/dev/null
 log "study packed: $(du -h "$OUT/study.tgz" | cut -f1)"
+# the bundle to resume from in a later session (worth it once the cells have started: before that, the
+# teacher's model is still needed and is not carried)
+if grep -q "train+evaluate" "$OUT/study.log"; then
+  python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tgz" >>"$OUT/study.log" 2>&1
+  log "resume bundle: $(du -h "$OUT/resume.tgz" | cut -f1), $(ls "$study"/artifacts/train | wc -l) trained cells"
+fi
 fi
 
 # 2. the speed figures

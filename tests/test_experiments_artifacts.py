@@ -51,3 +51,24 @@ def test_a_crashed_stage_leaves_no_artifact_and_resumes_in_the_same_workdir(tmp_
     art, reused = store.run("train", {"s": 1}, {}, resume)
     assert not reused and art.info == {"resumed": True}
     assert not (tmp_path / "train" / f".{key}.partial").exists()
+
+
+def test_fingerprints_follow_content_not_place_time_or_gzip(tmp_path):
+    import gzip
+    import os
+    import shutil
+
+    from rankdistill.experiments.runner import _fingerprint
+
+    a = tmp_path / "a" / "coll"
+    a.mkdir(parents=True)
+    (a / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (a / "queries.jsonl").write_text('{"_id": "q1", "text": "y"}\n')
+    b = tmp_path / "b" / "coll"
+    shutil.copytree(a, b)
+    (b / "corpus.jsonl.gz").write_bytes(gzip.compress((a / "corpus.jsonl").read_bytes(), mtime=123))
+    (b / "corpus.jsonl").unlink()
+    os.utime(b / "queries.jsonl", (1, 1))
+    assert _fingerprint(a) == _fingerprint(b)
+    (b / "queries.jsonl").write_text('{"_id": "q1", "text": "z"}\n')
+    assert _fingerprint(a) != _fingerprint(b)

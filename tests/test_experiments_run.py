@@ -213,3 +213,62 @@ def test_entropy_study_and_process_pool(reference, tmp_path):
     kept = [json.loads((p.parent / "groups.jsonl.meta.json").read_text())["n_kept"]
             for p in (out / "artifacts" / "select").glob("*/groups.jsonl")]
     assert sorted(kept) == [5, 5]
+
+
+def test_bundle_carries_the_study_to_another_folder_without_models(reference, tmp_path):
+    """A bundle holds no model files, resumes in another folder with no work done and the same report; a cell
+    whose carried model is needed again is trained again; a pruned teacher that a stage needs is refused."""
+    import json
+    import shutil
+    import tarfile
+
+    from rankdistill.experiments import bundle
+
+    cfg, ref_out = reference
+    packed = bundle.pack(ref_out, tmp_path / "study.tgz")
+    with tarfile.open(tmp_path / "study.tgz") as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n.endswith((".safetensors", ".bin", "tokenizer.json", "mining-scores.db"))]
+    assert any(n.endswith("/per_query.tsv") for n in names) and "report.md" in names
+    assert packed["pruned"] >= 6 + 1  # the six cells' models and the teacher's mining store at least
+    moved = tmp_path / "elsewhere" / "out"
+    assert bundle.main(["unpack", str(tmp_path / "study.tgz"), str(moved)]) == 0
+    trained = sorted((moved / "artifacts" / "train").glob("[0-9a-f]*"))
+    assert len(trained) == 6 and all((t / "PRUNED").is_file() for t in trained)
+    assert not list(moved.glob("artifacts/*/*/model/model.safetensors"))
+    stamp = {p: p.stat().st_mtime_ns for p in (moved / "artifacts").glob("*/*/manifest.json")}
+    assert main(["run", str(cfg), "--output", str(moved)]) == 0
+    assert (moved / "report.md").read_bytes() == (ref_out / "report.md").read_bytes()
+    assert {p: p.stat().st_mtime_ns for p in (moved / "artifacts").glob("*/*/manifest.json")} == stamp
+
+    # one evaluation of one cell is lost: that cell is trained again (same seed, same model on the CPU) and the
+    # report is unchanged; the other cells stay pruned
+    ev = next(p.parent for p in (moved / "artifacts" / "evaluate").glob("*/manifest.json")
+              if "model" in json.loads(p.read_text())["inputs"])
+    cell = json.loads((ev / "manifest.json").read_text())["inputs"]["model"]["hash"]
+    shutil.rmtree(ev)
+    assert main(["run", str(cfg), "--output", str(moved)]) == 0
+    assert (moved / "report.md").read_bytes() == (ref_out / "report.md").read_bytes()
+    assert (moved / "artifacts" / "train" / cell / "model" / "model.safetensors").is_file()
+    assert not (moved / "artifacts" / "train" / cell / "PRUNED").exists()
+    assert sum((t / "PRUNED").is_file() for t in trained) == 5
+
+    # the teacher strategy's mining store was not carried: its scoring stage, if it has to run again, cannot,
+    # and says which folder to delete
+    scored = next(p.parent for p in (moved / "artifacts" / "score").glob("*/manifest.json")
+                  if (moved / "artifacts" / "mine" / json.loads(p.read_text())["inputs"]["groups"]["hash"]
+                      / "PRUNED").is_file())
+    shutil.rmtree(scored)
+    assert main(["run", str(cfg), "--output", str(moved)]) == 2
+    assert not scored.exists() and not list(scored.parent.glob(".*.partial"))
+
+
+def test_bundle_bad_input_exit_2(tmp_path, capsys):
+    from rankdistill.experiments import bundle
+
+    assert bundle.main(["pack", str(tmp_path), str(tmp_path / "b.tgz")]) == 2
+    assert "no artifacts/" in capsys.readouterr().err
+    (tmp_path / "junk.tgz").write_text("not a tar")
+    assert bundle.main(["unpack", str(tmp_path / "junk.tgz"), str(tmp_path / "o")]) == 2
+    assert "not a bundle" in capsys.readouterr().err
+    assert not (tmp_path / "b.tgz").exists()

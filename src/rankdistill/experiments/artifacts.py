@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rankdistill.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 _VERSIONED = ("rankdistill", "torch", "transformers", "sentence-transformers", "bm25s", "ir_measures", "numpy")
@@ -51,7 +53,29 @@ class Artifact:
         return self.manifest.get("info", {})
 
     def file(self, name: str) -> Path:
+        """The path of file or folder ``name`` of this artifact; :class:`PrunedFile` when a results bundle left
+        it behind (see :mod:`.bundle`)."""
+        if self.lacks(name):
+            raise PrunedFile(f"{self.stage} artifact came from a results bundle without {name!r}, and a stage "
+                             "that has to run needs it", path=self.path,
+                             fix="delete that folder so the run rebuilds it, and the artifacts made from it")
         return self.path / name
+
+    @property
+    def pruned(self) -> bool:
+        """Whether a results bundle left some of its files behind."""
+        return (self.path / "PRUNED").is_file()
+
+    def lacks(self, name: str) -> bool:
+        """Whether a results bundle left file ``name`` (or anything under folder ``name``) behind."""
+        if not self.pruned:
+            return False
+        left = json.loads((self.path / "PRUNED").read_text())
+        return any(x == name or x.startswith(name.rstrip("/") + "/") for x in left)
+
+
+class PrunedFile(UserInputError):
+    """A stage that has to run needs a file that a results bundle did not carry."""
 
 
 def stable_hash(obj: Any) -> str:
@@ -92,7 +116,12 @@ class ArtifactStore:
         work = stage_dir / f".{key}.partial"
         work.mkdir(exist_ok=True)
         start = time.perf_counter()
-        info = fn(work) or {}
+        try:
+            info = fn(work) or {}
+        except PrunedFile:
+            if not any(work.iterdir()):
+                work.rmdir()
+            raise
         seconds = time.perf_counter() - start
         manifest = {
             "stage": stage, "hash": key, "settings": settings,

@@ -63,11 +63,38 @@ def call_verb(argv: Sequence[str]) -> None:
         raise StageFailed(f"`rankdistill {argv[0]}` failed with exit code {code} (its message is above)")
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _content_digest(path: Path) -> str:
+    """BLAKE2b of a file's bytes, of the decompressed bytes for ``.gz`` (so a gzipped copy of a collection,
+    whatever its gzip header says, is the same dataset). Memoised per process by (path, size, mtime)."""
+    import gzip
+    import hashlib
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.blake2b(digest_size=16)
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 def _fingerprint(path: Path) -> dict:
-    """Identity of a dataset or model on disk: path, and size + mtime of its files (not their bytes)."""
+    """Identity of a dataset or model on disk: the names (``.gz`` dropped) and content digests of its files.
+
+    Neither the folder's location nor the files' times take part, so a study's artifacts stay valid when the
+    study moves to another machine or checkout (see :mod:`.bundle`), and a gzipped copy of a collection is
+    the same dataset as the plain one."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {"path": str(path.resolve()), "files": [(str(f.relative_to(path)) if f != path else f.name,
-                                                    f.stat().st_size, f.stat().st_mtime_ns) for f in files[:200]]}
+    out = []
+    for f in files[:200]:
+        name = f.name if f == path else str(f.relative_to(path))
+        out.append((name.removesuffix(".gz"), _content_digest(f)))
+    return {"files": out}
 
 
 def _rows(db: Path) -> int:
@@ -192,13 +219,26 @@ def run_cell(job: CellJob) -> dict:
                                              "gpu_seconds", "final_loss") if k in summary}
 
     trained, reused = store.run("train", job.train_settings, inputs, train, seed=job.cell.seed, gpu=gpu)
+    ev_inputs_of = [_load_inputs(store, ev["inputs"]) for ev in job.evals]
+    if trained.lacks("model"):
+        done = [store.get("evaluate", store.key("evaluate", ev["settings"], {**ins, "model": trained}))
+                for ev, ins in zip(job.evals, ev_inputs_of)]
+        if any(d is None for d in done):
+            # a results bundle left this cell's model behind before all its evaluations ran: train the cell
+            # again and evaluate the new model on every test, so one cell's results come from one model
+            logger.info("cell %s: its model was not carried and an evaluation is missing; training it again",
+                        job.cell.label)
+            for d in (*done, trained):
+                if d is not None:
+                    shutil.rmtree(d.path)
+            trained, reused = store.run("train", job.train_settings, inputs, train, seed=job.cell.seed, gpu=gpu)
     out = {"train": trained.hash, "train_reused": reused, "evals": {}}
-    for ev in job.evals:
-        ev_inputs = {**_load_inputs(store, ev["inputs"]), "model": trained}
+    for ev, ins in zip(job.evals, ev_inputs_of):
+        ev_inputs = {**ins, "model": trained}
 
         def evaluate(work: Path, ev: dict = ev) -> dict:
             run = work / "run.trec"
-            call_verb([*ev["rank_argv"], "--model", trained.path / "model", "--output", run])
+            call_verb([*ev["rank_argv"], "--model", trained.file("model"), "--output", run])
             call_verb(["evaluate", *ev["eval_argv"], "--run", run, "--per-query", work / "per_query.tsv"])
             return {}
 
@@ -252,7 +292,7 @@ class Study:
         self.output.mkdir(parents=True, exist_ok=True)
         self.store = ArtifactStore(self.output / "artifacts")
         self.data = resolve_datasets(cfg, data_dir)
-        self.teacher_model: str | None = None
+        self.teacher_given: str | None = None
         self.teacher_art: Artifact | None = None
         self.used: list[Artifact] = []
 
@@ -263,6 +303,14 @@ class Study:
         progress.step(label, reused)
         self.used.append(art)
         return art
+
+    @property
+    def teacher_model(self) -> str:
+        """The teacher's path (a given model, or the trained one's folder); read only by stages that run."""
+        if self.teacher_given is not None:
+            return self.teacher_given
+        assert self.teacher_art is not None
+        return str(self.teacher_art.file("model"))
 
     @property
     def has_teacher(self) -> bool:
@@ -316,7 +364,7 @@ class Study:
             from rankdistill.models import resolve_model
 
             resolved = resolve_model(t.model)
-            self.teacher_model = resolved
+            self.teacher_given = resolved
             p = Progress("teacher", 1)
             fp = _fingerprint(Path(resolved)) if Path(resolved).exists() else resolved
             self.teacher_art = self._run("teacher", {"model": fp}, {}, lambda w: {"model": resolved}, p, "given")
@@ -327,7 +375,7 @@ class Study:
         gsettings = {**self._train_dataset(), "max_queries": r.max_queries, "strategy": r.strategy,
                      "group_size": r.group_size, "depth": self.cfg.mining.depth, "seed": r.seed}
         groups = self._run("mine", gsettings, {},
-                           lambda w: self._mine(w, r.strategy, r.group_size, None, r.seed, 2 * r.group_size,
+                           lambda w: self._mine(w, r.strategy, r.group_size, False, r.seed, 2 * r.group_size,
                                                 r.max_queries),
                            p, f"teacher groups ({r.strategy})")
         settings = {"recipe": dataclasses.asdict(r), "train": self._train_dataset()}
@@ -355,9 +403,8 @@ class Study:
             return {k: summary.get(k) for k in ("steps", "realised_docs", "wall_seconds", "gpu_seconds")}
 
         self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, f"trained ({r.arch}, {r.loss})")
-        self.teacher_model = str(self.teacher_art.path / "model")
 
-    def _mine(self, work: Path, strategy: str, group_size: int, teacher: str | None, seed: int, pool: int,
+    def _mine(self, work: Path, strategy: str, group_size: int, teacher: bool, seed: int, pool: int,
               max_queries: int | None = None) -> dict:
         m = self.cfg.mining
         argv = ["mine", "--dataset", self.data.train, "--split", self.cfg.train.split, "--strategy", strategy,
@@ -382,9 +429,10 @@ class Study:
             if files:
                 argv += ["--systems", ",".join(files)]
             argv += ["--ensemble-n", m.ensemble_per_system, "--ensemble-margin", m.ensemble_margin]
-        if teacher is not None:
+        if teacher:
             tc = self.cfg.teacher
-            argv += ["--teacher", teacher, "--scores", work / "mining-scores.db", "--cache", self._teacher_cache(),
+            argv += ["--teacher", self.teacher_model, "--scores", work / "mining-scores.db",
+                     "--cache", self._teacher_cache(),
                      "--max-length", tc.max_length if tc else 256, "--batch-size", tc.batch_size if tc else 64]
             if m.false_negative_margin is not None:
                 argv += ["--fn-margin", m.false_negative_margin]
@@ -415,7 +463,7 @@ class Study:
             settings = {**self._train_dataset(), "strategy": s, "group_size": max(g.group_sizes), "pool": pool,
                         "mining": dataclasses.asdict(m)}
             inputs = {"teacher": self.teacher_art} if uses_teacher and self.teacher_art else {}
-            teacher = self.teacher_model if uses_teacher else None
+            teacher = uses_teacher and self.teacher_art is not None
             out[s] = self._run("mine", settings, inputs,
                                lambda w, s=s, teacher=teacher: self._mine(w, s, max(g.group_sizes), teacher, m.seed,
                                                                            pool), p, s, seed=m.seed)
@@ -567,7 +615,7 @@ class Study:
         out: dict[str, dict[str, Artifact]] = {"first stage": {}, "teacher": {}, "untrained bi-encoder": {}}
         base = self._base_encoder()
         todo = len(self.cfg.tests) * (1 + (base is not None)) + sum(
-            t.mode == "rerank" for t in self.cfg.tests) * bool(self.teacher_model)
+            t.mode == "rerank" for t in self.cfg.tests) * (self.teacher_art is not None)
         p = Progress("reference", todo)
         for t in self.cfg.tests:
             spec = self.data.tests[t.name]
@@ -600,7 +648,7 @@ class Study:
                     "evaluate", {"reference": "untrained bi-encoder", "model": base[1], "test": t.name,
                                  "mode": t.mode, "depth": t.depth, "metrics": list(t.metrics)},
                     {"candidates": candidates[t.name]}, untrained, p, f"{t.name} untrained bi-encoder")
-            if self.teacher_model and self.teacher_art is not None and t.mode == "rerank":
+            if self.teacher_art is not None and t.mode == "rerank":
                 def teach(work: Path, t: TestCollection = t, spec: str = spec, eval_argv: list = eval_argv) -> dict:
                     call_verb(["rerank", "--dataset", spec, "--split", t.split, "--model", self.teacher_model,
                                "--candidates", candidates[t.name].file("run.trec"), "--output", work / "run.trec"])

@@ -1,0 +1,174 @@
+"""Carry a study's results to another machine without its models.
+
+A study that runs in several short sessions on machines that do not keep their disks (the lent GPU machines of
+this project, spot instances, a laptop that finishes what a cluster started) moves its finished artifacts in
+a bundle::
+
+    python -m rankdistill.experiments.bundle pack runs/study study-bundle.tgz
+    python -m rankdistill.experiments.bundle unpack study-bundle.tgz runs/study
+
+``pack`` writes a gzipped tar of the study folder's own files (config, report, manifest, plots) and of every
+finished artifact: its ``manifest.json`` and the small files that later stages and the report read
+(:data:`KEEP`: groups, score stores, statistics, candidate runs, per-query results, training summaries and
+loss curves). Every other file (model weights and tokenizers, the runs of evaluations, the teacher's mining
+store) stays behind and is listed in the artifact's ``PRUNED`` file. Unfinished stages and ``cache/`` stay
+behind too. Artifact keys hash settings and content fingerprints, never paths, so the unpacked artifacts are
+found again under any folder on any machine.
+
+A pruned artifact counts as finished: a resumed run reuses it and does not redo its stage. A stage that still
+has to run and needs the files of a pruned input is refused by :meth:`ArtifactStore.run` with the folder to
+delete; a study cell whose model was pruned before all its evaluations finished is trained again (see
+``run_cell``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import tarfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rankdistill.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+PRUNED = "PRUNED"
+"""The file listing what a bundle left out of an artifact; its presence marks the artifact as pruned."""
+
+KEEP: dict[str, frozenset[str]] = {
+    "*": frozenset({"manifest.json", "groups.jsonl", "groups.jsonl.meta.json", "scores.db", "stats.parquet",
+                    "per_query.tsv", "model/training.json", "model/losses.tsv"}),
+    "candidates": frozenset({"run.trec"}),
+}
+"""Files (relative to the artifact folder) a bundle carries: for every stage, and per stage."""
+
+
+def _kept(stage: str, rel: str) -> bool:
+    return rel in KEEP["*"] or rel in KEEP.get(stage, frozenset())
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
+    """Write the bundle of study folder ``output`` to ``dest`` (``.tgz``); return counts and sizes."""
+    root = Path(output)
+    artifacts = root / "artifacts"
+    if not artifacts.is_dir():
+        raise UserInputError("not a study folder: it has no artifacts/", path=root,
+                             fix="give the --output folder of `rankdistill run`")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    counts = {"artifacts": 0, "pruned": 0, "files": 0, "bytes_in": 0}
+    with tarfile.open(tmp, "w:gz") as tar:
+        for f in sorted(root.iterdir()):
+            if f.is_file():
+                tar.add(f, arcname=f.name)
+        if (root / "plots").is_dir():
+            tar.add(root / "plots", arcname="plots")
+        for stage_dir in sorted(p for p in artifacts.iterdir() if p.is_dir()):
+            for art in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                if not (art / "manifest.json").is_file():
+                    continue
+                counts["artifacts"] += 1
+                left = []
+                for f in sorted(p for p in art.rglob("*") if p.is_file()):
+                    rel = f.relative_to(art).as_posix()
+                    if rel == PRUNED:
+                        left.extend(json.loads(f.read_text()))
+                    elif _kept(stage_dir.name, rel):
+                        tar.add(f, arcname=f"artifacts/{stage_dir.name}/{art.name}/{rel}")
+                        counts["files"] += 1
+                        counts["bytes_in"] += f.stat().st_size
+                    else:
+                        left.append(rel)
+                if left:
+                    counts["pruned"] += 1
+                    _add_bytes(tar, f"artifacts/{stage_dir.name}/{art.name}/{PRUNED}",
+                               json.dumps(sorted(set(left)), indent=0).encode())
+    os.replace(tmp, dest)
+    counts["bytes"] = dest.stat().st_size
+    logger.info("packed %d artifacts (%d pruned), %d files, %.1f MB -> %s (%.1f MB)", counts["artifacts"],
+                counts["pruned"], counts["files"], counts["bytes_in"] / 1e6, dest, counts["bytes"] / 1e6)
+    return counts
+
+
+def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
+    """Extract bundle ``src`` into study folder ``output``. Artifacts already there are kept as they are
+    (a local artifact may hold the files the bundle left out); the study folder's own files are replaced."""
+    src, root = Path(src), Path(output)
+    if not src.is_file():
+        raise UserInputError("no such bundle", path=src, fix="give the .tgz written by `bundle pack`")
+    root.mkdir(parents=True, exist_ok=True)
+    counts = {"artifacts": 0, "kept_local": 0}
+    try:
+        tar = tarfile.open(src, "r:gz")
+    except (tarfile.TarError, OSError) as e:
+        raise UserInputError(f"not a bundle ({e})", path=src, fix="give the .tgz written by `bundle pack`") from None
+    with tar:
+        members = tar.getmembers()
+        by_artifact: dict[str, list[tarfile.TarInfo]] = {}
+        top = []
+        for m in members:
+            parts = Path(m.name).parts
+            if m.name.startswith("/") or ".." in parts:
+                raise UserInputError(f"unsafe member name {m.name!r}", path=src, fix="re-create the bundle")
+            if parts[0] == "artifacts" and len(parts) >= 4:
+                by_artifact.setdefault("/".join(parts[:3]), []).append(m)
+            else:
+                top.append(m)
+        tar.extractall(root, members=top, filter="data")
+        for name, ms in sorted(by_artifact.items()):
+            target = root / name
+            if (target / "manifest.json").is_file():
+                counts["kept_local"] += 1
+                continue
+            partial = target.with_name(f".{target.name}.unpack")
+            tar.extractall(partial.parent, members=[_renamed(m, name, partial.name) for m in ms], filter="data")
+            os.replace(partial, target)
+            counts["artifacts"] += 1
+    logger.info("unpacked %d artifacts into %s (%d already there kept)", counts["artifacts"], root,
+                counts["kept_local"])
+    return counts
+
+
+def _renamed(m: tarfile.TarInfo, artifact: str, folder: str) -> tarfile.TarInfo:
+    """``artifacts/<stage>/<hash>/rel`` -> ``<folder>/rel`` (extracted beside the final folder, then renamed)."""
+    m = m.replace(name=f"{folder}/{m.name[len(artifact) + 1:]}", deep=False)
+    return m
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rankdistill.experiments.bundle", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="write a bundle of a study folder's finished artifacts, without models")
+    p.add_argument("output", help="the study folder (`rankdistill run --output`)")
+    p.add_argument("bundle", help="the .tgz to write")
+    u = sub.add_parser("unpack", help="extract a bundle into a study folder; a later `run` resumes from it")
+    u.add_argument("bundle")
+    u.add_argument("output")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.cmd == "pack":
+            pack(args.output, args.bundle)
+        else:
+            unpack(args.bundle, args.output)
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -272,3 +272,23 @@ def test_bundle_bad_input_exit_2(tmp_path, capsys):
     assert bundle.main(["unpack", str(tmp_path / "junk.tgz"), str(tmp_path / "o")]) == 2
     assert "not a bundle" in capsys.readouterr().err
     assert not (tmp_path / "b.tgz").exists()
+
+
+def test_untrained_reference_is_the_students_starting_point(reference, tmp_path):
+    """The "untrained bi-encoder" row reads the students' model with their settings: their layers, pooling
+    and token limits, not the checkpoint as it comes."""
+    import json
+
+    from rankdistill.experiments.config import load_config
+    from rankdistill.experiments.runner import Study
+    from rankdistill.models.backbone import read_metadata
+
+    cfg, ref_out = reference
+    base = next((ref_out / "artifacts" / "base").glob("[0-9a-f]*"))
+    meta = read_metadata(base / "model")
+    assert (meta["max_query_length"], meta["max_doc_length"], meta["pooling"]) == (16, 48, "mean")
+    assert json.loads((base / "model" / "config.json").read_text())["num_hidden_layers"] == 2
+    study = Study(load_config(cfg, overrides=["student.layers=1"]), tmp_path / "out")
+    one = study._base_encoder()
+    assert one is not None and one.hash != base.name
+    assert json.loads(one.file("model/config.json").read_text())["num_hidden_layers"] == 1

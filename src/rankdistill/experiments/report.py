@@ -78,8 +78,9 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     md += ["## Reference: first stage and teacher", "",
            "first stage: the candidates every re-ranking test starts from (BM25 unless the test names a run; for "
            "a full-retrieval test, BM25 retrieval at the same depth); teacher: the teacher re-ranking them; "
-           "untrained bi-encoder: the bi-encoder students' starting model, read before any training (re-ranking, "
-           "or dense retrieval for a full-retrieval test).", ""]
+           "untrained bi-encoder: the bi-encoder students' starting model with their settings (layers, pooling, "
+           "similarity, token limits), read before any training (re-ranking, or dense retrieval for a "
+           "full-retrieval test).", ""]
     ref_rows = []
     for name, per_test in refs.items():
         if not per_test:

@@ -635,19 +635,19 @@ class Study:
                               ) -> dict:
                     if t.mode == "retrieve":
                         call_verb(["retrieve", "--dataset", spec, "--split", t.split, "--retriever", "dense",
-                                   "--model", base[0], "--k", t.depth, "--output", work / "run.trec"])
+                                   "--model", base.file("model"), "--k", t.depth, "--output", work / "run.trec"])
                     else:
-                        call_verb(["rerank", "--dataset", spec, "--split", t.split, "--model", base[0], "--arch",
-                                   "bi", "--candidates", candidates[t.name].file("run.trec"),
+                        call_verb(["rerank", "--dataset", spec, "--split", t.split, "--model", base.file("model"),
+                                   "--arch", "bi", "--candidates", candidates[t.name].file("run.trec"),
                                    "--output", work / "run.trec"])
                     call_verb(["evaluate", *eval_argv, "--run", work / "run.trec",
                                "--per-query", work / "per_query.tsv"])
                     return {}
 
                 out["untrained bi-encoder"][t.name] = self._run(
-                    "evaluate", {"reference": "untrained bi-encoder", "model": base[1], "test": t.name,
+                    "evaluate", {"reference": "untrained bi-encoder", "test": t.name,
                                  "mode": t.mode, "depth": t.depth, "metrics": list(t.metrics)},
-                    {"candidates": candidates[t.name]}, untrained, p, f"{t.name} untrained bi-encoder")
+                    {"candidates": candidates[t.name], "model": base}, untrained, p, f"{t.name} untrained bi-encoder")
             if self.teacher_art is not None and t.mode == "rerank":
                 def teach(work: Path, t: TestCollection = t, spec: str = spec, eval_argv: list = eval_argv) -> dict:
                     call_verb(["rerank", "--dataset", spec, "--split", t.split, "--model", self.teacher_model,
@@ -662,15 +662,29 @@ class Study:
                                                    teach, p, f"{t.name} teacher")
         return out
 
-    def _base_encoder(self) -> tuple[str, Any] | None:
-        """The bi-encoder students' starting model (path, fingerprint) when the grid has bi-encoders: read
-        untrained, it shows what training changed."""
+    def _base_encoder(self) -> Artifact | None:
+        """The bi-encoder students' starting point when the grid has bi-encoders: their model with their
+        settings (layers, pooling, similarity, token limits) before any training. Read as a reference row,
+        it shows what training changed."""
         if "bi" not in self.cfg.grid.archs:
             return None
         from rankdistill.models import resolve_model
 
-        path = resolve_model(self.cfg.student.model)
-        return path, (_fingerprint(Path(path)) if Path(path).exists() else path)
+        st = self.cfg.student
+        path = resolve_model(st.model)
+        settings = {"model": _fingerprint(Path(path)) if Path(path).exists() else path, "layers": st.layers,
+                    "pooling": st.pooling, "similarity": st.similarity, "max_query_length": st.query_max_length,
+                    "max_doc_length": st.max_length}
+
+        def fn(work: Path) -> dict:
+            from rankdistill.models.bi_encoder import BiEncoder
+
+            BiEncoder.from_pretrained(path, pooling=st.pooling, similarity=st.similarity, layers=st.layers or None,
+                                      max_query_length=st.query_max_length, max_doc_length=st.max_length
+                                      ).save(work / "model")
+            return {}
+
+        return self._run("base", settings, {}, fn, Progress("base", 1), "bi-encoder students' starting point")
 
     # -- the whole study -----------------------------------------------------------------------------------
     def run(self) -> Path:

@@ -75,11 +75,15 @@ def test_report_has_every_section(reference):
     _, out = reference
     text = (out / "report.md").read_text()
     for heading in ("## Reference: first stage and teacher", "## Main results", "## Equivalence to the random baseline",
-                    "## Diagnostics per strategy", "## Cost", "## The paper's claims, read from this run"):
+                    "## Diagnostics per strategy", "## Cost", "## The paper's claims, read from this run",
+                    "## Training convergence"):
         assert heading in text
+    conv = [line for line in text.split("## Training convergence")[1].splitlines() if line.startswith("| bi |")]
+    assert [line.split(" | ")[1:4] for line in conv] == [["lce", "all queries", "3"], ["kl", "all queries", "3"]]
     # 3 strategies x 2 losses in the main table, and 2 TOST rows per loss (teacher, ensemble vs random)
     assert sum(line.startswith(("| random |", "| teacher |", "| ensemble |")) for line in text.splitlines()) >= 6
-    assert text.count("| bi | kl |") == 2 and text.count("| bi | lce |") == 2
+    before = text.split("## Training convergence")[0]
+    assert before.count("| bi | kl |") == 2 and before.count("| bi | lce |") == 2
     assert "A tiny grid for the test suite." in text
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
     for plot in ("tost_forest", "entropy_histograms", "diameter_per_strategy", "cost_vs_effectiveness",

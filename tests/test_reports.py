@@ -186,3 +186,15 @@ def test_forest_and_cost_real(trecdl_manifest, tmp_path):
     svg = _svg_text(paths[1])
     assert "GPU hours" in svg and "nDCG@10" in svg and "Pareto front" in svg and ">nan<" not in svg
     _png_ok(paths[0])
+
+
+def test_loss_tenths_hand_computed():
+    from rankdistill.experiments.report import _tenths
+
+    # 20 steps: windows of 2 steps starting at 0, 2, ..., 18
+    assert _tenths([float(i) for i in range(20)]) == [0.5 + 2 * i for i in range(10)]
+    # 202 steps (the study's cells): windows of 20; the first is steps 0-19, the last steps 182-201
+    t = _tenths([float(i) for i in range(202)])
+    assert t[0] == 9.5 and t[9] == 191.5 and t[8] == 171.5
+    # fewer than 10 steps: one-step windows spread over the curve
+    assert _tenths([3.0, 2.0, 1.0]) == [3.0, 3.0, 3.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]

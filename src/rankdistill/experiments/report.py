@@ -176,6 +176,9 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                     rows.append([key[0], s, coll, _f(m.mean), f"[{_f(m.low)}, {_f(m.high)}]", _f(m.sd)])
         md += [_md_table(["arch", "system", "collection", "mean", "interval", "sd"], rows), ""]
 
+    # ---- training convergence -----------------------------------------------------------------------------
+    _convergence(md, cell_arts)
+
     # ---- diagnostics -------------------------------------------------------------------------------------
     diag_summary = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy)
 
@@ -227,6 +230,47 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     _write_html(out_dir, text)
     logger.info("report: %s", report)
     return report
+
+
+def _tenths(losses: Sequence[float]) -> list[float]:
+    """Mean training loss in each tenth of the steps (windows of ``max(1, steps // 10)`` steps; the last
+    window ends at the last step)."""
+    n = len(losses)
+    w = max(1, n // 10)
+    starts = [min(round(i * (n - w) / 9), n - w) for i in range(10)]
+    return [_mean(losses[s:s + w]) for s in starts]
+
+
+def _convergence(md: list[str], cell_arts) -> None:
+    """Training losses per architecture and loss, averaged over the cells' loss curves (``losses.tsv``):
+    the first, middle and last tenths of the steps, and how much the last tenth still moved from the ninth.
+    A loss that still falls there means a larger budget would have changed the students."""
+    import csv
+
+    curves: dict[tuple[str, str, str], list[list[float]]] = {}
+    for cell, art, _ in cell_arts:
+        if art is None or not (art.path / "model" / "losses.tsv").is_file():
+            continue
+        with open(art.path / "model" / "losses.tsv", newline="") as fh:
+            losses = [float(r["loss"]) for r in csv.DictReader(fh, delimiter="\t")]
+        if losses:
+            group = "all queries" if cell.selection == "all" else "entropy bands"
+            curves.setdefault((cell.arch, cell.loss, group), []).append(_tenths(losses))
+    if not curves:
+        return
+    md += ["## Training convergence", "",
+           "Mean training loss over the cells of each architecture and loss (all strategies and seeds), in the "
+           "first, fifth, ninth and last tenth of the steps. The last column is the change from the ninth tenth "
+           "to the last, relative to the ninth: near zero means the loss had flattened within the budget; "
+           "clearly negative means it was still falling.", ""]
+    rows = []
+    for (arch, loss, group), tenths in curves.items():
+        mean = [_mean([t[i] for t in tenths]) for i in range(10)]
+        change = (mean[9] - mean[8]) / abs(mean[8]) if mean[8] else float("nan")
+        rows.append([arch, loss, group, len(tenths), _f(mean[0]), _f(mean[4]), _f(mean[8]), _f(mean[9]),
+                     f"{100 * change:+.1f}%"])
+    md += [_md_table(["arch", "loss", "trained on", "cells", "first tenth", "fifth tenth", "ninth tenth", "last tenth",
+                      "last vs ninth"], rows), ""]
 
 
 def _band_order(es, name: str) -> int:

@@ -26,6 +26,10 @@ from rankdistill.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
+PRUNED = "PRUNED"
+"""The file listing what a results bundle left out of an artifact; its presence marks the artifact as pruned
+(see :mod:`.bundle`)."""
+
 _VERSIONED = ("rankdistill", "torch", "transformers", "sentence-transformers", "bm25s", "ir_measures", "numpy")
 
 
@@ -64,13 +68,13 @@ class Artifact:
     @property
     def pruned(self) -> bool:
         """Whether a results bundle left some of its files behind."""
-        return (self.path / "PRUNED").is_file()
+        return (self.path / PRUNED).is_file()
 
     def lacks(self, name: str) -> bool:
         """Whether a results bundle left file ``name`` (or anything under folder ``name``) behind."""
         if not self.pruned:
             return False
-        left = json.loads((self.path / "PRUNED").read_text())
+        left = json.loads((self.path / PRUNED).read_text())
         return any(x == name or x.startswith(name.rstrip("/") + "/") for x in left)
 
 

@@ -35,11 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rankdistill.errors import UserInputError
+from rankdistill.experiments.artifacts import PRUNED
 
 logger = logging.getLogger(__name__)
-
-PRUNED = "PRUNED"
-"""The file listing what a bundle left out of an artifact; its presence marks the artifact as pruned."""
 
 KEEP: dict[str, frozenset[str]] = {
     "*": frozenset({"manifest.json", "groups.jsonl", "groups.jsonl.meta.json", "scores.db", "stats.parquet",
@@ -134,18 +132,14 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
                 counts["kept_local"] += 1
                 continue
             partial = target.with_name(f".{target.name}.unpack")
-            tar.extractall(partial.parent, members=[_renamed(m, name, partial.name) for m in ms], filter="data")
+            # artifacts/<stage>/<hash>/rel -> <stage>/.<hash>.unpack/rel, renamed to <hash> once complete
+            moved = [m.replace(name=f"{partial.name}/{m.name[len(name) + 1:]}", deep=False) for m in ms]
+            tar.extractall(partial.parent, members=moved, filter="data")
             os.replace(partial, target)
             counts["artifacts"] += 1
     logger.info("unpacked %d artifacts into %s (%d already there kept)", counts["artifacts"], root,
                 counts["kept_local"])
     return counts
-
-
-def _renamed(m: tarfile.TarInfo, artifact: str, folder: str) -> tarfile.TarInfo:
-    """``artifacts/<stage>/<hash>/rel`` -> ``<folder>/rel`` (extracted beside the final folder, then renamed)."""
-    m = m.replace(name=f"{folder}/{m.name[len(artifact) + 1:]}", deep=False)
-    return m
 
 
 def main(argv: Sequence[str] | None = None) -> int:

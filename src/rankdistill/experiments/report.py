@@ -245,14 +245,11 @@ def _convergence(md: list[str], cell_arts) -> None:
     """Training losses per architecture and loss, averaged over the cells' loss curves (``losses.tsv``):
     the first, middle and last tenths of the steps, and how much the last tenth still moved from the ninth.
     A loss that still falls there means a larger budget would have changed the students."""
-    import csv
+    from rankdistill.training.engine import read_losses
 
     curves: dict[tuple[str, str, str], list[list[float]]] = {}
     for cell, art, _ in cell_arts:
-        if art is None or not (art.path / "model" / "losses.tsv").is_file():
-            continue
-        with open(art.path / "model" / "losses.tsv", newline="") as fh:
-            losses = [float(r["loss"]) for r in csv.DictReader(fh, delimiter="\t")]
+        losses = read_losses(art.path / "model") if art is not None else []
         if losses:
             group = "all queries" if cell.selection == "all" else "entropy bands"
             curves.setdefault((cell.arch, cell.loss, group), []).append(_tenths(losses))

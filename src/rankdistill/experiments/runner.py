@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
+import hashlib
 import io
 import json
 import logging
@@ -69,9 +71,6 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 def _content_digest(path: Path) -> str:
     """BLAKE2b of a file's bytes, of the decompressed bytes for ``.gz`` (so a gzipped copy of a collection,
     whatever its gzip header says, is the same dataset). Memoised per process by (path, size, mtime)."""
-    import gzip
-    import hashlib
-
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
@@ -463,7 +462,7 @@ class Study:
             settings = {**self._train_dataset(), "strategy": s, "group_size": max(g.group_sizes), "pool": pool,
                         "mining": dataclasses.asdict(m)}
             inputs = {"teacher": self.teacher_art} if uses_teacher and self.teacher_art else {}
-            teacher = uses_teacher and self.teacher_art is not None
+            teacher = "teacher" in inputs
             out[s] = self._run("mine", settings, inputs,
                                lambda w, s=s, teacher=teacher: self._mine(w, s, max(g.group_sizes), teacher, m.seed,
                                                                            pool), p, s, seed=m.seed)

@@ -155,11 +155,16 @@ def _check_output(config: TrainConfig, ctx: DistContext) -> dict | None:
     return None
 
 
+def read_losses(model_dir: str | Path) -> list[float]:
+    """The per-step training losses a finished run wrote to ``losses.tsv`` (empty when there is none)."""
+    tsv = Path(model_dir) / "losses.tsv"
+    if not tsv.is_file():
+        return []
+    return [float(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:] if line.strip()]
+
+
 def _result_from_summary(out: Path, summary: dict) -> TrainResult:
-    losses = []
-    tsv = out / "losses.tsv"
-    if tsv.is_file():
-        losses = [float(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:] if line.strip()]
+    losses = read_losses(out)
     return TrainResult(out, int(summary["steps"]), int(summary["realised_docs"]), tuple(losses),
                        int(summary["teacher_calls"]), float(summary["wall_seconds"]), None, summary)
 

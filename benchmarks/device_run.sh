@@ -9,8 +9,9 @@
 # that finished. Results land in $OUT: study.tgz (report, plots, costs, manifests, per-cell training.json),
 # bench.tgz (one JSON per benchmark), quickstart.tgz, and device_run.log.
 # Across sessions (a fresh machine each time): the study's finished artifacts, without models, come back as
-# $OUT/resume.tgz (`python -m rankdistill.experiments.bundle`); put that file at .carry/resume.tgz for the next
-# session and its study resumes where this one stopped (the bundle is unpacked when runs/ has no study yet).
+# $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); put that file at .carry/resume.tar.xz for the
+# next session and its study resumes where this one stopped (the bundle is unpacked when runs/ has no study yet).
+# It has to fit beside the rest of .carry/ in the 64 MiB that may travel: the log says how much room it leaves.
 set -uo pipefail
 STUDY_S=${1:-400}
 TOTAL_S=${2:-575}
@@ -27,9 +28,10 @@ log "setup done"
 # 1. the study
 study=runs/scifact-study
 if [ "${RUN_STUDY:-1}" = 1 ]; then
-if [ -f .carry/resume.tgz ] && [ ! -d "$study/artifacts" ]; then
-  python3 -m rankdistill.experiments.bundle unpack .carry/resume.tgz "$study" >>"$OUT/study.log" 2>&1
-  log "resumed from .carry/resume.tgz: $(ls "$study"/artifacts/train 2>/dev/null | wc -l) trained cells"
+resume=$(ls .carry/resume.tar.xz .carry/resume.tgz 2>/dev/null | head -1)
+if [ -n "$resume" ] && [ ! -d "$study/artifacts" ]; then
+  python3 -m rankdistill.experiments.bundle unpack "$resume" "$study" >>"$OUT/study.log" 2>&1
+  log "resumed from $resume: $(ls "$study"/artifacts/train 2>/dev/null | wc -l) trained cells"
 fi
 log "study: up to ${STUDY_S}s"
 timeout "$STUDY_S" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
@@ -52,8 +54,10 @@ log "study packed: $(du -h "$OUT/study.tgz" | cut -f1)"
 # the bundle to resume from in a later session (worth it once the cells have started: before that, the
 # teacher's model is still needed and is not carried)
 if grep -q "train+evaluate" "$OUT/study.log"; then
-  python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tgz" >>"$OUT/study.log" 2>&1
-  log "resume bundle: $(du -h "$OUT/resume.tgz" | cut -f1), $(ls "$study"/artifacts/train | wc -l) trained cells"
+  python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tar.xz" >>"$OUT/study.log" 2>&1
+  rest=$(du -sb --exclude=resume.tar.xz --exclude=resume.tgz .carry | cut -f1)
+  log "resume bundle: $(stat -c %s "$OUT/resume.tar.xz") bytes, $(ls "$study"/artifacts/train | wc -l) trained cells;" \
+    "room beside the rest of .carry/ ($rest bytes) in 64 MiB: $(( 67108864 - rest )) bytes, less the working tree"
 fi
 fi
 

@@ -229,14 +229,22 @@ def test_bundle_carries_the_study_to_another_folder_without_models(reference, tm
     from rankdistill.experiments import bundle
 
     cfg, ref_out = reference
-    packed = bundle.pack(ref_out, tmp_path / "study.tgz")
-    with tarfile.open(tmp_path / "study.tgz") as tar:
+    packed = bundle.pack(ref_out, tmp_path / "study.tar.xz")
+    assert (tmp_path / "study.tar.xz").read_bytes()[:6] == b"\xfd7zXZ\x00"  # xz by its name
+    with tarfile.open(tmp_path / "study.tar.xz") as tar:
         names = tar.getnames()
     assert not [n for n in names if n.endswith((".safetensors", ".bin", "tokenizer.json", "mining-scores.db"))]
     assert any(n.endswith("/per_query.tsv") for n in names) and "report.md" in names
+    # what the resumed run writes again is not carried
+    assert (ref_out / "report.html").is_file() and (ref_out / "plots").is_dir()
+    assert not [n for n in names if n in ("report.html", "report.json") or n.startswith("plots")]
     assert packed["pruned"] >= 6 + 1  # the six cells' models and the teacher's mining store at least
+    gz = bundle.pack(ref_out, tmp_path / "study.tgz")
+    assert (tmp_path / "study.tgz").read_bytes()[:2] == b"\x1f\x8b" and gz["bytes"] > packed["bytes"]
+    with tarfile.open(tmp_path / "study.tgz") as tar:
+        assert sorted(tar.getnames()) == sorted(names)
     moved = tmp_path / "elsewhere" / "out"
-    assert bundle.main(["unpack", str(tmp_path / "study.tgz"), str(moved)]) == 0
+    assert bundle.main(["unpack", str(tmp_path / "study.tar.xz"), str(moved)]) == 0
     trained = sorted((moved / "artifacts" / "train").glob("[0-9a-f]*"))
     assert len(trained) == 6 and all((t / "PRUNED").is_file() for t in trained)
     assert not list(moved.glob("artifacts/*/*/model/model.safetensors"))
@@ -272,6 +280,13 @@ def test_bundle_bad_input_exit_2(tmp_path, capsys):
 
     assert bundle.main(["pack", str(tmp_path), str(tmp_path / "b.tgz")]) == 2
     assert "no artifacts/" in capsys.readouterr().err
+    # a pack that fails half-way leaves no file behind
+    (tmp_path / "s" / "artifacts" / "train" / "abc").mkdir(parents=True)
+    (tmp_path / "s" / "artifacts" / "train" / "abc" / "manifest.json").write_text("{}")
+    (tmp_path / "s" / "artifacts" / "train" / "abc" / "PRUNED").write_text("not json")
+    with pytest.raises(ValueError):
+        bundle.pack(tmp_path / "s", tmp_path / "b.tar.xz")
+    assert not list(tmp_path.glob("*b.tar.xz*"))
     (tmp_path / "junk.tgz").write_text("not a tar")
     assert bundle.main(["unpack", str(tmp_path / "junk.tgz"), str(tmp_path / "o")]) == 2
     assert "not a bundle" in capsys.readouterr().err
@@ -296,3 +311,4 @@ def test_untrained_reference_is_the_students_starting_point(reference, tmp_path)
     one = study._base_encoder()
     assert one is not None and one.hash != base.name
     assert json.loads(one.file("model/config.json").read_text())["num_hidden_layers"] == 1
+

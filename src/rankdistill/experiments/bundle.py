@@ -4,16 +4,21 @@ A study that runs in several short sessions on machines that do not keep their d
 this project, spot instances, a laptop that finishes what a cluster started) moves its finished artifacts in
 a bundle::
 
-    python -m rankdistill.experiments.bundle pack runs/study study-bundle.tgz
-    python -m rankdistill.experiments.bundle unpack study-bundle.tgz runs/study
+    python -m rankdistill.experiments.bundle pack runs/study study-bundle.tar.xz
+    python -m rankdistill.experiments.bundle unpack study-bundle.tar.xz runs/study
 
-``pack`` writes a gzipped tar of the study folder's own files (config, report, manifest, plots) and of every
-finished artifact: its ``manifest.json`` and the small files that later stages and the report read
-(:data:`KEEP`: groups, score stores, statistics, candidate runs, per-query results, training summaries and
-loss curves). Every other file (model weights and tokenizers, the runs of evaluations, the teacher's mining
-store) stays behind and is listed in the artifact's ``PRUNED`` file. Unfinished stages and ``cache/`` stay
-behind too. Artifact keys hash settings and content fingerprints, never paths, so the unpacked artifacts are
-found again under any folder on any machine.
+``pack`` writes a tar archive of the study folder's own small files (config, manifest, ``report.md``,
+``costs.md``) and of every finished artifact: its ``manifest.json`` and the small files that later stages and
+the report read (:data:`KEEP`: groups, score stores, statistics, candidate runs, per-query results, training
+summaries and loss curves). Every other file (model weights and tokenizers, the runs of evaluations, the
+teacher's mining store) stays behind and is listed in the artifact's ``PRUNED`` file. Unfinished stages,
+``cache/``, and what a resumed run writes again from the artifacts (:data:`REGENERATED`: the HTML and JSON
+reports and the plots) stay behind too. Artifact keys hash settings and content fingerprints, never paths, so
+the unpacked artifacts are found again under any folder on any machine.
+
+The archive is xz-compressed when its name ends in ``.tar.xz`` or ``.txz`` (about half the size of gzip on
+score stores and groups, which is what limits a bundle that has to travel beside other files) and gzipped
+otherwise; ``unpack`` reads either.
 
 A pruned artifact counts as finished: a resumed run reuses it and does not redo its stage. A stage that still
 has to run and needs the files of a pruned input is refused by :meth:`ArtifactStore.run` with the folder to
@@ -46,6 +51,11 @@ KEEP: dict[str, frozenset[str]] = {
 }
 """Files (relative to the artifact folder) a bundle carries: for every stage, and per stage."""
 
+REGENERATED = frozenset({"report.html", "report.json", "plots"})
+"""Entries of the study folder that ``rankdistill run`` writes again from the artifacts: not carried."""
+
+XZ_SUFFIXES = (".tar.xz", ".txz")
+
 
 def _kept(stage: str, rel: str) -> bool:
     return rel in KEEP["*"] or rel in KEEP.get(stage, frozenset())
@@ -58,7 +68,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
-    """Write the bundle of study folder ``output`` to ``dest`` (``.tgz``); return counts and sizes."""
+    """Write the bundle of study folder ``output`` to ``dest``; return counts and sizes."""
     root = Path(output)
     artifacts = root / "artifacts"
     if not artifacts.is_dir():
@@ -68,32 +78,35 @@ def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     counts = {"artifacts": 0, "pruned": 0, "files": 0, "bytes_in": 0}
-    with tarfile.open(tmp, "w:gz") as tar:
-        for f in sorted(root.iterdir()):
-            if f.is_file():
-                tar.add(f, arcname=f.name)
-        if (root / "plots").is_dir():
-            tar.add(root / "plots", arcname="plots")
-        for stage_dir in sorted(p for p in artifacts.iterdir() if p.is_dir()):
-            for art in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                if not (art / "manifest.json").is_file():
-                    continue
-                counts["artifacts"] += 1
-                left = []
-                for f in sorted(p for p in art.rglob("*") if p.is_file()):
-                    rel = f.relative_to(art).as_posix()
-                    if rel == PRUNED:
-                        left.extend(json.loads(f.read_text()))
-                    elif _kept(stage_dir.name, rel):
-                        tar.add(f, arcname=f"artifacts/{stage_dir.name}/{art.name}/{rel}")
-                        counts["files"] += 1
-                        counts["bytes_in"] += f.stat().st_size
-                    else:
-                        left.append(rel)
-                if left:
-                    counts["pruned"] += 1
-                    _add_bytes(tar, f"artifacts/{stage_dir.name}/{art.name}/{PRUNED}",
-                               json.dumps(sorted(set(left)), indent=0).encode())
+    mode = "w:xz" if dest.name.endswith(XZ_SUFFIXES) else "w:gz"
+    try:
+        with tarfile.open(tmp, mode) as tar:
+            for f in sorted(root.iterdir()):
+                if f.is_file() and f.name not in REGENERATED:
+                    tar.add(f, arcname=f.name)
+            for stage_dir in sorted(p for p in artifacts.iterdir() if p.is_dir()):
+                for art in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                    if not (art / "manifest.json").is_file():
+                        continue
+                    counts["artifacts"] += 1
+                    left = []
+                    for f in sorted(p for p in art.rglob("*") if p.is_file()):
+                        rel = f.relative_to(art).as_posix()
+                        if rel == PRUNED:
+                            left.extend(json.loads(f.read_text()))
+                        elif _kept(stage_dir.name, rel):
+                            tar.add(f, arcname=f"artifacts/{stage_dir.name}/{art.name}/{rel}")
+                            counts["files"] += 1
+                            counts["bytes_in"] += f.stat().st_size
+                        else:
+                            left.append(rel)
+                    if left:
+                        counts["pruned"] += 1
+                        _add_bytes(tar, f"artifacts/{stage_dir.name}/{art.name}/{PRUNED}",
+                                   json.dumps(sorted(set(left)), indent=0).encode())
+    except BaseException:  # nothing half-written is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dest)
     counts["bytes"] = dest.stat().st_size
     logger.info("packed %d artifacts (%d pruned), %d files, %.1f MB -> %s (%.1f MB)", counts["artifacts"],
@@ -106,13 +119,13 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
     (a local artifact may hold the files the bundle left out); the study folder's own files are replaced."""
     src, root = Path(src), Path(output)
     if not src.is_file():
-        raise UserInputError("no such bundle", path=src, fix="give the .tgz written by `bundle pack`")
+        raise UserInputError("no such bundle", path=src, fix="give the file written by `bundle pack`")
     root.mkdir(parents=True, exist_ok=True)
     counts = {"artifacts": 0, "kept_local": 0}
     try:
-        tar = tarfile.open(src, "r:gz")
+        tar = tarfile.open(src, "r:*")
     except (tarfile.TarError, OSError) as e:
-        raise UserInputError(f"not a bundle ({e})", path=src, fix="give the .tgz written by `bundle pack`") from None
+        raise UserInputError(f"not a bundle ({e})", path=src, fix="give the file written by `bundle pack`") from None
     with tar:
         members = tar.getmembers()
         by_artifact: dict[str, list[tarfile.TarInfo]] = {}
@@ -147,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack", help="write a bundle of a study folder's finished artifacts, without models")
     p.add_argument("output", help="the study folder (`rankdistill run --output`)")
-    p.add_argument("bundle", help="the .tgz to write")
+    p.add_argument("bundle", help="the file to write: .tar.xz or .txz for xz, otherwise gzip (.tgz)")
     u = sub.add_parser("unpack", help="extract a bundle into a study folder; a later `run` resumes from it")
     u.add_argument("bundle")
     u.add_argument("output")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,3 +313,52 @@ def test_untrained_reference_is_the_students_starting_point(reference, tmp_path)
     assert one is not None and one.hash != base.name
     assert json.loads(one.file("model/config.json").read_text())["num_hidden_layers"] == 1
 
+
+def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, tiny_bert_dir):
+    """An artifact key holds the fingerprint of the weights a model setting resolves to: the default encoder
+    when the setting is unset (so a trained teacher is redone when the default checkpoint changes), the same
+    weights in another folder give the same key, and one changed byte gives another."""
+    import json
+    import shutil
+
+    from rankdistill.experiments.config import load_config
+    from rankdistill.experiments.runner import Study, _fingerprint, _model_identity
+    from rankdistill.models import bundled_model_path
+
+    assert _model_identity(None) == _fingerprint(bundled_model_path()) == _model_identity("all-MiniLM-L6-v2")
+    moved = Path(shutil.copytree(tiny_bert_dir, tmp_path / "moved"))
+    assert _model_identity(str(moved)) == _model_identity(str(tiny_bert_dir))
+    weights = moved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert _model_identity(str(moved)) != _model_identity(str(tiny_bert_dir))
+
+    cfg, out = reference
+    expected = json.loads(json.dumps(_model_identity(str(tiny_bert_dir))))  # as a manifest holds it
+    for stage, key in (("train", "model"), ("diagnose", "encoder")):
+        manifests = [json.loads(p.read_text()) for p in (out / "artifacts" / stage).glob("*/manifest.json")]
+        assert manifests and all(m["settings"][key] == expected for m in manifests)
+    ensemble = [json.loads(p.read_text()) for p in (out / "artifacts" / "mine").glob("*/manifest.json")]
+    assert [m["settings"]["encoder"] for m in ensemble if m["settings"]["strategy"] == "ensemble"] == [expected]
+
+    # a trained teacher whose model is unset keys on the default encoder's weights
+    text = re.sub(r'\[teacher\]\nmodel = "[^"]*"\n', "[teacher]\n", cfg.read_text())
+    (tmp_path / "trained.toml").write_text(text + '\n[teacher.train]\nloss = "lce"\nbudget_docs = 32\n')
+    study = Study(load_config(tmp_path / "trained.toml"), tmp_path / "out")
+    seen: dict[str, dict] = {}
+
+    class Done:
+        hash = "0" * 16
+
+        def file(self, name: str) -> Path:
+            return tmp_path / name
+
+    def record(stage, settings, inputs, fn, progress, label, seed=None):
+        seen[stage] = settings
+        return Done()
+
+    study._run = record
+    study.teacher()
+    assert seen["teacher"]["model"] == _fingerprint(bundled_model_path())
+    assert seen["teacher"]["recipe"]["model"] is None

@@ -96,6 +96,16 @@ def _fingerprint(path: Path) -> dict:
     return {"files": out}
 
 
+def _model_identity(name: str | None) -> dict | str:
+    """What a model setting means for an artifact key: the fingerprint of the files it resolves to (``None``
+    and the default encoder's names resolve to the bundled checkpoint), or the hub id when it is not local.
+    Keys then change when the weights behind a name change, and not when the same weights move."""
+    from rankdistill.models import resolve_model
+
+    resolved = resolve_model(name)
+    return _fingerprint(Path(resolved)) if Path(resolved).exists() else resolved
+
+
 def _rows(db: Path) -> int:
     """Scores held by a store file (0 when there is none)."""
     from rankdistill.teachers.store import ScoreStore
@@ -365,8 +375,8 @@ class Study:
             resolved = resolve_model(t.model)
             self.teacher_given = resolved
             p = Progress("teacher", 1)
-            fp = _fingerprint(Path(resolved)) if Path(resolved).exists() else resolved
-            self.teacher_art = self._run("teacher", {"model": fp}, {}, lambda w: {"model": resolved}, p, "given")
+            self.teacher_art = self._run("teacher", {"model": _model_identity(t.model)}, {},
+                                         lambda w: {"model": resolved}, p, "given")
             return
         r = t.train
         assert r is not None
@@ -377,7 +387,7 @@ class Study:
                            lambda w: self._mine(w, r.strategy, r.group_size, False, r.seed, 2 * r.group_size,
                                                 r.max_queries),
                            p, f"teacher groups ({r.strategy})")
-        settings = {"recipe": dataclasses.asdict(r), "train": self._train_dataset()}
+        settings = {"recipe": dataclasses.asdict(r), "train": self._train_dataset(), "model": _model_identity(r.model)}
         model = r.model
 
         def fn(work: Path) -> dict:
@@ -461,6 +471,8 @@ class Study:
             uses_teacher = s in ("teacher", "ensemble") or (m.false_negative_margin is not None and self.has_teacher)
             settings = {**self._train_dataset(), "strategy": s, "group_size": max(g.group_sizes), "pool": pool,
                         "mining": dataclasses.asdict(m)}
+            if s in ("dense", "ensemble"):
+                settings["encoder"] = _model_identity(m.dense_model)
             inputs = {"teacher": self.teacher_art} if uses_teacher and self.teacher_art else {}
             teacher = "teacher" in inputs
             out[s] = self._run("mine", settings, inputs,
@@ -516,7 +528,7 @@ class Study:
                 call_verb(argv)
                 return {}
 
-            out[s] = self._run("diagnose", {"diagnostics": dataclasses.asdict(d),
+            out[s] = self._run("diagnose", {"diagnostics": dataclasses.asdict(d), "encoder": _model_identity(d.encoder),
                                             "group_size": max(self.cfg.grid.group_sizes)},
                                {"groups": mined[s], "scores": scores[s]}, fn, p, s)
         return out
@@ -564,7 +576,7 @@ class Study:
         model = (st.cross_model or st.model) if cell.arch == "cross" else st.model
         distil = cell.loss in TEACHER_LOSSES
         train_settings = {"cell": dataclasses.asdict(cell), "student": dataclasses.asdict(st),
-                          "train": self._train_dataset()}
+                          "train": self._train_dataset(), "model": _model_identity(model)}
         inputs = {"groups": groups[(cell.strategy, cell.selection)]}
         argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
                 "--groups", inputs["groups"].file("groups.jsonl"), "--arch", cell.arch, "--loss", cell.loss,
@@ -671,7 +683,7 @@ class Study:
 
         st = self.cfg.student
         path = resolve_model(st.model)
-        settings = {"model": _fingerprint(Path(path)) if Path(path).exists() else path, "layers": st.layers,
+        settings = {"model": _model_identity(st.model), "layers": st.layers,
                     "pooling": st.pooling, "similarity": st.similarity, "max_query_length": st.query_max_length,
                     "max_doc_length": st.max_length}
 

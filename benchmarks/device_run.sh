@@ -3,6 +3,8 @@
 # under its own time limit so that the whole stays inside the device's 10-minute command limit. Run from the
 # repository root on the GPU machine (with .carry/ from `bash ../shared/tools/gpu-carry.sh`):
 #   OUT=/some/dir bash benchmarks/device_run.sh [STUDY_SECONDS] [TOTAL_SECONDS]
+# The study gets STUDY_SECONDS or what TOTAL_SECONDS leaves less 40 s, whichever is less: the resume bundle is
+# written before anything else, so a call cut at the device's limit still brings its progress back.
 # RUN_STUDY=0, RUN_BENCH=0 or RUN_QUICK=0 leave a part out (e.g. a second call that only resumes the study).
 # The study writes runs/scifact-study (kept between calls of a warm machine, so a second call resumes it from
 # its artifacts). If it is cut short, its cells finish seed by seed and a report is written from the seeds
@@ -27,38 +29,48 @@ log "setup done"
 
 # 1. the study
 study=runs/scifact-study
+# The bundle to resume from in a later session; worth it once the cells have started (before that, the
+# teacher's model is still needed and is not carried). Written as soon as the study stops, before anything
+# else can run into the command's time limit, and again after the reports below if they computed more.
+pack_resume() {
+  grep -q "train+evaluate" "$OUT/study.log" || return 0
+  python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tar.xz" >>"$OUT/study.log" 2>&1
+  rest=$(du -sb --exclude=resume.tar.xz --exclude=resume.tgz .carry | cut -f1)
+  log "resume bundle: $(stat -c %s "$OUT/resume.tar.xz") bytes, $(ls "$study"/artifacts/train | wc -l) trained cells;" \
+    "room beside the rest of .carry/ ($rest bytes) in 64 MiB: $(( 67108864 - rest )) bytes, less the working tree"
+}
 if [ "${RUN_STUDY:-1}" = 1 ]; then
 resume=$(ls .carry/resume.tar.xz .carry/resume.tgz 2>/dev/null | head -1)
 if [ -n "$resume" ] && [ ! -d "$study/artifacts" ]; then
   python3 -m rankdistill.experiments.bundle unpack "$resume" "$study" >>"$OUT/study.log" 2>&1
   log "resumed from $resume: $(ls "$study"/artifacts/train 2>/dev/null | wc -l) trained cells"
 fi
-log "study: up to ${STUDY_S}s"
-timeout "$STUDY_S" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
+s=$(( $(left) - 40 )); [ "$s" -gt "$STUDY_S" ] && s=$STUDY_S  # 40 s kept for packing within TOTAL_SECONDS
+log "study: up to ${s}s"
+timeout "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
   --output "$study" >>"$OUT/study.log" 2>&1
 rc=$?
 pkill -f spawn_main 2>/dev/null; sleep 1  # cell workers of a run that was stopped
 log "study exit $rc"
+pack_resume
 if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
+  ran=0
   for seeds in "[0, 1]" "[0]"; do
-    log "study cut short: report from seeds $seeds"
-    timeout 60 python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
+    t=$(( $(left) - 30 )); [ "$t" -gt 60 ] && t=60
+    [ "$t" -lt 10 ] && { log "no time left for a report from fewer seeds"; break; }
+    log "study cut short: report from seeds $seeds, up to ${t}s"
+    ran=1
+    timeout "$t" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
       --output "$study" --set "grid.seeds=$seeds" --set "entropy_study.seeds=$seeds" \
       --set "executor.workers=8" >>"$OUT/study.log" 2>&1 && break
+    pkill -f spawn_main 2>/dev/null; sleep 1
   done
+  [ $ran = 1 ] && [ "$(left)" -gt 20 ] && pack_resume
 fi
 tar czf "$OUT/study.tgz" -C runs $(cd runs && { find scifact-study -maxdepth 1 -type f; find scifact-study/plots -type f;
   find scifact-study/artifacts \( -name manifest.json -o -name training.json -o -name '*.meta.json' \
   -o -name per_query.tsv -o -name losses.tsv \); } 2>/dev/null) 2>/dev/null
 log "study packed: $(du -h "$OUT/study.tgz" | cut -f1)"
-# the bundle to resume from in a later session (worth it once the cells have started: before that, the
-# teacher's model is still needed and is not carried)
-if grep -q "train+evaluate" "$OUT/study.log"; then
-  python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tar.xz" >>"$OUT/study.log" 2>&1
-  rest=$(du -sb --exclude=resume.tar.xz --exclude=resume.tgz .carry | cut -f1)
-  log "resume bundle: $(stat -c %s "$OUT/resume.tar.xz") bytes, $(ls "$study"/artifacts/train | wc -l) trained cells;" \
-    "room beside the rest of .carry/ ($rest bytes) in 64 MiB: $(( 67108864 - rest )) bytes, less the working tree"
-fi
 fi
 
 # 2. the speed figures

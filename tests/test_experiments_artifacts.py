@@ -30,6 +30,9 @@ def test_reuse_and_invalidation(tmp_path):
     assert t1.hash != t2.hash and calls == [1, 2, 3, 4]
     assert a.manifest["versions"]["rankdistill"]
     assert a.manifest["bytes"] > 0
+    # wall-clock interval of the work (the GPU's fair shares among concurrent cells are read from it)
+    assert 1.7e9 < a.manifest["started"] <= t1.manifest["started"] <= t2.manifest["started"]
+    assert a.manifest["finished"] == pytest.approx(a.manifest["started"] + a.manifest["seconds"], abs=2e-3)
 
 
 def test_a_crashed_stage_leaves_no_artifact_and_resumes_in_the_same_workdir(tmp_path):

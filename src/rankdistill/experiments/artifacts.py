@@ -119,7 +119,7 @@ class ArtifactStore:
         stage_dir.mkdir(parents=True, exist_ok=True)
         work = stage_dir / f".{key}.partial"
         work.mkdir(exist_ok=True)
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         try:
             info = fn(work) or {}
         except PrunedFile:
@@ -131,6 +131,7 @@ class ArtifactStore:
             "stage": stage, "hash": key, "settings": settings,
             "inputs": {k: {"stage": v.stage, "hash": v.hash} for k, v in sorted(inputs.items())},
             "seed": seed, "seconds": round(seconds, 3), "gpu_seconds": round(seconds, 3) if gpu else 0.0,
+            "started": round(started, 3), "finished": round(started + seconds, 3),
             "bytes": _size(work), "versions": versions(), "info": info,
         }
         tmp = work / ".manifest.json.tmp"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rankdistill.experiments.config import TEACHER_LOSSES
+from rankdistill.experiments.shares import fair_shares
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
         _entropy_study(md, cfg, band_studies, groups, plots, plot_tost_forest)
 
     # ---- cost ---------------------------------------------------------------------------------------------
-    costs = _costs(study, mined, scores, cell_arts, studies)
+    one_device = cfg.executor.kind != "ray"
+    costs = _costs(study, mined, scores, cell_arts, studies, one_device)
     md += ["## Cost", "",
            "Teacher calls are the distinct (query, document) pairs the teacher scored: while mining (teacher "
            "re-ranking, ensemble filter) and to label the groups. Documents are those the students saw (the "
@@ -365,7 +367,23 @@ def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -
     return summary
 
 
-def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
+def _gpu_seconds(cell_arts, one_device: bool) -> dict[Path, float]:
+    """GPU-seconds of each artifact of the cells that ran on a GPU. On one machine (the local and process
+    executors) concurrent cells shared its GPU, so each gets its fair share (:func:`.shares.fair_shares` over
+    the wall-clock intervals of every GPU artifact of the cells, training and evaluation); elsewhere (Ray, one
+    GPU per worker), or for manifests without times, its wall seconds."""
+    arts = {a.path: a for _c, t, evals in cell_arts for a in (t, *evals.values())
+            if a is not None and a.manifest.get("gpu_seconds", 0.0) > 0}
+    out = {path: float(a.manifest["gpu_seconds"]) for path, a in arts.items()}
+    timed = [a for a in arts.values() if "started" in a.manifest and "finished" in a.manifest]
+    if one_device and timed:
+        shares = fair_shares([(a.manifest["started"], a.manifest["finished"]) for a in timed])
+        out.update({a.path: share for a, share in zip(timed, shares)})
+    return out
+
+
+def _costs(study, mined, scores, cell_arts, studies, one_device: bool = True) -> dict[str, dict]:
+    gpu = _gpu_seconds(cell_arts, one_device)
     out = {}
     for s, art in mined.items():
         sc = scores.get(s)
@@ -386,7 +404,7 @@ def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
             "mining_seconds": art.manifest.get("seconds", 0.0),
             "scoring_seconds": sc.manifest.get("seconds", 0.0) if sc else 0.0,
             "training_seconds": float(sum(t.manifest.get("seconds", 0.0) for _, t in cells)),
-            "training_gpu_seconds": float(sum(t.manifest.get("gpu_seconds", 0.0) for _, t in cells)),
+            "training_gpu_seconds": float(sum(gpu.get(t.path, 0.0) for _, t in cells)),
             "effectiveness": _mean(means),
         }
     return out
@@ -396,8 +414,10 @@ def _write_costs(out_dir: Path, costs: dict, metric: str, shared: int = 0) -> No
     rows = [[s, f"{c['mining_seconds']:.1f}", f"{c['scoring_seconds']:.1f}", f"{c['training_seconds']:.1f}",
              f"{c['training_gpu_seconds']:.1f}", c["teacher_calls_mining"] + c["teacher_calls_labels"],
              c["teacher_calls_computed"], _f(c["effectiveness"])] for s, c in costs.items()]
-    note = (f" Cells ran {shared} at a time on one machine, so training GPU-seconds are wall seconds on a GPU "
-            f"shared by up to {shared} cells: they over-count the GPU's own time." if shared else "")
+    note = (f" Cells ran up to {shared} at a time on one machine. A cell's training GPU-seconds are its share of "
+            "the one GPU: at each moment, the wall time divided by the number of cells using the GPU then "
+            "(training or evaluating), so the shares add up to the time the GPU had work. The training seconds "
+            "are wall seconds, counted once per cell." if shared else "")
     text = f"# Measured cost per strategy\n\nSeconds as recorded when each artifact was first computed.{note}\n\n" + \
         _md_table(["strategy", "mining s", "scoring s", "training s (all cells)", "training GPU-s", "teacher calls",
                    "of them scored here", f"mean {metric}"], rows) + \

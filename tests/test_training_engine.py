@@ -3,7 +3,9 @@ reruns, skipped scores and a diverging loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -162,3 +164,24 @@ def test_nan_loss_stops_with_step_and_queries_and_keeps_the_last_checkpoint(scif
     assert "the last good checkpoint is" in msg and msg.count("step-00000002") == 1
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
     assert not (out / "training.json").exists()
+
+
+@pytest.mark.parametrize("arch", ["bi", "cross"])
+def test_every_study_loss_trains_under_bf16_autocast(arch, scifact_dir, scifact_groups, scifact_scores,  # noqa: F811
+                                                     tiny_bert_dir, tiny_cross_encoder_dir, tmp_path):
+    """``--bf16 on`` runs the GPU's precision on any device: every loss of the study trains under it, and its
+    first loss (before any update, same seed and data) is the float32 one up to bf16 rounding."""
+    model = tiny_bert_dir if arch == "bi" else tiny_cross_encoder_dir
+    for loss in ("lce", "margin_mse", "ranknet", "kl"):
+        runs = {}
+        for bf16 in ("off", "on"):
+            cfg = config(scifact_dir, scifact_groups[0], tmp_path / f"{loss}-{bf16}", arch=arch, loss=loss,
+                         budget=32, model=model, scores=None if loss == "lce" else scifact_scores)
+            cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, bf16=bf16))
+            result = train(cfg)
+            summary = json.loads((result.output / "training.json").read_text())
+            assert summary["bf16"] is (bf16 == "on")
+            assert len(result.losses) == 2 and all(math.isfinite(v) for v in result.losses)
+            runs[bf16] = result.losses[0]
+        assert runs["on"] == pytest.approx(runs["off"], rel=0.03, abs=3e-3), loss
+        assert runs["on"] != runs["off"], loss  # the autocast did take effect

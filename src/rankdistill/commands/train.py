@@ -78,7 +78,9 @@ def register(sub) -> None:
     r.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     r.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept (default 2)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    r.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="bf16 autocast on GPU (default auto)")
+    r.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast: auto = on a GPU that supports it (default); on = on any device, a CPU too "
+                   "(faster on CPUs with bf16 units, and the GPU's precision elsewhere); off")
     r.add_argument("--compile", action="store_true", help="torch.compile the student")
     r.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: 0 on CPU, up to 4 on GPU)")

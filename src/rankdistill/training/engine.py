@@ -214,9 +214,8 @@ class _Trainer:
         o = config.optim
         self.budget = Budget(o.budget_docs, o.batch_size, o.grad_accum, ctx.world_size, config.data.group_size)
         bf16 = config.runtime.bf16
-        self.bf16 = device.type == "cuda" and (bf16 == "on" or (bf16 == "auto" and torch.cuda.is_bf16_supported()))
-        if bf16 == "on" and device.type != "cuda":
-            logger.warning("--bf16 on is for GPUs; training in float32 on %s", device)
+        # auto: on a GPU that has bf16; on: on any device (a CPU too, where it runs the GPU's precision)
+        self.bf16 = bf16 == "on" or (bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.progress = config.runtime.progress and ctx.is_main
 
     # -- setup -----------------------------------------------------------------------------------------------

@@ -102,6 +102,24 @@ def test_report_has_every_section(reference):
     needed, scored = (int(x) for x in costs["ensemble"])
     assert 0 < scored < needed
     assert len(list((out / "cache" / "teacher-scores").glob("*.db"))) == 1
+    # each labelling store holds exactly its groups' pairs, also where mining scored many more (teacher: the
+    # top 20 of every query), and counts as its labelling calls the pairs that mining had not scored
+    from rankdistill.data.groups import iter_groups
+    from rankdistill.teachers.store import ScoreStore
+
+    for sm in (out / "artifacts" / "score").glob("*/manifest.json"):
+        m = json.loads(sm.read_text())
+        mine = out / "artifacts" / "mine" / m["inputs"]["groups"]["hash"]
+        pairs = {(g.query_id, d) for _, g in iter_groups(mine / "groups.jsonl")
+                 for d in (*g.positive_ids, *g.negative_ids)}
+        with ScoreStore(sm.parent / "scores.db", readonly=True) as store:
+            held = set(store.get_many(store.resolve_teacher(), pairs))
+            assert held == pairs and store.count() == len(pairs) == m["info"]["pairs"]
+        mined = mine / "mining-scores.db"
+        if mined.exists():
+            with ScoreStore(mined, readonly=True) as store:
+                assert store.count() > len(pairs)
+                assert m["info"]["teacher_calls"] == len(pairs) - len(store.get_many(store.resolve_teacher(), pairs))
     train = next((out / "artifacts" / "train").glob("[0-9a-f]*"))
     assert json.loads((train / "manifest.json").read_text())["info"]["realised_docs"] == 48
 

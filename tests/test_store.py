@@ -133,3 +133,21 @@ def test_json_gz_import_rejects_bad_files(tmp_path, content, message):
     path.write_bytes(gzip.compress(content))
     with ScoreStore(tmp_path / "s.db") as store, pytest.raises(UserInputError, match=message):
         store.import_json_gz(path, "t")
+
+
+def test_keep_only_drops_other_pairs_of_every_teacher_and_compacts(tmp_path):
+    db = tmp_path / "s.db"
+    with ScoreStore(db) as s:
+        s.put("a", [(f"q{i}", f"d{j}", i + j / 100) for i in range(50) for j in range(100)])
+        s.put("b", [("q0", "d0", 9.0), ("q0", "d1", 8.0), ("q1", "d5", 7.0)])
+    big = db.stat().st_size
+    keep = [("q0", "d0"), ("q0", "d0"), ("q1", "d5"), ("q3", "d99"), ("q9", "nowhere")]
+    with ScoreStore(db) as s:
+        assert s.keep_only(keep) == 5000 + 3 - 3 - 2
+        assert s.count("a") == 3 and s.count("b") == 2
+        assert s.get_many("a", [("q0", "d0"), ("q1", "d5"), ("q3", "d99"), ("q0", "d1")]) == \
+            {("q0", "d0"): 0.0, ("q1", "d5"): 1.05, ("q3", "d99"): 3.99}
+        assert s.get_many("b", [("q0", "d0"), ("q0", "d1"), ("q1", "d5")]) == {("q0", "d0"): 9.0, ("q1", "d5"): 7.0}
+        assert s.keep_only(keep) == 0
+    assert not (tmp_path / "s.db-wal").exists()
+    assert db.stat().st_size < big / 5  # compacted (VACUUM): a few pages

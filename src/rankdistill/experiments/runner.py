@@ -487,6 +487,9 @@ class Study:
         out = {}
         for s, groups in mined.items():
             def fn(work: Path, groups: Artifact = groups) -> dict:
+                from rankdistill.data.groups import iter_groups
+                from rankdistill.teachers.store import ScoreStore
+
                 db = work / "scores.db"
                 prior = groups.file("mining-scores.db")
                 if prior.exists():
@@ -498,10 +501,15 @@ class Study:
                            "--cache", cache,
                            "--max-length", self.cfg.teacher.max_length if self.cfg.teacher else 256,
                            "--batch-size", self.cfg.teacher.batch_size if self.cfg.teacher else 64, "--output", db])
+                after = _rows(db)
+                # the store keeps the pairs the groups train on: the mining scores copied in above served to
+                # count the labelling calls, and the teacher strategy's 200 per query would only weigh it down
+                with ScoreStore(db) as store:
+                    store.keep_only((g.query_id, d) for _n, g in iter_groups(groups.file("groups.jsonl"))
+                                    for d in (*g.positive_ids, *g.negative_ids))
                 for extra in ("scores.db-wal", "scores.db-shm"):
                     (work / extra).unlink(missing_ok=True)
-                after = _rows(db)
-                return {"pairs": after, "teacher_calls": after - before,
+                return {"pairs": _rows(db), "teacher_calls": after - before,
                         "teacher_calls_computed": _rows(cache) - cache_before}
 
             out[s] = self._run("score", {"teacher_max_length": self.cfg.teacher.max_length},

@@ -98,6 +98,23 @@ class ScoreStore:
             self._db.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?)", batch)
         return self._db.total_changes - before
 
+    def keep_only(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Delete the scores (of every teacher) whose ``(query_id, doc_id)`` is not in ``pairs`` and compact the
+        file; returns how many were deleted. A study's labelling store keeps the pairs its groups train on,
+        not everything the teacher scored while mining."""
+        with self._db:
+            self._db.execute("CREATE TEMP TABLE keep (query_id TEXT NOT NULL, doc_id TEXT NOT NULL, "
+                             "PRIMARY KEY (query_id, doc_id)) WITHOUT ROWID")
+            self._db.executemany("INSERT OR IGNORE INTO keep VALUES (?, ?)", ((str(q), str(d)) for q, d in pairs))
+            removed = self._db.execute(
+                "DELETE FROM scores WHERE NOT EXISTS (SELECT 1 FROM keep WHERE keep.query_id = scores.query_id "
+                "AND keep.doc_id = scores.doc_id)").rowcount
+            self._db.execute("DROP TABLE keep")
+        if removed:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(removed)
+
     def import_json_gz(self, path: str | Path, teacher: str, info: dict | None = None) -> int:
         """Load the paper's teacher file (``{qid: {docid: score}}``, JSON, gzipped or not) under ``teacher``.
 

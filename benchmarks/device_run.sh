@@ -32,6 +32,7 @@ study=runs/scifact-study
 # The bundle to resume from in a later session; worth it once the cells have started (before that, the
 # teacher's model is still needed and is not carried). Written as soon as the study stops, before anything
 # else can run into the command's time limit, and again after the reports below if they computed more.
+stop_workers() { pkill -f spawn_main 2>/dev/null; sleep 1; }  # the cell workers of a run that was stopped
 pack_resume() {
   grep -q "train+evaluate" "$OUT/study.log" || return 0
   python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tar.xz" >>"$OUT/study.log" 2>&1
@@ -50,7 +51,7 @@ log "study: up to ${s}s"
 timeout "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
   --output "$study" >>"$OUT/study.log" 2>&1
 rc=$?
-pkill -f spawn_main 2>/dev/null; sleep 1  # cell workers of a run that was stopped
+stop_workers
 log "study exit $rc"
 pack_resume
 if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
@@ -63,7 +64,7 @@ if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
     timeout "$t" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
       --output "$study" --set "grid.seeds=$seeds" --set "entropy_study.seeds=$seeds" \
       --set "executor.workers=8" >>"$OUT/study.log" 2>&1 && break
-    pkill -f spawn_main 2>/dev/null; sleep 1
+    stop_workers
   done
   [ $ran = 1 ] && [ "$(left)" -gt 20 ] && pack_resume
 fi

@@ -188,8 +188,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
         _entropy_study(md, cfg, band_studies, groups, plots, plot_tost_forest)
 
     # ---- cost ---------------------------------------------------------------------------------------------
-    one_device = cfg.executor.kind != "ray"
-    costs = _costs(study, mined, scores, cell_arts, studies, one_device)
+    costs = _costs(study, mined, scores, cell_arts, studies)
     md += ["## Cost", "",
            "Teacher calls are the distinct (query, document) pairs the teacher scored: while mining (teacher "
            "re-ranking, ensemble filter) and to label the groups. Documents are those the students saw (the "
@@ -382,8 +381,8 @@ def _gpu_seconds(cell_arts, one_device: bool) -> dict[Path, float]:
     return out
 
 
-def _costs(study, mined, scores, cell_arts, studies, one_device: bool = True) -> dict[str, dict]:
-    gpu = _gpu_seconds(cell_arts, one_device)
+def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
+    gpu = _gpu_seconds(cell_arts, one_device=study.cfg.executor.kind != "ray")
     out = {}
     for s, art in mined.items():
         sc = scores.get(s)

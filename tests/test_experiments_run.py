@@ -86,6 +86,15 @@ def test_report_has_every_section(reference):
     before = text.split("## Training convergence")[0]
     assert before.count("| bi | kl |") == 2 and before.count("| bi | lce |") == 2
     assert "A tiny grid for the test suite." in text
+    # each claim with the test its form needs: "adds little" over the 2 kl comparisons (teacher, ensemble vs
+    # random on one collection), locality as paired per-query diameter shifts with intervals
+    claims = text.split("## The paper's claims, read from this run")[1]
+    assert re.search(r"- \*bi-encoders\*: [0-2] of 2 comparisons show a gain below \+0\.01 .*the run \*\*"
+                     r"(supports|contradicts|does not settle)\*\*", claims)
+    assert re.search(r"under lce [0-2] of 2 comparisons differ from random .* under distillation [0-2] of 2 ", claims)
+    for s in ("teacher", "ensemble"):
+        assert re.search(s + r": mean [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\], median [+-]\d\.\d{3}, "
+                         r"smaller for \d+% of 10 queries", claims)
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
     for plot in ("tost_forest", "entropy_histograms", "diameter_per_strategy", "cost_vs_effectiveness",
                  "teacher_calls_vs_effectiveness"):

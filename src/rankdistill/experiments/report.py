@@ -181,7 +181,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     _convergence(md, cell_arts)
 
     # ---- diagnostics -------------------------------------------------------------------------------------
-    diag_summary = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy)
+    diameters = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy)
 
     # ---- the entropy study -------------------------------------------------------------------------------
     if band_studies:
@@ -219,7 +219,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
 
     # ---- claims ------------------------------------------------------------------------------------------
     md += ["## The paper's claims, read from this run", ""]
-    md += _claims(cfg, studies, diag_summary, band_studies)
+    md += _claims(cfg, studies, diameters, band_studies)
 
     text = "\n".join(md).rstrip() + "\n"
     report = out_dir / "report.md"
@@ -323,12 +323,13 @@ def _entropy_study(md: list[str], cfg, band_studies: dict, groups, plots: Path, 
 
 
 def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -> dict[str, dict[str, float]]:
+    """The diagnostics section; returns each strategy's robust diameter per query id (for the locality claim)."""
     import pandas as pd
 
-    summary: dict[str, dict[str, float]] = {}
+    per_query: dict[str, dict[str, float]] = {}
     if not diags:
         md += ["## Diagnostics", "", "No teacher in this run: entropy and locality need teacher scores.", ""]
-        return summary
+        return per_query
     t = f"T{cfg.diagnostics.temperature:g}"
     ent_col = f"softmax_entropy_nats_{t}_with_pos"
     diam_col = f"diameter_q{cfg.diagnostics.alpha * 100:g}_{cfg.diagnostics.metric}"
@@ -341,10 +342,10 @@ def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -
         kappa = frame[f"log_kappa_{t}"].to_numpy(dtype=float) if f"log_kappa_{t}" in frame else np.array([])
         rank = frame["positive_rank"].to_numpy(dtype=float) if "positive_rank" in frame else np.array([])
         entropies[s], diameters[s] = ent, diam
+        if diam.size and "query_id" in frame:
+            per_query[s] = dict(zip(frame["query_id"].astype(str), diam.tolist()))
         def q(a, p):
             return (float(np.nanquantile(a, p)) if a.size else math.nan)
-        summary[s] = {"entropy_median": q(ent, 0.5), "diameter_median": q(diam, 0.5),
-                      "diameter_q25": q(diam, 0.25), "diameter_q75": q(diam, 0.75)}
         rows.append([s, len(frame), _f(q(ent, 0.25), 3), _f(q(ent, 0.5), 3), _f(q(ent, 0.75), 3),
                      _f(q(diam, 0.5), 3), _f(q(kappa, 0.5), 3),
                      _f(float(np.mean(rank > 1)) if rank.size else math.nan, 3)])
@@ -363,7 +364,7 @@ def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -
     if any(v.size for v in diameters.values()):
         plot_diam(diameters, plots / "diameter_per_strategy")
         md += ["![diameter per strategy](plots/diameter_per_strategy.png)", ""]
-    return summary
+    return per_query
 
 
 def _gpu_seconds(cell_arts, one_device: bool) -> dict[Path, float]:
@@ -426,46 +427,95 @@ def _write_costs(out_dir: Path, costs: dict, metric: str, shared: int = 0) -> No
     (out_dir / "costs.md").write_text(text)
 
 
-def _claims(cfg, studies, diag, band_studies=None) -> list[str]:
-    comp = cfg.comparison
-    out: list[str] = []
-    # 1. elaborate sampling adds little under distillation
-    distil = {k: v for k, v in studies.items() if k[1] in TEACHER_LOSSES}
-    verdicts: dict[str, int] = {}
-    better = worse = 0
-    for st in distil.values():
-        for res in st.collections.values():
+_CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no"}
+
+
+def _listing(findings, limit: int = 10) -> str:
+    """``label: diff [low, high]; ...``, at most ``limit`` of them."""
+    items = [f.describe() for f in findings]
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
+def _comparisons(studies: dict, keep) -> dict[str, list[tuple[str, Any]]]:
+    """Per architecture, the (label, TOST) of every strategy-vs-baseline comparison of the studies whose key
+    passes ``keep``; labels read ``loss/strategy @ collection``."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for key, st in studies.items():
+        if not keep(key):
+            continue
+        for coll, res in st.collections.items():
             for row in res.report.rows:
-                verdicts[row.tost.verdict] = verdicts.get(row.tost.verdict, 0) + 1
-                if row.tost.ci_low > 0:
-                    better += 1
-                if row.tost.ci_high < 0:
-                    worse += 1
+                out.setdefault(key[0], []).append((f"{key[1]}/{row.name.split('/')[0]} @ {coll}", row.tost))
+    return out
+
+
+def _claims(cfg, studies, diameters, band_studies=None) -> list[str]:
+    """The paper's claims, each judged with the test its logical form needs (:mod:`rankdistill.stats.claims`):
+    "adds little" over every comparison (intersection-union of non-superiority tests), unions such as "some
+    strategy is better" adjusted across their family with the configured correction."""
+    from rankdistill.stats.claims import adds_little, differences, paired_shift, significant
+
+    comp = cfg.comparison
+    level = f"{100 * (1 - 2 * comp.alpha):g}%"
+    corr = _CORRECTION_NAMES.get(comp.correction, comp.correction)
+    out: list[str] = [
+        f"Each claim is judged with the test its form needs. A claim about every comparison (\"adds little\") "
+        f"holds only where each comparison shows it at alpha {comp.alpha:g}: an interval that merely contains "
+        f"zero shows nothing. A claim about some comparison (\"is better\", \"hurts\") is tested with {corr} "
+        f"correction across the comparisons it ranges over, so that chance wins among many comparisons are not "
+        f"read as findings. Differences are strategy (or band) minus baseline, with {level} intervals.", ""]
+    # 1. elaborate sampling adds little under distillation
+    distil = _comparisons(studies, lambda k: k[1] in TEACHER_LOSSES)
     if distil:
-        n = sum(verdicts.values())
-        summary = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()))
-        supported = better == 0
-        out += [f"**Elaborate sampling adds little under distillation.** Across {n} comparisons of a strategy "
-                f"with {comp.baseline} under distillation losses ({', '.join(sorted({k[1] for k in distil}))}) "
-                f"and all test collections: {summary}; the interval lies wholly above zero in {better} and wholly "
-                f"below in {worse}. "
-                + ("This run supports the claim: no strategy is significantly better than the baseline."
-                   if supported else "This run does not support the claim: some strategy is significantly better "
-                   f"than the baseline (its {100 * (1 - 2 * comp.alpha):g}% interval lies above zero).")
-                + (" Inconclusive comparisons mean the run is too small to show equivalence at this margin."
-                   if verdicts.get("inconclusive") else ""), ""]
+        losses = ", ".join(sorted({k[1] for k in studies if k[1] in TEACHER_LOSSES}))
+        parts = []
+        for arch, fam in distil.items():
+            r = adds_little(fam, comp.margin, comp.alpha, comp.correction)
+            text = (f"*{arch}-encoders*: {len(r.shown_little)} of {r.n} comparisons show a gain below "
+                    f"+{comp.margin:g} (one-sided test at alpha {comp.alpha:g}, the upper half of the TOST). ")
+            if r.verdict == "supported":
+                text += "Every comparison does, so the run **supports** the claim here."
+            elif r.verdict == "contradicted":
+                text += (f"Better than {comp.baseline} by more than the margin ({corr}-corrected): "
+                         f"{_listing(r.beyond_margin)}; the run **contradicts** the claim there.")
+            else:
+                undet = sorted(r.undetermined, key=lambda f: -f.ci_high)
+                text += (f"The run **does not settle** the claim: {len(undet)} intervals reach the margin, "
+                         f"widest first: {_listing(undet, 6)}.")
+            if r.better:
+                text += f" Significantly better than {comp.baseline} ({corr}-corrected): {_listing(r.better)}."
+            if r.worse:
+                text += f" Significantly worse: {_listing(r.worse)}."
+            parts.append(text)
+        out += [f"**Elaborate sampling adds little under distillation** ({losses}; each strategy against "
+                f"{comp.baseline}, per test collection, margin {comp.margin:g} {comp.metric}).", "",
+                *[f"- {p}" for p in parts], ""]
     else:
         out += ["**Elaborate sampling adds little under distillation.** Not tested: no distillation loss in the "
                 "grid.", ""]
-    # 2. contrastive labels: does sampling matter there?
-    lce = {k: v for k, v in studies.items() if k[1] == "lce"}
+    # 2. contrastive labels: does sampling matter more there?
+    lce = _comparisons(studies, lambda k: k[1] == "lce")
     if lce:
-        diffs = [(row.name.split("/")[0], coll, row.mean_diff, row.tost.verdict)
-                 for st in lce.values() for coll, res in st.collections.items() for row in res.report.rows]
-        parts = "; ".join(f"{s} @ {c}: {d:+.4f} ({v})" for s, c, d, v in diffs)
-        out += [f"**Under contrastive labels (lce) the sampler matters more.** Differences to {comp.baseline}: "
-                f"{parts or 'none'}.", ""]
-    # 3/4. entropy claims need entropy selections
+        parts = []
+        for arch, fam in lce.items():
+            a = differences(fam, comp.alpha, comp.correction)
+            text = (f"*{arch}-encoders*: under lce {len(a.higher) + len(a.lower)} of {a.n} comparisons differ "
+                    f"from {comp.baseline} (two-sided, {corr}-corrected; mean absolute difference "
+                    f"{a.mean_abs_diff:.4f})")
+            if distil.get(arch):
+                b = differences(distil[arch], comp.alpha, comp.correction)
+                na, nb = len(a.higher) + len(a.lower), len(b.higher) + len(b.lower)
+                more = na / a.n > nb / b.n or (na / a.n == nb / b.n and a.mean_abs_diff > b.mean_abs_diff)
+                text += (f", under distillation {nb} of {b.n} (mean absolute difference {b.mean_abs_diff:.4f}): "
+                         f"the sampler matters {'more' if more else 'no more'} under lce in this run")
+            text += "."
+            if a.higher or a.lower:
+                text += f" Under lce: {_listing(a.higher + a.lower)}."
+            parts.append(text)
+        out += ["**Under contrastive labels (lce) the sampler matters more** (the paper's contrast to the "
+                "claim above).", "", *[f"- {p}" for p in parts], ""]
+    # 3/4. entropy claims need the entropy study or entropy selections
     bands = [s for s in cfg.grid.selections if s != "all"]
     if band_studies:
         out += _entropy_claims(cfg, band_studies)
@@ -482,56 +532,76 @@ def _claims(cfg, studies, diag, band_studies=None) -> list[str]:
         out += [f"**Moderate entropy is best; high entropy hurts.** Students trained on entropy bands: {text}. "
                 + (f"The best band is {best[0]} ({best[1]}, {best[2]} @ {best[3]})." if best else ""), ""]
     else:
-        out += ["**Moderate entropy is best; high entropy hurts.** Not tested: the grid has no entropy selections "
-                "(add e.g. `selections = [\"all\", \"keep_lower_quartile\", \"keep_upper_quartile\"]`).", ""]
+        out += ["**Moderate entropy is best; high entropy hurts.** Not tested: the study has no entropy study (add an "
+                "`[entropy_study]` section with its bands, or entropy selections to the grid).", ""]
     # 5. locality
-    if diag and comp.baseline in diag:
-        base = diag[comp.baseline]["diameter_median"]
-        parts = [f"{s}: {v['diameter_median']:.3f}" for s, v in diag.items()]
-        harder = [s for s in diag if s != comp.baseline and s != "random"]
-        compact = [s for s in harder if diag[s]["diameter_median"] < base]
-        out += [f"**Hard negatives do not make the query space more compact.** Median robust diameter per strategy: "
-                f"{', '.join(parts)}. "
-                + (f"{', '.join(compact)} give smaller diameters than {comp.baseline} here, so this run does not "
-                   "support the claim for them." if compact else
-                   f"No hard-negative strategy gives a smaller median diameter than {comp.baseline}: this run "
-                   "supports the claim."), ""]
+    per_query = diameters or {}
+    if comp.baseline in per_query:
+        base = per_query[comp.baseline]
+        shifts = [x for s in per_query if s not in (comp.baseline, "random")
+                  if (x := paired_shift(s, per_query[s], base, comp.alpha)) is not None]
+        fam = [(x.label, x) for x in shifts]
+        smaller = {f.label for f in significant(fam, "less", comp.alpha, comp.correction)}
+        larger = {f.label for f in significant(fam, "greater", comp.alpha, comp.correction)}
+        rows = [f"{x.label}: mean {x.mean_diff:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}], median {x.median_diff:+.3f}, "
+                f"smaller for {100 * x.share_smaller:.0f}% of {x.n} queries" for x in shifts]
+        verdicts = [f"{x.label} " + ("**more compact** (contradicts the claim)" if x.label in smaller else
+                                     "**less compact** (supports the claim)" if x.label in larger else
+                                     "no difference shown (consistent with the claim, but does not show it)")
+                    for x in shifts]
+        out += [f"**Hard negatives do not make the query space more compact.** Each group's robust diameter minus "
+                f"that of the same query's {comp.baseline} group (paired over queries, {level} t intervals, "
+                f"{corr}-corrected one-sided tests across the strategies): {'; '.join(rows) or 'none'}. "
+                + ("Per strategy: " + "; ".join(verdicts) + "." if verdicts else ""), ""]
     else:
-        out += ["**Hard negatives do not make the query space more compact.** Not tested: no diagnostics.", ""]
+        out += ["**Hard negatives do not make the query space more compact.** Not tested: no diagnostics of the "
+                f"{comp.baseline} groups.", ""]
     return out
 
 
 def _entropy_claims(cfg, band_studies: dict) -> list[str]:
     """Claims 3 and 4 from the entropy study: which band is best per (arch, loss, collection), and whether the
-    highest band is significantly worse than training on all queries."""
+    highest band is worse than training on all queries (one-sided, corrected across the cases)."""
+    from rankdistill.stats.claims import significant
+
     es, comp = cfg.entropy_study, cfg.comparison
+    corr = _CORRECTION_NAMES.get(comp.correction, comp.correction)
     bands = list(es.bands)
     top = bands[-1]
     inner = bands[1:-1]
     best_rows, moderate_best, hurts, n = [], 0, [], 0
     for (arch, loss, _gs), st in band_studies.items():
         for coll, res in st.collections.items():
-            means = {b: res.over_seeds[b].mean for b in bands if b in res.over_seeds}
+            means = {b: res.over_seeds[b] for b in bands if b in res.over_seeds}
             if not means:
                 continue
             n += 1
-            best = max(means, key=lambda b: means[b])
+            best = max(means, key=lambda b: means[b].mean)
+            m = means[best]
             moderate_best += int(best in inner)
-            best_rows.append(f"{arch}/{loss} @ {coll}: {best} ({means[best]:.4f})")
+            seeds = f" [{_f(m.low)}, {_f(m.high)}] over seeds" if math.isfinite(m.low) else ""
+            best_rows.append(f"{arch}/{loss} @ {coll}: {best} ({m.mean:.4f}{seeds})")
             for row in res.report.rows:
                 if row.name == top:
-                    t = row.tost
-                    hurts.append((f"{arch}/{loss} @ {coll}", row.mean_diff, t.ci_low, t.ci_high))
+                    hurts.append((f"{arch}/{loss} @ {coll}", row.tost))
     out = [f"**Moderate entropy is best.** Best band per student and collection (bands in order of entropy: "
            f"{', '.join(bands)}): {'; '.join(best_rows)}. A middle band is best in {moderate_best} of {n} cases"
            + (f" (chance alone would give about {n * len(inner) / len(bands):.1f})." if inner else "."), ""]
-    worse = [h for h in hurts if h[3] < 0]
-    parts = "; ".join(f"{name}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]" for name, d, lo, hi in hurts)
+    worse = significant(hurts, "less", comp.alpha, comp.correction)
+    better = significant(hurts, "greater", comp.alpha, comp.correction)
+    parts = "; ".join(f"{name}: {t.mean_diff:+.4f} [{t.ci_low:+.4f}, {t.ci_high:+.4f}]" for name, t in hurts)
+    if not hurts:
+        verdict = "No comparison was possible."
+    else:
+        verdict = (f"After {corr} correction across the {len(hurts)} cases it is significantly worse in "
+                   f"{len(worse)}" + (f" ({', '.join(f.label for f in worse)})" if worse else "")
+                   + f" and significantly better in {len(better)}"
+                   + (f" ({', '.join(f.label for f in better)})" if better else "") + ": the run "
+                   + ("**supports** the claim" if worse and not better else
+                      "**contradicts** the claim" if better and not worse else
+                      "gives **mixed** evidence" if worse else "**does not show** it") + ".")
     out += [f"**High entropy hurts.** The highest band ({top}) minus all queries, with "
-            f"{100 * (1 - 2 * comp.alpha):g}% intervals: {parts}. "
-            + (f"Its interval lies wholly below zero in {len(worse)} of {len(hurts)} cases"
-               + (", which supports the claim there." if worse else ".")
-               if hurts else "No comparison was possible."), ""]
+            f"{100 * (1 - 2 * comp.alpha):g}% intervals: {parts}. {verdict}", ""]
     return out
 
 

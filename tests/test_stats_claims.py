@@ -1,0 +1,95 @@
+"""Claim verdicts over families of comparisons: one-sided p-values, the intersection-union rule for "adds
+little", Holm across the family for the unions, and paired shifts of a per-query statistic."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from rankdistill.stats.claims import adds_little, differences, one_sided_p, paired_shift, significant
+from rankdistill.stats.tost import paired_tost
+
+
+@dataclass(frozen=True)
+class Est:
+    mean_diff: float
+    se: float
+    df: int
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+
+
+def test_one_sided_p_golden():
+    # t = (0.002 - 0.01) / 0.004 = -2 with 99 df: P(T <= -2) = 0.0241198 (t table)
+    assert one_sided_p(0.002, 0.004, 99, 0.01, "less") == pytest.approx(0.0241198, abs=1e-6)
+    # t = 3 with 9 df: P(T >= 3) = 0.0074782
+    assert one_sided_p(0.03, 0.01, 9, 0.0, "greater") == pytest.approx(0.0074782, abs=1e-6)
+    # constant differences: all or nothing
+    assert one_sided_p(0.02, 0.0, 5, 0.01, "greater") == 0.0
+    assert one_sided_p(0.02, 0.0, 5, 0.01, "less") == 1.0
+    with pytest.raises(ValueError):
+        one_sided_p(0.0, 1.0, 5, 0.0, "two-sided")
+
+
+def test_one_sided_p_matches_the_tost_halves():
+    rng = np.random.default_rng(3)
+    x = rng.random(60)
+    y = x - 0.004 + rng.normal(0, 0.03, 60)
+    t = paired_tost(x, y, margin=0.01, alpha=0.05)
+    assert one_sided_p(t.mean_diff, t.se, t.df, 0.01, "less") == pytest.approx(t.p_upper, rel=1e-9)
+    assert one_sided_p(t.mean_diff, t.se, t.df, -0.01, "greater") == pytest.approx(t.p_lower, rel=1e-9)
+
+
+def test_adds_little_supported_only_when_every_comparison_is_shown_below_the_margin():
+    # t = (0 - 0.01) / 0.002 = -5: shown; t = (0.004 - 0.01) / 0.002 = -3: shown
+    fam = [("a", Est(0.0, 0.002, 99)), ("b", Est(0.004, 0.002, 99))]
+    res = adds_little(fam, margin=0.01, alpha=0.05)
+    assert res.verdict == "supported" and res.shown_little == ("a", "b") and res.undetermined == ()
+    # b is better than zero (t = 2, p = 0.024 < 0.05 / 1 after Holm: a's p is about 0.5, so b is tested first
+    # at 0.05 / 2 = 0.025) and still shown to add less than the margin
+    assert [f.label for f in res.better] == ["b"]
+    assert res.better[0].p_adjusted == pytest.approx(2 * one_sided_p(0.004, 0.002, 99, 0.0, "greater"))
+    # a wide interval: not different, but not shown to be small either -> undetermined, never "supported"
+    wide = [*fam, ("c", Est(0.0, 0.02, 99))]
+    res = adds_little(wide, margin=0.01, alpha=0.05)
+    assert res.verdict == "undetermined" and [f.label for f in res.undetermined] == ["c"]
+    # better by more than the margin: t = (0.05 - 0.01) / 0.005 = 8
+    res = adds_little([*wide, ("d", Est(0.05, 0.005, 99))], margin=0.01, alpha=0.05)
+    assert res.verdict == "contradicted" and [f.label for f in res.beyond_margin] == ["d"]
+    assert adds_little([], margin=0.01, alpha=0.05).verdict == "undetermined"
+
+
+def test_holm_keeps_chance_wins_out_of_the_union():
+    # 20 comparisons each one-sided p = P(T >= 2, 49 df) = 0.0255: every one "better" unadjusted, none after Holm
+    p = one_sided_p(0.02, 0.01, 49, 0.0, "greater")
+    assert p == pytest.approx(0.0255296, abs=1e-6)
+    fam = [(str(i), Est(0.02, 0.01, 49)) for i in range(20)]
+    assert len(significant(fam, "greater", 0.05, correction="none")) == 20
+    assert significant(fam, "greater", 0.05, correction="holm") == ()
+    assert adds_little(fam, margin=0.01, alpha=0.05).better == ()
+
+
+def test_differences_two_sided_and_signed():
+    fam = [("up", Est(0.05, 0.01, 99)), ("down", Est(-0.05, 0.01, 99)), ("flat", Est(0.001, 0.01, 99))]
+    res = differences(fam, alpha=0.05)
+    assert [f.label for f in res.higher] == ["up"] and [f.label for f in res.lower] == ["down"]
+    assert res.mean_abs_diff == pytest.approx((0.05 + 0.05 + 0.001) / 3)
+    # two-sided p of t = 5 with 99 df, times 3 (Holm, smallest first)
+    assert res.higher[0].p_adjusted == pytest.approx(3 * 2 * one_sided_p(0.05, 0.01, 99, 0.0, "greater"))
+
+
+def test_paired_shift_golden():
+    # differences on the common queries a, b, c: -0.5, 0.5, 1.0; mean 1/3, sd sqrt(7/12), se 0.4409586;
+    # 90% t interval with 2 df: t = 2.9199856 -> [-0.9542595, 1.6209261]
+    s = paired_shift("x", {"a": 1.0, "b": 2.0, "c": 4.0, "z": 0.0}, {"a": 1.5, "b": 1.5, "c": 3.0, "d": 9.0},
+                     alpha=0.05)
+    assert s is not None and s.n == 3 and s.df == 2
+    assert s.mean_diff == pytest.approx(1 / 3)
+    assert s.se == pytest.approx(0.4409586, abs=1e-7)
+    assert (s.ci_low, s.ci_high) == pytest.approx((-0.9542595, 1.6209261), abs=1e-6)
+    assert s.median_diff == pytest.approx(0.5) and s.share_smaller == pytest.approx(1 / 3)
+    assert paired_shift("x", {"a": 1.0}, {"a": 2.0}, alpha=0.05) is None
+    assert paired_shift("x", {"a": 1.0, "b": math.nan}, {"a": 2.0, "b": 1.0}, alpha=0.05) is None

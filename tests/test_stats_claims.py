@@ -93,3 +93,43 @@ def test_paired_shift_golden():
     assert s.median_diff == pytest.approx(0.5) and s.share_smaller == pytest.approx(1 / 3)
     assert paired_shift("x", {"a": 1.0}, {"a": 2.0}, alpha=0.05) is None
     assert paired_shift("x", {"a": 1.0, "b": math.nan}, {"a": 2.0, "b": 1.0}, alpha=0.05) is None
+
+
+def test_entropy_claims_contrast_middle_bands_against_outer_ones(tmp_path):
+    """The moderate-entropy contrast on hand-made per-query files: 40 queries, 2 seeds whose noise cancels in
+    the seed average. Bands add 0, 0.06, 0.04 +- 0.02 (alternating) and -0.02 to the `all` system, so the
+    contrast (q2 + q3) / 2 - (q1 + q4) / 2 is 0.06 +- 0.01: mean 0.06, se 0.01 / sqrt(39) = 0.0016013, 90%
+    interval with 39 df (t = 1.6848751) [0.0573020, 0.0626980]. The top band minus `all` is -0.02 everywhere."""
+    from types import SimpleNamespace
+
+    from rankdistill.evaluation.measures import write_per_query
+    from rankdistill.experiments.report import _entropy_claims
+    from rankdistill.stats import ComparisonConfig, StudyEntry, run_study
+    from rankdistill.stats.study import seed_averaged
+
+    bands = ["keep_lower_quartile", "keep_second_quartile", "keep_third_quartile", "keep_upper_quartile"]
+    offsets = {"all": lambda i: 0.0, bands[0]: lambda i: 0.0, bands[1]: lambda i: 0.06,
+               bands[2]: lambda i: 0.04 + (0.02 if i % 2 else -0.02), bands[3]: lambda i: -0.02}
+    entries = []
+    for system, off in offsets.items():
+        for seed, noise in ((0, 0.01), (1, -0.01)):
+            path = tmp_path / f"{system}-{seed}.tsv"
+            write_per_query({"nDCG@10": {f"q{i:02d}": 0.5 + 0.01 * (i % 5) + off(i) + noise * (-1) ** i
+                                         for i in range(40)}}, path)
+            entries.append(StudyEntry(path=path, system=system, collection="scifact", seed=seed))
+    avg = seed_averaged(entries, "nDCG@10")["scifact"]
+    assert avg[bands[1]]["q03"] == pytest.approx(0.5 + 0.03 + 0.06)
+    st = run_study(entries, ComparisonConfig(metric="nDCG@10", margin=0.01, baseline="all", bootstrap=0),
+                   strict=False)
+    cfg = SimpleNamespace(entropy_study=SimpleNamespace(bands=bands),
+                          comparison=SimpleNamespace(alpha=0.05, correction="holm", metric="nDCG@10", margin=0.01))
+    key = ("cross", "lce", 16)
+    moderate, _, hurts, _ = _entropy_claims(cfg, {key: st}, {key: entries})
+    assert "cross/lce @ scifact: keep_second_quartile (0.5800 [0.5800, 0.5800] over seeds)" in moderate
+    assert "A middle band is best in 1 of 1 cases (chance alone would give about 0.5)" in moderate
+    assert "cross/lce @ scifact: +0.0600 [+0.0573, +0.0627]" in moderate
+    assert "significantly better in 1 (cross/lce @ scifact) and significantly worse in 0: the run **supports**" \
+        in moderate
+    assert "cross/lce @ scifact: -0.0200 [-0.0200, -0.0200]" in hurts and "**supports** the claim" in hurts
+    # without the per-query values only the descriptive part remains
+    assert "minus the outer ones" not in _entropy_claims(cfg, {key: st})[0]

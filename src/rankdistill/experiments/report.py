@@ -219,7 +219,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
 
     # ---- claims ------------------------------------------------------------------------------------------
     md += ["## The paper's claims, read from this run", ""]
-    md += _claims(cfg, studies, diameters, band_studies)
+    md += _claims(cfg, studies, diameters, band_studies, band_entries)
 
     text = "\n".join(md).rstrip() + "\n"
     report = out_dir / "report.md"
@@ -450,7 +450,7 @@ def _comparisons(studies: dict, keep) -> dict[str, list[tuple[str, Any]]]:
     return out
 
 
-def _claims(cfg, studies, diameters, band_studies=None) -> list[str]:
+def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> list[str]:
     """The paper's claims, each judged with the test its logical form needs (:mod:`rankdistill.stats.claims`):
     "adds little" over every comparison (intersection-union of non-superiority tests), unions such as "some
     strategy is better" adjusted across their family with the configured correction."""
@@ -518,7 +518,7 @@ def _claims(cfg, studies, diameters, band_studies=None) -> list[str]:
     # 3/4. entropy claims need the entropy study or entropy selections
     bands = [s for s in cfg.grid.selections if s != "all"]
     if band_studies:
-        out += _entropy_claims(cfg, band_studies)
+        out += _entropy_claims(cfg, band_studies, band_entries)
     elif bands:
         rows = []
         for k, st in studies.items():
@@ -559,18 +559,26 @@ def _claims(cfg, studies, diameters, band_studies=None) -> list[str]:
     return out
 
 
-def _entropy_claims(cfg, band_studies: dict) -> list[str]:
-    """Claims 3 and 4 from the entropy study: which band is best per (arch, loss, collection), and whether the
-    highest band is worse than training on all queries (one-sided, corrected across the cases)."""
-    from rankdistill.stats.claims import significant
+def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None) -> list[str]:
+    """Claims 3 and 4 from the entropy study. Moderate entropy: which band is best per (arch, loss,
+    collection), and the pre-specified per-query contrast of the middle bands against the outer ones (mean of
+    the middle bands minus mean of the first and last; positive means an inverted U), corrected across the
+    cases. High entropy: the highest band minus all queries, one-sided in each direction, corrected across the
+    cases."""
+    from rankdistill.stats.claims import contrast, significant
+    from rankdistill.stats.study import seed_averaged
 
     es, comp = cfg.entropy_study, cfg.comparison
     corr = _CORRECTION_NAMES.get(comp.correction, comp.correction)
+    level = f"{100 * (1 - 2 * comp.alpha):g}%"
     bands = list(es.bands)
     top = bands[-1]
     inner = bands[1:-1]
-    best_rows, moderate_best, hurts, n = [], 0, [], 0
-    for (arch, loss, _gs), st in band_studies.items():
+    outer = [bands[0], bands[-1]]
+    weights = {**{b: 1 / len(inner) for b in inner}, **{b: -1 / len(outer) for b in outer}}
+    best_rows, moderate_best, hurts, contrasts, n = [], 0, [], [], 0
+    for (arch, loss, gs), st in band_studies.items():
+        values = seed_averaged(band_entries.get((arch, loss, gs), []), comp.metric) if band_entries and inner else {}
         for coll, res in st.collections.items():
             means = {b: res.over_seeds[b] for b in bands if b in res.over_seeds}
             if not means:
@@ -584,9 +592,26 @@ def _entropy_claims(cfg, band_studies: dict) -> list[str]:
             for row in res.report.rows:
                 if row.name == top:
                     hurts.append((f"{arch}/{loss} @ {coll}", row.tost))
+            if inner and all(b in values.get(coll, {}) for b in bands):
+                c = contrast(f"{arch}/{loss} @ {coll}", values[coll], weights, comp.alpha)
+                if c is not None:
+                    contrasts.append((c.label, c))
     out = [f"**Moderate entropy is best.** Best band per student and collection (bands in order of entropy: "
            f"{', '.join(bands)}): {'; '.join(best_rows)}. A middle band is best in {moderate_best} of {n} cases"
-           + (f" (chance alone would give about {n * len(inner) / len(bands):.1f})." if inner else "."), ""]
+           + (f" (chance alone would give about {n * len(inner) / len(bands):.1f})." if inner else ".")]
+    if contrasts:
+        up = significant(contrasts, "greater", comp.alpha, comp.correction)
+        down = significant(contrasts, "less", comp.alpha, comp.correction)
+        out[-1] += (f" The middle bands ({', '.join(inner)}) minus the outer ones ({', '.join(outer)}), per query and "
+                    f"averaged over seeds, with {level} intervals: "
+                    + "; ".join(f"{label}: {c.mean_diff:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+                                for label, c in contrasts)
+                    + f". After {corr} correction across the {len(contrasts)} cases the middle bands are "
+                    f"significantly better in {len(up)}" + (f" ({', '.join(f.label for f in up)})" if up else "")
+                    + f" and significantly worse in {len(down)}"
+                    + (f" ({', '.join(f.label for f in down)})" if down else "") + ": the run "
+                    + _mixed_verdict(up, down) + ".")
+    out.append("")
     worse = significant(hurts, "less", comp.alpha, comp.correction)
     better = significant(hurts, "greater", comp.alpha, comp.correction)
     parts = "; ".join(f"{name}: {t.mean_diff:+.4f} [{t.ci_low:+.4f}, {t.ci_high:+.4f}]" for name, t in hurts)
@@ -597,12 +622,19 @@ def _entropy_claims(cfg, band_studies: dict) -> list[str]:
                    f"{len(worse)}" + (f" ({', '.join(f.label for f in worse)})" if worse else "")
                    + f" and significantly better in {len(better)}"
                    + (f" ({', '.join(f.label for f in better)})" if better else "") + ": the run "
-                   + ("**supports** the claim" if worse and not better else
-                      "**contradicts** the claim" if better and not worse else
-                      "gives **mixed** evidence" if worse else "**does not show** it") + ".")
-    out += [f"**High entropy hurts.** The highest band ({top}) minus all queries, with "
-            f"{100 * (1 - 2 * comp.alpha):g}% intervals: {parts}. {verdict}", ""]
+                   + _mixed_verdict(worse, better) + ".")
+    out += [f"**High entropy hurts.** The highest band ({top}) minus all queries, with {level} intervals: {parts}. "
+            f"{verdict}", ""]
     return out
+
+
+def _mixed_verdict(pro, contra) -> str:
+    """The verdict of a union claim from the cases that support it and those that go against it."""
+    if pro and not contra:
+        return "**supports** the claim"
+    if contra and not pro:
+        return "**contradicts** the claim"
+    return "gives **mixed** evidence" if pro else "**does not show** it"
 
 
 def _write_html(out_dir: Path, markdown_text: str) -> None:

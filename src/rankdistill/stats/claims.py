@@ -167,16 +167,19 @@ class PairedShift:
     df: int
 
 
-def paired_shift(label: str, values: Mapping[str, float], baseline: Mapping[str, float], alpha: float
-                 ) -> PairedShift | None:
-    """Compare ``values`` with ``baseline`` (both keyed by query id) on their common, finite queries; ``None``
-    when fewer than two remain. The interval is the paired t interval at level ``1 - 2 alpha``, the level of
-    the TOST intervals of the report."""
-    common = sorted(q for q in values.keys() & baseline.keys()
-                    if math.isfinite(values[q]) and math.isfinite(baseline[q]))
-    if len(common) < 2:
+def contrast(label: str, values: Mapping[str, Mapping[str, float]], weights: Mapping[str, float], alpha: float
+             ) -> PairedShift | None:
+    """The per-query contrast ``c_q = sum_s w_s v_s(q)`` of systems ``s`` (each ``{query_id: value}``) over the
+    queries where every weighted system has a finite value: its mean with the paired t interval at level
+    ``1 - 2 alpha``, median, and the share of queries where it is negative. ``None`` when fewer than two queries
+    remain. E.g. weights ``{a: 1, b: -1}`` give the paired difference ``a - b``; ``{q2: .5, q3: .5, q1: -.5,
+    q4: -.5}`` the middle bands against the outer ones."""
+    names = [s for s, w in weights.items() if w != 0]
+    common = set.intersection(*(set(values[s]) for s in names)) if names else set()
+    qids = sorted(q for q in common if all(math.isfinite(values[s][q]) for s in names))
+    if len(qids) < 2:
         return None
-    d = np.array([values[q] - baseline[q] for q in common], dtype=np.float64)
+    d = np.array([sum(weights[s] * values[s][q] for s in names) for q in qids], dtype=np.float64)
     n, mean = d.size, float(np.mean(d))
     se = float(np.std(d, ddof=1) / math.sqrt(n))
     if se == 0:
@@ -186,5 +189,12 @@ def paired_shift(label: str, values: Mapping[str, float], baseline: Mapping[str,
     return PairedShift(label, n, mean, lo, hi, float(np.median(d)), float(np.mean(d < 0)), se, n - 1)
 
 
-__all__ = ["AddsLittle", "Differences", "Estimate", "Finding", "PairedShift", "adds_little", "differences",
-           "one_sided_p", "paired_shift", "significant"]
+def paired_shift(label: str, values: Mapping[str, float], baseline: Mapping[str, float], alpha: float
+                 ) -> PairedShift | None:
+    """``values`` minus ``baseline`` (both keyed by query id) on their common, finite queries: the
+    :func:`contrast` with weights +1 and -1."""
+    return contrast(label, {"x": values, "base": baseline}, {"x": 1.0, "base": -1.0}, alpha)
+
+
+__all__ = ["AddsLittle", "Differences", "Estimate", "Finding", "PairedShift", "adds_little", "contrast",
+           "differences", "one_sided_p", "paired_shift", "significant"]

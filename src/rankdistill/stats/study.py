@@ -202,6 +202,20 @@ def _seed_average(entries: Sequence[StudyEntry], metric: str, policy: str, confi
     return SystemScores(entries[0].system, values, str(entries[0].path)), mean_interval(seed_means.tolist(), confidence)
 
 
+def seed_averaged(entries: Sequence[StudyEntry], metric: str, missing: str = "drop"
+                  ) -> dict[str, dict[str, dict[str, float]]]:
+    """``{collection: {system: {query_id: value}}}``: each system's per-query ``metric`` averaged over its seeds
+    (the values :func:`run_study` compares)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    groups: dict[tuple[str, str], list[StudyEntry]] = {}
+    for e in entries:
+        groups.setdefault((e.collection, e.system), []).append(e)
+    for (c, s), es in groups.items():
+        scores, _ = _seed_average(sorted(es, key=lambda e: e.seed), metric, missing, 0.95)
+        out.setdefault(c, {})[s] = dict(scores.values)
+    return out
+
+
 def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missing: str = "drop",
               meta_method: str = "dl", strict: bool = True) -> StudyReport:
     """Compare the systems of a study per collection, over seeds, and across collections.
@@ -251,4 +265,5 @@ def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missin
                        tuple(notes))
 
 
-__all__ = ["MANIFEST_COLUMNS", "CollectionResult", "StudyEntry", "StudyReport", "read_manifest", "run_study"]
+__all__ = ["MANIFEST_COLUMNS", "CollectionResult", "StudyEntry", "StudyReport", "read_manifest", "run_study",
+           "seed_averaged"]

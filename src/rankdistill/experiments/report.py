@@ -506,9 +506,10 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> li
             if distil.get(arch):
                 b = differences(distil[arch], comp.alpha, comp.correction)
                 na, nb = len(a.higher) + len(a.lower), len(b.higher) + len(b.lower)
-                more = na / a.n > nb / b.n or (na / a.n == nb / b.n and a.mean_abs_diff > b.mean_abs_diff)
                 text += (f", under distillation {nb} of {b.n} (mean absolute difference {b.mean_abs_diff:.4f}): "
-                         f"the sampler matters {'more' if more else 'no more'} under lce in this run")
+                         + ("neither family shows a difference from the baseline" if na == nb == 0 else
+                            f"the sampler matters {'more' if na / a.n > nb / b.n else 'no more'} under lce in "
+                            "this run"))
             text += "."
             if a.higher or a.lower:
                 text += f" Under lce: {_listing(a.higher + a.lower)}."

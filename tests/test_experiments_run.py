@@ -86,6 +86,11 @@ def test_report_has_every_section(reference):
     before = text.split("## Training convergence")[0]
     assert before.count("| bi | kl |") == 2 and before.count("| bi | lce |") == 2
     assert "A tiny grid for the test suite." in text
+    # the diagnostics say how much of each strategy's pools mining filled up with random documents
+    diag_rows = {r.split(" | ")[0][2:]: r.split(" | ") for r in text.split("## Diagnostics per strategy")[1]
+                 .split("##")[0].splitlines() if r.startswith(("| random |", "| teacher |", "| ensemble |"))}
+    assert "random fill-up" in text and diag_rows["random"][-1] == "0.000 |"
+    assert all(0 <= float(r[-1].rstrip(" |")) <= 1 for r in diag_rows.values())
     # each claim with the test its form needs: "adds little" over the 2 kl comparisons (teacher, ensemble vs
     # random on one collection), locality as paired per-query diameter shifts with intervals
     claims = text.split("## The paper's claims, read from this run")[1]

@@ -181,7 +181,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     _convergence(md, cell_arts)
 
     # ---- diagnostics -------------------------------------------------------------------------------------
-    diameters = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy)
+    diameters = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy, mined)
 
     # ---- the entropy study -------------------------------------------------------------------------------
     if band_studies:
@@ -322,7 +322,8 @@ def _entropy_study(md: list[str], cfg, band_studies: dict, groups, plots: Path, 
         md += ["![entropy bands vs all](plots/entropy_bands_forest.png)", ""]
 
 
-def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -> dict[str, dict[str, float]]:
+def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam, mined=None
+                 ) -> dict[str, dict[str, float]]:
     """The diagnostics section; returns each strategy's robust diameter per query id (for the locality claim)."""
     import pandas as pd
 
@@ -346,18 +347,22 @@ def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam) -
             per_query[s] = dict(zip(frame["query_id"].astype(str), diam.tolist()))
         def q(a, p):
             return (float(np.nanquantile(a, p)) if a.size else math.nan)
+        counts = mined[s].info.get("counts", {}) if mined and s in mined else {}
+        fill = (counts["random_negatives_added"] / counts["negatives_total"]
+                if counts.get("negatives_total") and "random_negatives_added" in counts else math.nan)
         rows.append([s, len(frame), _f(q(ent, 0.25), 3), _f(q(ent, 0.5), 3), _f(q(ent, 0.75), 3),
                      _f(q(diam, 0.5), 3), _f(q(kappa, 0.5), 3),
-                     _f(float(np.mean(rank > 1)) if rank.size else math.nan, 3)])
+                     _f(float(np.mean(rank > 1)) if rank.size else math.nan, 3), _f(fill, 3)])
     md += ["## Diagnostics per strategy", "",
            f"Teacher softmax entropy over each training group (nats, tau={cfg.diagnostics.temperature:g}, positive "
            f"included), robust diameter ({cfg.diagnostics.alpha:g}-quantile of pairwise {cfg.diagnostics.metric} "
            "distances of the group's documents, encoder "
-           f"`{cfg.diagnostics.encoder or 'sentence-transformers/all-MiniLM-L6-v2'}`), log kappa (sampling bias) "
-           "and the share of groups where the teacher ranks a negative above the positive (false-negative "
-           "signal).", ""]
+           f"`{cfg.diagnostics.encoder or 'sentence-transformers/all-MiniLM-L6-v2'}`), log kappa (sampling bias), "
+           "the share of groups where the teacher ranks a negative above the positive (false-negative "
+           "signal), and the share of the negative pools that mining filled up with random documents because the "
+           "strategy found too few (a strategy near 1 is random sampling in disguise).", ""]
     md += [_md_table(["strategy", "queries", "entropy q25", "entropy median", "entropy q75", "diameter median",
-                      "log kappa median", "positive not first"], rows), ""]
+                      "log kappa median", "positive not first", "random fill-up"], rows), ""]
     if any(v.size for v in entropies.values()):
         plot_hist(entropies, plots / "entropy_histograms")
         md += ["![entropy histograms](plots/entropy_histograms.png)", ""]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -97,6 +98,13 @@ def test_report_has_every_section(reference):
     assert re.search(r"- \*bi-encoders\*: [0-2] of 2 comparisons show a gain below \+0\.01 .*the run \*\*"
                      r"(supports|contradicts|does not settle)\*\*", claims)
     assert re.search(r"under lce [0-2] of 2 comparisons differ from random .* under distillation [0-2] of 2 ", claims)
+    claims_json = json.loads((out / "report.json").read_text())["claims"]
+    little = claims_json["adds_little_under_distillation"]["bi"]
+    assert little["n"] == 2 and little["verdict"] in ("supported", "contradicted", "undetermined")
+    assert f"{len(little['shown_little'])} of 2 comparisons" in claims
+    assert set(claims_json["locality"]) == {"teacher", "ensemble"}
+    assert claims_json["locality"]["teacher"]["n"] == 10
+    assert claims_json["sampler_matters_more_under_lce"]["bi"]["lce"]["n"] == 2
     for s in ("teacher", "ensemble"):
         assert re.search(s + r": mean [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\], median [+-]\d\.\d{3}, "
                          r"smaller for \d+% of 10 queries", claims)
@@ -104,7 +112,6 @@ def test_report_has_every_section(reference):
     for plot in ("tost_forest", "entropy_histograms", "diameter_per_strategy", "cost_vs_effectiveness",
                  "teacher_calls_vs_effectiveness"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000
-    import json
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["train"]["artifacts"] == 6
@@ -195,7 +202,6 @@ def test_bad_config_exit_2(tmp_path, capsys):
 
 
 def test_changing_one_axis_reruns_only_what_depends_on_it(reference, tmp_path):
-    import json
     import shutil
 
     cfg, ref_out = reference
@@ -219,7 +225,6 @@ def test_changing_one_axis_reruns_only_what_depends_on_it(reference, tmp_path):
 def test_entropy_study_and_process_pool(reference, tmp_path):
     """An entropy study (cross-encoders on entropy bands of one strategy) beside the grid, a full-retrieval
     test that only bi-encoders take, and cells run by a pool of two processes."""
-    import json
     import shutil
 
     cfg, ref_out = reference
@@ -255,7 +260,6 @@ def test_entropy_study_and_process_pool(reference, tmp_path):
 def test_bundle_carries_the_study_to_another_folder_without_models(reference, tmp_path):
     """A bundle holds no model files, resumes in another folder with no work done and the same report; a cell
     whose carried model is needed again is trained again; a pruned teacher that a stage needs is refused."""
-    import json
     import shutil
     import tarfile
 
@@ -329,7 +333,6 @@ def test_bundle_bad_input_exit_2(tmp_path, capsys):
 def test_untrained_reference_is_the_students_starting_point(reference, tmp_path):
     """The "untrained bi-encoder" row reads the students' model with their settings: their layers, pooling
     and token limits, not the checkpoint as it comes."""
-    import json
 
     from rankdistill.experiments.config import load_config
     from rankdistill.experiments.runner import Study
@@ -350,7 +353,6 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
     """An artifact key holds the fingerprint of the weights a model setting resolves to: the default encoder
     when the setting is unset (so a trained teacher is redone when the default checkpoint changes), the same
     weights in another folder give the same key, and one changed byte gives another."""
-    import json
     import shutil
 
     from rankdistill.experiments.config import load_config

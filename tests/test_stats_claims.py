@@ -124,7 +124,12 @@ def test_entropy_claims_contrast_middle_bands_against_outer_ones(tmp_path):
     cfg = SimpleNamespace(entropy_study=SimpleNamespace(bands=bands),
                           comparison=SimpleNamespace(alpha=0.05, correction="holm", metric="nDCG@10", margin=0.01))
     key = ("cross", "lce", 16)
-    moderate, _, hurts, _ = _entropy_claims(cfg, {key: st}, {key: entries})
+    record: dict = {}
+    moderate, _, hurts, _ = _entropy_claims(cfg, {key: st}, {key: entries}, record)
+    assert record["moderate_entropy_is_best"]["verdict"] == "supported"
+    assert record["moderate_entropy_is_best"]["contrast"][0]["mean_diff"] == pytest.approx(0.06)
+    assert record["high_entropy_hurts"]["verdict"] == "supported"
+    assert record["high_entropy_hurts"]["worse"] == ["cross/lce @ scifact"]
     assert "cross/lce @ scifact: keep_second_quartile (0.5800 [0.5800, 0.5800] over seeds)" in moderate
     assert "A middle band is best in 1 of 1 cases (chance alone would give about 0.5)" in moderate
     assert "cross/lce @ scifact: +0.0600 [+0.0573, +0.0627]" in moderate

@@ -20,6 +20,7 @@ import numpy as np
 
 from rankdistill.experiments.config import TEACHER_LOSSES
 from rankdistill.experiments.shares import fair_shares
+from rankdistill.stats.compare import json_ready
 
 logger = logging.getLogger(__name__)
 
@@ -219,14 +220,16 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
 
     # ---- claims ------------------------------------------------------------------------------------------
     md += ["## The paper's claims, read from this run", ""]
-    md += _claims(cfg, studies, diameters, band_studies, band_entries)
+    claims: dict[str, Any] = {}
+    md += _claims(cfg, studies, diameters, band_studies, band_entries, claims)
 
     text = "\n".join(md).rstrip() + "\n"
     report = out_dir / "report.md"
     report.write_text(text)
     (out_dir / "report.json").write_text(json.dumps(
         {**{"|".join(map(str, k)): v.to_dict() for k, v in studies.items()},
-         **{"entropy|" + "|".join(map(str, k)): v.to_dict() for k, v in band_studies.items()}},
+         **{"entropy|" + "|".join(map(str, k)): v.to_dict() for k, v in band_studies.items()},
+         "claims": json_ready(claims)},
         indent=2, sort_keys=True))
     _write_html(out_dir, text)
     logger.info("report: %s", report)
@@ -455,11 +458,17 @@ def _comparisons(studies: dict, keep) -> dict[str, list[tuple[str, Any]]]:
     return out
 
 
-def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> list[str]:
+def _claims(cfg, studies, diameters, band_studies=None, band_entries=None, record: dict | None = None
+            ) -> list[str]:
     """The paper's claims, each judged with the test its logical form needs (:mod:`rankdistill.stats.claims`):
     "adds little" over every comparison (intersection-union of non-superiority tests), unions such as "some
-    strategy is better" adjusted across their family with the configured correction."""
+    strategy is better" adjusted across their family with the configured correction. The verdicts, with their
+    numbers, also go into ``record`` (``report.json``'s ``claims``)."""
+    from dataclasses import asdict
+
     from rankdistill.stats.claims import adds_little, differences, paired_shift, significant
+
+    record = {} if record is None else record
 
     comp = cfg.comparison
     level = f"{100 * (1 - 2 * comp.alpha):g}%"
@@ -477,6 +486,7 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> li
         parts = []
         for arch, fam in distil.items():
             r = adds_little(fam, comp.margin, comp.alpha, comp.correction)
+            record.setdefault("adds_little_under_distillation", {})[arch] = asdict(r)
             text = (f"*{arch}-encoders*: {len(r.shown_little)} of {r.n} comparisons show a gain below "
                     f"+{comp.margin:g} (one-sided test at alpha {comp.alpha:g}, the upper half of the TOST). ")
             if r.verdict == "supported":
@@ -508,8 +518,10 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> li
             text = (f"*{arch}-encoders*: under lce {len(a.higher) + len(a.lower)} of {a.n} comparisons differ "
                     f"from {comp.baseline} (two-sided, {corr}-corrected; mean absolute difference "
                     f"{a.mean_abs_diff:.4f})")
+            record.setdefault("sampler_matters_more_under_lce", {})[arch] = {"lce": asdict(a)}
             if distil.get(arch):
                 b = differences(distil[arch], comp.alpha, comp.correction)
+                record["sampler_matters_more_under_lce"][arch]["distillation"] = asdict(b)
                 na, nb = len(a.higher) + len(a.lower), len(b.higher) + len(b.lower)
                 text += (f", under distillation {nb} of {b.n} (mean absolute difference {b.mean_abs_diff:.4f}): "
                          + ("neither family shows a difference from the baseline" if na == nb == 0 else
@@ -524,7 +536,7 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> li
     # 3/4. entropy claims need the entropy study or entropy selections
     bands = [s for s in cfg.grid.selections if s != "all"]
     if band_studies:
-        out += _entropy_claims(cfg, band_studies, band_entries)
+        out += _entropy_claims(cfg, band_studies, band_entries, record)
     elif bands:
         rows = []
         for k, st in studies.items():
@@ -549,6 +561,8 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> li
         fam = [(x.label, x) for x in shifts]
         smaller = {f.label for f in significant(fam, "less", comp.alpha, comp.correction)}
         larger = {f.label for f in significant(fam, "greater", comp.alpha, comp.correction)}
+        record["locality"] = {x.label: {**asdict(x), "verdict": "contradicted" if x.label in smaller else
+                                        "supported" if x.label in larger else "not shown"} for x in shifts}
         rows = [f"{x.label}: mean {x.mean_diff:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}], median {x.median_diff:+.3f}, "
                 f"smaller for {100 * x.share_smaller:.0f}% of {x.n} queries" for x in shifts]
         verdicts = [f"{x.label} " + ("**more compact** (contradicts the claim)" if x.label in smaller else
@@ -565,14 +579,19 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None) -> li
     return out
 
 
-def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None) -> list[str]:
+def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, record: dict | None = None
+                    ) -> list[str]:
     """Claims 3 and 4 from the entropy study. Moderate entropy: which band is best per (arch, loss,
     collection), and the pre-specified per-query contrast of the middle bands against the outer ones (mean of
     the middle bands minus mean of the first and last; positive means an inverted U), corrected across the
     cases. High entropy: the highest band minus all queries, one-sided in each direction, corrected across the
     cases."""
+    from dataclasses import asdict
+
     from rankdistill.stats.claims import contrast, significant
     from rankdistill.stats.study import seed_averaged
+
+    record = {} if record is None else record
 
     es, comp = cfg.entropy_study, cfg.comparison
     corr = _CORRECTION_NAMES.get(comp.correction, comp.correction)
@@ -583,6 +602,7 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None) -
     outer = [bands[0], bands[-1]]
     weights = {**{b: 1 / len(inner) for b in inner}, **{b: -1 / len(outer) for b in outer}}
     best_rows, moderate_best, hurts, contrasts, n = [], 0, [], [], 0
+    best_bands: dict[str, str] = {}
     for (arch, loss, gs), st in band_studies.items():
         values = seed_averaged(band_entries.get((arch, loss, gs), []), comp.metric) if band_entries and inner else {}
         for coll, res in st.collections.items():
@@ -595,6 +615,7 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None) -
             moderate_best += int(best in inner)
             seeds = f" [{_f(m.low)}, {_f(m.high)}] over seeds" if math.isfinite(m.low) else ""
             best_rows.append(f"{arch}/{loss} @ {coll}: {best} ({m.mean:.4f}{seeds})")
+            best_bands[f"{arch}/{loss} @ {coll}"] = best
             for row in res.report.rows:
                 if row.name == top:
                     hurts.append((f"{arch}/{loss} @ {coll}", row.tost))
@@ -605,9 +626,13 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None) -
     out = [f"**Moderate entropy is best.** Best band per student and collection (bands in order of entropy: "
            f"{', '.join(bands)}): {'; '.join(best_rows)}. A middle band is best in {moderate_best} of {n} cases"
            + (f" (chance alone would give about {n * len(inner) / len(bands):.1f})." if inner else ".")]
+    record["moderate_entropy_is_best"] = {"best_band": best_bands, "middle_best": moderate_best, "cases": n}
     if contrasts:
         up = significant(contrasts, "greater", comp.alpha, comp.correction)
         down = significant(contrasts, "less", comp.alpha, comp.correction)
+        record["moderate_entropy_is_best"].update(
+            contrast=[asdict(c) for _, c in contrasts], middle_better=[f.label for f in up],
+            middle_worse=[f.label for f in down], verdict=_mixed_verdict(up, down))
         out[-1] += (f" The middle bands ({', '.join(inner)}) minus the outer ones ({', '.join(outer)}), per query and "
                     f"averaged over seeds, with {level} intervals: "
                     + "; ".join(f"{label}: {c.mean_diff:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
@@ -616,7 +641,7 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None) -
                     f"significantly better in {len(up)}" + (f" ({', '.join(f.label for f in up)})" if up else "")
                     + f" and significantly worse in {len(down)}"
                     + (f" ({', '.join(f.label for f in down)})" if down else "") + ": the run "
-                    + _mixed_verdict(up, down) + ".")
+                    + _VERDICT_TEXT[_mixed_verdict(up, down)] + ".")
     out.append("")
     worse = significant(hurts, "less", comp.alpha, comp.correction)
     better = significant(hurts, "greater", comp.alpha, comp.correction)
@@ -628,19 +653,29 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None) -
                    f"{len(worse)}" + (f" ({', '.join(f.label for f in worse)})" if worse else "")
                    + f" and significantly better in {len(better)}"
                    + (f" ({', '.join(f.label for f in better)})" if better else "") + ": the run "
-                   + _mixed_verdict(worse, better) + ".")
+                   + _VERDICT_TEXT[_mixed_verdict(worse, better)] + ".")
+    record["high_entropy_hurts"] = {
+        "band": top, "cases": [{"label": name, "mean_diff": t.mean_diff, "ci_low": t.ci_low, "ci_high": t.ci_high}
+                               for name, t in hurts],
+        "worse": [f.label for f in worse], "better": [f.label for f in better],
+        "verdict": _mixed_verdict(worse, better) if hurts else "not tested"}
     out += [f"**High entropy hurts.** The highest band ({top}) minus all queries, with {level} intervals: {parts}. "
             f"{verdict}", ""]
     return out
 
 
+_VERDICT_TEXT = {"supported": "**supports** the claim", "contradicted": "**contradicts** the claim",
+                 "mixed": "gives **mixed** evidence", "not shown": "**does not show** it"}
+
+
 def _mixed_verdict(pro, contra) -> str:
-    """The verdict of a union claim from the cases that support it and those that go against it."""
+    """The verdict of a union claim from the cases that support it and those that go against it: ``supported``,
+    ``contradicted``, ``mixed`` or ``not shown``."""
     if pro and not contra:
-        return "**supports** the claim"
+        return "supported"
     if contra and not pro:
-        return "**contradicts** the claim"
-    return "gives **mixed** evidence" if pro else "**does not show** it"
+        return "contradicted"
+    return "mixed" if pro else "not shown"
 
 
 def _write_html(out_dir: Path, markdown_text: str) -> None:

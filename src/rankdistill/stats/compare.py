@@ -132,7 +132,7 @@ class ComparisonReport:
                               "ci_high": t.ci_high, "p_tost": t.p_tost}
                              for (a, b), t in self.classes.pairwise.items()],
             }
-        return _clean(out)
+        return json_ready(out)
 
     def to_text(self) -> str:
         """An aligned table for people, then the settings and caveats."""
@@ -188,11 +188,12 @@ def _fmt_p(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
-def _clean(obj: object) -> object:
+def json_ready(obj: object) -> object:
+    """``obj`` with dict keys as strings, tuples as lists, numpy numbers as Python ones and NaN/inf as ``None``."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
         return f if math.isfinite(f) else None
@@ -262,4 +263,5 @@ def compare_systems(alignment: Alignment, config: ComparisonConfig) -> Compariso
                             {n: float(np.mean(alignment.values(n))) for n in names}, tuple(rows), classes)
 
 
-__all__ = ["ComparisonConfig", "ComparisonReport", "SystemComparison", "check_degenerate", "compare_systems"]
+__all__ = ["ComparisonConfig", "ComparisonReport", "SystemComparison", "check_degenerate", "compare_systems",
+           "json_ready"]

@@ -121,12 +121,12 @@ class StudyReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
-        from rankdistill.stats.compare import _clean
+        from rankdistill.stats.compare import json_ready
 
         def mi(m: MeanInterval) -> dict:
             return {"mean": m.mean, "low": m.low, "high": m.high, "sd": m.sd, "n": m.n, "confidence": m.confidence}
 
-        return _clean({
+        return json_ready({
             "metric": self.metric,
             "baseline": self.baseline,
             "systems": list(self.systems),

@@ -108,7 +108,9 @@ def test_report_has_every_section(reference):
     for s in ("teacher", "ensemble"):
         assert re.search(s + r": mean [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\], median [+-]\d\.\d{3}, "
                          r"smaller for \d+% of 10 queries", claims)
-    assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64") >= 3
+    assert "<ul>\n<li><i>bi-encoders</i>: " in page and "<b>Elaborate sampling adds little" in page
     for plot in ("tost_forest", "entropy_histograms", "diameter_per_strategy", "cost_vs_effectiveness",
                  "teacher_calls_vs_effectiveness"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000

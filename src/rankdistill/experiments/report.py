@@ -681,8 +681,17 @@ def _mixed_verdict(pro, contra) -> str:
 def _write_html(out_dir: Path, markdown_text: str) -> None:
     """A self-contained HTML page: the report's text with the PNG plots inlined."""
     body = []
-    in_table = False
+    in_table = in_list = False
     for line in markdown_text.splitlines():
+        if in_list and not line.startswith("- "):
+            body.append("</ul>")
+            in_list = False
+        if line.startswith("- "):
+            if not in_list:
+                body.append("<ul>")
+                in_list = True
+            body.append(f"<li>{_inline(line[2:])}</li>")
+            continue
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if all(set(c) <= {"-"} for c in cells):
@@ -710,6 +719,8 @@ def _write_html(out_dir: Path, markdown_text: str) -> None:
             body.append(f"<p>{_inline(line)}</p>")
     if in_table:
         body.append("</table>")
+    if in_list:
+        body.append("</ul>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>rankdistill report</title><style>"
             "body{font-family:sans-serif;max-width:70em;margin:auto}td{border:1px solid #ccc;padding:2px 6px}"
             "table{border-collapse:collapse}img{max-width:100%}</style></head><body>" + "\n".join(body)
@@ -722,5 +733,6 @@ def _inline(text: str) -> str:
 
     t = html.escape(text)
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"<i>\1</i>", t)
     t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
     return t.replace("&lt;sup&gt;", "<sup>").replace("&lt;/sup&gt;", "</sup>")

@@ -125,3 +125,20 @@ def test_entropy_study_is_validated(tmp_path, shared_data):
     ]:
         with pytest.raises(UserInputError, match=message):
             load_config(_write(tmp_path, shared_data, extra))
+
+
+def test_an_ensemble_that_cannot_fill_its_pools_is_warned_about(tmp_path, shared_data, caplog):
+    """Two systems with 10 negatives each cannot fill pools of 32: at least 12 slots (38%) go to random documents."""
+    import logging
+
+    teacher = "[teacher]\nmodel = 'x'\n"
+    base = MINIMAL.replace('strategies = ["random", "bm25"]', 'strategies = ["random", "ensemble"]')
+    with caplog.at_level(logging.WARNING, logger="rankdistill.experiments.config"):
+        load_config(_write(tmp_path, shared_data, teacher + "[mining]\npool = 32\n", base=base))
+    assert "at most 20 negatives per query for pools of 32, so at least 38% of every ensemble pool" in caplog.text
+    assert "mining.ensemble_per_system to at least 16" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rankdistill.experiments.config"):
+        load_config(_write(tmp_path, shared_data, teacher + "[mining]\npool = 32\nensemble_per_system = 16\n",
+                           base=base))
+    assert "ensemble pool" not in caplog.text

@@ -7,6 +7,7 @@ files are reported with the key's dotted path. See ``examples/quickstart.toml`` 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 import types
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.errors import UserInputError
+
+logger = logging.getLogger(__name__)
 
 STRATEGIES = ("random", "bm25", "dense", "teacher", "ensemble", "run")
 LOSSES = ("lce", "infonce", "margin_mse", "ranknet", "kl", "listnet")
@@ -401,6 +404,15 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
         if sys_name not in ("bm25", "dense") and not Path(path.parent, sys_name).is_file():
             raise UserInputError(f"'mining.ensemble_systems[{i}]' is neither bm25, dense nor an existing run file",
                                  path=path)
+    if "ensemble" in g.strategies:
+        pool = cfg.mining.pool or 2 * max(g.group_sizes)
+        most = cfg.mining.ensemble_per_system * len(cfg.mining.ensemble_systems)
+        if most < pool:
+            logger.warning("%s: the ensemble's %d systems give at most %d negatives per query for pools of %d, so at "
+                           "least %.0f%% of every ensemble pool will be random documents; set "
+                           "mining.ensemble_per_system to at least %d to let the systems fill it", path.name,
+                           len(cfg.mining.ensemble_systems), most, pool, 100 * (pool - most) / pool,
+                           -(-pool // len(cfg.mining.ensemble_systems)))
     if cfg.comparison.baseline not in g.strategies:
         raise UserInputError(f"'comparison.baseline' {cfg.comparison.baseline!r} is not one of grid.strategies",
                              path=path)

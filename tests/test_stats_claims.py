@@ -105,7 +105,6 @@ def test_entropy_claims_contrast_middle_bands_against_outer_ones(tmp_path):
     from rankdistill.evaluation.measures import write_per_query
     from rankdistill.experiments.report import _entropy_claims
     from rankdistill.stats import ComparisonConfig, StudyEntry, run_study
-    from rankdistill.stats.study import seed_averaged
 
     bands = ["keep_lower_quartile", "keep_second_quartile", "keep_third_quartile", "keep_upper_quartile"]
     offsets = {"all": lambda i: 0.0, bands[0]: lambda i: 0.0, bands[1]: lambda i: 0.06,
@@ -117,15 +116,14 @@ def test_entropy_claims_contrast_middle_bands_against_outer_ones(tmp_path):
             write_per_query({"nDCG@10": {f"q{i:02d}": 0.5 + 0.01 * (i % 5) + off(i) + noise * (-1) ** i
                                          for i in range(40)}}, path)
             entries.append(StudyEntry(path=path, system=system, collection="scifact", seed=seed))
-    avg = seed_averaged(entries, "nDCG@10")["scifact"]
-    assert avg[bands[1]]["q03"] == pytest.approx(0.5 + 0.03 + 0.06)
     st = run_study(entries, ComparisonConfig(metric="nDCG@10", margin=0.01, baseline="all", bootstrap=0),
                    strict=False)
+    assert st.collections["scifact"].values[bands[1]]["q03"] == pytest.approx(0.5 + 0.03 + 0.06)
     cfg = SimpleNamespace(entropy_study=SimpleNamespace(bands=bands),
                           comparison=SimpleNamespace(alpha=0.05, correction="holm", metric="nDCG@10", margin=0.01))
     key = ("cross", "lce", 16)
     record: dict = {}
-    moderate, _, hurts, _ = _entropy_claims(cfg, {key: st}, {key: entries}, record)
+    moderate, _, hurts, _ = _entropy_claims(cfg, {key: st}, record)
     assert record["moderate_entropy_is_best"]["verdict"] == "supported"
     assert record["moderate_entropy_is_best"]["contrast"][0]["mean_diff"] == pytest.approx(0.06)
     assert record["high_entropy_hurts"]["verdict"] == "supported"
@@ -136,5 +134,6 @@ def test_entropy_claims_contrast_middle_bands_against_outer_ones(tmp_path):
     assert "significantly better in 1 (cross/lce @ scifact) and significantly worse in 0: the run **supports**" \
         in moderate
     assert "cross/lce @ scifact: -0.0200 [-0.0200, -0.0200]" in hurts and "**supports** the claim" in hurts
-    # without the per-query values only the descriptive part remains
-    assert "minus the outer ones" not in _entropy_claims(cfg, {key: st})[0]
+    # with no middle band there is no contrast: only the descriptive part remains
+    two = SimpleNamespace(entropy_study=SimpleNamespace(bands=[bands[0], bands[3]]), comparison=cfg.comparison)
+    assert "minus the outer ones" not in _entropy_claims(two, {key: st})[0]

@@ -221,7 +221,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     # ---- claims ------------------------------------------------------------------------------------------
     md += ["## The paper's claims, read from this run", ""]
     claims: dict[str, Any] = {}
-    md += _claims(cfg, studies, diameters, band_studies, band_entries, claims)
+    md += _claims(cfg, studies, diameters, band_studies, claims)
 
     text = "\n".join(md).rstrip() + "\n"
     report = out_dir / "report.md"
@@ -458,8 +458,7 @@ def _comparisons(studies: dict, keep) -> dict[str, list[tuple[str, Any]]]:
     return out
 
 
-def _claims(cfg, studies, diameters, band_studies=None, band_entries=None, record: dict | None = None
-            ) -> list[str]:
+def _claims(cfg, studies, diameters, band_studies=None, record: dict | None = None) -> list[str]:
     """The paper's claims, each judged with the test its logical form needs (:mod:`rankdistill.stats.claims`):
     "adds little" over every comparison (intersection-union of non-superiority tests), unions such as "some
     strategy is better" adjusted across their family with the configured correction. The verdicts, with their
@@ -536,7 +535,7 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None, recor
     # 3/4. entropy claims need the entropy study or entropy selections
     bands = [s for s in cfg.grid.selections if s != "all"]
     if band_studies:
-        out += _entropy_claims(cfg, band_studies, band_entries, record)
+        out += _entropy_claims(cfg, band_studies, record)
     elif bands:
         rows = []
         for k, st in studies.items():
@@ -579,8 +578,7 @@ def _claims(cfg, studies, diameters, band_studies=None, band_entries=None, recor
     return out
 
 
-def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, record: dict | None = None
-                    ) -> list[str]:
+def _entropy_claims(cfg, band_studies: dict, record: dict | None = None) -> list[str]:
     """Claims 3 and 4 from the entropy study. Moderate entropy: which band is best per (arch, loss,
     collection), and the pre-specified per-query contrast of the middle bands against the outer ones (mean of
     the middle bands minus mean of the first and last; positive means an inverted U), corrected across the
@@ -589,7 +587,6 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, r
     from dataclasses import asdict
 
     from rankdistill.stats.claims import contrast, significant
-    from rankdistill.stats.study import seed_averaged
 
     record = {} if record is None else record
 
@@ -603,8 +600,7 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, r
     weights = {**{b: 1 / len(inner) for b in inner}, **{b: -1 / len(outer) for b in outer}}
     best_rows, moderate_best, hurts, contrasts, n = [], 0, [], [], 0
     best_bands: dict[str, str] = {}
-    for (arch, loss, gs), st in band_studies.items():
-        values = seed_averaged(band_entries.get((arch, loss, gs), []), comp.metric) if band_entries and inner else {}
+    for (arch, loss, _gs), st in band_studies.items():
         for coll, res in st.collections.items():
             means = {b: res.over_seeds[b] for b in bands if b in res.over_seeds}
             if not means:
@@ -619,8 +615,8 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, r
             for row in res.report.rows:
                 if row.name == top:
                     hurts.append((f"{arch}/{loss} @ {coll}", row.tost))
-            if inner and all(b in values.get(coll, {}) for b in bands):
-                c = contrast(f"{arch}/{loss} @ {coll}", values[coll], weights, comp.alpha)
+            if inner and all(b in res.values for b in bands):
+                c = contrast(f"{arch}/{loss} @ {coll}", res.values, weights, comp.alpha)
                 if c is not None:
                     contrasts.append((c.label, c))
     out = [f"**Moderate entropy is best.** Best band per student and collection (bands in order of entropy: "
@@ -637,11 +633,7 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, r
                     f"averaged over seeds, with {level} intervals: "
                     + "; ".join(f"{label}: {c.mean_diff:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
                                 for label, c in contrasts)
-                    + f". After {corr} correction across the {len(contrasts)} cases the middle bands are "
-                    f"significantly better in {len(up)}" + (f" ({', '.join(f.label for f in up)})" if up else "")
-                    + f" and significantly worse in {len(down)}"
-                    + (f" ({', '.join(f.label for f in down)})" if down else "") + ": the run "
-                    + _VERDICT_TEXT[_mixed_verdict(up, down)] + ".")
+                    + ". " + _union_verdict(corr, len(contrasts), "the middle bands are", "better", up, "worse", down))
     out.append("")
     worse = significant(hurts, "less", comp.alpha, comp.correction)
     better = significant(hurts, "greater", comp.alpha, comp.correction)
@@ -649,11 +641,7 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, r
     if not hurts:
         verdict = "No comparison was possible."
     else:
-        verdict = (f"After {corr} correction across the {len(hurts)} cases it is significantly worse in "
-                   f"{len(worse)}" + (f" ({', '.join(f.label for f in worse)})" if worse else "")
-                   + f" and significantly better in {len(better)}"
-                   + (f" ({', '.join(f.label for f in better)})" if better else "") + ": the run "
-                   + _VERDICT_TEXT[_mixed_verdict(worse, better)] + ".")
+        verdict = _union_verdict(corr, len(hurts), "it is", "worse", worse, "better", better)
     record["high_entropy_hurts"] = {
         "band": top, "cases": [{"label": name, "mean_diff": t.mean_diff, "ci_low": t.ci_low, "ci_high": t.ci_high}
                                for name, t in hurts],
@@ -666,6 +654,17 @@ def _entropy_claims(cfg, band_studies: dict, band_entries: dict | None = None, r
 
 _VERDICT_TEXT = {"supported": "**supports** the claim", "contradicted": "**contradicts** the claim",
                  "mixed": "gives **mixed** evidence", "not shown": "**does not show** it"}
+
+
+def _union_verdict(corr: str, n: int, subject: str, pro_word: str, pro, contra_word: str, contra) -> str:
+    """``After <corr> correction across the <n> cases <subject> significantly <pro_word> in k (labels) and
+    significantly <contra_word> in m (labels): the run <verdict>.``"""
+    def named(found) -> str:
+        return f" ({', '.join(f.label for f in found)})" if found else ""
+
+    return (f"After {corr} correction across the {n} cases {subject} significantly {pro_word} in {len(pro)}"
+            f"{named(pro)} and significantly {contra_word} in {len(contra)}{named(contra)}: the run "
+            f"{_VERDICT_TEXT[_mixed_verdict(pro, contra)]}.")
 
 
 def _mixed_verdict(pro, contra) -> str:

@@ -100,11 +100,14 @@ def read_manifest(path: str | Path) -> list[StudyEntry]:
 
 @dataclass(frozen=True)
 class CollectionResult:
-    """One collection: the comparison on seed-averaged values and each system's interval over seeds."""
+    """One collection: the comparison on seed-averaged values, each system's interval over seeds, and the
+    seed-averaged per-query values themselves (``{system: {query_id: value}}``, for contrasts of several
+    systems)."""
 
     collection: str
     report: ComparisonReport
     over_seeds: dict[str, MeanInterval]
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -202,20 +205,6 @@ def _seed_average(entries: Sequence[StudyEntry], metric: str, policy: str, confi
     return SystemScores(entries[0].system, values, str(entries[0].path)), mean_interval(seed_means.tolist(), confidence)
 
 
-def seed_averaged(entries: Sequence[StudyEntry], metric: str, missing: str = "drop"
-                  ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{collection: {system: {query_id: value}}}``: each system's per-query ``metric`` averaged over its seeds
-    (the values :func:`run_study` compares)."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    groups: dict[tuple[str, str], list[StudyEntry]] = {}
-    for e in entries:
-        groups.setdefault((e.collection, e.system), []).append(e)
-    for (c, s), es in groups.items():
-        scores, _ = _seed_average(sorted(es, key=lambda e: e.seed), metric, missing, 0.95)
-        out.setdefault(c, {})[s] = dict(scores.values)
-    return out
-
-
 def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missing: str = "drop",
               meta_method: str = "dl", strict: bool = True) -> StudyReport:
     """Compare the systems of a study per collection, over seeds, and across collections.
@@ -247,7 +236,8 @@ def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missin
         alignment = align(averaged, missing)
         notes += [f"{c}: {note}" for note in check_degenerate(alignment, {s.name: s.source for s in averaged},
                                                               strict=strict)]
-        results[c] = CollectionResult(c, compare_systems(alignment, config), over_seeds)
+        results[c] = CollectionResult(c, compare_systems(alignment, config), over_seeds,
+                                      {a.name: dict(a.values) for a in averaged})
     over_collections = {}
     meta: dict[str, MetaAnalysis | None] = {}
     for s in systems:
@@ -265,5 +255,4 @@ def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missin
                        tuple(notes))
 
 
-__all__ = ["MANIFEST_COLUMNS", "CollectionResult", "StudyEntry", "StudyReport", "read_manifest", "run_study",
-           "seed_averaged"]
+__all__ = ["MANIFEST_COLUMNS", "CollectionResult", "StudyEntry", "StudyReport", "read_manifest", "run_study"]

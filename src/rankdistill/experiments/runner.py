@@ -505,11 +505,11 @@ class Study:
                 # the store keeps the pairs the groups train on: the mining scores copied in above served to
                 # count the labelling calls, and the teacher strategy's 200 per query would only weigh it down
                 with ScoreStore(db) as store:
-                    store.keep_only((g.query_id, d) for _n, g in iter_groups(groups.file("groups.jsonl"))
-                                    for d in (*g.positive_ids, *g.negative_ids))
+                    removed = store.keep_only((g.query_id, d) for _n, g in iter_groups(groups.file("groups.jsonl"))
+                                              for d in (*g.positive_ids, *g.negative_ids))
                 for extra in ("scores.db-wal", "scores.db-shm"):
                     (work / extra).unlink(missing_ok=True)
-                return {"pairs": _rows(db), "teacher_calls": after - before,
+                return {"pairs": after - removed, "teacher_calls": after - before,
                         "teacher_calls_computed": _rows(cache) - cache_before}
 
             out[s] = self._run("score", {"teacher_max_length": self.cfg.teacher.max_length},

@@ -20,7 +20,8 @@ def register(sub) -> None:
                                    "from the model folder) and write the re-ranked TREC run.")
     add_dataset_args(p)
     p.add_argument("--model", required=True, metavar="DIR", help="model folder (from `rankdistill train`, or a "
-                   "sentence-transformers / Hugging Face folder)")
+                   "sentence-transformers / Hugging Face folder), or a cross-fitted teacher's folder (each query "
+                   "scored by the members that did not train on it)")
     p.add_argument("--candidates", required=True, metavar="RUN", help="TREC run to re-rank")
     p.add_argument("--output", required=True, metavar="RUN", help="TREC run file to write")
     p.add_argument("--k", type=int, default=None, help="re-rank only each query's top k candidates (default all)")
@@ -34,6 +35,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rankdistill.models.scoring import load_student, score_candidates, top_k
+    from rankdistill.teachers.crossfit import is_crossfit, read_crossfit
 
     if args.k is not None and args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
@@ -61,12 +63,25 @@ def run(args: argparse.Namespace) -> int:
     missing = len([q for q in queries if q not in candidates])
     if missing:
         logger.info("%d queries of the split have no candidates", missing)
-    model = load_student(model_dir, args.arch)
     start = time.perf_counter()
-    scored = score_candidates(model, queries, ds.corpus, candidates, batch_size=args.batch_size,
-                              device=args.device)
+    if is_crossfit(model_dir):
+        # each query by the members that did not train on it (the mean where several did not)
+        plan = read_crossfit(model_dir)
+        for q in candidates:
+            plan.route(q)
+        runs = []
+        for seen, member in zip(plan.trained_on, plan.members):
+            routed = {q: docs for q, docs in candidates.items() if q not in seen}
+            runs.append(score_candidates(load_student(member, args.arch), queries, ds.corpus, routed,
+                                         batch_size=args.batch_size, device=args.device) if routed else {})
+        scored, what = plan.combine(runs), f"cross-fitted teacher of {len(plan.members)} members"
+    else:
+        model = load_student(model_dir, args.arch)
+        scored = score_candidates(model, queries, ds.corpus, candidates, batch_size=args.batch_size,
+                                  device=args.device)
+        what = f"{model.arch}-encoder"
     write_run(scored, args.output, tag=args.tag or model_dir.resolve().name)
     pairs = sum(len(d) for d in scored.values())
-    logger.info("re-ranked %d queries (%d pairs) with the %s-encoder %s in %.1fs -> %s", len(scored), pairs,
-                model.arch, model_dir, time.perf_counter() - start, args.output)
+    logger.info("re-ranked %d queries (%d pairs) with the %s %s in %.1fs -> %s", len(scored), pairs, what,
+                model_dir, time.perf_counter() - start, args.output)
     return 0

@@ -162,7 +162,8 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
 
     def prepare(chunk: list[Pair]) -> Any:
-        return teacher.prepare([texts.query(q) for q, _ in chunk], [texts.doc(d) for _, d in chunk])
+        return teacher.prepare_pairs([texts.query(q) for q, _ in chunk], [texts.doc(d) for _, d in chunk],
+                                     [q for q, _ in chunk])
 
     scored = 0
     bar = tqdm(total=len(todo), desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,

@@ -91,6 +91,9 @@ class Teacher(abc.ABC):
     """A loaded teacher. ``identity()`` names what its scores depend on; ``info()`` adds how they were made."""
 
     kind: str = ""
+    needs_query_ids: bool = False
+    """Whether :meth:`prepare` takes each pair's query id as a third argument (a teacher whose model depends on
+    the query, such as a cross-fitted one, :mod:`rankdistill.teachers.crossfit`); the engine then passes them."""
 
     def __init__(self, config: TeacherConfig) -> None:
         self.config = config
@@ -111,11 +114,18 @@ class Teacher(abc.ABC):
     def run(self, prepared: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(positions in the chunk, float scores)`` one batch at a time."""
 
-    def score(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
-        """Scores of the pairs ``(queries[i], docs[i])`` in input order (convenience; no store)."""
+    def prepare_pairs(self, queries: Sequence[str], docs: Sequence[str],
+                      query_ids: Sequence[str] | None = None) -> Any:
+        """:meth:`prepare`, given the query ids where it takes them (:attr:`needs_query_ids`)."""
+        return self.prepare(queries, docs, query_ids) if self.needs_query_ids else self.prepare(queries, docs)
+
+    def score(self, queries: Sequence[str], docs: Sequence[str],
+              query_ids: Sequence[str] | None = None) -> np.ndarray:
+        """Scores of the pairs ``(queries[i], docs[i])`` in input order (convenience; no store). ``query_ids``:
+        for a teacher that :attr:`needs_query_ids`."""
         out = np.full(len(queries), np.nan, dtype=np.float64)
         if len(queries):
-            for idx, s in self.run(self.prepare(queries, docs)):
+            for idx, s in self.run(self.prepare_pairs(queries, docs, query_ids)):
                 out[idx] = s
         return out
 
@@ -354,7 +364,14 @@ class BiEncoderTeacher(Teacher):
 
 
 def load_teacher(config: TeacherConfig) -> Teacher:
-    """Load the teacher ``config`` names (``kind=auto`` looks at the model's files, see :func:`detect_kind`)."""
+    """Load the teacher ``config`` names (``kind=auto`` looks at the model's files, see :func:`detect_kind`).
+
+    A cross-fitted teacher's folder (:mod:`rankdistill.teachers.crossfit`) loads as one teacher whose members
+    get ``config``'s settings (``kind`` then applies to the members)."""
+    from rankdistill.teachers.crossfit import CrossFitTeacher, is_crossfit
+
+    if is_crossfit(config.model):
+        return CrossFitTeacher(config)
     kind = detect_kind(config.model) if config.kind == "auto" else config.kind
     if kind == "cross":
         return CrossEncoderTeacher(config)

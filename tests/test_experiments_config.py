@@ -80,6 +80,10 @@ def test_impossible_combinations(tmp_path, shared_data):
     both = "[teacher]\nmodel = 'x'\n[teacher.train]\nloss = 'lce'\n"
     with pytest.raises(UserInputError, match="exclusive"):
         load_config(_write(tmp_path, shared_data, both))
+    for folds in (0, 11):
+        with pytest.raises(UserInputError, match=f"'teacher.train.folds' must be 1 .* to 10, got {folds}"):
+            load_config(_write(tmp_path, shared_data, f"[teacher.train]\nloss = 'lce'\nfolds = {folds}\n"))
+    assert load_config(_write(tmp_path, shared_data, "[teacher.train]\nfolds = 2\n")).teacher.train.folds == 2
 
 
 def test_missing_files(tmp_path, shared_data):

@@ -398,3 +398,55 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
     study.teacher()
     assert seen["teacher"]["model"] == _fingerprint(bundled_model_path())
     assert seen["teacher"]["recipe"]["model"] is None
+
+
+def test_cross_fitted_teacher_labels_each_query_with_the_member_that_never_saw_it(
+        tmp_path, shared_data, tiny_cross_encoder_dir, tiny_bert_dir):
+    """``teacher.train.folds = 2``: two members, each trained on the other fold's queries with half the budget;
+    every training query's labels (and teacher-mined negatives) come from the member that did not train on it,
+    and the teacher's reference row re-ranks the test queries with both members' mean."""
+    from rankdistill.data import load_dataset
+    from rankdistill.data.groups import read_groups
+    from rankdistill.teachers.crossfit import read_crossfit
+    from rankdistill.teachers.models import TeacherConfig, load_teacher
+    from rankdistill.teachers.store import ScoreStore
+
+    text = _config(tmp_path, shared_data, tiny_cross_encoder_dir, tiny_bert_dir).read_text()
+    text = re.sub(r'\[teacher\]\nmodel = "[^"]*"\n', "[teacher]\n", text)
+    text = text.replace('strategies = ["random", "teacher", "ensemble"]', 'strategies = ["random", "teacher"]')
+    text = text.replace('losses = ["lce", "kl"]', 'losses = ["kl"]')
+    text += (f'[teacher.train]\nmodel = "{tiny_cross_encoder_dir}"\nloss = "lce"\ngroup_size = 4\nbatch_size = 2\n'
+             'budget_docs = 64\nmax_length = 64\nfolds = 2\n')
+    cfg = tmp_path / "crossfit.toml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--output", str(out)]) == 0
+    [teacher] = list((out / "artifacts" / "teacher").glob("*/model"))
+    plan = read_crossfit(teacher)
+    info = json.loads((teacher.parent / "manifest.json").read_text())["info"]
+    assert [m["realised_docs"] for m in info["members"]] == [32, 32] and info["realised_docs"] == 64
+    mined = [json.loads(p.read_text()) for p in (out / "artifacts" / "mine").glob("*/manifest.json")]
+    [teacher_groups] = [m for m in mined if "mining" not in m["settings"]]  # the teacher's own BM25 groups
+    queries = [g.query_id for g in read_groups(out / "artifacts" / "mine" / teacher_groups["hash"] / "groups.jsonl")]
+    assert len(queries) > 100  # the teacher trains on every training query (teacher.train.max_queries = 0)
+    held = [set(queries) - s for s in plan.trained_on]
+    assert abs(len(held[0]) - len(held[1])) <= 1 and held[0] | held[1] == set(queries) and not held[0] & held[1]
+    ds = load_dataset(str(shared_data / "cranfield"))
+    qs = ds.queries("train")
+    members = [load_teacher(TeacherConfig(str(p), max_length=64, device="cpu")) for p in plan.members]
+    dbs = list((out / "artifacts" / "score").glob("*/scores.db"))
+    assert len(dbs) == 2  # the random and the teacher strategy's labels
+    for db in dbs:
+        with ScoreStore(db, readonly=True) as store:
+            [tid] = store.teachers()
+            rows = list(store.iter_rows(tid))
+        assert len({q for q, _, _ in rows}) == 10  # the students' queries (train.max_queries)
+        for m, t in enumerate(members):
+            mine = [r for r in rows if r[0] in held[m]][:6]
+            assert mine
+            own = t.score([qs[q] for q, _, _ in mine], [ds.corpus.text(d) for _, d, _ in mine])
+            assert [v for _, _, v in mine] == pytest.approx(list(own), abs=1e-5)
+    for t in members:
+        t.close()
+    report = (out / "report.md").read_text()
+    assert "| teacher |" in report and "The teacher is cross-fitted: 2 members" in report

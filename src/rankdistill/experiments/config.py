@@ -73,6 +73,11 @@ class TeacherTrain:
     max_queries: int = 0
     """Train the teacher on the first N queries of the training split (by the miner's order); 0 = all of them,
     whatever ``train.max_queries`` says for the students."""
+    folds: int = 1
+    """Cross-fit the teacher (:mod:`rankdistill.teachers.crossfit`): with k >= 2, k members each train on the
+    teacher's queries less one fold, on (k - 1)/k of ``budget_docs`` (as many epochs over their queries as one
+    teacher over all), and each training query is labelled, mined and filtered by the member that never saw
+    it; test queries get the members' mean. 1 = one teacher trained on every query."""
 
 
 @dataclass(frozen=True)
@@ -397,6 +402,9 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
             _check_choice(cfg.teacher.train.loss, ("lce", "infonce"), "teacher.train.loss", path)
             _check_choice(cfg.teacher.train.arch, ARCHS, "teacher.train.arch", path)
             _check_choice(cfg.teacher.train.strategy, ("random", "bm25"), "teacher.train.strategy", path)
+            if not 1 <= cfg.teacher.train.folds <= 10:
+                raise UserInputError(f"'teacher.train.folds' must be 1 (no cross-fitting) to 10, got "
+                                     f"{cfg.teacher.train.folds}", path=path, fix="use 2 to cross-fit the teacher")
     if "run" in g.strategies:
         raise UserInputError("'grid.strategies' value 'run' needs a candidates file per query set; use "
                              "`rankdistill mine --strategy run` outside the runner", path=path)

@@ -83,6 +83,12 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
            "untrained bi-encoder: the bi-encoder students' starting model with their settings (layers, pooling, "
            "similarity, token limits), read before any training (re-ranking, or dense retrieval for a "
            "full-retrieval test).", ""]
+    folds = cfg.teacher.train.folds if cfg.teacher is not None and cfg.teacher.train is not None else 1
+    if folds > 1:
+        md += [f"The teacher is cross-fitted: {folds} members, each trained on the training queries outside one "
+               "fold, so each training query's labels, teacher-ranked negatives and entropy come from the member "
+               f"that never saw it; its row here is the mean of the {folds} members, none of which saw a test "
+               "query.", ""]
     ref_rows = []
     for name, per_test in refs.items():
         if not per_test:

@@ -387,14 +387,17 @@ class Study:
                            lambda w: self._mine(w, r.strategy, r.group_size, False, r.seed, 2 * r.group_size,
                                                 r.max_queries),
                            p, f"teacher groups ({r.strategy})")
-        settings = {"recipe": dataclasses.asdict(r), "train": self._train_dataset(), "model": _model_identity(r.model)}
+        recipe = dataclasses.asdict(r)
+        if r.folds == 1:  # the key of a teacher trained before cross-fitting existed
+            del recipe["folds"]
+        settings = {"recipe": recipe, "train": self._train_dataset(), "model": _model_identity(r.model)}
         model = r.model
 
-        def fn(work: Path) -> dict:
+        def train(group_file: Path, out: Path, budget: int) -> dict:
             argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
-                    "--groups", groups.file("groups.jsonl"), "--arch", r.arch, "--loss", r.loss,
-                    "--group-size", r.group_size, "--budget-docs", r.budget_docs,
-                    "--batch-size", r.batch_size, "--lr", r.lr, "--seed", r.seed, "--output", work / "model",
+                    "--groups", group_file, "--arch", r.arch, "--loss", r.loss,
+                    "--group-size", r.group_size, "--budget-docs", budget,
+                    "--batch-size", r.batch_size, "--lr", r.lr, "--seed", r.seed, "--output", out,
                     "--save-every", 200]
             if r.arch == "cross":
                 argv += ["--max-length", r.max_length]
@@ -407,11 +410,40 @@ class Study:
             if r.layers:
                 argv += ["--layers", r.layers]
             call_verb(argv)
-            shutil.rmtree(work / "model" / "checkpoints", ignore_errors=True)
-            summary = json.loads((work / "model" / "training.json").read_text())
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            summary = json.loads((out / "training.json").read_text())
             return {k: summary.get(k) for k in ("steps", "realised_docs", "wall_seconds", "gpu_seconds")}
 
-        self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, f"trained ({r.arch}, {r.loss})")
+        def fn(work: Path) -> dict:
+            if r.folds < 2:
+                return train(groups.file("groups.jsonl"), work / "model", r.budget_docs)
+            return self._train_crossfit(work, groups.file("groups.jsonl"), train)
+
+        label = f"trained ({r.arch}, {r.loss}{f', {r.folds} cross-fitted members' if r.folds > 1 else ''})"
+        self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, label)
+
+    def _train_crossfit(self, work: Path, group_file: Path, train) -> dict:
+        """Train ``folds`` members, member m on every teacher query outside fold m with (k - 1)/k of the
+        budget, and write the cross-fitted teacher's folder (:mod:`rankdistill.teachers.crossfit`)."""
+        from rankdistill.data.groups import read_groups, write_groups
+        from rankdistill.teachers.crossfit import assign_folds, write_crossfit
+
+        r = self.cfg.teacher.train
+        assert r is not None
+        groups = read_groups(group_file)
+        folds = assign_folds((g.query_id for g in groups), r.folds, r.seed)
+        budget = round(r.budget_docs * (r.folds - 1) / r.folds)
+        members, summaries = [], []
+        for m, fold in enumerate(folds):
+            held = set(fold)
+            own = [g for g in groups if g.query_id not in held]
+            write_groups(own, work / f"groups-{m}.jsonl")
+            summaries.append(train(work / f"groups-{m}.jsonl", work / "model" / f"member-{m}", budget))
+            members.append((f"member-{m}", [g.query_id for g in own]))
+        write_crossfit(work / "model", members, folds=r.folds, seed=r.seed, budget_docs_per_member=budget)
+        total = {k: sum(s.get(k) or 0 for s in summaries) for k in ("steps", "realised_docs", "wall_seconds",
+                                                                    "gpu_seconds")}
+        return {**total, "members": summaries}
 
     def _mine(self, work: Path, strategy: str, group_size: int, teacher: bool, seed: int, pool: int,
               max_queries: int | None = None) -> dict:

@@ -450,3 +450,13 @@ def test_cross_fitted_teacher_labels_each_query_with_the_member_that_never_saw_i
         t.close()
     report = (out / "report.md").read_text()
     assert "| teacher |" in report and "The teacher is cross-fitted: 2 members" in report
+    # a bundle carries the plan and the members' training summaries, not their weights
+    import tarfile
+
+    from rankdistill.experiments.bundle import pack
+
+    pack(out, tmp_path / "b.tar.gz")
+    rel = f"artifacts/teacher/{teacher.parent.name}/model/"
+    names = {n[len(rel):] for n in tarfile.open(tmp_path / "b.tar.gz").getnames() if n.startswith(rel)}
+    assert names == {"crossfit.json", "member-0/training.json", "member-0/losses.tsv", "member-1/training.json",
+                     "member-1/losses.tsv"}

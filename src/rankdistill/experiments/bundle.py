@@ -29,6 +29,7 @@ delete; a study cell whose model was pruned before all its evaluations finished 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import io
 import json
 import logging
@@ -48,8 +49,10 @@ KEEP: dict[str, frozenset[str]] = {
     "*": frozenset({"manifest.json", "groups.jsonl", "groups.jsonl.meta.json", "scores.db", "stats.parquet",
                     "per_query.tsv", "model/training.json", "model/losses.tsv"}),
     "candidates": frozenset({"run.trec"}),
+    "teacher": frozenset({"model/crossfit.json", "model/member-*/training.json", "model/member-*/losses.tsv"}),
 }
-"""Files (relative to the artifact folder) a bundle carries: for every stage, and per stage."""
+"""Files (relative to the artifact folder, ``fnmatch`` patterns) a bundle carries: for every stage, and per
+stage (a cross-fitted teacher's plan and its members' training summaries)."""
 
 REGENERATED = frozenset({"report.html", "report.json", "plots"})
 """Entries of the study folder that ``rankdistill run`` writes again from the artifacts: not carried."""
@@ -58,7 +61,7 @@ XZ_SUFFIXES = (".tar.xz", ".txz")
 
 
 def _kept(stage: str, rel: str) -> bool:
-    return rel in KEEP["*"] or rel in KEEP.get(stage, frozenset())
+    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in (*KEEP["*"], *KEEP.get(stage, ())))
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -35,7 +35,7 @@ def test_examples_validate(shared_data):
     assert [t.name for t in paper.tests][:2] == ["dl19", "dl20"]
     assert paper.executor.kind == "ray"
     study = load_config(EXAMPLES / "scifact-study.toml", data_dir=str(shared_data))
-    assert study.teacher.train.folds == 2 and study.mining.ensemble_per_system == 32
+    assert study.teacher.train.folds == 3 and study.mining.ensemble_per_system == 32
     assert len(study.grid.strategies) * len(study.grid.losses) * len(study.grid.archs) * len(study.grid.seeds) == 120
 
 

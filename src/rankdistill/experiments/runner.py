@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -422,7 +422,7 @@ class Study:
         label = f"trained ({r.arch}, {r.loss}{f', {r.folds} cross-fitted members' if r.folds > 1 else ''})"
         self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, label)
 
-    def _train_crossfit(self, work: Path, group_file: Path, train) -> dict:
+    def _train_crossfit(self, work: Path, group_file: Path, train: Callable[[Path, Path, int], dict]) -> dict:
         """Train ``folds`` members, member m on every teacher query outside fold m with (k - 1)/k of the
         budget, and write the cross-fitted teacher's folder (:mod:`rankdistill.teachers.crossfit`)."""
         from rankdistill.data.groups import read_groups, write_groups

@@ -450,6 +450,10 @@ def test_cross_fitted_teacher_labels_each_query_with_the_member_that_never_saw_i
         t.close()
     report = (out / "report.md").read_text()
     assert "| teacher |" in report and "The teacher is cross-fitted: 2 members" in report
+    # the labels per member: the first diagnosed strategy's 10 training queries, each labelled by one member
+    table = report.split("### Labels per cross-fitted member")[1].split("\n\n")[2].splitlines()[2:]
+    assert [r.split(" | ")[0] for r in table] == ["| 0", "| 1"]
+    assert sum(int(r.split(" | ")[1]) for r in table) == 10
     # a bundle carries the plan and the members' training summaries, not their weights
     import tarfile
 

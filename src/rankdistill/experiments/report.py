@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rankdistill.errors import UserInputError
 from rankdistill.experiments.config import TEACHER_LOSSES
 from rankdistill.experiments.shares import fair_shares
 from rankdistill.stats.compare import json_ready
@@ -189,6 +190,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
 
     # ---- diagnostics -------------------------------------------------------------------------------------
     diameters = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy, mined)
+    _per_member(md, diags, cfg, study.teacher_model if study.teacher_given or study.teacher_art else None)
 
     # ---- the entropy study -------------------------------------------------------------------------------
     if band_studies:
@@ -240,6 +242,41 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     _write_html(out_dir, text)
     logger.info("report: %s", report)
     return report
+
+
+def _per_member(md: list[str], diags, cfg, teacher: str | None) -> None:
+    """For a cross-fitted teacher, the labels of the entropy study's domain (or the first diagnosed strategy)
+    per member: each training query's labels come from one member, and members that differ in confidence would
+    make the entropy bands sort queries partly by member."""
+    import pandas as pd
+
+    from rankdistill.teachers.crossfit import is_crossfit, read_crossfit
+
+    if not diags or teacher is None or not is_crossfit(teacher):
+        return
+    try:
+        plan = read_crossfit(teacher)
+    except UserInputError as e:  # a bundle without the teacher's folder: nothing to split by
+        logger.warning("no per-member diagnostics: %s", e)
+        return
+    es = cfg.entropy_study
+    strategy = next(s for s in (es.strategy if es else None, "bm25", *diags) if s in diags)
+    frame = pd.read_parquet(diags[strategy].file("stats.parquet"))
+    ent = f"softmax_entropy_norm_T{cfg.diagnostics.temperature:g}_with_pos"
+    if ent not in frame or "query_id" not in frame:
+        return
+    frame = frame.assign(member=[" + ".join(map(str, plan.route(str(q)))) for q in frame["query_id"]])
+    rows = []
+    for member, part in frame.groupby("member", sort=True):
+        e = part[ent].to_numpy(dtype=float)
+        rows.append([member, len(part), *(_f(float(np.nanquantile(e, p)), 3) for p in (0.25, 0.5, 0.75)),
+                     _f(float(np.mean(part["positive_rank"].to_numpy() > 1)), 3) if "positive_rank" in part else ""])
+    md += ["### Labels per cross-fitted member", "",
+           f"The teacher is cross-fitted, so each training query of the `{strategy}` groups is labelled by the "
+           "member that never saw it. Members that differ in confidence would make entropy bands sort queries "
+           "partly by member; normalised entropy (positive included) per member:", "",
+           _md_table(["member", "queries", "entropy q25", "entropy median", "entropy q75", "positive not first"],
+                     rows), ""]
 
 
 def _tenths(losses: Sequence[float]) -> list[float]:

@@ -67,11 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if is_crossfit(model_dir):
         # each query by the members that did not train on it (the mean where several did not)
         plan = read_crossfit(model_dir)
-        for q in candidates:
-            plan.route(q)
+        routes = {q: plan.route(q) for q in candidates}
         runs = []
-        for seen, member in zip(plan.trained_on, plan.members):
-            routed = {q: docs for q, docs in candidates.items() if q not in seen}
+        for m, member in enumerate(plan.members):
+            routed = {q: docs for q, docs in candidates.items() if m in routes[q]}
             runs.append(score_candidates(load_student(member, args.arch), queries, ds.corpus, routed,
                                          batch_size=args.batch_size, device=args.device) if routed else {})
         scored, what = plan.combine(runs), f"cross-fitted teacher of {len(plan.members)} members"

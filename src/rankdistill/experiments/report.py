@@ -84,11 +84,12 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
            "untrained bi-encoder: the bi-encoder students' starting model with their settings (layers, pooling, "
            "similarity, token limits), read before any training (re-ranking, or dense retrieval for a "
            "full-retrieval test).", ""]
-    folds = cfg.teacher.train.folds if cfg.teacher is not None and cfg.teacher.train is not None else 1
-    if folds > 1:
-        md += [f"The teacher is cross-fitted: {folds} members, each trained on the training queries outside one "
+    plan = _crossfit_plan(study.teacher_model if study.has_teacher else None)
+    if plan is not None:
+        k = len(plan.members)
+        md += [f"The teacher is cross-fitted: {k} members, each trained on the training queries outside one "
                "fold, so each training query's labels, teacher-ranked negatives and entropy come from the member "
-               f"that never saw it; its row here is the mean of the {folds} members, none of which saw a test "
+               f"that never saw it; its row here is the mean of the {k} members, none of which saw a test "
                "query.", ""]
     ref_rows = []
     for name, per_test in refs.items():
@@ -190,7 +191,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
 
     # ---- diagnostics -------------------------------------------------------------------------------------
     diameters = _diagnostics(md, diags, plots, cfg, plot_entropy_histograms, plot_diameter_per_strategy, mined)
-    _per_member(md, diags, cfg, study.teacher_model if study.teacher_given or study.teacher_art else None)
+    _per_member(md, diags, cfg, plan)
 
     # ---- the entropy study -------------------------------------------------------------------------------
     if band_studies:
@@ -244,20 +245,26 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     return report
 
 
-def _per_member(md: list[str], diags, cfg, teacher: str | None) -> None:
+def _crossfit_plan(teacher: str | None):
+    """The plan of the study's teacher when it is cross-fitted (trained so, or given as such a folder)."""
+    from rankdistill.teachers.crossfit import is_crossfit, read_crossfit
+
+    if teacher is None or not is_crossfit(teacher):
+        return None
+    try:
+        return read_crossfit(teacher)
+    except UserInputError as e:  # a member folder gone: nothing to split by
+        logger.warning("the cross-fitted teacher's plan is unreadable: %s", e)
+        return None
+
+
+def _per_member(md: list[str], diags, cfg, plan) -> None:
     """For a cross-fitted teacher, the labels of the entropy study's domain (or the first diagnosed strategy)
     per member: each training query's labels come from one member, and members that differ in confidence would
     make the entropy bands sort queries partly by member."""
     import pandas as pd
 
-    from rankdistill.teachers.crossfit import is_crossfit, read_crossfit
-
-    if not diags or teacher is None or not is_crossfit(teacher):
-        return
-    try:
-        plan = read_crossfit(teacher)
-    except UserInputError as e:  # a bundle without the teacher's folder: nothing to split by
-        logger.warning("no per-member diagnostics: %s", e)
+    if not diags or plan is None:
         return
     es = cfg.entropy_study
     strategy = next(s for s in (es.strategy if es else None, "bm25", *diags) if s in diags)

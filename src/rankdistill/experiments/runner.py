@@ -96,6 +96,10 @@ def _fingerprint(path: Path) -> dict:
     return {"files": out}
 
 
+_TEACHER_SUMMARY = ("steps", "realised_docs", "wall_seconds", "gpu_seconds")
+"""What a teacher artifact records of its training (summed over the members of a cross-fitted one)."""
+
+
 def _model_identity(name: str | None) -> dict | str:
     """What a model setting means for an artifact key: the fingerprint of the files it resolves to (``None``
     and the default encoder's names resolve to the bundled checkpoint), or the hub id when it is not local.
@@ -412,7 +416,7 @@ class Study:
             call_verb(argv)
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
             summary = json.loads((out / "training.json").read_text())
-            return {k: summary.get(k) for k in ("steps", "realised_docs", "wall_seconds", "gpu_seconds")}
+            return {k: summary.get(k) for k in _TEACHER_SUMMARY}
 
         def fn(work: Path) -> dict:
             if r.folds < 2:
@@ -441,8 +445,7 @@ class Study:
             summaries.append(train(work / f"groups-{m}.jsonl", work / "model" / f"member-{m}", budget))
             members.append((f"member-{m}", [g.query_id for g in own]))
         write_crossfit(work / "model", members, folds=r.folds, seed=r.seed, budget_docs_per_member=budget)
-        total = {k: sum(s.get(k) or 0 for s in summaries) for k in ("steps", "realised_docs", "wall_seconds",
-                                                                    "gpu_seconds")}
+        total = {k: sum(s.get(k) or 0 for s in summaries) for k in _TEACHER_SUMMARY}
         return {**total, "members": summaries}
 
     def _mine(self, work: Path, strategy: str, group_size: int, teacher: bool, seed: int, pool: int,

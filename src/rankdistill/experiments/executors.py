@@ -72,19 +72,24 @@ class ProcessExecutor:
                 if on_done:
                     on_done(i, results[i])
         except BaseException:
-            for fut in futures:
-                fut.cancel()
             self.terminate()
             raise
         return [results[i] for i in range(len(tasks))]
 
     def terminate(self) -> None:
         """Stop the workers now (a failed cell, or the run being stopped): running cells leave only their
-        ``.partial`` folders, which the next run starts afresh."""
-        for proc in list(getattr(self._pool, "_processes", {}).values()):
+        ``.partial`` folders, which the next run starts afresh.
+
+        The pending futures are cancelled by the pool's own manager thread (``cancel_futures``), never from
+        this thread: a `timeout` or Ctrl-C also kills the workers, and the manager thread then fails every
+        pending future, which on Python 3.11 raises ``InvalidStateError`` for one this thread had cancelled
+        in the meantime.
+        """
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())  # shutdown() forgets them
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
             if proc.is_alive():
                 proc.terminate()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

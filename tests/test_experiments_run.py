@@ -464,3 +464,14 @@ def test_cross_fitted_teacher_labels_each_query_with_the_member_that_never_saw_i
     names = {n[len(rel):] for n in tarfile.open(tmp_path / "b.tar.gz").getnames() if n.startswith(rel)}
     assert names == {"crossfit.json", "member-0/training.json", "member-0/losses.tsv", "member-1/training.json",
                      "member-1/losses.tsv"}
+    # unpacked elsewhere without the members' weights, the study resumes with no work done and the same report
+    # (the cross-fit sentence and the per-member table are read from what the bundle carries)
+    from rankdistill.experiments.bundle import unpack
+
+    moved = tmp_path / "elsewhere"
+    unpack(tmp_path / "b.tar.gz", moved)
+    assert not list(moved.glob("artifacts/teacher/*/model/member-*/*.safetensors"))
+    stamp = {p: p.stat().st_mtime_ns for p in (moved / "artifacts").glob("*/*/manifest.json")}
+    assert main(["run", str(cfg), "--output", str(moved)]) == 0
+    assert (moved / "report.md").read_text() == report
+    assert {p: p.stat().st_mtime_ns for p in (moved / "artifacts").glob("*/*/manifest.json")} == stamp

@@ -84,7 +84,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
            "untrained bi-encoder: the bi-encoder students' starting model with their settings (layers, pooling, "
            "similarity, token limits), read before any training (re-ranking, or dense retrieval for a "
            "full-retrieval test).", ""]
-    plan = _crossfit_plan(study.teacher_model if study.has_teacher else None)
+    plan = _crossfit_plan(study.teacher_folder)
     if plan is not None:
         k = len(plan.members)
         md += [f"The teacher is cross-fitted: {k} members, each trained on the training queries outside one "

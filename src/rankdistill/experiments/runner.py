@@ -326,6 +326,14 @@ class Study:
         return str(self.teacher_art.file("model"))
 
     @property
+    def teacher_folder(self) -> str | None:
+        """The teacher's folder for reading what describes it (a cross-fitted teacher's plan), also when a results
+        bundle left its weights behind (:attr:`teacher_model` refuses that); None without a teacher."""
+        if self.teacher_given is not None:
+            return self.teacher_given
+        return str(self.teacher_art.path / "model") if self.teacher_art is not None else None
+
+    @property
     def has_teacher(self) -> bool:
         t = self.cfg.teacher
         return t is not None and (t.model is not None or t.train is not None)

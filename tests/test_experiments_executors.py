@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -67,8 +66,8 @@ def test_sigterm_to_the_group_stops_without_thread_errors(tmp_path: Path) -> Non
     for attempt in range(3):
         run = tmp_path / f"run{attempt}"
         run.mkdir()
-        (run / "tasks.py").write_text(textwrap.dedent(TASKS))
-        (run / "main.py").write_text(textwrap.dedent(MAIN))
+        (run / "tasks.py").write_text(TASKS)
+        (run / "main.py").write_text(MAIN)
         out, err = _stop_once(run)
         assert f"stopped {128 + signal.SIGTERM}" in out, (out, err)
         assert "thread errors: []" in out and "InvalidStateError" not in err, (out, err)

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rankdistill.experiments.artifacts import Artifact
-from rankdistill.experiments.report import _gpu_seconds
-from rankdistill.experiments.shares import fair_shares
+from rankdistill.experiments.report import _cells_at_once, _gpu_seconds
+from rankdistill.experiments.shares import fair_shares, peak_overlap
 
 
 def test_fair_shares_golden_values():
@@ -23,6 +23,16 @@ def test_fair_shares_golden_values():
     assert fair_shares([(0.0, 2.0), (2.0, 5.0)]) == [2.0, 3.0]
     assert fair_shares([(3.0, 3.0), (5.0, 4.0), (0.0, 1.0)]) == [0.0, 0.0, 1.0]
     assert fair_shares([]) == []
+
+
+def test_peak_overlap_golden_values():
+    assert peak_overlap([]) == 0
+    assert peak_overlap([(3.0, 3.0), (5.0, 4.0)]) == 0  # never busy
+    assert peak_overlap([(0.0, 10.0)]) == 1
+    assert peak_overlap([(0.0, 2.0), (2.0, 5.0)]) == 1  # back to back: never side by side
+    assert peak_overlap([(0.0, 4.0), (1.0, 2.0), (1.0, 3.0)]) == 3
+    # six jobs, but at most two at once: the pool's size is not what ran
+    assert peak_overlap([(float(i), float(i) + 1.5) for i in range(6)]) == 2
 
 
 def _union(intervals):
@@ -41,6 +51,10 @@ def test_fair_shares_add_up_to_the_busy_time(raw):
     assert sum(shares) == pytest.approx(_union(intervals))
     for (s, e), share in zip(intervals, shares):
         assert (e - s) / len(intervals) - 1e-9 <= share <= e - s + 1e-9
+    # at the busiest moment n jobs share the device, so no stretch of time is divided more than n ways
+    peak = peak_overlap(intervals)
+    assert peak == max((sum(s <= t < e for s, e in intervals) for t, _ in intervals), default=0)
+    assert all(share >= (e - s) / peak - 1e-9 for (s, e), share in zip(intervals, shares) if e > s)
 
 
 def _art(tmp: Path, name: str, gpu: float, started: float | None = None) -> Artifact:
@@ -62,3 +76,13 @@ def test_cells_sharing_one_gpu_get_their_share(tmp_path):
     # CPU artifacts take no part; manifests written before the times were recorded keep their wall seconds
     old, cpu = _art(tmp_path, "old", 4.0), _art(tmp_path, "cpu", 0.0, 3.0)
     assert _gpu_seconds([("old", old, {}), ("cpu", cpu, {"t": None})], one_device=True) == {old.path: 4.0}
+
+
+def test_cells_at_once_is_read_from_the_run_not_the_config(tmp_path):
+    # a pool of any size: cell a trains [0, 10) and evaluates [10, 12); b trains [5, 15); c trains [20, 21)
+    a, b, c = _art(tmp_path, "a", 10.0, 0.0), _art(tmp_path, "b", 10.0, 5.0), _art(tmp_path, "c", 1.0, 20.0)
+    ea = _art(tmp_path, "ea", 2.0, 10.0)
+    cells = [("a", a, {"t": ea}), ("b", b, {"t": None}), ("c", c, {})]
+    assert _cells_at_once(cells, one_device=True) == 2
+    assert _cells_at_once(cells[2:], one_device=True) == 1
+    assert _cells_at_once(cells, one_device=False) == 0  # Ray: a GPU per worker, nothing shared

@@ -20,7 +20,7 @@ import numpy as np
 
 from rankdistill.errors import UserInputError
 from rankdistill.experiments.config import TEACHER_LOSSES
-from rankdistill.experiments.shares import fair_shares
+from rankdistill.experiments.shares import fair_shares, peak_overlap
 from rankdistill.stats.compare import json_ready
 
 logger = logging.getLogger(__name__)
@@ -224,8 +224,8 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                                    xlabel="mining + scoring + training seconds", ylabel=f"mean {metric}",
                                    title="Cost vs effectiveness per strategy")
         md += ["![cost vs effectiveness](plots/cost_vs_effectiveness.png)", ""]
-    shared = cfg.executor.workers if cfg.executor.kind == "processes" and cfg.executor.workers > 1 else 0
-    _write_costs(out_dir, costs, metric, shared)
+    shared = _cells_at_once(cell_arts, one_device=cfg.executor.kind != "ray")
+    _write_costs(out_dir, costs, metric, shared if shared > 1 else 0)
 
     # ---- claims ------------------------------------------------------------------------------------------
     md += ["## The paper's claims, read from this run", ""]
@@ -425,6 +425,11 @@ def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam, m
     return per_query
 
 
+def _busy_intervals(arts) -> list[tuple[float, float]]:
+    return [(a.manifest["started"], a.manifest["finished"]) for a in arts
+            if "started" in a.manifest and "finished" in a.manifest]
+
+
 def _gpu_seconds(cell_arts, one_device: bool) -> dict[Path, float]:
     """GPU-seconds of each artifact of the cells that ran on a GPU. On one machine (the local and process
     executors) concurrent cells shared its GPU, so each gets its fair share (:func:`.shares.fair_shares` over
@@ -435,9 +440,17 @@ def _gpu_seconds(cell_arts, one_device: bool) -> dict[Path, float]:
     out = {path: float(a.manifest["gpu_seconds"]) for path, a in arts.items()}
     timed = [a for a in arts.values() if "started" in a.manifest and "finished" in a.manifest]
     if one_device and timed:
-        shares = fair_shares([(a.manifest["started"], a.manifest["finished"]) for a in timed])
+        shares = fair_shares(_busy_intervals(timed))
         out.update({a.path: share for a, share in zip(timed, shares)})
     return out
+
+
+def _cells_at_once(cell_arts, one_device: bool) -> int:
+    """How many cells ran side by side on the one machine at its busiest, from the recorded times of their
+    artifacts (a cell trains, then evaluates, so its own artifacts never overlap); 0 off one machine. Read
+    from the run, not from the config: a report may be written by a later call with another pool size."""
+    arts = {a.path: a for _c, t, evals in cell_arts for a in (t, *evals.values()) if a is not None}
+    return peak_overlap(_busy_intervals(arts.values())) if one_device else 0
 
 
 def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:

@@ -188,13 +188,15 @@ def test_forest_and_cost_real(trecdl_manifest, tmp_path):
     _png_ok(paths[0])
 
 
-def test_loss_tenths_hand_computed():
-    from rankdistill.experiments.report import _tenths
+def test_loss_epoch_means_and_their_change_hand_computed():
+    from rankdistill.experiments.report import _epoch_means, _relative_change
 
-    # 20 steps: windows of 2 steps starting at 0, 2, ..., 18
-    assert _tenths([float(i) for i in range(20)]) == [0.5 + 2 * i for i in range(10)]
-    # 202 steps (the study's cells): windows of 20; the first is steps 0-19, the last steps 182-201
-    t = _tenths([float(i) for i in range(202)])
-    assert t[0] == 9.5 and t[9] == 191.5 and t[8] == 171.5
-    # fewer than 10 steps: one-step windows spread over the curve
-    assert _tenths([3.0, 2.0, 1.0]) == [3.0, 3.0, 3.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]
+    # 7 steps of 3 per epoch: epochs [0, 1, 2] and [3, 4, 5]; the unfinished third epoch (step 6) is left out
+    assert _epoch_means([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 60.0], 3) == [1.0, 4.0]
+    # the study's cells: 202 steps of 101 per epoch
+    assert _epoch_means([float(i) for i in range(202)], 101) == [50.0, 151.0]
+    assert _epoch_means([1.0, 2.0], 5) == []
+    # relative changes -0.5 and -0.3: mean -0.4, sd 0.1414, t(0.95, 1) = 6.3138 -> half-width 0.6314
+    assert _relative_change([(2.0, 1.0), (1.0, 0.7)]) == "-40.0% [-103.1, +23.1]"
+    assert _relative_change([(2.0, 1.0)]) == "-50.0%"
+    assert _relative_change([(0.0, 1.0)]) == "-"

@@ -6,6 +6,8 @@
 # The study gets STUDY_SECONDS or what TOTAL_SECONDS leaves less 40 s, whichever is less: the resume bundle is
 # written before anything else, so a call cut at the device's limit still brings its progress back.
 # RUN_STUDY=0, RUN_BENCH=0 or RUN_QUICK=0 leave a part out (e.g. a second call that only resumes the study).
+# STUDY_WORKERS=N runs N cells side by side instead of the config's pool (not part of any artifact's key, so a
+# resumed study is unchanged by it); the log gives the cells finished and the seconds, to compare pool sizes.
 # The study writes runs/scifact-study (kept between calls of a warm machine, so a second call resumes it from
 # its artifacts). If it is cut short, its cells finish seed by seed and a report is written from the seeds
 # that finished. Results land in $OUT: study.tgz (report, plots, costs, manifests, per-cell training.json),
@@ -48,11 +50,14 @@ if [ -n "$resume" ] && [ ! -d "$study/artifacts" ]; then
 fi
 s=$(( $(left) - 40 )); [ "$s" -gt "$STUDY_S" ] && s=$STUDY_S  # 40 s kept for packing within TOTAL_SECONDS
 log "study: up to ${s}s"
+workers=(); [ -n "${STUDY_WORKERS:-}" ] && workers=(--set "executor.workers=$STUDY_WORKERS")
+cells_before=$(ls "$study"/artifacts/train 2>/dev/null | grep -vc partial)
 timeout "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
-  --output "$study" >>"$OUT/study.log" 2>&1
+  --output "$study" "${workers[@]}" >>"$OUT/study.log" 2>&1
 rc=$?
 stop_workers
-log "study exit $rc"
+log "study exit $rc; $(( $(ls "$study"/artifacts/train 2>/dev/null | grep -vc partial) - cells_before )) cells" \
+  "trained in this call (pool ${STUDY_WORKERS:-of the config})"
 pack_resume
 if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
   ran=0

@@ -134,6 +134,39 @@ def test_entropy_study_is_validated(tmp_path, shared_data):
             load_config(_write(tmp_path, shared_data, extra))
 
 
+def test_budget_study_is_validated_and_adds_its_cells_last_without_touching_the_others(tmp_path, shared_data):
+    from rankdistill.experiments.runner import Cell, study_cells
+
+    teacher = "[teacher]\nmodel = 'x'\n"
+    plain = load_config(_write(tmp_path, shared_data, ""))
+    ok = load_config(_write(tmp_path, shared_data, "[student]\nbudget_docs = 100\n"
+                            "[budget_study]\nbudgets = [50, 400]\nstrategies = ['bm25']\nseeds = [0, 1]\n"))
+    assert ok.budget_study is not None and ok.budget_study.axes(ok.grid) == (("bi",), ("lce",), ("bm25",), (0, 1), 8)
+    cells = study_cells(ok)
+    # the grid's 2 cells first, unchanged; then bm25 at 50 and 400 documents for seeds 0 and 1, and the reference
+    # at the study's budget for seed 1, which the grid (seed 0 only) lacks
+    assert cells[:2] == study_cells(plain) == [Cell("bi", "lce", s, 8, "all", 0) for s in ("random", "bm25")]
+    assert cells[2:] == [Cell("bi", "lce", "bm25", 8, "all", 1), Cell("bi", "lce", "bm25", 8, "all", 0, 50),
+                         Cell("bi", "lce", "bm25", 8, "all", 1, 50), Cell("bi", "lce", "bm25", 8, "all", 0, 400),
+                         Cell("bi", "lce", "bm25", 8, "all", 1, 400)]
+    # a cell at the study's budget keys on the same settings as before budget studies existed
+    assert cells[0].settings() == {"arch": "bi", "loss": "lce", "strategy": "random", "group_size": 8,
+                                   "selection": "all", "seed": 0}
+    assert cells[3].settings()["budget"] == 50 and cells[3].label == "bi/lce/bm25/g8 50docs/s0"
+    for extra, message in [
+        ("[budget_study]\n", "'budget_study.budgets' is empty"),
+        ("[student]\nbudget_docs = 100\n[budget_study]\nbudgets = [100]\n", "is the study's own budget"),
+        ("[budget_study]\nbudgets = [0]\n", r"'budget_study.budgets\[0\]' must be positive"),
+        ("[budget_study]\nbudgets = [10, 10]\n", "'budget_study.budgets' repeats a value"),
+        ("[budget_study]\nbudgets = [10]\nstrategies = ['dense']\n", "'dense' is not one of grid.strategies"),
+        ("[budget_study]\nbudgets = [10]\nlosses = ['kl']\n", "has a distillation loss but the config has no"),
+        (teacher + "[budget_study]\nbudgets = [10]\narchs = ['tri']\n", "'budget_study.archs' has unknown value"),
+        (teacher + "[budget_study]\nbudgets = [10]\ngroup_size = 5\n", "'budget_study.group_size' 5 is not one of"),
+    ]:
+        with pytest.raises(UserInputError, match=message):
+            load_config(_write(tmp_path, shared_data, extra))
+
+
 def test_an_ensemble_that_cannot_fill_its_pools_is_warned_about(tmp_path, shared_data, caplog):
     """Two systems with 10 negatives each cannot fill pools of 32: at least 12 slots (38%) go to random documents."""
     import logging

@@ -224,6 +224,40 @@ def test_changing_one_axis_reruns_only_what_depends_on_it(reference, tmp_path):
     assert manifest["stages"]["train"]["artifacts"] == 12
 
 
+def test_budget_study_trains_only_its_cells_and_compares_each_budget_with_the_studys(reference, tmp_path):
+    import shutil
+
+    cfg, ref_out = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    changed = tmp_path / "budgets.toml"
+    changed.write_text(cfg.read_text() + '[budget_study]\nbudgets = [96]\nstrategies = ["random", "teacher"]\n'
+                       'losses = ["kl"]\n')
+    before = {p.parent.name for p in (out / "artifacts").glob("*/*/manifest.json")}
+    assert main(["run", str(changed), "--output", str(out)]) == 0
+    after = {p.parent.parent.name + "/" + p.parent.name for p in (out / "artifacts").glob("*/*/manifest.json")}
+    new = sorted(a for a in after if a.split("/")[1] not in before)
+    # the grid's cells keep their keys: only the two cells at 96 documents (twice the study's 48) and their
+    # evaluations are new
+    assert sorted({a.split("/")[0] for a in new}) == ["evaluate", "train"]
+    trained = [json.loads((out / "artifacts" / a / "manifest.json").read_text()) for a in new if a.startswith("train/")]
+    assert sorted(m["settings"]["cell"]["strategy"] for m in trained) == ["random", "teacher"]
+    assert all(m["settings"]["cell"]["budget"] == 96 and m["info"]["realised_docs"] == 96 for m in trained)
+    report = (out / "report.md").read_text()
+    ref_report = (ref_out / "report.md").read_text()
+    main_part = report.split("## Main results")[1].split("## Equivalence")[0]
+    assert main_part == ref_report.split("## Main results")[1].split("## Equivalence")[0]
+    section = report.split("## Budget study")[1].split("\n## ")[0]
+    assert "| 48 docs | the study's | 1.5 |" in section and "| 96 docs | compared with it | 3 |" in section
+    rows = [r for r in section.splitlines() if r.startswith("| bi | kl |")]
+    assert [r.split(" | ")[2:5] for r in rows] == [["random", "96 docs", "cranfield"],
+                                                   ["teacher", "96 docs", "cranfield"]]
+    assert "Of 2 comparisons" in section and (out / "plots" / "budget_forest.png").stat().st_size > 1000
+    assert "| bi | kl | all queries, 96 docs | 2 |" in report.split("## Training convergence")[1]
+    # the cost table is the study's budget only
+    assert report.split("## Cost")[1].count("| 48 |") == 3
+
+
 def test_entropy_study_and_process_pool(reference, tmp_path):
     """An entropy study (cross-encoders on entropy bands of one strategy) beside the grid, a full-retrieval
     test that only bi-encoders take, and cells run by a pool of two processes."""

@@ -194,6 +194,32 @@ class Executor:
 
 
 @dataclass(frozen=True)
+class BudgetStudy:
+    """Cells trained with other document budgets than ``student.budget_docs``, beside the same cells at the
+    study's budget, so that whether the budget let the students settle is read on the test collections (a
+    paired TOST of each budget against the study's, per collection), not only from training losses.
+
+    Cells: ``archs x losses x strategies x budgets x seeds`` on all queries at ``group_size``. Empty lists
+    default to the grid's (``seeds`` too); the reference cells at the study's budget are the grid's when it
+    has them, and are added otherwise. Budget cells run after every other cell, so a study cut short finishes
+    its main grid first.
+    """
+
+    budgets: tuple[int, ...] = ()
+    strategies: tuple[str, ...] = ()
+    archs: tuple[str, ...] = ()
+    losses: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    group_size: int = 0
+    """Default: the largest of ``grid.group_sizes``."""
+
+    def axes(self, grid: Grid) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[int, ...], int]:
+        """(archs, losses, strategies, seeds, group size) with the grid's defaults filled in."""
+        return (self.archs or grid.archs, self.losses or grid.losses, self.strategies or grid.strategies,
+                self.seeds or grid.seeds, self.group_size or max(grid.group_sizes))
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     train: TrainData
@@ -206,6 +232,7 @@ class StudyConfig:
     comparison: Comparison = field(default_factory=Comparison)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     entropy_study: EntropyStudy | None = None
+    budget_study: BudgetStudy | None = None
     executor: Executor = field(default_factory=Executor)
     description: str = ""
     notes: tuple[str, ...] = ()
@@ -434,6 +461,8 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
         raise UserInputError("'executor.workers' must be at least 1", path=path)
     if cfg.entropy_study is not None:
         _validate_entropy_study(cfg, has_teacher, path)
+    if cfg.budget_study is not None:
+        _validate_budget_study(cfg, has_teacher, path)
     _check_choice(cfg.student.pooling, ("mean", "cls"), "student.pooling", path)
     _check_choice(cfg.student.similarity, ("dot", "cosine"), "student.similarity", path)
     if cfg.student.budget_docs < 1:
@@ -484,6 +513,39 @@ def _validate_entropy_study(cfg: StudyConfig, has_teacher: bool, path: Path) -> 
         raise UserInputError("'entropy_study.seeds' repeats a value", path=path)
     if e.group_size and e.group_size not in cfg.grid.group_sizes:
         raise UserInputError(f"'entropy_study.group_size' {e.group_size} is not one of grid.group_sizes",
+                             path=path)
+
+
+def _validate_budget_study(cfg: StudyConfig, has_teacher: bool, path: Path) -> None:
+    b = cfg.budget_study
+    assert b is not None
+    if not b.budgets:
+        raise UserInputError("'budget_study.budgets' is empty", path=path,
+                             fix=f"give the budgets (documents) to set beside student.budget_docs = "
+                                 f"{cfg.student.budget_docs}, e.g. [{cfg.student.budget_docs // 2}, "
+                                 f"{cfg.student.budget_docs * 2}]")
+    for i, n in enumerate(b.budgets):
+        if n < 1:
+            raise UserInputError(f"'budget_study.budgets[{i}]' must be positive", path=path)
+        if n == cfg.student.budget_docs:
+            raise UserInputError(f"'budget_study.budgets[{i}]' is the study's own budget ({n})", path=path,
+                                 fix="the cells at student.budget_docs are the reference; list the other budgets")
+    for i, s in enumerate(b.strategies):
+        if s not in cfg.grid.strategies:
+            raise UserInputError(f"'budget_study.strategies[{i}]' {s!r} is not one of grid.strategies", path=path,
+                                 fix="its groups are mined and scored with the grid's strategies")
+    _check_choice(b.archs, ARCHS, "budget_study.archs", path)
+    _check_choice(b.losses, LOSSES, "budget_study.losses", path)
+    if not has_teacher and any(lo in TEACHER_LOSSES for lo in b.losses or cfg.grid.losses):
+        raise UserInputError("[budget_study] has a distillation loss but the config has no [teacher]", path=path,
+                             fix="add [teacher], or keep budget_study.losses to lce/infonce")
+    for key, values in (("budget_study.budgets", b.budgets), ("budget_study.strategies", b.strategies),
+                        ("budget_study.archs", b.archs), ("budget_study.losses", b.losses),
+                        ("budget_study.seeds", b.seeds)):
+        if len(set(values)) != len(values):
+            raise UserInputError(f"'{key}' repeats a value", path=path)
+    if b.group_size and b.group_size not in cfg.grid.group_sizes:
+        raise UserInputError(f"'budget_study.group_size' {b.group_size} is not one of grid.group_sizes",
                              path=path)
 
 

@@ -73,7 +73,9 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
            f"architectures {', '.join(cfg.grid.archs)}; group sizes {', '.join(map(str, cfg.grid.group_sizes))}; "
            f"selections {', '.join(cfg.grid.selections)}; seeds {', '.join(map(str, cfg.grid.seeds))}. "
            f"Budget: {cfg.student.budget_docs:,} documents per cell "
-           f"(optimizer steps x batch x grad accumulation x world size x group size).", ""]
+           f"(optimizer steps x batch x grad accumulation x world size x group size)"
+           + (f"; the budget study adds {', '.join(f'{n:,}' for n in cfg.budget_study.budgets)}"
+              if cfg.budget_study is not None else "") + ".", ""]
     for note in cfg.notes:
         md += [f"> {note}", ""]
 
@@ -109,19 +111,39 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     studies: dict[tuple, Any] = {}
     entries_by_key: dict[tuple, list] = {}
     band_entries: dict[tuple, list] = {}
-    g, es = cfg.grid, cfg.entropy_study
+    budget_entries: dict[tuple, list] = {}
+    g, es, bs = cfg.grid, cfg.entropy_study, cfg.budget_study
+    st_budget = cfg.student.budget_docs
+    budget_axes = bs.axes(g) if bs is not None else None
+
+    def budget_key(cell) -> tuple | None:
+        """(arch, loss, strategy, group size) of a budget-study cell or of its reference at the study's budget."""
+        if budget_axes is None:
+            return None
+        archs, losses, strategies, seeds, gs = budget_axes
+        if (cell.arch in archs and cell.loss in losses and cell.strategy in strategies and cell.seed in seeds
+                and cell.group_size == gs and cell.selection == "all"
+                and (not cell.budget or cell.budget in bs.budgets)):
+            return cell.arch, cell.loss, cell.strategy, gs
+        return None
     for cell, _train, evals in cell_arts:
         key = (cell.arch, cell.loss, cell.group_size, cell.selection)
         tests = [t for t in cfg.tests if t.name in evals]
         in_grid = (cell.arch in g.archs and cell.loss in g.losses and cell.strategy in g.strategies
-                   and cell.group_size in g.group_sizes and cell.selection in g.selections and cell.seed in g.seeds)
+                   and cell.group_size in g.group_sizes and cell.selection in g.selections and cell.seed in g.seeds
+                   and not cell.budget)
         if in_grid:
             for t in tests:
                 entries_by_key.setdefault(key, []).append(StudyEntry(
                     path=evals[t.name].file("per_query.tsv"), system=f"{cell.strategy}/{cell.loss}",
                     collection=t.name, seed=cell.seed, strategy=cell.strategy, loss=cell.loss))
+        if budget_key(cell) is not None:
+            for t in tests:
+                budget_entries.setdefault(budget_key(cell), []).append(StudyEntry(
+                    path=evals[t.name].file("per_query.tsv"), system=_budget_name(cell.budget or st_budget),
+                    collection=t.name, seed=cell.seed))
         if es is not None and cell.strategy == es.strategy and cell.arch in es.archs and cell.loss in es.losses \
-                and cell.selection in ("all", *es.bands) and cell.seed in (es.seeds or g.seeds):
+                and cell.selection in ("all", *es.bands) and cell.seed in (es.seeds or g.seeds) and not cell.budget:
             for t in tests:
                 band_entries.setdefault((cell.arch, cell.loss, cell.group_size), []).append(StudyEntry(
                     path=evals[t.name].file("per_query.tsv"), system=cell.selection, collection=t.name,
@@ -134,6 +156,11 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     band_studies = {key: run_study(sorted(entries, key=lambda e: (_band_order(es, e.system), e.collection, e.seed)),
                                    ComparisonConfig(baseline="all", **ccfg), strict=False)
                     for key, entries in band_entries.items()}
+    budget_studies = {key: run_study(sorted(entries, key=lambda e: (int(e.system.split()[0].replace(",", "")),
+                                                                     e.collection, e.seed)),
+                                     ComparisonConfig(baseline=_budget_name(st_budget), **ccfg), strict=False)
+                      for key, entries in budget_entries.items()
+                      if len({e.system for e in entries}) > 1}
 
     md += ["## Main results", "",
            f"Mean {metric} over seeds; best per column in bold; superscript letters are equivalence classes "
@@ -196,6 +223,10 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     # ---- the entropy study -------------------------------------------------------------------------------
     if band_studies:
         _entropy_study(md, cfg, band_studies, groups, plots, plot_tost_forest)
+
+    # ---- the budget study --------------------------------------------------------------------------------
+    if budget_studies:
+        _budget_study(md, cfg, budget_studies, cell_arts, plots, plot_tost_forest)
 
     # ---- cost ---------------------------------------------------------------------------------------------
     costs = _costs(study, mined, scores, cell_arts, studies)
@@ -328,7 +359,8 @@ def _convergence(md: list[str], cell_arts) -> None:
         spe = json.loads(summary.read_text()).get("steps_per_epoch")
         epochs = _epoch_means(losses, spe) if spe else []
         if epochs:
-            group = "all queries" if cell.selection == "all" else "entropy bands"
+            group = ("entropy bands" if cell.selection != "all" else
+                     f"all queries, {_budget_name(cell.budget)}" if cell.budget else "all queries")
             curves.setdefault((cell.arch, cell.loss, group), []).append(epochs)
     if not curves:
         return
@@ -348,6 +380,59 @@ def _convergence(md: list[str], cell_arts) -> None:
                      _f(mean[-1]), change])
     md += [_md_table(["arch", "loss", "trained on", "cells", "epochs", "first epoch", "last epoch but one",
                       "last epoch", "last vs the one before"], rows), ""]
+
+
+def _budget_name(docs: int) -> str:
+    """A budget as a system name in the budget study's tables: ``25,856 docs``."""
+    return f"{docs:,} docs"
+
+
+def _budget_study(md: list[str], cfg, budget_studies: dict, cell_arts, plots: Path, plot_forest) -> None:
+    """Section of the budget study: each budget against the study's, per (student, loss, strategy) and test
+    collection (paired TOST, the comparison's margin and alpha), with the epochs each budget makes.
+
+    It reads convergence where it matters: a larger budget that is equivalent to the study's within the margin
+    on every collection means the study's budget did not stop the students short; a significant gain means it
+    did."""
+    from rankdistill.reports import table_from_studies, to_markdown
+
+    comp, bs = cfg.comparison, cfg.budget_study
+    epochs: dict[int, set[float]] = {}
+    for cell, art, _ in cell_arts:
+        summary = art.path / "model" / "training.json" if art is not None else None
+        if summary is not None and summary.is_file() and cell.selection == "all":
+            e = json.loads(summary.read_text()).get("epochs")
+            if e is not None:
+                epochs.setdefault(cell.budget or cfg.student.budget_docs, set()).add(float(e))
+    md += ["## Budget study", "",
+           f"The same students trained on other document budgets than the study's "
+           f"({cfg.student.budget_docs:,} documents), on all queries; each budget is compared with the study's "
+           f"(paired TOST per test collection, margin {comp.margin:g}, alpha {comp.alpha:g}). A larger budget "
+           "equivalent to the study's everywhere means the study's budget did not stop the students short.", ""]
+    rows = [[_budget_name(n), "the study's" if n == cfg.student.budget_docs else "compared with it",
+             ", ".join(f"{e:g}" for e in sorted(epochs.get(n, ()))) or "-"]
+            for n in sorted({cfg.student.budget_docs, *bs.budgets})]
+    md += [_md_table(["budget", "role", "epochs over the training queries"], rows), ""]
+    tost_rows, forest = [], []
+    for (arch, loss, strategy, gs), st in budget_studies.items():
+        md += [f"### {arch}-encoder students, {loss}, {strategy}, group size {gs}", "",
+               to_markdown(table_from_studies([st])), ""]
+        for coll, res in st.collections.items():
+            for row in res.report.rows:
+                t = row.tost
+                tost_rows.append([arch, loss, strategy, row.name, coll, f"{row.mean_diff:+.4f}",
+                                  f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]", t.verdict])
+                forest.append((f"{arch}/{loss}/{strategy}/{row.name} @ {coll}", t))
+    if tost_rows:
+        verdicts = {v: sum(r[-1] == v for r in tost_rows) for v in ("equivalent", "different", "inconclusive")}
+        md += [f"Each budget minus the study's ({100 * (1 - 2 * comp.alpha):g}% interval of the mean difference):",
+               "", _md_table(["arch", "loss", "strategy", "budget", "collection", "mean diff", "interval",
+                              "verdict"], tost_rows), "",
+               f"Of {len(tost_rows)} comparisons, {verdicts['equivalent']} are equivalent within "
+               f"+-{comp.margin:g}, {verdicts['different']} different and {verdicts['inconclusive']} inconclusive.",
+               ""]
+        plot_forest(forest, plots / "budget_forest", title=f"budgets vs the study's ({comp.metric})")
+        md += ["![budgets vs the study's](plots/budget_forest.png)", ""]
 
 
 def _band_order(es, name: str) -> int:
@@ -484,7 +569,7 @@ def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
     out = {}
     for s, art in mined.items():
         sc = scores.get(s)
-        cells = [(c, t) for c, t, _ in cell_arts if c.strategy == s]
+        cells = [(c, t) for c, t, _ in cell_arts if c.strategy == s and not c.budget]
         means = []
         for st in studies.values():
             for res in st.collections.values():

@@ -170,16 +170,28 @@ class Cell:
     group_size: int
     selection: str
     seed: int
+    budget: int = 0
+    """Documents to train on; 0 is the study's budget (``student.budget_docs``). Only budget-study cells set it."""
 
     @property
     def label(self) -> str:
         sel = "" if self.selection == "all" else f" {self.selection}"
-        return f"{self.arch}/{self.loss}/{self.strategy}/g{self.group_size}{sel}/s{self.seed}"
+        docs = f" {self.budget}docs" if self.budget else ""
+        return f"{self.arch}/{self.loss}/{self.strategy}/g{self.group_size}{sel}{docs}/s{self.seed}"
+
+    def settings(self) -> dict:
+        """The cell's part of its training artifact's key. ``budget`` appears only where it is set, so the
+        keys of the cells at the study's budget are what they were before budget studies existed."""
+        out = dataclasses.asdict(self)
+        if not self.budget:
+            del out["budget"]
+        return out
 
 
 def study_cells(cfg: StudyConfig) -> list[Cell]:
     """The grid's cells, then the entropy study's (its bands, and its all-queries references when the grid
-    lacks them), each once."""
+    lacks them), then the budget study's (its budgets, and its references at the study's budget when the
+    grid lacks them), each once."""
     g = cfg.grid
     cells = [Cell(a, lo, s, gs, sel, seed) for a in g.archs for lo in g.losses for s in g.strategies
              for gs in g.group_sizes for sel in g.selections for seed in g.seeds]
@@ -191,6 +203,11 @@ def study_cells(cfg: StudyConfig) -> list[Cell]:
                 for sel in ("all", *e.bands):
                     for seed in e.seeds or g.seeds:
                         cells.append(Cell(a, lo, e.strategy, gs, sel, seed))
+    b = cfg.budget_study
+    if b is not None:
+        archs, losses, strategies, seeds, gs = b.axes(g)
+        cells += [Cell(a, lo, s, gs, "all", seed, budget) for a in archs for lo in losses for s in strategies
+                  for budget in (0, *b.budgets) for seed in seeds]
     return list(dict.fromkeys(cells))
 
 
@@ -626,12 +643,13 @@ class Study:
         st = self.cfg.student
         model = (st.cross_model or st.model) if cell.arch == "cross" else st.model
         distil = cell.loss in TEACHER_LOSSES
-        train_settings = {"cell": dataclasses.asdict(cell), "student": dataclasses.asdict(st),
+        budget = cell.budget or st.budget_docs
+        train_settings = {"cell": cell.settings(), "student": dataclasses.asdict(st) | {"budget_docs": budget},
                           "train": self._train_dataset(), "model": _model_identity(model)}
         inputs = {"groups": groups[(cell.strategy, cell.selection)]}
         argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
                 "--groups", inputs["groups"].file("groups.jsonl"), "--arch", cell.arch, "--loss", cell.loss,
-                "--group-size", cell.group_size, "--budget-docs", st.budget_docs, "--batch-size", st.batch_size,
+                "--group-size", cell.group_size, "--budget-docs", budget, "--batch-size", st.batch_size,
                 "--grad-accum", st.grad_accum, "--lr", (st.cross_lr or st.lr) if cell.arch == "cross" else st.lr,
                 "--warmup", st.warmup, "--seed", cell.seed,
                 "--max-query-length", st.query_max_length, "--max-doc-length", st.max_length,
@@ -768,9 +786,9 @@ class Study:
         executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers)
         p = Progress("train+evaluate", len(jobs))
         # seed-major order: every cell's first seed finishes before any second seed starts, so a run cut short
-        # leaves whole seeds that a run with fewer seeds reports from the cache
+        # leaves whole seeds that a run with fewer seeds reports from the cache; budget-study cells come last
         seeds = sorted({c.seed for c in cells})
-        order = sorted(range(len(jobs)), key=lambda i: (seeds.index(cells[i].seed), i))
+        order = sorted(range(len(jobs)), key=lambda i: (cells[i].budget != 0, seeds.index(cells[i].seed), i))
         try:
             done = executor.map(run_cell, [(jobs[i],) for i in order],
                                 on_done=lambda k, r: p.step(cells[order[k]].label, r["train_reused"]))

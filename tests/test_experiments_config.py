@@ -153,6 +153,13 @@ def test_budget_study_is_validated_and_adds_its_cells_last_without_touching_the_
     assert cells[0].settings() == {"arch": "bi", "loss": "lce", "strategy": "random", "group_size": 8,
                                    "selection": "all", "seed": 0}
     assert cells[3].settings()["budget"] == 50 and cells[3].label == "bi/lce/bm25/g8 50docs/s0"
+    # an optional table can be left out from the command line (e.g. a report without the budget study's cells)
+    path = _write(tmp_path, shared_data, "[budget_study]\nbudgets = [50]\n")
+    assert load_config(path).budget_study is not None
+    assert load_config(path, overrides=["budget_study=none"]).budget_study is None
+    with pytest.raises(UserInputError, match=r"override 'grid=none': only an optional table can be left "
+                                             r"out \(one of budget_study, entropy_study, teacher\)"):
+        load_config(path, overrides=["grid=none"])
     for extra, message in [
         ("[budget_study]\n", "'budget_study.budgets' is empty"),
         ("[student]\nbudget_docs = 100\n[budget_study]\nbudgets = [100]\n", "is the study's own budget"),

@@ -332,12 +332,20 @@ def _selection_known(name: str) -> bool:
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Path) -> dict:
     """Apply ``KEY=VALUE`` overrides to a parsed config: ``KEY`` is a dotted path (``student.budget_docs``;
     ``test.NAME.depth`` for the test table called NAME) and ``VALUE`` a TOML value (``[0, 1]``, ``1e-4``,
-    ``"cls"``); a value that is not valid TOML is taken as a string."""
+    ``"cls"``); a value that is not valid TOML is taken as a string. ``TABLE=none`` leaves out an optional
+    table (``[teacher]``, ``[entropy_study]``, ``[budget_study]``), e.g. to report on a study without it."""
+    optional = {f.name for f in dataclasses.fields(StudyConfig) if f.default is None and f.name != "data_dir"}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UserInputError(f"override {item!r} is not KEY=VALUE", fix="e.g. --set student.budget_docs=2048")
+        if "." not in key and text.strip() == "none":
+            if key not in optional:
+                raise UserInputError(f"override {item!r}: only an optional table can be left out", path=path,
+                                     fix=f"one of {', '.join(sorted(optional))}")
+            raw.pop(key, None)
+            continue
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:

@@ -67,7 +67,7 @@ if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
     log "study cut short: report from seeds $seeds, up to ${t}s"
     ran=1
     timeout "$t" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
-      --output "$study" --set "grid.seeds=$seeds" --set "entropy_study.seeds=$seeds" \
+      --output "$study" --set "grid.seeds=$seeds" --set "entropy_study.seeds=$seeds" --set budget_study=none \
       --set "executor.workers=8" >>"$OUT/study.log" 2>&1 && break
     stop_workers
   done

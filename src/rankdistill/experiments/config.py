@@ -12,6 +12,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,15 @@ def _check_choice(values: tuple[str, ...] | str, allowed: tuple[str, ...], key: 
             raise UserInputError(f"'{key}' has unknown value {v!r}", path=path, fix=f"one of {', '.join(allowed)}")
 
 
+def _check_lists(lists: Sequence[tuple[str, Sequence[Any]]], path: Path, *, non_empty: bool) -> None:
+    """Each ``(key, values)`` list has no repeated value and, with ``non_empty``, at least one."""
+    for key, values in lists:
+        if non_empty and not values:
+            raise UserInputError(f"'{key}' is empty", path=path, fix="give at least one value")
+        if len(set(values)) != len(values):
+            raise UserInputError(f"'{key}' repeats a value", path=path)
+
+
 def _selection_known(name: str) -> bool:
     if name == "all":
         return True
@@ -334,7 +344,8 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
     ``test.NAME.depth`` for the test table called NAME) and ``VALUE`` a TOML value (``[0, 1]``, ``1e-4``,
     ``"cls"``); a value that is not valid TOML is taken as a string. ``TABLE=none`` leaves out an optional
     table (``[teacher]``, ``[entropy_study]``, ``[budget_study]``), e.g. to report on a study without it."""
-    optional = {f.name for f in dataclasses.fields(StudyConfig) if f.default is None and f.name != "data_dir"}
+    optional = {name for name, tp in typing.get_type_hints(StudyConfig).items()
+                if type(None) in typing.get_args(tp) and any(map(dataclasses.is_dataclass, typing.get_args(tp)))}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -413,13 +424,9 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
 
             raise UserInputError(f"'grid.selections[{i}]' has unknown value {name!r}", path=path,
                                  fix=f"one of all, {', '.join(sorted(SELECTIONS))}, keep_quantile_band:LO:HI")
-    for key, values in (("grid.strategies", g.strategies), ("grid.losses", g.losses), ("grid.archs", g.archs),
-                        ("grid.group_sizes", g.group_sizes), ("grid.selections", g.selections),
-                        ("grid.seeds", g.seeds)):
-        if not values:
-            raise UserInputError(f"'{key}' is empty", path=path, fix="give at least one value")
-        if len(set(values)) != len(values):
-            raise UserInputError(f"'{key}' repeats a value", path=path)
+    _check_lists((("grid.strategies", g.strategies), ("grid.losses", g.losses), ("grid.archs", g.archs),
+                  ("grid.group_sizes", g.group_sizes), ("grid.selections", g.selections), ("grid.seeds", g.seeds)),
+                 path, non_empty=True)
     if any(s < 2 for s in g.group_sizes):
         raise UserInputError("'grid.group_sizes' must be at least 2 (a positive and a negative)", path=path)
     has_teacher = cfg.teacher is not None and (cfg.teacher.model is not None or cfg.teacher.train is not None)
@@ -511,14 +518,9 @@ def _validate_entropy_study(cfg: StudyConfig, has_teacher: bool, path: Path) -> 
 
             raise UserInputError(f"'entropy_study.bands[{i}]' has unknown value {name!r}", path=path,
                                  fix=f"one of {', '.join(sorted(SELECTIONS))}, keep_quantile_band:LO:HI")
-    for key, values in (("entropy_study.archs", e.archs), ("entropy_study.losses", e.losses),
-                        ("entropy_study.bands", e.bands)):
-        if not values:
-            raise UserInputError(f"'{key}' is empty", path=path, fix="give at least one value")
-        if len(set(values)) != len(values):
-            raise UserInputError(f"'{key}' repeats a value", path=path)
-    if len(set(e.seeds)) != len(e.seeds):
-        raise UserInputError("'entropy_study.seeds' repeats a value", path=path)
+    _check_lists((("entropy_study.archs", e.archs), ("entropy_study.losses", e.losses),
+                  ("entropy_study.bands", e.bands)), path, non_empty=True)
+    _check_lists((("entropy_study.seeds", e.seeds),), path, non_empty=False)
     if e.group_size and e.group_size not in cfg.grid.group_sizes:
         raise UserInputError(f"'entropy_study.group_size' {e.group_size} is not one of grid.group_sizes",
                              path=path)
@@ -547,11 +549,9 @@ def _validate_budget_study(cfg: StudyConfig, has_teacher: bool, path: Path) -> N
     if not has_teacher and any(lo in TEACHER_LOSSES for lo in b.losses or cfg.grid.losses):
         raise UserInputError("[budget_study] has a distillation loss but the config has no [teacher]", path=path,
                              fix="add [teacher], or keep budget_study.losses to lce/infonce")
-    for key, values in (("budget_study.budgets", b.budgets), ("budget_study.strategies", b.strategies),
-                        ("budget_study.archs", b.archs), ("budget_study.losses", b.losses),
-                        ("budget_study.seeds", b.seeds)):
-        if len(set(values)) != len(values):
-            raise UserInputError(f"'{key}' repeats a value", path=path)
+    _check_lists((("budget_study.budgets", b.budgets), ("budget_study.strategies", b.strategies),
+                  ("budget_study.archs", b.archs), ("budget_study.losses", b.losses), ("budget_study.seeds", b.seeds)),
+                 path, non_empty=False)  # empty lists default to the grid's
     if b.group_size and b.group_size not in cfg.grid.group_sizes:
         raise UserInputError(f"'budget_study.group_size' {b.group_size} is not one of grid.group_sizes",
                              path=path)

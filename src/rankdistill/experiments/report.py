@@ -137,11 +137,13 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                 entries_by_key.setdefault(key, []).append(StudyEntry(
                     path=evals[t.name].file("per_query.tsv"), system=f"{cell.strategy}/{cell.loss}",
                     collection=t.name, seed=cell.seed, strategy=cell.strategy, loss=cell.loss))
-        if budget_key(cell) is not None:
+        bkey = budget_key(cell)
+        if bkey is not None:
+            docs = cell.budget or st_budget
             for t in tests:
-                budget_entries.setdefault(budget_key(cell), []).append(StudyEntry(
-                    path=evals[t.name].file("per_query.tsv"), system=_budget_name(cell.budget or st_budget),
-                    collection=t.name, seed=cell.seed))
+                budget_entries.setdefault(bkey, []).append((docs, StudyEntry(
+                    path=evals[t.name].file("per_query.tsv"), system=_budget_name(docs), collection=t.name,
+                    seed=cell.seed)))
         if es is not None and cell.strategy == es.strategy and cell.arch in es.archs and cell.loss in es.losses \
                 and cell.selection in ("all", *es.bands) and cell.seed in (es.seeds or g.seeds) and not cell.budget:
             for t in tests:
@@ -156,11 +158,11 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     band_studies = {key: run_study(sorted(entries, key=lambda e: (_band_order(es, e.system), e.collection, e.seed)),
                                    ComparisonConfig(baseline="all", **ccfg), strict=False)
                     for key, entries in band_entries.items()}
-    budget_studies = {key: run_study(sorted(entries, key=lambda e: (int(e.system.split()[0].replace(",", "")),
-                                                                     e.collection, e.seed)),
+    budget_studies = {key: run_study([e for _, e in sorted(entries, key=lambda d: (d[0], d[1].collection,
+                                                                                   d[1].seed))],
                                      ComparisonConfig(baseline=_budget_name(st_budget), **ccfg), strict=False)
                       for key, entries in budget_entries.items()
-                      if len({e.system for e in entries}) > 1}
+                      if len({docs for docs, _ in entries}) > 1}
 
     md += ["## Main results", "",
            f"Mean {metric} over seeds; best per column in bold; superscript letters are equivalence classes "
@@ -317,6 +319,12 @@ def _per_member(md: list[str], diags, cfg, plan) -> None:
                      rows), ""]
 
 
+def _training_summary(art) -> dict:
+    """A trained cell's ``training.json`` (empty when the cell or the file is missing)."""
+    summary = art.path / "model" / "training.json" if art is not None else None
+    return json.loads(summary.read_text()) if summary is not None and summary.is_file() else {}
+
+
 def _epoch_means(losses: Sequence[float], steps_per_epoch: int) -> list[float]:
     """Mean training loss of each full epoch (steps ``[e * spe, (e + 1) * spe)``); the steps of an
     unfinished last epoch are left out."""
@@ -353,11 +361,8 @@ def _convergence(md: list[str], cell_arts) -> None:
     curves: dict[tuple[str, str, str], list[list[float]]] = {}
     for cell, art, _ in cell_arts:
         losses = read_losses(art.path / "model") if art is not None else []
-        summary = art.path / "model" / "training.json" if art is not None else None
-        if not losses or summary is None or not summary.is_file():
-            continue
-        spe = json.loads(summary.read_text()).get("steps_per_epoch")
-        epochs = _epoch_means(losses, spe) if spe else []
+        spe = _training_summary(art).get("steps_per_epoch")
+        epochs = _epoch_means(losses, spe) if losses and spe else []
         if epochs:
             group = ("entropy bands" if cell.selection != "all" else
                      f"all queries, {_budget_name(cell.budget)}" if cell.budget else "all queries")
@@ -399,11 +404,9 @@ def _budget_study(md: list[str], cfg, budget_studies: dict, cell_arts, plots: Pa
     comp, bs = cfg.comparison, cfg.budget_study
     epochs: dict[int, set[float]] = {}
     for cell, art, _ in cell_arts:
-        summary = art.path / "model" / "training.json" if art is not None else None
-        if summary is not None and summary.is_file() and cell.selection == "all":
-            e = json.loads(summary.read_text()).get("epochs")
-            if e is not None:
-                epochs.setdefault(cell.budget or cfg.student.budget_docs, set()).add(float(e))
+        e = _training_summary(art).get("epochs") if cell.selection == "all" else None
+        if e is not None:
+            epochs.setdefault(cell.budget or cfg.student.budget_docs, set()).add(float(e))
     md += ["## Budget study", "",
            f"The same students trained on other document budgets than the study's "
            f"({cfg.student.budget_docs:,} documents), on all queries; each budget is compared with the study's "
@@ -536,6 +539,11 @@ def _diagnostics(md: list[str], diags, plots: Path, cfg, plot_hist, plot_diam, m
     return per_query
 
 
+def _cell_artifacts(cell_arts) -> dict[Path, Any]:
+    """Every artifact of the cells, training and evaluation, once each."""
+    return {a.path: a for _c, t, evals in cell_arts for a in (t, *evals.values()) if a is not None}
+
+
 def _busy_intervals(arts) -> list[tuple[float, float]]:
     return [(a.manifest["started"], a.manifest["finished"]) for a in arts
             if "started" in a.manifest and "finished" in a.manifest]
@@ -546,8 +554,7 @@ def _gpu_seconds(cell_arts, one_device: bool) -> dict[Path, float]:
     executors) concurrent cells shared its GPU, so each gets its fair share (:func:`.shares.fair_shares` over
     the wall-clock intervals of every GPU artifact of the cells, training and evaluation); elsewhere (Ray, one
     GPU per worker), or for manifests without times, its wall seconds."""
-    arts = {a.path: a for _c, t, evals in cell_arts for a in (t, *evals.values())
-            if a is not None and a.manifest.get("gpu_seconds", 0.0) > 0}
+    arts = {path: a for path, a in _cell_artifacts(cell_arts).items() if a.manifest.get("gpu_seconds", 0.0) > 0}
     out = {path: float(a.manifest["gpu_seconds"]) for path, a in arts.items()}
     timed = [a for a in arts.values() if "started" in a.manifest and "finished" in a.manifest]
     if one_device and timed:
@@ -560,8 +567,7 @@ def _cells_at_once(cell_arts, one_device: bool) -> int:
     """How many cells ran side by side on the one machine at its busiest, from the recorded times of their
     artifacts (a cell trains, then evaluates, so its own artifacts never overlap); 0 off one machine. Read
     from the run, not from the config: a report may be written by a later call with another pool size."""
-    arts = {a.path: a for _c, t, evals in cell_arts for a in (t, *evals.values()) if a is not None}
-    return peak_overlap(_busy_intervals(arts.values())) if one_device else 0
+    return peak_overlap(_busy_intervals(_cell_artifacts(cell_arts).values())) if one_device else 0
 
 
 def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:

@@ -61,7 +61,7 @@ def test_fingerprints_follow_content_not_place_time_or_gzip(tmp_path):
     import os
     import shutil
 
-    from rankdistill.experiments.runner import _fingerprint
+    from rankdistill.io import fingerprint
 
     a = tmp_path / "a" / "coll"
     a.mkdir(parents=True)
@@ -72,6 +72,6 @@ def test_fingerprints_follow_content_not_place_time_or_gzip(tmp_path):
     (b / "corpus.jsonl.gz").write_bytes(gzip.compress((a / "corpus.jsonl").read_bytes(), mtime=123))
     (b / "corpus.jsonl").unlink()
     os.utime(b / "queries.jsonl", (1, 1))
-    assert _fingerprint(a) == _fingerprint(b)
+    assert fingerprint(a) == fingerprint(b)
     (b / "queries.jsonl").write_text('{"_id": "q1", "text": "z"}\n')
-    assert _fingerprint(a) != _fingerprint(b)
+    assert fingerprint(a) != fingerprint(b)

@@ -392,10 +392,11 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
     import shutil
 
     from rankdistill.experiments.config import load_config
-    from rankdistill.experiments.runner import Study, _fingerprint, _model_identity
+    from rankdistill.experiments.runner import Study, _model_identity
+    from rankdistill.io import fingerprint
     from rankdistill.models import bundled_model_path
 
-    assert _model_identity(None) == _fingerprint(bundled_model_path()) == _model_identity("all-MiniLM-L6-v2")
+    assert _model_identity(None) == fingerprint(bundled_model_path()) == _model_identity("all-MiniLM-L6-v2")
     moved = Path(shutil.copytree(tiny_bert_dir, tmp_path / "moved"))
     assert _model_identity(str(moved)) == _model_identity(str(tiny_bert_dir))
     weights = moved / "model.safetensors"
@@ -430,7 +431,7 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
 
     study._run = record
     study.teacher()
-    assert seen["teacher"]["model"] == _fingerprint(bundled_model_path())
+    assert seen["teacher"]["model"] == fingerprint(bundled_model_path())
     assert seen["teacher"]["recipe"]["model"] is None
 
 

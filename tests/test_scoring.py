@@ -95,6 +95,41 @@ def test_a_teacher_id_made_with_other_settings_is_refused(tmp_path, cranfield, t
         assert store.count() == 4
 
 
+def test_a_teacher_retrained_into_the_same_folder_is_not_served_its_old_scores(tmp_path, cranfield,
+                                                                                 tiny_cross_encoder_dir):
+    """The store's identity holds a digest of the model's files: the same path with new weights is refused
+    (before, the path alone was compared and the old weights' scores were reused silently); a copy of the same
+    weights elsewhere is the same teacher as far as the weights go."""
+    import json
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    _, texts, pairs = cranfield
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_cross_encoder_dir, folder)
+    with ScoreStore(tmp_path / "s.db") as store:
+        score_pairs(load_teacher(_config(folder, teacher_id="t")), pairs[:4], texts, store, show_progress=False)
+        before = store.teacher_info("t")["weights"]
+        assert len(before) == 32
+        torch.manual_seed(1)
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        with torch.no_grad():
+            model.classifier.weight.add_(1.0)
+        model.save_pretrained(folder)
+        with pytest.raises(UserInputError, match=r"other settings \(weights: stored '[0-9a-f]{32}', now '[0-9a-f]{32}'"):
+            score_pairs(load_teacher(_config(folder, teacher_id="t")), pairs[:8], texts, store, show_progress=False)
+        assert store.count() == 4
+
+        # a store written before the digest was recorded: taken as it is, and the digest recorded from now on
+        info = {k: v for k, v in store.teacher_info("t").items() if k != "weights"}
+        store.set_teacher_info("t", info)
+        score_pairs(load_teacher(_config(folder, teacher_id="t")), pairs[:8], texts, store, show_progress=False)
+        now = store.teacher_info("t")["weights"]
+        assert now != before and json.dumps(store.teacher_info("t"), sort_keys=True).count(now) == 1
+        assert store.count() == 8
+
+
 class _NaNTeacher(Teacher):
     """Scores the length of the document text, except NaN for documents whose text mentions 'slipstream'."""
 

@@ -96,8 +96,11 @@ def test_cross_encoder_matches_sentence_transformers_predict(tiny_cross_encoder_
 
     teacher = load_teacher(TeacherConfig(str(tiny_cross_encoder_dir), max_length=48, batch_size=2, device="cpu"))
     assert isinstance(teacher, CrossEncoderTeacher)
+    from rankdistill.models import weights_digest
+
     assert teacher.identity() == {"kind": "cross", "model": str(tiny_cross_encoder_dir), "score_space": "logit",
-                                  "max_length": 48, "num_labels": 1, "truncation": "longest_first"}
+                                  "max_length": 48, "num_labels": 1, "truncation": "longest_first",
+                                  "weights": weights_digest(tiny_cross_encoder_dir)}
     assert teacher.info()["dtype"] == "float32"
     queries = [q for q in QUERIES for _ in DOCS]
     docs = DOCS * len(QUERIES)

@@ -1,9 +1,10 @@
-"""Small file helpers: atomic writes, transparent gzip, tolerant UTF-8 decoding."""
+"""Small file helpers: atomic writes, transparent gzip, tolerant UTF-8 decoding, content fingerprints."""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -161,3 +162,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(path: Path) -> str:
+    """BLAKE2b of a file's bytes, of the decompressed bytes for ``.gz`` (so a gzipped copy of a collection,
+    whatever its gzip header says, is the same dataset). Memoised per process by (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.blake2b(digest_size=16)
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def fingerprint(path: Path) -> dict:
+    """Identity of a dataset or model on disk: the names (``.gz`` dropped) and content digests of its files.
+
+    Neither the folder's location nor the files' times take part, so a study's artifacts stay valid when the
+    study moves to another machine or checkout (see :mod:`rankdistill.experiments.bundle`), and a gzipped copy
+    of a collection is the same dataset as the plain one."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    out = []
+    for f in files[:200]:
+        name = f.name if f == path else str(f.relative_to(path))
+        out.append((name.removesuffix(".gz"), content_digest(f)))
+    return {"files": out}

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
-import hashlib
 import io
 import json
 import logging
@@ -34,6 +32,7 @@ from rankdistill.data.dataset import resolve_spec
 from rankdistill.errors import UserInputError
 from rankdistill.experiments.artifacts import Artifact, ArtifactStore, stable_hash
 from rankdistill.experiments.config import TEACHER_LOSSES, StudyConfig, TestCollection
+from rankdistill.io import fingerprint
 
 logger = logging.getLogger("rankdistill.run")
 
@@ -65,37 +64,6 @@ def call_verb(argv: Sequence[str]) -> None:
         raise StageFailed(f"`rankdistill {argv[0]}` failed with exit code {code} (its message is above)")
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def _content_digest(path: Path) -> str:
-    """BLAKE2b of a file's bytes, of the decompressed bytes for ``.gz`` (so a gzipped copy of a collection,
-    whatever its gzip header says, is the same dataset). Memoised per process by (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.blake2b(digest_size=16)
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
-
-
-def _fingerprint(path: Path) -> dict:
-    """Identity of a dataset or model on disk: the names (``.gz`` dropped) and content digests of its files.
-
-    Neither the folder's location nor the files' times take part, so a study's artifacts stay valid when the
-    study moves to another machine or checkout (see :mod:`.bundle`), and a gzipped copy of a collection is
-    the same dataset as the plain one."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    out = []
-    for f in files[:200]:
-        name = f.name if f == path else str(f.relative_to(path))
-        out.append((name.removesuffix(".gz"), _content_digest(f)))
-    return {"files": out}
-
-
 _TEACHER_SUMMARY = ("steps", "realised_docs", "wall_seconds", "gpu_seconds")
 """What a teacher artifact records of its training (summed over the members of a cross-fitted one)."""
 
@@ -107,7 +75,7 @@ def _model_identity(name: str | None) -> dict | str:
     from rankdistill.models import resolve_model
 
     resolved = resolve_model(name)
-    return _fingerprint(Path(resolved)) if Path(resolved).exists() else resolved
+    return fingerprint(Path(resolved)) if Path(resolved).exists() else resolved
 
 
 def _rows(db: Path) -> int:
@@ -142,7 +110,7 @@ def resolve_datasets(cfg: StudyConfig, data_dir: str | None) -> Resolved:
 
     train = one(cfg.train.dataset)
     tests = {t.name: one(t.dataset) for t in cfg.tests}
-    fps = {s: (s if s.startswith("irds:") else _fingerprint(Path(s))) for s in {train, *tests.values()}}
+    fps = {s: (s if s.startswith("irds:") else fingerprint(Path(s))) for s in {train, *tests.values()}}
     return Resolved(train, tests, fps)
 
 
@@ -369,7 +337,7 @@ class Study:
                         "depth": t.depth, "k1": self.cfg.first_stage.k1, "b": self.cfg.first_stage.b,
                         "judged_only": True}
             if t.candidates not in ("bm25", "dataset"):
-                settings["file"] = _fingerprint(Path(self.cfg.source).parent / t.candidates)
+                settings["file"] = fingerprint(Path(self.cfg.source).parent / t.candidates)
             out[t.name] = self._run("candidates", settings, {}, lambda w, t=t, spec=spec: self._make_candidates(
                 w, t, spec), p, t.name)
         return out

@@ -106,15 +106,29 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
     """
     if store.has_teacher(teacher_id):
         old = store.teacher_info(teacher_id)
-        diff = sorted(k for k in identity if old.get(k) != identity[k])
+        diff = sorted(k for k in identity if old.get(k) != identity[k] and not _recorded_later(k, old))
         if diff:
             shown = "; ".join(f"{k}: stored {old.get(k)!r}, now {identity[k]!r}" for k in diff[:3])
             raise UserInputError(
                 f"teacher id {teacher_id!r} in {store.path} holds scores made with other settings ({shown})",
                 fix="use the same settings, or store these scores under another id with --teacher-id")
+        missing = {k: identity[k] for k in identity if _recorded_later(k, old)}
+        if missing:
+            logger.warning("teacher id %r in %s was stored before rankdistill recorded %s; recording the "
+                           "current values, so later changes are caught", teacher_id, store.path, ", ".join(missing))
+            old = {**old, **missing}
+            store.set_teacher_info(teacher_id, old)
         return old
     store.set_teacher_info(teacher_id, info)
     return info
+
+
+_RECORDED_LATER = frozenset({"weights"})
+"""Identity keys that stores made by earlier versions lack; such a store is taken as it is and the key added."""
+
+
+def _recorded_later(key: str, old: dict) -> bool:
+    return key in _RECORDED_LATER and key not in old
 
 
 def _report_bad(teacher_id: str, bad: list[Pair], total_bad: int) -> UserInputError:

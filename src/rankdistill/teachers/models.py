@@ -29,7 +29,7 @@ import torch
 
 from rankdistill import __version__
 from rankdistill.errors import UserInputError
-from rankdistill.models import model_id, resolve_model
+from rankdistill.models import model_id, resolve_model, weights_digest
 from rankdistill.teachers.batching import length_sorted_batches, pad_batch
 from rankdistill.teachers.options import SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
 from rankdistill.teachers.runtime import dtype_name, resolve_device, resolve_dtype
@@ -236,8 +236,9 @@ class CrossEncoderTeacher(Teacher):
         self.template = InputTemplate.from_tokenizer(self.tokenizer)
 
     def identity(self) -> dict:
-        return {"kind": "cross", "model": model_id(self.config.model), "score_space": self.score_space,
-                "max_length": self.max_length, "num_labels": self.num_labels, "truncation": "longest_first"}
+        return {"kind": "cross", "model": model_id(self.config.model), "weights": weights_digest(self.path),
+                "score_space": self.score_space, "max_length": self.max_length, "num_labels": self.num_labels,
+                "truncation": "longest_first"}
 
     def info(self) -> dict:
         return {**super().info(), "architecture": self.architecture, "dtype": dtype_name(self.dtype),
@@ -331,8 +332,8 @@ class BiEncoderTeacher(Teacher):
         self.similarity = config.similarity
 
     def identity(self) -> dict:
-        return {"kind": "bi", "model": model_id(self.config.model), "score_space": self.similarity,
-                "max_length": self.max_length}
+        return {"kind": "bi", "model": model_id(self.config.model), "weights": weights_digest(self.path),
+                "score_space": self.similarity, "max_length": self.max_length}
 
     def info(self) -> dict:
         return {**super().info(), "device": self.device.type, "dtype": "float32"}

@@ -117,7 +117,8 @@ def test_a_teacher_retrained_into_the_same_folder_is_not_served_its_old_scores(t
         with torch.no_grad():
             model.classifier.weight.add_(1.0)
         model.save_pretrained(folder)
-        with pytest.raises(UserInputError, match=r"other settings \(weights: stored '[0-9a-f]{32}', now '[0-9a-f]{32}'"):
+        digests = r"other settings \(weights: stored '[0-9a-f]{32}', now '[0-9a-f]{32}'"
+        with pytest.raises(UserInputError, match=digests):
             score_pairs(load_teacher(_config(folder, teacher_id="t")), pairs[:8], texts, store, show_progress=False)
         assert store.count() == 4
 

@@ -151,3 +151,33 @@ def test_keep_only_drops_other_pairs_of_every_teacher_and_compacts(tmp_path):
         assert s.keep_only(keep) == 0
     assert not (tmp_path / "s.db-wal").exists()
     assert db.stat().st_size < big / 5  # compacted (VACUUM): a few pages
+
+
+def test_copy_store_over_a_killed_writers_store_gives_the_copy(tmp_path):
+    """A writer killed with its log unmerged leaves ``-wal``/``-shm`` files; a plain file copy over the database
+    had SQLite replay that log onto it (a malformed store, rows of neither). copy_store removes them first."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rankdistill.teachers.store import copy_store
+
+    prior = tmp_path / "prior.db"
+    with ScoreStore(prior) as s:
+        s.put("t", [(f"q{i}", f"m{j}", 0.5) for i in range(30) for j in range(20)])
+    db = tmp_path / "scores.db"
+    copy_store(prior, db)
+    child = (f"from rankdistill.teachers.store import ScoreStore\nimport sys\ns = ScoreStore({str(db)!r})\n"
+             "for b in range(20):\n    s.put('t', [(f'q{i}', f'd{b}-{j}', 1.0) for i in range(30) for j in range(10)])\n"
+             "print('ready', flush=True)\nsys.stdin.read()\n")
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert (tmp_path / "scores.db-wal").stat().st_size > 0
+    copy_store(prior, db)
+    with ScoreStore(db) as s:
+        assert s.count() == 600
+        assert s._db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert s.get_many("t", [("q0", "m0")]) == {("q0", "m0"): 0.5}

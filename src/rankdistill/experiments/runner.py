@@ -516,12 +516,12 @@ class Study:
         for s, groups in mined.items():
             def fn(work: Path, groups: Artifact = groups) -> dict:
                 from rankdistill.data.groups import iter_groups
-                from rankdistill.teachers.store import ScoreStore
+                from rankdistill.teachers.store import ScoreStore, copy_store
 
                 db = work / "scores.db"
                 prior = groups.file("mining-scores.db")
-                if prior.exists():
-                    shutil.copyfile(prior, db)
+                if prior.exists():  # a resumed stage's store is replaced (with a killed run's log, see copy_store)
+                    copy_store(prior, db)
                 cache = self._teacher_cache()
                 before, cache_before = _rows(db), _rows(cache)
                 call_verb(["score", "--dataset", self.data.train, "--split", self.cfg.train.split,

@@ -257,3 +257,17 @@ class ScoreStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def copy_store(src: str | Path, dst: str | Path) -> None:
+    """Copy the store file ``src`` to ``dst``, first removing ``dst`` with its ``-wal`` and ``-shm`` files.
+
+    A writer killed mid-run leaves its write-ahead log beside the database; SQLite would replay that log onto
+    the copy at the next open, giving a malformed store with rows that are neither the copy's nor the
+    killed run's. ``src`` must not be open for writing."""
+    import shutil
+
+    dst = Path(dst)
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{dst}{extra}").unlink(missing_ok=True)
+    shutil.copyfile(src, dst)

@@ -169,7 +169,8 @@ def test_copy_store_over_a_killed_writers_store_gives_the_copy(tmp_path):
     db = tmp_path / "scores.db"
     copy_store(prior, db)
     child = (f"from rankdistill.teachers.store import ScoreStore\nimport sys\ns = ScoreStore({str(db)!r})\n"
-             "for b in range(20):\n    s.put('t', [(f'q{i}', f'd{b}-{j}', 1.0) for i in range(30) for j in range(10)])\n"
+             "for b in range(20):\n"
+             "    s.put('t', [(f'q{i}', f'd{b}-{j}', 1.0) for i in range(30) for j in range(10)])\n"
              "print('ready', flush=True)\nsys.stdin.read()\n")
     p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
     assert p.stdout is not None and p.stdout.readline().strip() == b"ready"

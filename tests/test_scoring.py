@@ -93,6 +93,10 @@ def test_a_teacher_id_made_with_other_settings_is_refused(tmp_path, cranfield, t
         with pytest.raises(UserInputError, match=r"other settings \(max_length: stored 64, now 32\).*--teacher-id"):
             score_pairs(other, pairs[:8], texts, store, show_progress=False)
         assert store.count() == 4
+        # the same model in bf16 (the GPU's default) gives other scores than the fp32 ones stored
+        bf16 = load_teacher(_config(tiny_cross_encoder_dir, dtype="bfloat16"))
+        with pytest.raises(UserInputError, match=r"other settings \(dtype: stored 'float32', now 'bfloat16'\)"):
+            score_pairs(bf16, pairs[:8], texts, store, show_progress=False)
 
 
 def test_a_teacher_retrained_into_the_same_folder_is_not_served_its_old_scores(tmp_path, cranfield,

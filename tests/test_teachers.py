@@ -100,7 +100,7 @@ def test_cross_encoder_matches_sentence_transformers_predict(tiny_cross_encoder_
 
     assert teacher.identity() == {"kind": "cross", "model": str(tiny_cross_encoder_dir), "score_space": "logit",
                                   "max_length": 48, "num_labels": 1, "truncation": "longest_first",
-                                  "weights": weights_digest(tiny_cross_encoder_dir)}
+                                  "weights": weights_digest(tiny_cross_encoder_dir), "dtype": "float32"}
     assert teacher.info()["dtype"] == "float32"
     queries = [q for q in QUERIES for _ in DOCS]
     docs = DOCS * len(QUERIES)

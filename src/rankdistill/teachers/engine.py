@@ -123,7 +123,7 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
     return info
 
 
-_RECORDED_LATER = frozenset({"weights"})
+_RECORDED_LATER = frozenset({"weights", "dtype"})
 """Identity keys that stores made by earlier versions lack; such a store is taken as it is and the key added."""
 
 

@@ -237,8 +237,8 @@ class CrossEncoderTeacher(Teacher):
 
     def identity(self) -> dict:
         return {"kind": "cross", "model": model_id(self.config.model), "weights": weights_digest(self.path),
-                "score_space": self.score_space, "max_length": self.max_length, "num_labels": self.num_labels,
-                "truncation": "longest_first"}
+                "dtype": dtype_name(self.dtype), "score_space": self.score_space, "max_length": self.max_length,
+                "num_labels": self.num_labels, "truncation": "longest_first"}
 
     def info(self) -> dict:
         return {**super().info(), "architecture": self.architecture, "dtype": dtype_name(self.dtype),

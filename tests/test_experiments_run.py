@@ -435,6 +435,30 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
     assert seen["teacher"]["recipe"]["model"] is None
 
 
+def test_student_bf16_setting_reaches_the_training_command(reference, tmp_path):
+    """``student.bf16 = false`` trains in fp32 (``--bf16 off``); it was keyed but never passed on, so the
+    students trained with bf16 autocast on a GPU whatever the config said."""
+    from rankdistill.experiments.config import load_config
+    from rankdistill.experiments.runner import Cell, Study
+
+    class Done:
+        hash = "0" * 16
+        stage = "done"
+
+        def file(self, name: str) -> Path:
+            return tmp_path / name
+
+    cfg, _ = reference
+    for value, flag in (("false", "off"), ("true", "auto")):
+        study = Study(load_config(cfg, overrides=[f"student.bf16={value}"]), tmp_path / "out")
+        cell = Cell("bi", "kl", "random", 8, "all", 0)
+        job = study.cell_job(cell, {("random", "all"): Done()}, {"random": Done()},
+                             {t.name: Done() for t in study.cfg.tests})
+        argv = [str(a) for a in job.train_argv]
+        assert argv[argv.index("--bf16") + 1] == flag
+        assert job.train_settings["student"]["bf16"] is (value == "true")
+
+
 def test_cross_fitted_teacher_labels_each_query_with_the_member_that_never_saw_it(
         tmp_path, shared_data, tiny_cross_encoder_dir, tiny_bert_dir):
     """``teacher.train.folds = 2``: two members, each trained on the other fold's queries with half the budget;

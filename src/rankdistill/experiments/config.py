@@ -154,6 +154,7 @@ class Student:
     similarity: str = "dot"
     temperature: float = 1.0
     bf16: bool = True
+    """bf16 autocast where the GPU supports it (``train --bf16 auto``); false trains in fp32 (``--bf16 off``)."""
     cross_lr: float = 0.0
     """Peak learning rate of cross-encoder students; 0 = ``lr``."""
     cross_head_lr: float = 0.0

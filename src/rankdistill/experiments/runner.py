@@ -621,7 +621,7 @@ class Study:
                 "--grad-accum", st.grad_accum, "--lr", (st.cross_lr or st.lr) if cell.arch == "cross" else st.lr,
                 "--warmup", st.warmup, "--seed", cell.seed,
                 "--max-query-length", st.query_max_length, "--max-doc-length", st.max_length,
-                "--max-length", st.max_length + st.query_max_length]
+                "--max-length", st.max_length + st.query_max_length, "--bf16", "auto" if st.bf16 else "off"]
         if cell.arch == "bi":
             argv += ["--pooling", st.pooling, "--similarity", st.similarity]
         elif st.cross_head_lr:

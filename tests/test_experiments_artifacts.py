@@ -75,3 +75,51 @@ def test_fingerprints_follow_content_not_place_time_or_gzip(tmp_path):
     assert fingerprint(a) == fingerprint(b)
     (b / "queries.jsonl").write_text('{"_id": "q1", "text": "z"}\n')
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_a_manifest_is_keyed_on_the_files_it_names(tmp_path):
+    """Two manifests with the same text over different qrels were one dataset to the artifact keys (only the
+    manifest's bytes were hashed); a folder whose manifest names only its own files keeps its old key."""
+    import shutil
+    from pathlib import Path
+
+    from rankdistill.data.dataset import dataset_fingerprint
+    from rankdistill.io import fingerprint
+
+    def collection(folder: Path, rel: str) -> Path:
+        folder.mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{"_id": "d2", "text": "y"}\n')
+        (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "z"}\n')
+        (folder / "qrels.txt").write_text(f"q1 0 {rel} 1\n")
+        (folder / "dataset.toml").write_text('corpus = "corpus.jsonl"\n[splits.test]\nqueries = "queries.jsonl"\n'
+                                             'qrels = "qrels.txt"\n')
+        return folder
+
+    a, b = collection(tmp_path / "a", "d1"), collection(tmp_path / "b", "d2")
+    assert fingerprint(a / "dataset.toml") == fingerprint(b / "dataset.toml")
+    assert dataset_fingerprint(a / "dataset.toml") != dataset_fingerprint(b / "dataset.toml")
+    assert dataset_fingerprint(a) == fingerprint(a) != dataset_fingerprint(b)
+    moved = Path(shutil.copytree(a, tmp_path / "elsewhere" / "a"))
+    assert dataset_fingerprint(moved / "dataset.toml") == dataset_fingerprint(a / "dataset.toml")
+    # a folder's manifest naming a file outside the folder: that file's content enters the key
+    (b / "dataset.toml").write_text('corpus = "../a/corpus.jsonl"\n[splits.test]\nqueries = "queries.jsonl"\n'
+                                    'qrels = "qrels.txt"\n')
+    keyed = dataset_fingerprint(b)
+    assert keyed["referenced"][0][0] == "../a/corpus.jsonl"
+    (a / "corpus.jsonl").write_text('{"_id": "d1", "text": "changed"}\n{"_id": "d2", "text": "y"}\n')
+    assert dataset_fingerprint(b) != keyed
+    assert dataset_fingerprint("irds:beir/scifact/test") == "irds:beir/scifact/test"
+
+
+def test_fingerprint_reads_every_file_of_a_large_folder(tmp_path):
+    """A model folder with checkpoint-*/ subfolders sorts its top-level weights after the first 200 files; the
+    fingerprint used to stop there, so retrained weights kept the old key."""
+    from rankdistill.io import fingerprint
+
+    for i in range(210):
+        (tmp_path / "checkpoint-1" / f"{i:03d}").mkdir(parents=True)
+        (tmp_path / "checkpoint-1" / f"{i:03d}" / "w").write_text("0")
+    (tmp_path / "model.safetensors").write_bytes(b"old")
+    before = fingerprint(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"new")
+    assert len(before["files"]) == 211 and fingerprint(tmp_path) != before

@@ -435,6 +435,51 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
     assert seen["teacher"]["recipe"]["model"] is None
 
 
+def test_mine_keys_hold_the_teachers_scoring_length_and_the_system_files_content(reference, tmp_path):
+    """The mining stages that score with the teacher key on ``[teacher] max_length`` (a given teacher's key has
+    no length; a trained one's holds its training length, which stands for it when the two agree), and an
+    ensemble built from run files keys on their content, not only their names."""
+    from rankdistill.experiments.config import load_config
+    from rankdistill.experiments.runner import Study
+
+    cfg, _ = reference
+    run_file = tmp_path / "system.trec"
+    run_file.write_text("1 Q0 1 1 2.0 s\n1 Q0 2 2 1.0 s\n")
+    text = cfg.read_text().replace("[mining]\n", '[mining]\nensemble_systems = ["bm25", "system.trec"]\n')
+    (tmp_path / "c.toml").write_text(text)
+
+    def mine_settings(overrides: list[str]) -> dict[str, dict]:
+        study = Study(load_config(tmp_path / "c.toml", overrides=overrides), tmp_path / "out")
+        seen: dict[str, dict] = {}
+
+        class Done:
+            hash = "0" * 16
+            stage = "teacher"
+
+        def record(stage, settings, inputs, fn, progress, label, seed=None):
+            seen[label] = settings
+            return Done()
+
+        study._run = record
+        study.teacher_art = Done()
+        study.mine()
+        return seen
+
+    first = mine_settings([])
+    assert first["teacher"]["teacher_max_length"] == 64 and "teacher_max_length" not in first["random"]
+    assert mine_settings(["teacher.max_length=32"])["teacher"]["teacher_max_length"] == 32
+    files = first["ensemble"]["system_files"]
+    assert len(files) == 1 and "system_files" not in first["random"]
+    run_file.write_text("1 Q0 2 1 2.0 s\n1 Q0 1 2 1.0 s\n")
+    assert mine_settings([])["ensemble"]["system_files"] != files
+
+    # a trained teacher scoring at its training length: the keys studies had before this setting was keyed
+    trained = re.sub(r'\[teacher\]\nmodel = "[^"]*"\n', "[teacher]\n", text)
+    (tmp_path / "c.toml").write_text(trained + '\n[teacher.train]\nloss = "lce"\nbudget_docs = 32\nmax_length = 64\n')
+    assert "teacher_max_length" not in mine_settings([])["teacher"]
+    assert mine_settings(["teacher.max_length=32"])["teacher"]["teacher_max_length"] == 32
+
+
 def test_student_bf16_setting_reaches_the_training_command(reference, tmp_path):
     """``student.bf16 = false`` trains in fp32 (``--bf16 off``); it was keyed but never passed on, so the
     students trained with bf16 autocast on a GPU whatever the config said."""

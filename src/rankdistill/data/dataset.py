@@ -42,6 +42,13 @@ class Dataset:
     def split_names(self) -> list[str]:
         return sorted(self.splits)
 
+    def files(self) -> list[Path]:
+        """Every file the dataset reads (corpus, and per split queries, qrels and candidates), each once."""
+        out = [self.corpus_path]
+        for sf in self.splits.values():
+            out += [sf.queries, sf.qrels] + ([sf.candidates] if sf.candidates is not None else [])
+        return list(dict.fromkeys(out))
+
     def _split(self, split: str) -> SplitFiles:
         if split not in self.splits:
             known = ", ".join(self.split_names()) or "none"
@@ -201,3 +208,25 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
         return _load_manifest(resolved)
     raise UserInputError("not a dataset specifier", path=resolved,
                          fix="give a BEIR folder, a .toml manifest or irds:<id>")
+
+
+def dataset_fingerprint(spec: str | os.PathLike) -> dict | str:
+    """What a dataset specifier means for cache keys: the content fingerprint of the folder or file
+    (:func:`rankdistill.io.fingerprint`), plus the files a TOML manifest names outside of it, by their path
+    relative to the manifest and their content (a manifest file alone would only hash its own text, so two
+    collections with the same manifest would share keys). ``irds:`` ids stand for themselves."""
+    from rankdistill.io import content_digest, fingerprint
+
+    if str(spec).startswith("irds:"):
+        return str(spec)
+    path = Path(spec)
+    out: dict = fingerprint(path)
+    manifest = path if path.is_file() else path / "dataset.toml"
+    if manifest.suffix == ".toml" and manifest.is_file():
+        inside = path.resolve() if path.is_dir() else None
+        outside = [f for f in _load_manifest(manifest).files() if inside is None or not f.is_relative_to(inside)]
+        if outside:
+            out["referenced"] = [(os.path.relpath(f, manifest.resolve().parent), content_digest(f))
+                                 for f in sorted(outside)]
+    return out
+

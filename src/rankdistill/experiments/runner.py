@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankdistill.data.dataset import resolve_spec
+from rankdistill.data.dataset import dataset_fingerprint, resolve_spec
 from rankdistill.errors import UserInputError
 from rankdistill.experiments.artifacts import Artifact, ArtifactStore, stable_hash
 from rankdistill.experiments.config import TEACHER_LOSSES, StudyConfig, TestCollection
@@ -110,7 +110,7 @@ def resolve_datasets(cfg: StudyConfig, data_dir: str | None) -> Resolved:
 
     train = one(cfg.train.dataset)
     tests = {t.name: one(t.dataset) for t in cfg.tests}
-    fps = {s: (s if s.startswith("irds:") else fingerprint(Path(s))) for s in {train, *tests.values()}}
+    fps = {s: dataset_fingerprint(s) for s in {train, *tests.values()}}
     return Resolved(train, tests, fps)
 
 
@@ -501,7 +501,16 @@ class Study:
                         "mining": dataclasses.asdict(m)}
             if s in ("dense", "ensemble"):
                 settings["encoder"] = _model_identity(m.dense_model)
+            if s == "ensemble":
+                files = [n for n in m.ensemble_systems if n not in ("bm25", "dense")]
+                if files:  # run files as systems: their content, not only their names
+                    settings["system_files"] = [fingerprint(Path(self.cfg.source).parent / n) for n in files]
             inputs = {"teacher": self.teacher_art} if uses_teacher and self.teacher_art else {}
+            tc = self.cfg.teacher
+            if inputs and tc is not None and (tc.train is None or tc.max_length != tc.train.max_length):
+                # the teacher scores at [teacher] max_length; a trained teacher's key holds its own length,
+                # which is the scoring length in every study keyed before this setting was (keys unchanged)
+                settings["teacher_max_length"] = tc.max_length
             teacher = "teacher" in inputs
             out[s] = self._run("mine", settings, inputs,
                                lambda w, s=s, teacher=teacher: self._mine(w, s, max(g.group_sizes), teacher, m.seed,

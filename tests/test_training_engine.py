@@ -93,6 +93,51 @@ def test_rerun_of_a_finished_run_is_a_no_op_and_other_settings_refuse(bi_kl_run,
         train(changed)
 
 
+def test_inputs_rewritten_in_place_are_not_taken_for_the_run(scifact_dir, scifact_groups, scifact_scores,  # noqa: F811
+                                                                tiny_bert_dir, tmp_path):
+    """The settings name the groups, scores and model by path; their contents are recorded beside them. A
+    groups file mined again into the same path, or a store holding another teacher's scores, no longer passes
+    for the finished run (which was reused as "already holds this run") or for its checkpoint (resumed)."""
+    import shutil
+
+    from rankdistill.teachers import ScoreStore
+
+    groups, scores = tmp_path / "groups.jsonl", tmp_path / "scores.db"
+    shutil.copyfile(scifact_groups[0], groups)
+    shutil.copyfile(scifact_scores, scores)
+    out = tmp_path / "run"
+    cfg = config(scifact_dir, groups, out, scores=scores, model=tiny_bert_dir)
+    first = train(cfg)
+    lines = groups.read_text().splitlines(keepends=True)
+    groups.write_text("".join(lines[1:] + lines[:1]))  # the same groups in another order: other batches
+    with pytest.raises(UserInputError, match=r"trained on other contents of groups \(rewritten since\).*--overwrite"):
+        train(cfg)
+    shutil.copyfile(scifact_groups[0], groups)
+    assert train(cfg).losses == first.losses  # the original contents: the finished run again
+    with ScoreStore(scores) as store:
+        tid = store.resolve_teacher(None)
+        store.set_teacher_info(tid, {**store.teacher_info(tid), "model": "another-teacher"})
+    with pytest.raises(UserInputError, match=r"other contents of scores"):
+        train(cfg)
+
+    # a run stopped after its first checkpoint: resumed only over the same contents
+    stopped = config(scifact_dir, groups, tmp_path / "stopped", scores=scifact_scores, model=tiny_bert_dir,
+                     save_every=2)
+
+    def stop(step: int, loss: float) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(stopped, on_step=stop)
+    assert (tmp_path / "stopped" / "checkpoints").is_dir()
+    groups.write_text("".join(lines[1:] + lines[:1]))
+    with pytest.raises(UserInputError, match=r"checkpoint of a run on other contents of groups.*restore"):
+        train(stopped)
+    shutil.copyfile(scifact_groups[0], groups)
+    assert train(stopped).losses == first.losses
+
+
 def test_trained_model_loads_in_sentence_transformers(bi_kl_run):
     from sentence_transformers import SentenceTransformer
 

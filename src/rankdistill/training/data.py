@@ -96,6 +96,40 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
     return data
 
 
+def input_digests(config: TrainConfig) -> dict[str, str | None]:
+    """What the run's inputs hold, beside the settings that name them (``TrainConfig.fingerprint`` has the
+    paths only): the groups file's bytes, the dataset's files, the starting model's files (``None`` for a hub
+    name) and the teacher whose scores are used (its stored identity and number of scores).
+
+    A finished run or a checkpoint made from other contents is then not taken for this run when a file was
+    rewritten in place (groups mined again into the same path, a teacher rescored into the same store)."""
+    import hashlib
+    import json
+
+    from rankdistill.data.dataset import dataset_fingerprint, resolve_spec
+    from rankdistill.io import content_digest
+    from rankdistill.models import weights_digest
+
+    def digest(value: object) -> str:
+        return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+    dc = config.data
+    out: dict[str, str | None] = {
+        "groups": content_digest(Path(dc.groups)) if Path(dc.groups).is_file() else None,
+        "dataset": digest(dataset_fingerprint(resolve_spec(dc.dataset, dc.data_dir))),
+        "model": weights_digest(config.model.model),
+        "scores": None,
+    }
+    if dc.scores and Path(dc.scores).is_file():
+        from rankdistill.teachers import ScoreStore
+
+        with ScoreStore(dc.scores, readonly=True) as store:
+            tid = store.resolve_teacher(dc.teacher_id)
+            info = {k: v for k, v in store.teacher_info(tid).items() if k != "rankdistill"}
+            out["scores"] = digest({"teacher": tid, "info": info, "count": store.count(tid)})
+    return out
+
+
 def _attach_teacher(config: TrainConfig, data: TrainingData) -> None:
     from rankdistill.teachers import ScoreStore
 

@@ -39,7 +39,14 @@ from rankdistill.models.cross_encoder import CrossEncoder
 from rankdistill.training import checkpoint as ckpt
 from rankdistill.training.budget import Budget
 from rankdistill.training.config import TrainConfig
-from rankdistill.training.data import BatchBuilder, StepBatches, TrainBatch, TrainingData, load_training_data
+from rankdistill.training.data import (
+    BatchBuilder,
+    StepBatches,
+    TrainBatch,
+    TrainingData,
+    input_digests,
+    load_training_data,
+)
 from rankdistill.training.distributed import DistContext, init_distributed
 from rankdistill.training.sampling import TrainingPlan, hashed_seed, sample_group
 from rankdistill.training.tokens import InputTemplate, TokenCache
@@ -122,8 +129,14 @@ def _optimizer(model: nn.Module, config: TrainConfig, steps: int, warmup: int, f
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _check_output(config: TrainConfig, ctx: DistContext) -> dict | None:
-    """A finished run's summary when it can be reused; clears or refuses a folder of other settings."""
+def _changed_inputs(saved: dict | None, now: dict) -> list[str]:
+    """Inputs whose contents differ from those a run recorded (none for runs from before they were recorded)."""
+    return [] if saved is None else [k for k in now if saved.get(k) != now[k]]
+
+
+def _check_output(config: TrainConfig, ctx: DistContext, inputs: dict) -> dict | None:
+    """A finished run's summary when it can be reused; clears or refuses a folder of other settings or inputs
+    (``inputs``: :func:`~rankdistill.training.data.input_digests`)."""
     out = Path(config.runtime.output)
     done = out / SUMMARY_FILE
     if config.runtime.overwrite:
@@ -139,7 +152,11 @@ def _check_output(config: TrainConfig, ctx: DistContext) -> dict | None:
         except json.JSONDecodeError as e:
             raise UserInputError(f"not valid JSON ({e.msg})", path=done, fix="pass --overwrite") from None
         if summary.get("fingerprint") == config.fingerprint():
-            return summary
+            changed = _changed_inputs(summary.get("inputs"), inputs)
+            if not changed:
+                return summary
+            raise UserInputError(f"holds a model trained on other contents of {', '.join(changed)} (rewritten "
+                                 "since)", path=out, fix="choose another --output or pass --overwrite")
         diff = config.differences(summary.get("config") or {})
         raise UserInputError(f"holds a model trained with other settings (differs in {', '.join(diff) or '?'})",
                              path=out, fix="choose another --output or pass --overwrite")
@@ -152,6 +169,11 @@ def _check_output(config: TrainConfig, ctx: DistContext) -> dict | None:
                                  f"{', '.join(diff) or '?'})", path=latest[1],
                                  fix="rerun with the same settings to resume, choose another --output, or pass "
                                      "--overwrite")
+        changed = _changed_inputs(state.get("inputs"), inputs)
+        if changed:
+            raise UserInputError(f"holds a checkpoint of a run on other contents of {', '.join(changed)} "
+                                 "(rewritten since)", path=latest[1],
+                                 fix="restore those files to resume, choose another --output, or pass --overwrite")
     return None
 
 
@@ -217,11 +239,13 @@ class _Trainer:
         # auto: on a GPU that has bf16; on: on any device (a CPU too, where it runs the GPU's precision)
         self.bf16 = bf16 == "on" or (bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.progress = config.runtime.progress and ctx.is_main
+        self.inputs: dict[str, str | None] = {}
 
     # -- setup -----------------------------------------------------------------------------------------------
     def run(self, dataset=None) -> TrainResult:
         cfg, ctx = self.config, self.ctx
-        finished = _check_output(cfg, ctx)
+        self.inputs = input_digests(cfg)
+        finished = _check_output(cfg, ctx, self.inputs)
         if finished is not None:
             logger.info("%s already holds this run (%d steps); nothing to do", self.out, finished["steps"])
             return _result_from_summary(self.out, finished)
@@ -361,7 +385,8 @@ class _Trainer:
         if ctx.is_main:
             state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "losses": list(losses), "lrs": list(lrs), "elapsed": elapsed, "world_size": ctx.world_size,
-                     "fingerprint": self.config.fingerprint(), "config": json.dumps(self.config.to_dict())}
+                     "fingerprint": self.config.fingerprint(), "config": json.dumps(self.config.to_dict()),
+                     "inputs": self.inputs}
             folder = ckpt.commit(self.out, step, model, state, self.config.runtime.keep_checkpoints)
         ctx.barrier()
         return folder
@@ -399,6 +424,7 @@ class _Trainer:
             "final_loss": losses[-1] if losses else None,
             "resumed_from_step": resumed_from,
             "fingerprint": cfg.fingerprint(),
+            "inputs": self.inputs,
             "config": cfg.to_dict(),
             "versions": _versions(),
         }

@@ -188,3 +188,114 @@ def test_manifest_unknown_key_and_missing_file(tmp_path):
     (tmp_path / "b.toml").write_text('corpus = "missing.tsv"\n[splits.s]\nqueries = "q"\nqrels = "r"\n')
     with pytest.raises(UserInputError, match=r"missing\.tsv"):
         load_dataset(tmp_path / "b.toml")
+
+
+TREC_TOPICS_CLOSED = """<top>
+<num>1</num><title>apple pie</title>
+</top>
+<top>
+<num> Number: 2 </num>
+<title> apple pie </title>
+<desc> Description: recipes </desc>
+</top>
+<top>
+<num>Number:3</num>
+<title>Topic: cherry
+tart</title><desc>x</desc>
+</top>
+"""
+
+
+def test_trec_topics_with_closing_tags(tmp_path):
+    p = _write(tmp_path / "topics.txt", TREC_TOPICS_CLOSED)
+    assert read_queries(p) == {"1": "apple pie", "2": "apple pie", "3": "cherry tart"}
+
+
+def test_trec_topics_classic_form_without_closing_tags(tmp_path):
+    p = _write(tmp_path / "topics.txt", TREC_TOPICS + "<top>\n<num> Number: 303\n<title> Topic: x < y\n"
+                                                      "and z\n<desc> Description:\nd\n<narr> Narrative:\nn\n</top>\n")
+    assert read_queries(p) == {"301": "International Organized Crime", "302": "Poliomyelitis and Post-Polio",
+                               "303": "x < y and z"}
+
+
+@pytest.mark.parametrize("rel", ["inf", "-inf", "nan", "1.5", "high"])
+def test_qrels_non_integer_relevance_names_file_and_line(tmp_path, rel):
+    p = _write(tmp_path / "q.txt", f"1 0 d1 1\n1 0 d2 {rel}\n")
+    with pytest.raises(UserInputError) as e:
+        read_qrels(p)
+    assert str(e.value) == (f"{p}:2: relevance {rel!r} is not an integer "
+                            "(relevance grades are integers such as 0, 1 or 2)")
+
+
+def test_qrels_integral_floats_and_headerless_beir(tmp_path):
+    assert read_qrels(_write(tmp_path / "a.txt", "1 0 d1 2.0\n1 0 d2 -1\n")) == {"1": {"d1": 2, "d2": -1}}
+    # a BEIR file without header whose first grade is written 1.0 is data, not a header
+    assert read_qrels(_write(tmp_path / "b.tsv", "q1\td1\t1.0\nq1\td2\t0\n")) == {"q1": {"d1": 1, "d2": 0}}
+    p = _write(tmp_path / "c.tsv", "q1\td1\tinf\n")
+    with pytest.raises(UserInputError, match=r"c\.tsv:1: relevance 'inf' is not an integer"):
+        read_qrels(p)
+
+
+@pytest.mark.parametrize(("seed", "shown"), [('"abc"', '"abc"'), ("null", "null"), ("true", "true"),
+                                             ("1.5", "1.5"), ('"3"', '"3"')])
+def test_groups_seed_must_be_an_integer(tmp_path, seed, shown):
+    from rankdistill.data import read_groups
+
+    p = _write(tmp_path / "g.jsonl", '{"query_id": "q1", "positive_ids": ["d1"], "negative_ids": ["d2"], "seed": 7}\n'
+                                     f'{{"query_id": "q2", "positive_ids": ["d1"], "negative_ids": ["d2"], '
+                                     f'"seed": {seed}}}\n')
+    with pytest.raises(UserInputError) as e:
+        read_groups(p)
+    assert str(e.value) == (f"{p}:2: seed must be an integer, found {shown} "
+                            '(use an integer such as "seed": 0, or leave the key out)')
+    good = _write(tmp_path / "ok.jsonl", '{"query_id": "q1", "positive_ids": ["d1"], "negative_ids": ["d2"], '
+                                         '"seed": 7}\n{"query_id": "q2", "positive_ids": ["d1"], "negative_ids": []}\n')
+    assert [g.seed for g in read_groups(good)] == [7, 0]
+
+
+# --- retrieve CLI: refused before any work ----------------------------------------------------------------
+
+def _tiny_manifest(tmp_path: Path, queries: str) -> Path:
+    _write(tmp_path / "c.tsv", "d1\tapple pie\nd2\tbanana bread\nd3\tcherry tart\n")
+    _write(tmp_path / "q.tsv", queries)
+    _write(tmp_path / "r.txt", "q1 0 d1 1\n")
+    return _write(tmp_path / "d.toml", 'name = "tiny"\ncorpus = "c.tsv"\n[splits.s]\nqueries = "q.tsv"\n'
+                                       'qrels = "r.txt"\n')
+
+
+def _last_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    return err[-1]
+
+
+def test_retrieve_refuses_an_empty_query_set(tmp_path, capsys):
+    from rankdistill.cli import main
+
+    manifest = _tiny_manifest(tmp_path, "")
+    out = tmp_path / "run.trec"
+    assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(out)]) == 2
+    assert _last_error_line(capsys).endswith(
+        f"{tmp_path / 'q.tsv'}: split 's' of tiny has no queries, so there is nothing to retrieve "
+        "(check --split and the split's queries file)")
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_retrieve_refuses_a_directory_output_before_any_work(tmp_path, capsys, monkeypatch):
+    from rankdistill.cli import main
+    from rankdistill.commands import retrieve
+
+    def no_work(args):
+        raise AssertionError("the dataset was opened before --output was checked")
+
+    monkeypatch.setattr(retrieve, "open_dataset", no_work)
+    manifest = _tiny_manifest(tmp_path, "q1\tapple\n")
+    (tmp_path / "out").mkdir()
+    assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(tmp_path / "out")]) == 2
+    assert _last_error_line(capsys).endswith(
+        f"{tmp_path / 'out'}: --output is a directory (give a file name such as run.trec)")
+    assert list((tmp_path / "out").iterdir()) == []
+    bad = tmp_path / "c.tsv" / "run.trec"
+    assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(bad)]) == 2
+    assert _last_error_line(capsys).endswith(
+        f"{bad}: --output cannot be created: {tmp_path / 'c.tsv'} is not a directory (give a path inside a directory)")

@@ -126,3 +126,26 @@ def test_registry_and_config_validation():
         MiningConfig("bm25", group_size=4, min_rank=5, max_rank=3).validate()
     with pytest.raises(UserInputError, match="--group-size must be at least 2"):
         MiningConfig("bm25", group_size=1).validate()
+
+
+def test_config_refuses_min_relevance_below_1_and_min_rank_past_the_default_window():
+    with pytest.raises(UserInputError) as e:
+        MiningConfig("random", group_size=3, min_relevance=0).validate()
+    assert str(e.value) == ("--min-relevance must be at least 1, got 0 "
+                            "(grade 0 means judged not relevant; give --min-relevance 1 or more)")
+    MiningConfig("random", group_size=3, min_relevance=1).validate()
+    with pytest.raises(UserInputError) as e:
+        MiningConfig("bm25", group_size=4, depth=50, min_rank=100).validate()
+    assert str(e.value) == ("--min-rank 100 is past the last rank of the window, 50 (--depth), so no candidate "
+                            "would be left (use --min-rank 50 or less, or a larger --depth)")
+    MiningConfig("bm25", group_size=4, depth=50, min_rank=50).validate()  # the window's last rank alone
+    MiningConfig("bm25", group_size=4, depth=50, min_rank=100, max_rank=120).validate()  # an explicit window
+    MiningConfig("random", group_size=4, depth=50, min_rank=100).validate()  # unranked: no window
+    MiningConfig("ensemble", group_size=4, depth=50, min_rank=100).validate()  # filter fusion: unranked
+    for strategy in ("dense", "run", "ensemble"):
+        with pytest.raises(UserInputError, match=r"--min-rank 60 is past the last rank of the window, 50 \(--depth\)"):
+            MiningConfig(strategy, group_size=4, depth=50, min_rank=60, candidates="r.trec", fusion="rrf").validate()
+    MiningConfig("teacher", group_size=4, depth=200, min_rank=100).validate()
+    with pytest.raises(UserInputError, match=r"--min-rank 101 is past the last rank of the window, 100 \(the default "
+                                             r"--max-rank of --strategy teacher\)"):
+        MiningConfig("teacher", group_size=4, depth=200, min_rank=101).validate()

@@ -293,3 +293,52 @@ def test_torch_search_backend_matches_faiss():
     np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-5)
     brute = queries.astype(np.float64) @ docs.astype(np.float64).T
     np.testing.assert_allclose(got_s[:, 0], brute.max(axis=1), rtol=1e-5)
+
+
+def _tiny_dataset(tmp_path: Path, rel_threshold: int = 1) -> Path:
+    """Six documents, two queries; q1 has positives d1 (grade 1) and d3 (grade 0), q2 only d2 (grade 0)."""
+    (tmp_path / "c.tsv").write_text("d1\tapple pie\nd2\tbanana bread apple\nd3\tcherry tart apple\n"
+                                    "d4\tdate loaf\nd5\telderberry wine apple\nd6\tfig jam\n")
+    (tmp_path / "q.tsv").write_text("q1\tapple\nq2\tbanana\n")
+    (tmp_path / "r.txt").write_text("q1 0 d3 0\nq1 0 d1 1\nq2 0 d2 0\n")
+    manifest = tmp_path / "d.toml"
+    manifest.write_text(f'name = "tiny"\ncorpus = "c.tsv"\n[splits.train]\nqueries = "q.tsv"\nqrels = "r.txt"\n'
+                        f"rel_threshold = {rel_threshold}\n")
+    return manifest
+
+
+@pytest.mark.parametrize("strategy", ["random", "bm25"])
+def test_a_positive_is_never_a_negative_even_at_grade_0(tmp_path, monkeypatch, strategy):
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    ds = load_dataset(_tiny_dataset(tmp_path, rel_threshold=0))  # a manifest may make grade 0 a positive
+    queries, _ = mining_queries(ds, "train")
+    assert [(q.query_id, q.positives, q.excluded) for q in queries] == [
+        ("q1", ("d1", "d3"), frozenset({"d1", "d3"})), ("q2", ("d2",), frozenset({"d2"}))]
+    for seed in range(8):
+        result = _mine(ds, strategy=strategy, group_size=3, pool_size=5, seed=seed)
+        negatives = {g.query_id: sorted(g.negative_ids) for g in result.groups}
+        assert negatives == {"q1": ["d2", "d4", "d5", "d6"], "q2": ["d1", "d3", "d4", "d5", "d6"]}, seed
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--strategy", "random", "--min-relevance", "0"],
+     "--min-relevance must be at least 1, got 0 (grade 0 means judged not relevant; give --min-relevance 1 or more)"),
+    (["--strategy", "bm25", "--depth", "50", "--min-rank", "100"],
+     "--min-rank 100 is past the last rank of the window, 50 (--depth), so no candidate would be left "
+     "(use --min-rank 50 or less, or a larger --depth)"),
+    (["--strategy", "teacher", "--min-rank", "101", "--teacher", "no-such-model"],
+     "--min-rank 101 is past the last rank of the window, 100 (the default --max-rank of --strategy teacher), so "
+     "no candidate would be left (use --min-rank 100 or less, or a larger --max-rank)"),
+])
+def test_mine_refuses_min_relevance_below_1_and_min_rank_past_the_window(tmp_path, monkeypatch, capsys, extra,
+                                                                          message):
+    from rankdistill.cli import main
+
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    manifest = _tiny_dataset(tmp_path)
+    out = tmp_path / "out" / "groups.jsonl"
+    assert main(["mine", "--dataset", str(manifest), "--group-size", "3", "--pool", "5", *extra,
+                 "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1] == f"rankdistill mine: error: {message}"
+    assert not (tmp_path / "out").exists()

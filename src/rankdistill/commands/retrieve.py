@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 from rankdistill.commands.common import add_dataset_args, open_dataset
 from rankdistill.data.runs import write_run
@@ -34,11 +35,31 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_output(path: str | Path) -> None:
+    """Refuse an ``--output`` that cannot become a file (a directory, or below a file) before any work."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserInputError("--output is a directory", path=p, fix="give a file name such as run.trec")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserInputError(f"--output cannot be created: {parent} is not a directory", path=p,
+                                     fix="give a path inside a directory")
+            break
+
+
 def run(args: argparse.Namespace) -> int:
+    """Retrieve the top ``--k`` documents of every query of the split and write them as a TREC run."""
     if args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
+    check_output(args.output)
     ds = open_dataset(args)
     queries = ds.queries(args.split)
+    if not queries:
+        files = ds.splits.get(args.split)
+        raise UserInputError(f"split {args.split!r} of {ds.name} has no queries, so there is nothing to retrieve",
+                             path=files.queries if files is not None else None,
+                             fix="check --split and the split's queries file")
     start = time.perf_counter()
     if args.retriever == "bm25":
         from rankdistill.retrieval.bm25 import BM25Config, BM25Retriever

@@ -8,6 +8,7 @@ Every reader accepts gzipped files and reports malformed input with file and lin
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -173,8 +174,17 @@ def read_queries(path: str | Path) -> dict[str, str]:
     return out
 
 
+_TOPIC_NUM = re.compile(r"<num>\s*(?:Number:)?\s*([^\s<]+)", flags=re.I)
+"""The topic id: after ``<num>`` (and an optional ``Number:``), up to whitespace or the next tag."""
+_TOPIC_TITLE = re.compile(r"<title>\s*(?:Topic:)?(.*?)(?=</?[a-z][^<>]*>|\Z)", flags=re.S | re.I)
+"""The title text: after ``<title>`` (and an optional ``Topic:``), up to the next opening or closing tag."""
+
+
 def _iter_trec_topics(path: Path) -> Iterator[tuple[int, str, str]]:
-    """TREC topics: ``<top> <num> Number: 301 <title> text ... </top>``; the query text is the title."""
+    """TREC topics: ``<top> <num> Number: 301 <title> text ... </top>``; the query text is the title.
+
+    Closing tags are optional: ``<num>301</num><title>text</title>`` reads the same as the classic form.
+    """
     in_top = False
     start = 0
     buf: list[str] = []
@@ -185,9 +195,8 @@ def _iter_trec_topics(path: Path) -> Iterator[tuple[int, str, str]]:
             continue
         if upper.startswith("</TOP>"):
             body = "\n".join(buf)
-            num = re.search(r"<num>\s*(?:Number:)?\s*(\S+)", body, flags=re.I)
-            title = re.search(r"<title>\s*(?:Topic:)?(.*?)(?=<desc>|<narr>|<[a-z]+>|\Z)", body,
-                              flags=re.S | re.I)
+            num = _TOPIC_NUM.search(body)
+            title = _TOPIC_TITLE.search(body)
             if not num:
                 raise UserInputError("<top> without <num>", path=path, line=start)
             text = " ".join(title.group(1).split()) if title else ""
@@ -215,7 +224,7 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             continue
         parts = line.split()
         if width is None:
-            if len(parts) == 3 and not parts[2].lstrip("-").isdigit():
+            if len(parts) == 3 and not _is_number(parts[2]):
                 width = 3  # header line of BEIR qrels
                 continue
             if len(parts) not in (3, 4):
@@ -226,9 +235,26 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             raise UserInputError(f"expected {width} fields like the first line, found {len(parts)}", path=p,
                                  line=n, fix="fix or remove the line")
         qid, did, rel = (parts[0], parts[1], parts[2]) if width == 3 else (parts[0], parts[2], parts[3])
-        try:
-            value = int(float(rel))
-        except ValueError:
-            raise UserInputError(f"relevance {rel!r} is not a number", path=p, line=n) from None
-        qrels.setdefault(qid, {})[did] = value
+        qrels.setdefault(qid, {})[did] = _relevance(rel, p, n)
     return qrels
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``text`` parses as a number (``inf`` and ``nan`` included): the BEIR header's ``score`` does not."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _relevance(text: str, path: Path, line: int) -> int:
+    """A qrels relevance grade: an integer (``2``; ``2.0`` is accepted as 2); anything else is an error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():  # also False for inf and nan
+        raise UserInputError(f"relevance {text!r} is not an integer", path=path, line=line,
+                             fix="relevance grades are integers such as 0, 1 or 2")
+    return int(value)

@@ -49,7 +49,10 @@ def iter_groups(path: str | Path) -> Iterator[tuple[int, Group]]:
             raise UserInputError("positive_ids and negative_ids must be lists", path=path, line=n)
         qid = str(obj.pop("query_id"))
         strategy = str(obj.pop("strategy", "unknown"))
-        seed = int(obj.pop("seed", 0))
+        seed = obj.pop("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise UserInputError(f"seed must be an integer, found {json.dumps(seed)}", path=path, line=n,
+                                 fix='use an integer such as "seed": 0, or leave the key out')
         yield n, Group(qid, [str(x) for x in pos], [str(x) for x in neg], strategy, seed, obj)
 
 

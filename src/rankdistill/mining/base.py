@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from rankdistill.errors import UserInputError
@@ -100,6 +101,29 @@ class MiningConfig:
             raise UserInputError(f"--max-queries must be at least 1, got {self.max_queries}")
         if self.rrf_k < 0:
             raise UserInputError(f"--rrf-k must be non-negative, got {self.rrf_k}")
+        if self.min_relevance is not None and self.min_relevance < 1:
+            raise UserInputError(f"--min-relevance must be at least 1, got {self.min_relevance}",
+                                 fix="grade 0 means judged not relevant; give --min-relevance 1 or more")
+        try:
+            strategy = get_strategy(self.strategy)(SimpleNamespace(config=self))
+        except AttributeError:  # a strategy whose constructor needs the full context: the Miner checks it
+            return
+        self.check_window(strategy)
+
+    def check_window(self, strategy: Strategy) -> None:
+        """Refuse a ``--min-rank`` past the last rank of ``strategy``'s default window (``--depth``; 100 for
+        ``teacher``), which would leave every query without candidates. An explicit ``--max-rank`` below
+        ``--min-rank`` is refused by :meth:`validate`."""
+        if not strategy.ranked or self.max_rank is not None:
+            return
+        end = strategy.default_max_rank()
+        if end is not None and self.min_rank > end:
+            from_depth = type(strategy).default_max_rank is Strategy.default_max_rank
+            source = "--depth" if from_depth else f"the default --max-rank of --strategy {self.strategy}"
+            flag = "--depth" if from_depth else "--max-rank"
+            raise UserInputError(f"--min-rank {self.min_rank} is past the last rank of the window, {end} ({source}), "
+                                 "so no candidate would be left",
+                                 fix=f"use --min-rank {end} or less, or a larger {flag}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

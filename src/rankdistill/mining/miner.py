@@ -53,8 +53,9 @@ def mining_queries(dataset, split: str, min_relevance: int | None = None,
                    max_queries: int | None = None) -> tuple[list[MiningQuery], dict[str, int]]:
     """The split's queries with at least one judged positive (relevance >= the split's threshold) in the corpus.
 
-    Positives are ordered by relevance (highest first), then qrels order. Every document judged with
-    relevance > 0 is excluded from the negatives, including those below the positive threshold.
+    Positives are ordered by relevance (highest first), then qrels order. Every positive and every document
+    judged with relevance > 0 is excluded from the negatives, including those below the positive threshold.
+    (:meth:`MiningConfig.validate` refuses a ``min_relevance`` below 1: grade 0 means judged not relevant.)
     """
     queries = dataset.queries(split)
     qrels = dataset.qrels(split)
@@ -70,7 +71,8 @@ def mining_queries(dataset, split: str, min_relevance: int | None = None,
         if not positives:
             counts["queries_without_positives"] += 1
             continue
-        out.append(MiningQuery(qid, text, tuple(positives), frozenset(d for d, r in rels.items() if r > 0)))
+        excluded = frozenset(judged_pos).union(d for d, r in rels.items() if r > 0)  # a positive is never a negative
+        out.append(MiningQuery(qid, text, tuple(positives), excluded))
     if max_queries is not None:
         out = out[:max_queries]
     return out, counts
@@ -84,6 +86,7 @@ class Miner:
         self.config: MiningConfig = context.config
         self.config.validate()
         self.strategy: Strategy = get_strategy(self.config.strategy)(context)
+        self.config.check_window(self.strategy)
         if self.strategy.needs_teacher and context.teacher is None:
             raise UserInputError(f"--strategy {self.config.strategy} needs a teacher", fix="give --teacher MODEL")
         if self.config.fn_margin is not None and context.teacher is None:

@@ -95,3 +95,110 @@ def test_outputs_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "pq.tsv").stat().st_mode) == 0o666 & ~mask
+
+
+# --- two names for one measure, measures without rel=, runs that share no query with the qrels ---------------
+
+
+def test_two_names_for_one_measure_both_get_its_value():
+    # q1: a (rel 1) at rank 1, b (rel 2) at rank 2. At rel>=2 only b is relevant: AP = 1/2 (precision 1/2 at
+    # rank 2). At rel>=1 both are: AP = (1/1 + 2/2) / 2 = 1.
+    qrels = {"q1": {"a": 1, "b": 2}}
+    run = {"q1": {"a": 2.0, "b": 1.0}}
+    res = evaluate_run(run, qrels, ["AP", "AP(rel=2)", "AP(rel=1)"], rel_threshold=2)
+    assert res.means == {"AP": 0.5, "AP(rel=2)": 0.5, "AP(rel=1)": 1.0}
+    assert res.per_query["AP"] == res.per_query["AP(rel=2)"] == {"q1": 0.5}
+    res = evaluate_run(run, qrels, ["AP", "AP(rel=1)"], rel_threshold=1)  # cranfield-like: threshold 1
+    assert res.means == {"AP": 1.0, "AP(rel=1)": 1.0}
+
+
+def test_cli_two_names_for_one_measure_on_trec_dl(trecdl_manifest, shared_data, capsys):
+    import json
+
+    from rankdistill.cli import main
+
+    run = shared_data / "trec-dl" / "runs" / "run.dl19.bm25.top100.trec"
+    args = ["evaluate", "--dataset", str(trecdl_manifest), "--split", "dl19", "--run", str(run), "--json"]
+    assert main([*args, "--metrics", "nDCG@10", "AP(rel=2)"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert round(alone["nDCG@10"], 4) == 0.5058
+    assert main([*args, "--metrics", "AP", "AP(rel=2)", "nDCG@10"]) == 0
+    means = json.loads(capsys.readouterr().out)
+    assert means["AP"] == means["AP(rel=2)"] == alone["AP(rel=2)"] > 0.2
+    assert round(means["nDCG@10"], 4) == 0.5058
+
+
+def test_threshold_only_goes_to_measures_that_take_rel():
+    got = [str(m) for m in parse_metrics(["NumQ", "Compat", "nDCG@10", "ERR@10", "AP", "RR@10", "NumRelRet",
+                                          "P(rel=1)@5"], rel_threshold=2)]
+    assert got == ["NumQ", "Compat", "nDCG@10", "ERR@10", "AP(rel=2)", "RR(rel=2)@10", "NumRet(rel=2)", "P@5"]
+
+
+def test_measures_without_rel_evaluate_on_graded_qrels(trecdl_manifest):
+    ds = load_dataset(trecdl_manifest)
+    res = evaluate_run(ds.candidates("dl19"), ds.qrels("dl19"), ["nDCG@10", "NumQ", "Compat"],
+                       ds.rel_threshold("dl19"))
+    assert round(res.means["nDCG@10"], 4) == 0.5058
+    assert res.means["NumQ"] == 1.0  # 1 for every judged query
+    assert 0 < res.means["Compat"] < 1
+
+
+@pytest.mark.parametrize(("name", "threshold", "message"), [
+    ("SDCG@10", 2, "needs the parameter max_rel"),
+    ("NERR10@10", 2, "has no parameter cutoff"),
+    ("NumQ(rel=2)", 1, "has no parameter rel"),
+    ("AP(rel=2.5)", 1, "invalid value 2.5 for rel"),
+    ("NumRel", 2, r"read as NumRel\(rel=2\) .* e\.g\. NumRel\(rel=1\)"),
+    ("RBP", 1, "'RBP' is not computed by any"),
+    ("alpha_nDCG@10", 1, r"pip install ir-measures\[pyndeval\]"),
+])
+def test_measures_that_cannot_be_computed_are_user_errors(name, threshold, message):
+    with pytest.raises(UserInputError, match=message) as e:
+        evaluate_run({"q1": {"a": 1.0}}, {"q1": {"a": 2}}, ["nDCG@10", name], rel_threshold=threshold)
+    assert "\n" not in str(e.value)
+
+
+def _cli_error(capsys, argv) -> str:
+    from rankdistill.cli import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    return captured.err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(("dataset", "split", "run", "metrics", "message"), [
+    ("trec-dl/dataset.toml", "dl19", "run.dl19.bm25.top100.trec", ["nDCG@10", "SDCG@10"], "'SDCG@10' needs"),
+    ("trec-dl/dataset.toml", "dl19", "run.dl19.bm25.top100.trec", ["NumRel"], "NumRel(rel=1)"),
+    ("cranfield", "test", "run.dl19.bm25.top100.trec", ["RBP"], "'RBP' is not computed by any"),
+])
+def test_cli_bad_measure_exit_2(shared_data, capsys, dataset, split, run, metrics, message):
+    argv = ["evaluate", "--dataset", str(shared_data / dataset), "--split", split, "--run",
+            str(shared_data / "trec-dl" / "runs" / run), "--metrics", *metrics]
+    assert message in _cli_error(capsys, argv)
+
+
+def test_run_sharing_no_query_with_the_split_is_a_user_error(trecdl_manifest, shared_data, tmp_path, capsys):
+    ds = load_dataset(trecdl_manifest)
+    with pytest.raises(UserInputError, match="no judged query of split 'dl19' is in the run"):
+        evaluate_run(ds.candidates("dl20"), ds.qrels("dl19"), ["nDCG@10"], 2, split="dl19")
+    with pytest.raises(UserInputError, match="the run holds no results"):
+        evaluate_run({}, ds.qrels("dl19"), ["nDCG@10"], 2)
+    dl20 = shared_data / "trec-dl" / "runs" / "run.dl20.bm25.top100.trec"
+    args = ["evaluate", "--dataset", str(trecdl_manifest), "--split", "dl19", "--json", "--run"]
+    line = _cli_error(capsys, [*args, str(dl20)])
+    assert line.startswith(f"rankdistill evaluate: error: {dl20}: no judged query of split 'dl19' is in the run")
+    (tmp_path / "empty.trec").write_text("")
+    assert f"{tmp_path / 'empty.trec'}: the run holds no results" in _cli_error(capsys,
+                                                                               [*args, str(tmp_path / "empty.trec")])
+
+
+def test_run_covering_some_judged_queries_scores_the_others_zero(trecdl_manifest):
+    ds = load_dataset(trecdl_manifest)
+    run, qrels = ds.candidates("dl19"), ds.qrels("dl19")
+    full = evaluate_run(run, qrels, ["nDCG@10"], 2).per_query["nDCG@10"]
+    kept = sorted(full)[:10]
+    part = evaluate_run({q: run[q] for q in kept}, qrels, ["nDCG@10"], 2)
+    assert part.queries_missing_from_run == 33 and part.judged_queries == 43
+    assert part.per_query["nDCG@10"] == {q: (full[q] if q in kept else 0.0) for q in full}
+    assert part.means["nDCG@10"] == pytest.approx(sum(full[q] for q in kept) / 43)

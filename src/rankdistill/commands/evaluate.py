@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     threshold = ds.rel_threshold(args.split)
     result_run = read_run(args.run)
     metrics = args.metrics or default_metrics(threshold)
-    result = evaluate_run(result_run, qrels, metrics, threshold, corpus=ds.corpus)
+    result = evaluate_run(result_run, qrels, metrics, threshold, corpus=ds.corpus, run_path=args.run,
+                          split=args.split)
     if args.per_query:
         write_per_query(result.per_query, args.per_query)
     if args.json:

@@ -6,7 +6,8 @@ Conventions, stated once:
   ``rel_threshold`` (TREC DL: 2), so ``AP`` on DL19 means ``AP(rel=2)``.
 - Means are over *judged* queries (queries with at least one judgement). A judged query missing from the run
   scores 0 on every measure (``trec_eval -c``); queries of the run without judgements are dropped, with a
-  logged count.
+  logged count. A run holding no judged query (an empty run included) is a :class:`UserInputError`.
+- Binary measures get ``rel=`` only where ``ir_measures`` defines that parameter (not ``NumQ``, ``SDCG``, ...).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,31 +26,101 @@ from rankdistill.io import atomic_write, iter_lines
 logger = logging.getLogger(__name__)
 
 _GRADED = ("nDCG", "ERR", "Judged", "alpha_nDCG")
+_REL_GIVEN = re.compile(r"[(,]\s*rel\s*=")  # rel= written in a name (not min_rel= or max_rel=)
+_EXAMPLES = "use ir_measures names such as nDCG@10, AP(rel=2), RR@10, R@100"
 
 
-def _with_threshold(name: str, rel_threshold: int) -> str:
-    """Add ``rel=T`` to a binary measure written without one (``AP`` -> ``AP(rel=2)``)."""
-    if rel_threshold <= 1 or "rel=" in name or name.startswith(_GRADED):
-        return name
-    base, at, cutoff = name.partition("@")
-    if base.endswith(")"):
-        base = f"{base[:-1]},rel={rel_threshold})"
-    else:
-        base = f"{base}(rel={rel_threshold})"
-    return f"{base}{at}{cutoff}"
+def _check_params(name: str, measure) -> None:
+    """Reject parameters the measure does not take, missing required ones and invalid values (one line each)."""
+    supported = measure.SUPPORTED_PARAMS
+    unknown = sorted(set(measure.params) - set(supported))
+    takes = ", ".join(supported) or "none"
+    if unknown:
+        raise UserInputError(f"measure {name!r} has no parameter {', '.join(unknown)} (it takes: {takes})",
+                             fix=f"drop {', '.join(unknown)}= from {name!r}")
+    for key, info in supported.items():
+        if key in measure.params:
+            if not info.validate(measure.params[key]):
+                raise UserInputError(f"measure {name!r}: invalid value {measure.params[key]!r} for {key}"
+                                     + (f" ({info.desc})" if info.desc else ""), fix=_expected(key, info))
+        elif info.required:
+            raise UserInputError(f"measure {name!r} needs the parameter {key}"
+                                 + (f" ({info.desc})" if info.desc else ""),
+                                 fix=f"write it as {measure.NAME}({key}=...)")
+
+
+def _expected(key: str, info) -> str:
+    """What a valid value of an ``ir_measures`` parameter looks like, from its ``ParamInfo``."""
+    choices = getattr(info, "choices", None)
+    if isinstance(choices, (list, tuple, set, frozenset)):
+        return f"{key} must be one of {', '.join(map(repr, choices))}"
+    dtype = getattr(info, "dtype", None)
+    if isinstance(dtype, type):
+        return f"{key} must be of type {dtype.__name__}, e.g. {key}=1" + (".0" if dtype is float else "")
+    return f"give a valid {key}= value"
+
+
+def _with_threshold(name: str, measure, rel_threshold: int):
+    """Add ``rel=T`` to a binary measure written without ``rel=`` (``AP`` -> ``AP(rel=2)``).
+
+    Only measures whose ``ir_measures`` definition takes a ``rel`` parameter get it; graded measures (nDCG, ERR,
+    ...) and measures without ``rel`` (``NumQ``, ``SDCG``, ``Compat``) are returned unchanged. An alias that
+    fixes ``rel`` itself (``NumRelRet`` is ``NumRet(rel=1)``) counts as written without it.
+    """
+    if (rel_threshold <= 1 or _REL_GIVEN.search(name) or "rel" not in measure.SUPPORTED_PARAMS
+            or str(measure.NAME).startswith(_GRADED)):
+        return measure
+    return measure(rel=rel_threshold)
+
+
+def _supports(provider, measure) -> bool:
+    """Whether an ``ir_measures`` provider (or the default pipeline) computes ``measure``; errors mean no."""
+    try:
+        return bool(provider.supports(measure))
+    except (AssertionError, KeyError, ValueError, TypeError):
+        return False
+
+
+def _unsupported(name: str, measure, plain, rel_threshold: int) -> UserInputError:
+    """The error for a measure that no installed ``ir_measures`` provider computes, with the likeliest fix."""
+    import ir_measures
+
+    pipeline = ir_measures.DefaultPipeline
+    what = f"measure {name!r}"
+    if measure != plain:
+        what += f" (read as {measure} at the relevance threshold {rel_threshold})"
+        if _supports(pipeline, plain):
+            return UserInputError(f"{what} is not computed by any installed ir_measures provider",
+                                  fix=f"write the relevance level explicitly, e.g. {plain.NAME}(rel=1)")
+    installable = [p for p in pipeline.providers if not p.is_available() and _supports(p, measure)]
+    if installable:
+        hint = "; ".join(p.install_instructions() or p.NAME for p in installable)
+        return UserInputError(f"{what} is not computed by any installed ir_measures provider",
+                              fix=f"install a provider that computes it ({hint}) or {_EXAMPLES}")
+    return UserInputError(f"{what} is not computed by any ir_measures provider", fix=_EXAMPLES)
 
 
 def parse_metrics(names: Iterable[str], rel_threshold: int = 1) -> list:
-    """Parse measure names with ``ir_measures``; an unknown name is a :class:`UserInputError`."""
+    """Parse measure names with ``ir_measures``, applying ``rel_threshold`` to binary measures given without
+    ``rel=``.
+
+    An unknown name, a parameter the measure does not take, an invalid value, or a measure no installed
+    ``ir_measures`` provider computes is a :class:`UserInputError`.
+    """
     import ir_measures
 
     out = []
-    for name in names:
+    for raw in names:
+        name = raw.strip()
         try:
-            out.append(ir_measures.parse_measure(_with_threshold(name.strip(), rel_threshold)))
-        except (ValueError, NameError, SyntaxError, TypeError) as e:
-            raise UserInputError(f"unknown measure {name!r} ({e})",
-                                 fix="use ir_measures names such as nDCG@10, AP(rel=2), RR@10, R@100") from None
+            plain = ir_measures.parse_measure(name)
+        except (ValueError, NameError, SyntaxError, TypeError, KeyError, AttributeError) as e:
+            raise UserInputError(f"unknown measure {name!r} ({e})", fix=_EXAMPLES) from None
+        _check_params(name, plain)
+        measure = _with_threshold(name, plain, rel_threshold)
+        if not _supports(ir_measures.DefaultPipeline, measure):
+            raise _unsupported(name, measure, plain, rel_threshold)
+        out.append(measure)
     return out
 
 
@@ -80,7 +152,7 @@ class EvaluationResult:
 
 def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
                  metrics: Sequence[str] | None = None, rel_threshold: int = 1,
-                 corpus=None) -> EvaluationResult:
+                 corpus=None, *, run_path: str | Path | None = None, split: str | None = None) -> EvaluationResult:
     """Evaluate ``run`` against ``qrels`` with ``ir_measures``.
 
     Args:
@@ -90,12 +162,20 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         rel_threshold: relevance level for binary measures given without ``rel=``.
         corpus: when given (anything supporting ``in``), documents of the run absent from it are counted and
             warned about; the run is evaluated anyway.
+        run_path: the run's file, named in errors.
+        split: the split the qrels belong to, named in errors.
+
+    Raises:
+        UserInputError: for a bad measure name, qrels without judgements, or a run that holds no judged query
+            (an empty run included; a run covering some judged queries is evaluated, the others scoring 0).
     """
     import ir_measures
 
     names = list(metrics) if metrics else default_metrics(rel_threshold)
     parsed = parse_metrics(names, rel_threshold)
-    labels = dict(zip(parsed, names))
+    labels: dict = {}  # each distinct measure -> every requested name that produced it (AP and AP(rel=1))
+    for measure, name in zip(parsed, names):
+        labels.setdefault(measure, []).append(name)
     judged = {q: d for q, d in qrels.items() if d}
     if not judged:
         raise UserInputError("the qrels hold no judgements", fix="check the --split and the qrels file")
@@ -108,14 +188,28 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         if unknown:
             logger.warning("the run names %d document(s) absent from the corpus; evaluating anyway", unknown)
     sub_run = {q: {d: float(s) for d, s in run[q].items()} for q in judged if run.get(q)}
+    if not sub_run:
+        of_split = f" of split {split!r}" if split else ""
+        if any(run.values()):
+            found = (f"{len(run)} run quer{'y' if len(run) == 1 else 'ies'}, e.g. {', '.join(sorted(run)[:3])}; "
+                     f"{len(judged)} judged, e.g. {', '.join(sorted(judged)[:3])}")
+            what = f"no judged query{of_split} is in the run ({found})"
+        else:
+            what = f"the run holds no results, so no judged query{of_split} can be evaluated"
+        raise UserInputError(what, path=run_path,
+                             fix="evaluate against the --split the run was made for, or give a run for this split")
     missing = len(judged) - len(sub_run)
     if missing:
         logger.warning("%d judged queries have no results in the run; they score 0", missing)
     per_query: dict[str, dict[str, float]] = {name: dict.fromkeys(judged, 0.0) for name in names}
-    if sub_run:
-        qrels_in = {q: {d: int(r) for d, r in docs.items()} for q, docs in judged.items()}
-        for m in ir_measures.iter_calc(parsed, qrels_in, sub_run):
-            per_query[labels[m.measure]][str(m.query_id)] = float(m.value)
+    qrels_in = {q: {d: int(r) for d, r in docs.items()} for q, docs in judged.items()}
+    try:
+        for m in ir_measures.iter_calc(list(labels), qrels_in, sub_run):
+            for name in labels[m.measure]:
+                per_query[name][str(m.query_id)] = float(m.value)
+    except (ValueError, KeyError, AssertionError) as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserInputError(f"ir_measures could not compute {', '.join(names)}: {detail}", fix=_EXAMPLES) from None
     means = {name: math.fsum(v.values()) / len(v) for name, v in per_query.items()}
     return EvaluationResult(means=means, per_query=per_query, judged_queries=len(judged),
                             queries_missing_from_run=missing, unjudged_queries_dropped=len(unjudged),

@@ -101,6 +101,23 @@ def test_mine_bad_input_exits_2_with_one_line(tmp_path, cranfield_dir, capsys, e
     assert not (tmp_path / "g.jsonl").exists()
 
 
+def test_mine_failures_leave_no_store_and_an_unused_teacher_is_refused(tmp_path, cranfield_dir,
+                                                                      tiny_cross_encoder_dir, capsys):
+    """The score store is created before the teacher runs; a run that fails afterwards removed neither it nor
+    (a store the command made) its -wal/-shm files. A --teacher the strategy never asks was recorded and
+    silently ignored."""
+    base = ["mine", "--dataset", str(cranfield_dir), "--group-size", "4", "--teacher", str(tiny_cross_encoder_dir),
+            "--max-length", "32", "--output", str(tmp_path / "g.jsonl")]
+    for extra, message in (
+            (["--strategy", "ensemble", "--systems", str(tmp_path / "missing.trec")], "missing.trec"),
+            (["--strategy", "bm25", "--min-relevance", "9", "--fn-margin", "1"], "has a judged"),
+            (["--strategy", "bm25"], "--teacher is not used by --strategy bm25 without --fn-margin")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], extra
+
+
 def test_mine_rejects_an_unknown_strategy(tmp_path, cranfield_dir, capsys):
     with pytest.raises(SystemExit) as e:
         main(["mine", "--dataset", str(cranfield_dir), "--strategy", "colbert", "--group-size", "4",

@@ -129,6 +129,9 @@ def test_score_refuses_empty_groups_and_non_ranking_models(tmp_path, cranfield_d
     _groups(cranfield_dir, tmp_path / "g.jsonl", 1, 2)
     assert main([*base, "--groups", str(tmp_path / "g.jsonl"), "--teacher", str(tiny_bert_dir)]) == 2
     assert "is not a ranking model" in capsys.readouterr().err
+    assert not any(tmp_path.glob("s.db*"))  # the failed command leaves no store it created
+    assert main([*base, "--groups", str(tmp_path / "g.jsonl"), "--teacher", str(tmp_path / "no-model")]) == 2
+    assert "model directory not found" in capsys.readouterr().err and not any(tmp_path.glob("s.db*"))
     assert main([*base, "--groups", str(tmp_path / "g.jsonl"), "--teacher", str(tiny_cross_encoder_dir),
                  "--max-length", "64", "--teacher-id", "t"]) == 0
     # the same id with another max length would mix two kinds of scores

@@ -85,3 +85,31 @@ def test_cli_convert_bad_input(tmp_path, cranfield_dir, capsys):
     assert main(["convert", "to-paper", "--groups", str(tmp_path / "t.jsonl"), "--output", str(tmp_path / "x"),
                  "--teacher-output", str(tmp_path / "t.json.gz")]) == 2
     assert "--teacher-output needs --scores STORE" in capsys.readouterr().err
+
+
+def test_cli_convert_failures_leave_no_outputs(tmp_path, cranfield_dir, capsys):
+    """A missing store, an unknown teacher id or a file that is not gzipped JSON: exit 2 with one line, and
+    neither the triples/groups file nor a new store left behind."""
+    write_groups([Group("1", ["184"], ["1", "2"], "bm25", 0)], tmp_path / "groups.jsonl")
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.put("ce", [("1", "184", 1.0)])
+    to_paper = ["convert", "to-paper", "--groups", str(tmp_path / "groups.jsonl"), "--output",
+                str(tmp_path / "triples.jsonl"), "--teacher-output", str(tmp_path / "t.json.gz")]
+    for extra, message in ((["--scores", str(tmp_path / "missing.db")], "score store not found"),
+                           (["--scores", str(tmp_path / "s.db"), "--teacher-id", "nope"], "nope")):
+        assert main([*to_paper, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "triples.jsonl").exists() and not (tmp_path / "t.json.gz").exists()
+    assert main([*to_paper, "--scores", str(tmp_path / "s.db")]) == 0
+    capsys.readouterr()
+
+    (tmp_path / "bad.json.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    for teacher_file, message in (("bad.json.gz", "not a JSON teacher file"), ("none.json.gz", "not found")):
+        code = main(["convert", "from-paper", "--triples", str(tmp_path / "triples.jsonl"), "--output",
+                     str(tmp_path / "back.jsonl"), "--teacher-file", str(tmp_path / teacher_file),
+                     "--scores", str(tmp_path / "new.db")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "back.jsonl").exists()
+        assert not any(tmp_path.glob("new.db*"))

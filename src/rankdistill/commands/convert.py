@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
@@ -55,26 +56,30 @@ def run_to_paper(args: argparse.Namespace) -> int:
     groups = read_groups(require_file(args.groups, "groups file"))
     if not groups:
         raise UserInputError("the groups file holds no groups", path=args.groups)
-    lines = write_paper_triples(groups, args.output, all_positives=args.all_positives)
-    print(f"wrote {lines} triples for {len(groups)} groups -> {args.output}")
-    if args.teacher_output:
-        pairs = [(g.query_id, d) for g in groups for d in (*g.positive_ids, *g.negative_ids)]
-        with ScoreStore(args.scores, readonly=True) as store:
+    with contextlib.ExitStack() as stack:  # the store and teacher are checked before anything is written
+        store = tid = None
+        if args.teacher_output:
+            store = stack.enter_context(ScoreStore(require_file(args.scores, "score store"), readonly=True))
             tid = store.resolve_teacher(args.teacher_id)
+        lines = write_paper_triples(groups, args.output, all_positives=args.all_positives)
+        print(f"wrote {lines} triples for {len(groups)} groups -> {args.output}")
+        if store is not None and tid is not None:
+            pairs = [(g.query_id, d) for g in groups for d in (*g.positive_ids, *g.negative_ids)]
             have = store.get_many(tid, pairs)
             missing = len(set(pairs)) - len(have)
             if missing:
                 logger.warning("%d of the groups' %d pairs have no score from teacher %s; they are not in %s",
                                missing, len(set(pairs)), tid, args.teacher_output)
             store.export_json_gz(args.teacher_output, tid, pairs)
-        print(f"wrote {len(have)} scores of teacher {tid} -> {args.teacher_output}")
+            print(f"wrote {len(have)} scores of teacher {tid} -> {args.teacher_output}")
     return 0
 
 
 def run_from_paper(args: argparse.Namespace) -> int:
     from rankdistill.data.groups import write_groups
+    from rankdistill.io import require_file
     from rankdistill.mining.paper import read_paper_triples
-    from rankdistill.teachers.store import ScoreStore
+    from rankdistill.teachers.store import ScoreStore, new_stores_removed_on_error
 
     if args.teacher_file and not args.scores:
         raise UserInputError("--teacher-file needs --scores STORE to import it into")
@@ -86,18 +91,18 @@ def run_from_paper(args: argparse.Namespace) -> int:
         ds = open_dataset(args)
         queries, corpus = dataset_queries(ds), ds.corpus
     groups = read_paper_triples(args.triples, args.strategy, queries, corpus)
-    n = write_groups(groups, args.output)
-    print(f"wrote {n} groups -> {args.output}")
-    if args.teacher_file:
-        name = Path(args.teacher_file).name
+    if args.teacher_file:  # imported first: a bad teacher file leaves neither a groups file nor a new store
+        name = Path(require_file(args.teacher_file, "teacher file")).name
         tid = args.teacher_id or name.removesuffix(".gz").removesuffix(".json")
         info = {"kind": "imported", "format": "paper-json-gz", "source": str(args.teacher_file),
                 "score_space": args.score_space, "teacher_id": tid}
-        with ScoreStore(args.scores) as store:
+        with new_stores_removed_on_error(args.scores), ScoreStore(args.scores) as store:
             if store.has_teacher(tid) and store.teacher_info(tid).get("kind") != "imported":
                 raise UserInputError(f"teacher id {tid!r} in {args.scores} holds scores of another teacher",
                                      fix="choose another id with --teacher-id")
             new = store.import_json_gz(args.teacher_file, tid, info=info)
             total = store.count(tid)
         print(f"imported {new} new scores of teacher {tid} ({total} in all) -> {args.scores}")
+    n = write_groups(groups, args.output)
+    print(f"wrote {n} groups -> {args.output}")
     return 0

@@ -119,26 +119,34 @@ def run(args: argparse.Namespace) -> int:
     teacher = None
     store_path = Path(args.scores) if args.scores else default_store_path(args.output)
     work: dict[str, int] = {}
-    try:
-        if spec is not None:
-            from rankdistill.teachers.engine import CorpusTexts, EnsembleConfig, TeacherScores
-            from rankdistill.teachers.pairs import dataset_queries
-            from rankdistill.teachers.store import ScoreStore
+    from rankdistill.teachers.store import new_stores_removed_on_error
 
-            store = ScoreStore(store_path)
-            cache = ScoreStore(args.cache) if args.cache and not isinstance(spec, EnsembleConfig) else None
-            teacher = TeacherScores(spec, store, CorpusTexts(dataset_queries(ds, args.split), ds.corpus),
-                                    chunk_size=args.chunk_size, cache=cache)
-        result = Miner(MiningContext(config, ds, args.split, teacher)).run()
-        teacher_info = teacher.info() if teacher is not None else None
-        if teacher is not None:
-            work = {k: sum(getattr(r, k) for r in teacher.reports) for k in ("scored", "reused", "cached")}
-    finally:
-        if teacher is not None:
-            teacher.close()
-        for s in (store, cache):
-            if s is not None:
-                s.close()
+    with new_stores_removed_on_error(store_path if spec is not None else None, args.cache):
+        try:
+            if spec is not None:
+                from rankdistill.teachers.engine import CorpusTexts, EnsembleConfig, TeacherScores
+                from rankdistill.teachers.pairs import dataset_queries
+                from rankdistill.teachers.store import ScoreStore
+
+                store = ScoreStore(store_path)
+                cache = ScoreStore(args.cache) if args.cache and not isinstance(spec, EnsembleConfig) else None
+                teacher = TeacherScores(spec, store, CorpusTexts(dataset_queries(ds, args.split), ds.corpus),
+                                        chunk_size=args.chunk_size, cache=cache)
+            miner = Miner(MiningContext(config, ds, args.split, teacher))
+            if teacher is not None and not miner.uses_teacher:
+                raise UserInputError(f"--teacher is not used by --strategy {config.strategy} without --fn-margin",
+                                     fix="leave out --teacher, or add --fn-margin to guard against false "
+                                         "negatives")
+            result = miner.run()
+            teacher_info = teacher.info() if teacher is not None else None
+            if teacher is not None:
+                work = {k: sum(getattr(r, k) for r in teacher.reports) for k in ("scored", "reused", "cached")}
+        finally:
+            if teacher is not None:
+                teacher.close()
+            for s in (store, cache):
+                if s is not None:
+                    s.close()
     write_groups(result.groups, args.output)
     meta = {
         "command": "mine", "rankdistill": __version__, "output": str(args.output),

@@ -86,32 +86,34 @@ def run(args: argparse.Namespace) -> int:
     from rankdistill.teachers.engine import CorpusTexts, EnsembleConfig, score_ensemble, score_pairs
     from rankdistill.teachers.models import load_teacher
     from rankdistill.teachers.pairs import dataset_queries, read_group_pairs
-    from rankdistill.teachers.store import ScoreStore
+    from rankdistill.teachers.store import ScoreStore, new_stores_removed_on_error
 
     spec = teacher_spec(args)
     ds = open_dataset(args)
     queries = dataset_queries(ds, args.split)
     gp = read_group_pairs(args.groups, queries, ds.corpus)
     texts = CorpusTexts(queries, ds.corpus)
-    cache = ScoreStore(args.cache) if args.cache and not isinstance(spec, EnsembleConfig) else None
-    try:
-        with ScoreStore(args.output) as store:
-            if isinstance(spec, EnsembleConfig):
-                reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size)
-            else:
-                teacher = load_teacher(spec)
-                try:
-                    reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size,
-                                           cache=cache)]
-                finally:
-                    teacher.close()
-            if args.export_run:
-                store.export_run(args.export_run, spec.id, gp.pairs)
-            if args.export_json_gz:
-                store.export_json_gz(args.export_json_gz, spec.id, gp.pairs)
-    finally:
-        if cache is not None:
-            cache.close()
+    use_cache = bool(args.cache) and not isinstance(spec, EnsembleConfig)
+    with new_stores_removed_on_error(args.output, args.cache if use_cache else None):
+        cache = ScoreStore(args.cache) if use_cache else None
+        try:
+            with ScoreStore(args.output) as store:
+                if isinstance(spec, EnsembleConfig):
+                    reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size)
+                else:
+                    teacher = load_teacher(spec)
+                    try:
+                        reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size,
+                                               cache=cache)]
+                    finally:
+                        teacher.close()
+                if args.export_run:
+                    store.export_run(args.export_run, spec.id, gp.pairs)
+                if args.export_json_gz:
+                    store.export_json_gz(args.export_json_gz, spec.id, gp.pairs)
+        finally:
+            if cache is not None:
+                cache.close()
     for r in reports:
         shared = f", {r.reused} from the cache" if cache is not None else ""
         print(f"{r.teacher_id}: {r.requested} pairs, {r.cached} already stored{shared}, {r.scored} scored "

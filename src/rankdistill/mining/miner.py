@@ -92,6 +92,11 @@ class Miner:
         if self.config.fn_margin is not None and context.teacher is None:
             raise UserInputError("the false-negative guard (--fn-margin) needs a teacher", fix="give --teacher MODEL")
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether mining asks the teacher anything: the strategy ranks with it, or the false-negative guard."""
+        return self.strategy.needs_teacher or self.config.fn_margin is not None
+
     def _guard(self, proposals: dict[str, list[str]], queries: dict[str, MiningQuery],
                counts: dict[str, int]) -> dict[str, list[str]]:
         margin = self.config.fn_margin

@@ -12,10 +12,12 @@ silently mixed in.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -123,7 +125,7 @@ class ScoreStore:
         with open_binary(path) as fh:
             try:
                 data = json.loads(fh.read().decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError, zlib.error) as e:  # a bad gzip
                 raise UserInputError(f"not a JSON teacher file ({e})", path=path,
                                      fix="expected {qid: {docid: score}}, gzipped or not") from None
         if not isinstance(data, dict):
@@ -259,6 +261,12 @@ class ScoreStore:
         self.close()
 
 
+def remove_store(path: str | Path) -> None:
+    """Delete a store file with its ``-wal`` and ``-shm`` files (those missing are skipped)."""
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+
+
 def copy_store(src: str | Path, dst: str | Path) -> None:
     """Copy the store file ``src`` to ``dst``, first removing ``dst`` with its ``-wal`` and ``-shm`` files.
 
@@ -267,7 +275,19 @@ def copy_store(src: str | Path, dst: str | Path) -> None:
     killed run's. ``src`` must not be open for writing."""
     import shutil
 
-    dst = Path(dst)
-    for extra in ("", "-wal", "-shm"):
-        Path(f"{dst}{extra}").unlink(missing_ok=True)
+    remove_store(dst)
     shutil.copyfile(src, dst)
+
+
+@contextlib.contextmanager
+def new_stores_removed_on_error(*paths: str | Path | None) -> Iterator[None]:
+    """Run the block; when it raises, delete the stores among ``paths`` that did not exist before it, so a
+    command that fails leaves no store behind that it created (stores it extended are kept: their rows are
+    whole transactions). Close the stores inside the block."""
+    fresh = [Path(p) for p in paths if p is not None and not Path(p).exists()]
+    try:
+        yield
+    except BaseException:
+        for p in fresh:
+            remove_store(p)
+        raise

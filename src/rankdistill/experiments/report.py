@@ -44,6 +44,7 @@ def _f(x: float | None, digits: int = 4) -> str:
 def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     """Compose the report of a finished study; returns the path of ``report.md``."""
     from rankdistill.evaluation import read_per_query
+    from rankdistill.experiments.runner import budget_cells, entropy_cells, grid_cells
     from rankdistill.reports import (
         CostPoint,
         plot_cost_vs_effectiveness,
@@ -112,40 +113,24 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
     entries_by_key: dict[tuple, list] = {}
     band_entries: dict[tuple, list] = {}
     budget_entries: dict[tuple, list] = {}
-    g, es, bs = cfg.grid, cfg.entropy_study, cfg.budget_study
+    es = cfg.entropy_study
     st_budget = cfg.student.budget_docs
-    budget_axes = bs.axes(g) if bs is not None else None
-
-    def budget_key(cell) -> tuple | None:
-        """(arch, loss, strategy, group size) of a budget-study cell or of its reference at the study's budget."""
-        if budget_axes is None:
-            return None
-        archs, losses, strategies, seeds, gs = budget_axes
-        if (cell.arch in archs and cell.loss in losses and cell.strategy in strategies and cell.seed in seeds
-                and cell.group_size == gs and cell.selection == "all"
-                and (not cell.budget or cell.budget in bs.budgets)):
-            return cell.arch, cell.loss, cell.strategy, gs
-        return None
+    in_grid, in_entropy, in_budget = set(grid_cells(cfg)), set(entropy_cells(cfg)), set(budget_cells(cfg))
     for cell, _train, evals in cell_arts:
         key = (cell.arch, cell.loss, cell.group_size, cell.selection)
         tests = [t for t in cfg.tests if t.name in evals]
-        in_grid = (cell.arch in g.archs and cell.loss in g.losses and cell.strategy in g.strategies
-                   and cell.group_size in g.group_sizes and cell.selection in g.selections and cell.seed in g.seeds
-                   and not cell.budget)
-        if in_grid:
+        if cell in in_grid:
             for t in tests:
                 entries_by_key.setdefault(key, []).append(StudyEntry(
                     path=evals[t.name].file("per_query.tsv"), system=f"{cell.strategy}/{cell.loss}",
                     collection=t.name, seed=cell.seed, strategy=cell.strategy, loss=cell.loss))
-        bkey = budget_key(cell)
-        if bkey is not None:
+        if cell in in_budget:
             docs = cell.budget or st_budget
             for t in tests:
-                budget_entries.setdefault(bkey, []).append((docs, StudyEntry(
-                    path=evals[t.name].file("per_query.tsv"), system=_budget_name(docs), collection=t.name,
-                    seed=cell.seed)))
-        if es is not None and cell.strategy == es.strategy and cell.arch in es.archs and cell.loss in es.losses \
-                and cell.selection in ("all", *es.bands) and cell.seed in (es.seeds or g.seeds) and not cell.budget:
+                budget_entries.setdefault((cell.arch, cell.loss, cell.strategy, cell.group_size), []).append((
+                    docs, StudyEntry(path=evals[t.name].file("per_query.tsv"), system=_budget_name(docs),
+                                     collection=t.name, seed=cell.seed)))
+        if cell in in_entropy:
             for t in tests:
                 band_entries.setdefault((cell.arch, cell.loss, cell.group_size), []).append(StudyEntry(
                     path=evals[t.name].file("per_query.tsv"), system=cell.selection, collection=t.name,

@@ -156,27 +156,38 @@ class Cell:
         return out
 
 
+def grid_cells(cfg: StudyConfig) -> list[Cell]:
+    """The main grid: arch x loss x strategy x group size x selection x seed, at the study's budget."""
+    g = cfg.grid
+    return [Cell(a, lo, s, gs, sel, seed) for a in g.archs for lo in g.losses for s in g.strategies
+            for gs in g.group_sizes for sel in g.selections for seed in g.seeds]
+
+
+def entropy_cells(cfg: StudyConfig) -> list[Cell]:
+    """The entropy study's cells: its bands and its all-queries references (none without the study)."""
+    e, g = cfg.entropy_study, cfg.grid
+    if e is None:
+        return []
+    gs = e.group_size or max(g.group_sizes)
+    return [Cell(a, lo, e.strategy, gs, sel, seed) for a in e.archs for lo in e.losses for sel in ("all", *e.bands)
+            for seed in e.seeds or g.seeds]
+
+
+def budget_cells(cfg: StudyConfig) -> list[Cell]:
+    """The budget study's cells: each of its budgets and the references at the study's budget (``budget`` 0)."""
+    b = cfg.budget_study
+    if b is None:
+        return []
+    archs, losses, strategies, seeds, gs = b.axes(cfg.grid)
+    return [Cell(a, lo, s, gs, "all", seed, budget) for a in archs for lo in losses for s in strategies
+            for budget in (0, *b.budgets) for seed in seeds]
+
+
 def study_cells(cfg: StudyConfig) -> list[Cell]:
     """The grid's cells, then the entropy study's (its bands, and its all-queries references when the grid
     lacks them), then the budget study's (its budgets, and its references at the study's budget when the
     grid lacks them), each once."""
-    g = cfg.grid
-    cells = [Cell(a, lo, s, gs, sel, seed) for a in g.archs for lo in g.losses for s in g.strategies
-             for gs in g.group_sizes for sel in g.selections for seed in g.seeds]
-    e = cfg.entropy_study
-    if e is not None:
-        gs = e.group_size or max(g.group_sizes)
-        for a in e.archs:
-            for lo in e.losses:
-                for sel in ("all", *e.bands):
-                    for seed in e.seeds or g.seeds:
-                        cells.append(Cell(a, lo, e.strategy, gs, sel, seed))
-    b = cfg.budget_study
-    if b is not None:
-        archs, losses, strategies, seeds, gs = b.axes(g)
-        cells += [Cell(a, lo, s, gs, "all", seed, budget) for a in archs for lo in losses for s in strategies
-                  for budget in (0, *b.budgets) for seed in seeds]
-    return list(dict.fromkeys(cells))
+    return list(dict.fromkeys([*grid_cells(cfg), *entropy_cells(cfg), *budget_cells(cfg)]))
 
 
 @dataclass(frozen=True)

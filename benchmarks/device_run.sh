@@ -16,6 +16,9 @@
 # $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); put that file at .carry/resume.tar.xz for the
 # next session and its study resumes where this one stopped (the bundle is unpacked when runs/ has no study yet).
 # It has to fit beside the rest of .carry/ in the 64 MiB that may travel: the log says how much room it leaves.
+# STUDY_MPS=1 runs the study's cells through CUDA MPS (the control daemon started for the study and quit after
+# it), so that the pool's processes share the GPU instead of time-slicing it; where the daemon is missing or a
+# CUDA context fails under it, the study runs without it (the log says which).
 set -uo pipefail
 STUDY_S=${1:-400}
 TOTAL_S=${2:-575}
@@ -48,6 +51,24 @@ if [ -n "$resume" ] && [ ! -d "$study/artifacts" ]; then
   python3 -m rankdistill.experiments.bundle unpack "$resume" "$study" >>"$OUT/study.log" 2>&1
   log "resumed from $resume: $(ls "$study"/artifacts/train 2>/dev/null | wc -l) trained cells"
 fi
+mps=off
+if [ "${STUDY_MPS:-0}" = 1 ]; then
+  if command -v nvidia-cuda-mps-control >/dev/null; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d >>"$OUT/study.log" 2>&1 && timeout 60 python3 -c \
+        "import torch; torch.zeros(1, device='cuda').add_(1); torch.cuda.synchronize()" >>"$OUT/study.log" 2>&1; then
+      mps=on; trap 'echo quit | nvidia-cuda-mps-control >/dev/null 2>&1' EXIT
+    else
+      echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
+      unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+      mps="failed to start (see study.log), so off"
+    fi
+  else
+    mps="not available (no nvidia-cuda-mps-control), so off"
+  fi
+  log "MPS: $mps"
+fi
 s=$(( $(left) - 40 )); [ "$s" -gt "$STUDY_S" ] && s=$STUDY_S  # 40 s kept for packing within TOTAL_SECONDS
 log "study: up to ${s}s"
 workers=(); [ -n "${STUDY_WORKERS:-}" ] && workers=(--set "executor.workers=$STUDY_WORKERS")
@@ -56,8 +77,12 @@ timeout "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-d
   --output "$study" "${workers[@]}" >>"$OUT/study.log" 2>&1
 rc=$?
 stop_workers
+if [ "$mps" = on ]; then
+  echo quit | nvidia-cuda-mps-control >/dev/null 2>&1; trap - EXIT
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+fi
 log "study exit $rc; $(( $(ls "$study"/artifacts/train 2>/dev/null | grep -vc partial) - cells_before )) cells" \
-  "trained in this call (pool ${STUDY_WORKERS:-of the config})"
+  "trained in this call (pool ${STUDY_WORKERS:-of the config}, MPS $mps)"
 pack_resume
 if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
   ran=0

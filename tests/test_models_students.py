@@ -190,3 +190,51 @@ def test_head_on_a_plain_encoder_reads_a_new_mean_pooling_layer(tiny_bert_dir, t
         ours = model(TokenBatch(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
         assert torch.allclose(hf(**enc).logits.squeeze(-1), ours, atol=1e-6)
     assert hf.config.num_hidden_layers == base.config.num_hidden_layers + 1
+
+
+def test_half_precision_checkpoints_train_in_float32(tiny_bert_dir, tiny_cross_encoder_dir, tmp_path):
+    """transformers keeps a bf16 checkpoint's dtype; AdamW steps of 1e-5 on bf16 weights round away (3 steps
+    changed 0.3% of the weights), so students load float32 master weights whatever the file holds."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    for name, source, cls, auto in (("bi", tiny_bert_dir, BiEncoder, AutoModel),
+                                    ("cross", tiny_cross_encoder_dir, CrossEncoder,
+                                     AutoModelForSequenceClassification)):
+        folder = tmp_path / name
+        half = auto.from_pretrained(source).to(torch.bfloat16)
+        half.save_pretrained(folder)
+        (folder / "config.json").write_text((folder / "config.json").read_text())
+        for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            if (source / f).is_file():
+                (folder / f).write_bytes((source / f).read_bytes())
+        assert auto.from_pretrained(folder).dtype == torch.bfloat16  # what loading without a dtype gives
+        model = cls.from_pretrained(str(folder))
+        assert {p.dtype for p in model.parameters()} == {torch.float32}, name
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        before = [p.detach().clone() for p in model.parameters()]
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+        changed = sum(int((p != b).sum()) for p, b in zip(model.parameters(), before))
+        assert changed == sum(p.numel() for p in model.parameters()), name
+
+
+def test_sentence_transformers_folder_with_the_transformer_in_a_subfolder(tiny_bert_dir, tmp_path):
+    """modules.json at the root, the transformer in 0_Transformer/: the bi-encoder reads pooling (mean) and
+    normalisation (cosine) at the root (it read the sub-folder and fell back to cls/dot); a cross-encoder
+    student starts from the sub-folder (it failed with transformers' 'Unrecognized model')."""
+    import shutil
+
+    root = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, root / "0_Transformer")
+    (root / "1_Pooling").mkdir()
+    (root / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                 "pooling_mode_mean_tokens": True}))
+    (root / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    bi = BiEncoder.from_pretrained(str(root))
+    assert (bi.settings.pooling, bi.settings.similarity) == ("mean", "cosine")
+    cross = CrossEncoder.from_pretrained(str(root))
+    assert sum(p.numel() for p in cross.parameters()) > 0

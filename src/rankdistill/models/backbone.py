@@ -82,13 +82,17 @@ def _transformer_dir(path: str) -> str:
 
 
 def load_encoder(name_or_path: str | None, layers: int | None = None) -> tuple[nn.Module, object, str]:
-    """``(AutoModel, tokenizer, resolved path)`` for an encoder name or directory, truncated to ``layers``."""
+    """``(AutoModel, tokenizer, resolved path)`` for an encoder name or directory, truncated to ``layers``.
+
+    Weights are loaded in float32 whatever dtype the checkpoint was saved in: transformers keeps a bf16 or
+    fp16 checkpoint's dtype, and AdamW steps of 1e-5 on bf16 weights round away (a student that does not
+    learn); mixed precision comes from autocast instead."""
     from transformers import AutoModel, AutoTokenizer
 
     path = _transformer_dir(resolve_model(name_or_path))
     try:
-        with quiet_transformers():
-            model = AutoModel.from_pretrained(path)
+        with quiet_transformers():  # float32 master weights whatever the checkpoint's dtype (see above)
+            model = AutoModel.from_pretrained(path, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as e:
         raise UserInputError(f"cannot load model {name_or_path!r} ({e})".splitlines()[0],
@@ -103,7 +107,7 @@ def load_classifier(name_or_path: str | None, layers: int | None = None, pooling
     a new mean-pooling layer (:func:`add_mean_pooling_layer`) unless ``pooling_layer`` is false."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    path = resolve_model(name_or_path)
+    path = _transformer_dir(resolve_model(name_or_path))
     try:
         config = AutoConfig.from_pretrained(path)
         archs = getattr(config, "architectures", None) or []
@@ -112,7 +116,7 @@ def load_classifier(name_or_path: str | None, layers: int | None = None, pooling
             raise UserInputError(f"model {name_or_path!r} has a {config.num_labels}-label head; a cross-encoder "
                                  "student needs one logit", fix="start from an encoder or a one-logit model")
         with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as e:
         raise UserInputError(f"cannot load model {name_or_path!r} ({e})".splitlines()[0],

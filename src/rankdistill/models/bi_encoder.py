@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write
+from rankdistill.models import resolve_model
 from rankdistill.models.backbone import load_encoder, read_metadata, save_backbone, write_metadata
 from rankdistill.models.inputs import TokenBatch
 
@@ -109,7 +110,9 @@ class BiEncoder(nn.Module):
         """Load an encoder; unset options come from the directory (rankdistill or sentence-transformers
         config), then the defaults of :class:`BiEncoderSettings`."""
         encoder, tokenizer, path = load_encoder(name_or_path, layers)
-        found = settings_from_dir(path)
+        # a sentence-transformers folder with its transformer in a sub-folder keeps pooling and normalisation
+        # beside it, at the root: the root's settings first, then the sub-folder's
+        found = {**settings_from_dir(path), **settings_from_dir(resolve_model(name_or_path))}
         if str(found.get("pooling", "")).startswith("unsupported:") and pooling is None:
             raise UserInputError(f"{path} pools with {found['pooling'].split(':', 1)[1]!r}, which is not "
                                  "supported", fix="pass --pooling cls or --pooling mean")

@@ -556,11 +556,14 @@ def _cells_at_once(cell_arts, one_device: bool) -> int:
 
 
 def _costs(study, mined, scores, cell_arts, studies) -> dict[str, dict]:
+    from rankdistill.experiments.runner import grid_cells
+
     gpu = _gpu_seconds(cell_arts, one_device=study.cfg.executor.kind != "ray")
+    grid = set(grid_cells(study.cfg))  # the entropy and budget studies' cells are not a strategy's cost
     out = {}
     for s, art in mined.items():
         sc = scores.get(s)
-        cells = [(c, t) for c, t, _ in cell_arts if c.strategy == s and not c.budget]
+        cells = [(c, t) for c, t, _ in cell_arts if c.strategy == s and c in grid]
         means = []
         for st in studies.values():
             for res in st.collections.values():

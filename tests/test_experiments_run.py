@@ -291,6 +291,13 @@ def test_entropy_study_and_process_pool(reference, tmp_path):
     kept = [json.loads((p.parent / "groups.jsonl.meta.json").read_text())["n_kept"]
             for p in (out / "artifacts" / "select").glob("*/groups.jsonl")]
     assert sorted(kept) == [5, 5]
+    # a strategy's training cost is its grid cells' (the band cells, teacher groups too, are the entropy study's)
+    grid_seconds = sum(m["seconds"] for m in (json.loads(f.read_text()) for f in
+                                              (out / "artifacts" / "train").glob("*/manifest.json"))
+                       if m["settings"]["cell"]["strategy"] == "teacher"
+                       and m["settings"]["cell"]["selection"] == "all" and m["settings"]["cell"]["arch"] == "bi")
+    row = next(line for line in (out / "costs.md").read_text().splitlines() if line.startswith("| teacher |"))
+    assert row.split(" | ")[3] == f"{grid_seconds:.1f}"
 
 
 def test_bundle_carries_the_study_to_another_folder_without_models(reference, tmp_path):

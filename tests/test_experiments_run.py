@@ -371,6 +371,47 @@ def test_bundle_bad_input_exit_2(tmp_path, capsys):
     assert bundle.main(["unpack", str(tmp_path / "junk.tgz"), str(tmp_path / "o")]) == 2
     assert "not a bundle" in capsys.readouterr().err
     assert not (tmp_path / "b.tgz").exists()
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_truncated_or_corrupt_bundle_writes_nothing(reference, tmp_path, capsys):
+    """tarfile reads a copy cut at a block boundary as a shorter valid archive: it installed artifacts without
+    their manifest (a later unpack or run then crashed) and exited 0. Now the bundle is read through and
+    checked against its index before anything is written; a killed unpack's leftovers are replaced."""
+    import gzip
+    import io
+    import tarfile
+
+    from rankdistill.experiments import bundle
+
+    _, out = reference
+    good = tmp_path / "b.tgz"
+    bundle.pack(out, good)
+    raw = gzip.decompress(good.read_bytes())
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = [m.name for m in tar.getmembers()]
+        cut = next(m for m in tar.getmembers() if m.name.endswith("groups.jsonl"))
+        end = cut.offset_data + -(-cut.size // 512) * 512  # the tar cut right after a groups file
+    assert names[0] == bundle.INDEX and "report.md" in names
+    cases = {"blocks.tgz": gzip.compress(raw[:end] + b"\0" * 1024),
+             "bytes.tgz": good.read_bytes()[:len(good.read_bytes()) // 2],
+             "flipped.tgz": gzip.compress(raw[:end] + bytes(b ^ 0xFF for b in raw[end:end + 50]) + raw[end + 50:])}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert bundle.main(["unpack", str(tmp_path / name), str(tmp_path / name / "study")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("truncated or corrupt" in err or "index lists" in err), (name, err)
+        assert not (tmp_path / name / "study").exists()
+    # an unpack killed half-way left a .unpack folder and an artifact folder without its manifest
+    study = tmp_path / "study"
+    first = next(n for n in names if n.endswith("/manifest.json")).rsplit("/", 1)[0]
+    (study / first).mkdir(parents=True)
+    (study / first / "groups.jsonl").write_text("stale")
+    (study / Path(first).parent / f".{Path(first).name}.unpack" / "x").mkdir(parents=True)
+    counts = bundle.unpack(good, study)
+    assert counts["kept_local"] == 0 and (study / first / "manifest.json").is_file()
+    assert not (study / first / "groups.jsonl").exists() or (study / first / "groups.jsonl").read_text() != "stale"
+    assert not list(study.glob("artifacts/*/.*.unpack"))
 
 
 def test_untrained_reference_is_the_students_starting_point(reference, tmp_path):

@@ -33,10 +33,13 @@ import fnmatch
 import io
 import json
 import logging
+import lzma
 import os
+import shutil
 import sys
 import tarfile
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +59,13 @@ stage (a cross-fitted teacher's plan and its members' training summaries)."""
 
 REGENERATED = frozenset({"report.html", "report.json", "plots"})
 """Entries of the study folder that ``rankdistill run`` writes again from the artifacts: not carried."""
+
+STUDY_FILES = ("config.resolved.json", "manifest.json", "report.md", "costs.md")
+"""The study folder's own files a bundle carries (anything else there, such as an earlier bundle, stays)."""
+
+INDEX = "BUNDLE-INDEX.json"
+"""The first member of a bundle: every other member's name and size. ``unpack`` refuses a bundle whose members
+do not match it (a copy cut short at a tar block boundary reads as a shorter, valid archive otherwise)."""
 
 XZ_SUFFIXES = (".tar.xz", ".txz")
 
@@ -82,31 +92,39 @@ def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
     tmp = dest.with_name(f".{dest.name}.tmp")
     counts = {"artifacts": 0, "pruned": 0, "files": 0, "bytes_in": 0}
     mode = "w:xz" if dest.name.endswith(XZ_SUFFIXES) else "w:gz"
+    entries: list[tuple[str, Path | bytes]] = []  # (name in the bundle, file or bytes), planned first
+    for name in STUDY_FILES:
+        if (root / name).is_file():
+            entries.append((name, root / name))
+    for stage_dir in sorted(p for p in artifacts.iterdir() if p.is_dir()):
+        for art in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not (art / "manifest.json").is_file():
+                continue
+            counts["artifacts"] += 1
+            left = []
+            for f in sorted(p for p in art.rglob("*") if p.is_file()):
+                rel = f.relative_to(art).as_posix()
+                if rel == PRUNED:
+                    left.extend(json.loads(f.read_text()))
+                elif _kept(stage_dir.name, rel):
+                    entries.append((f"artifacts/{stage_dir.name}/{art.name}/{rel}", f))
+                    counts["files"] += 1
+                    counts["bytes_in"] += f.stat().st_size
+                else:
+                    left.append(rel)
+            if left:
+                counts["pruned"] += 1
+                entries.append((f"artifacts/{stage_dir.name}/{art.name}/{PRUNED}",
+                                json.dumps(sorted(set(left)), indent=0).encode()))
+    index = [[name, len(e) if isinstance(e, bytes) else e.stat().st_size] for name, e in entries]
     try:
         with tarfile.open(tmp, mode) as tar:
-            for f in sorted(root.iterdir()):
-                if f.is_file() and f.name not in REGENERATED:
-                    tar.add(f, arcname=f.name)
-            for stage_dir in sorted(p for p in artifacts.iterdir() if p.is_dir()):
-                for art in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                    if not (art / "manifest.json").is_file():
-                        continue
-                    counts["artifacts"] += 1
-                    left = []
-                    for f in sorted(p for p in art.rglob("*") if p.is_file()):
-                        rel = f.relative_to(art).as_posix()
-                        if rel == PRUNED:
-                            left.extend(json.loads(f.read_text()))
-                        elif _kept(stage_dir.name, rel):
-                            tar.add(f, arcname=f"artifacts/{stage_dir.name}/{art.name}/{rel}")
-                            counts["files"] += 1
-                            counts["bytes_in"] += f.stat().st_size
-                        else:
-                            left.append(rel)
-                    if left:
-                        counts["pruned"] += 1
-                        _add_bytes(tar, f"artifacts/{stage_dir.name}/{art.name}/{PRUNED}",
-                                   json.dumps(sorted(set(left)), indent=0).encode())
+            _add_bytes(tar, INDEX, json.dumps({"members": index}).encode())  # first: a cut copy still has it
+            for name, e in entries:
+                if isinstance(e, bytes):
+                    _add_bytes(tar, name, e)
+                else:
+                    tar.add(e, arcname=name)
     except BaseException:  # nothing half-written is left behind
         tmp.unlink(missing_ok=True)
         raise
@@ -117,20 +135,51 @@ def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
     return counts
 
 
-def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
-    """Extract bundle ``src`` into study folder ``output``. Artifacts already there are kept as they are
-    (a local artifact may hold the files the bundle left out); the study folder's own files are replaced."""
-    src, root = Path(src), Path(output)
-    if not src.is_file():
-        raise UserInputError("no such bundle", path=src, fix="give the file written by `bundle pack`")
-    root.mkdir(parents=True, exist_ok=True)
-    counts = {"artifacts": 0, "kept_local": 0}
+def _read_checked(src: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
+    """Open bundle ``src`` and read it through (every member's bytes), so that a truncated or corrupt archive is
+    refused before anything is written; check its members against :data:`INDEX` when it has one (bundles
+    written before the index existed have none) and that every artifact in it has its ``manifest.json``."""
+    fix = "copy the bundle again, or re-create it with `bundle pack`"
     try:
         tar = tarfile.open(src, "r:*")
     except (tarfile.TarError, OSError) as e:
         raise UserInputError(f"not a bundle ({e})", path=src, fix="give the file written by `bundle pack`") from None
-    with tar:
+    try:
         members = tar.getmembers()
+        index = None
+        for m in members:
+            if m.isfile():
+                data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                if m.name == INDEX:
+                    index = json.loads(data)["members"]
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError, KeyError) as e:
+        tar.close()
+        raise UserInputError(f"the bundle is truncated or corrupt ({e})", path=src, fix=fix) from None
+    content = [m for m in members if m.name != INDEX]
+    if index is not None and [[m.name, m.size] for m in content] != index:
+        tar.close()
+        raise UserInputError(f"the bundle holds {len(content)} of the {len(index)} files its index lists, or other "
+                             "ones", path=src, fix=fix)
+    groups = {"/".join(Path(m.name).parts[:3]) for m in content
+              if Path(m.name).parts[0] == "artifacts" and len(Path(m.name).parts) >= 4}
+    whole = {"/".join(Path(m.name).parts[:3]) for m in content if Path(m.name).parts[3:] == ("manifest.json",)}
+    if groups - whole:
+        tar.close()
+        raise UserInputError(f"the bundle is incomplete: {len(groups - whole)} artifact(s) have no manifest.json, "
+                             f"e.g. {sorted(groups - whole)[0]}", path=src, fix=fix)
+    return tar, content
+
+
+def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
+    """Extract bundle ``src`` into study folder ``output``. Artifacts already there are kept as they are
+    (a local artifact may hold the files the bundle left out); the study folder's own files are replaced.
+    The whole bundle is read and checked first: a truncated or corrupt one writes nothing."""
+    src, root = Path(src), Path(output)
+    if not src.is_file():
+        raise UserInputError("no such bundle", path=src, fix="give the file written by `bundle pack`")
+    counts = {"artifacts": 0, "kept_local": 0}
+    tar, members = _read_checked(src)
+    with tar:
         by_artifact: dict[str, list[tarfile.TarInfo]] = {}
         top = []
         for m in members:
@@ -141,6 +190,7 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
                 by_artifact.setdefault("/".join(parts[:3]), []).append(m)
             else:
                 top.append(m)
+        root.mkdir(parents=True, exist_ok=True)
         tar.extractall(root, members=top, filter="data")
         for name, ms in sorted(by_artifact.items()):
             target = root / name
@@ -148,6 +198,9 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
                 counts["kept_local"] += 1
                 continue
             partial = target.with_name(f".{target.name}.unpack")
+            shutil.rmtree(partial, ignore_errors=True)  # left by an unpack that was killed
+            if target.is_dir():  # an artifact folder without its manifest is no artifact: replaced
+                shutil.rmtree(target)
             # artifacts/<stage>/<hash>/rel -> <stage>/.<hash>.unpack/rel, renamed to <hash> once complete
             moved = [m.replace(name=f"{partial.name}/{m.name[len(name) + 1:]}", deep=False) for m in ms]
             tar.extractall(partial.parent, members=moved, filter="data")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,35 @@ def test_sentence_transformers_folder_with_the_transformer_in_a_subfolder(tiny_b
     assert (bi.settings.pooling, bi.settings.similarity) == ("mean", "cosine")
     cross = CrossEncoder.from_pretrained(str(root))
     assert sum(p.numel() for p in cross.parameters()) > 0
+
+
+def test_embedding_cache_writers_never_share_a_shard_and_keys_follow_the_weights(tiny_bert_dir, tmp_path):
+    """Two writers of one model's cache chose the next shard number from the files already there, so one that
+    had not written yet and another took the same number and overwrote each other's vectors. The cache's
+    model key named the weights by size and mtime, which a copy with other weights can share."""
+    import os
+    import shutil
+
+    import numpy as np
+
+    from rankdistill.models.embeddings import EmbeddingCache, model_key
+
+    a, b = EmbeddingCache(tmp_path, "k"), EmbeddingCache(tmp_path, "k")
+    claimed = a._claim_shard()  # a writer between choosing its shard and writing it
+    b.add(["t2"], np.array([[0.0, 1.0]]))
+    a_rows = np.array([[1.0, 0.0]])
+    with open(tmp_path / "k" / f"shard-{claimed:05d}.npy", "wb") as fh:
+        np.save(fh, a_rows)
+    (tmp_path / "k" / f"shard-{claimed:05d}.keys").write_text("t1\n")
+    fresh = EmbeddingCache(tmp_path, "k")
+    assert fresh.get(["t1"]).tolist() == [[1.0, 0.0]] and fresh.get(["t2"]).tolist() == [[0.0, 1.0]]
+
+    other = Path(shutil.copytree(tiny_bert_dir, tmp_path / "other"))
+    before = model_key(str(other), 64, False)
+    weights = other / "model.safetensors"
+    st = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))  # other weights, same size, same mtime
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert model_key(str(other), 64, False) != before

@@ -164,14 +164,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def content_digest(path: Path) -> str:
     """BLAKE2b of a file's bytes, of the decompressed bytes for ``.gz`` (so a gzipped copy of a collection,
-    whatever its gzip header says, is the same dataset). Memoised per process by (path, size, mtime)."""
+    whatever its gzip header says, is the same dataset). Memoised per process by (path, inode, size, mtime,
+    ctime): a rewrite changes the ctime even where the size and a restored mtime stay the same."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _DIGESTS:
         h = hashlib.blake2b(digest_size=16)
         with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rankdistill.io import atomic_path
-from rankdistill.models import model_id, resolve_model
+from rankdistill.models import model_id, resolve_model, weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,9 @@ def text_key(text: str) -> str:
 
 
 def model_key(model: str | None, max_length: int | None, normalize: bool) -> str:
-    """Identify a model's embedding space: its id, weights' size and mtime, max length and normalisation."""
-    resolved = resolve_model(model)
-    parts = [model_id(model), str(max_length), str(normalize)]
-    p = Path(resolved)
-    if p.is_dir():
-        for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) + sorted(p.glob("*.json")):
-            st = f.stat()
-            parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    """Identify a model's embedding space: its id, the digest of its files (:func:`weights_digest`; sizes and
+    times could stay the same for other weights), max length and normalisation."""
+    parts = [model_id(model), str(max_length), str(normalize), str(weights_digest(model))]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -81,9 +76,21 @@ class EmbeddingCache:
         rows = [self._shard(n)[r] for n, r in (self._index[k] for k in keys)]
         return np.asarray(rows, dtype=np.float32)
 
+    def _claim_shard(self) -> int:
+        """A shard number no other writer has: ``shard-N.claim`` is created exclusively (two processes adding
+        to one model's cache, e.g. cells embedding different splits, took the same number and overwrote each
+        other's vectors, so a text could get another text's embedding)."""
+        taken = [int(p.name.split("-")[1].split(".")[0]) for p in self.dir.glob("shard-*.*")]
+        n = max(taken, default=-1) + 1
+        while True:
+            try:
+                os.close(os.open(self.dir / f"shard-{n:05d}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return n
+            except FileExistsError:
+                n += 1
+
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        existing = [int(p.stem.split("-")[1]) for p in self.dir.glob("shard-*.npy")]
-        n = max(existing, default=-1) + 1
+        n = self._claim_shard()
         with atomic_path(self.dir / f"shard-{n:05d}.npy") as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.asarray(vectors, dtype=np.float32))

@@ -85,3 +85,46 @@ def test_a_token_limit_does_not_leak_into_later_encodings(tiny_bert_dir, tmp_pat
     after = embeddings.encode_texts(texts, model=str(tiny_bert_dir), cache_dir=False)
     assert not np.allclose(cut, own)
     assert np.allclose(after, own, atol=1e-6)
+
+
+def test_irds_records_without_a_text_field_take_their_default_text():
+    """An MS MARCO document (doc_id, url, title, body) joined every string field, so its URL became text;
+    ir_datasets' default_text() names the fields that are the document. Records with a text field, and
+    records without default_text(), read as before."""
+    from typing import NamedTuple
+
+    from rankdistill.data.formats import Doc
+    from rankdistill.data.irds import _doc_from
+
+    class MsMarcoLike(NamedTuple):
+        doc_id: str
+        url: str
+        title: str
+        body: str
+
+        def default_text(self) -> str:
+            return f"{self.title} {self.body}"
+
+    class NoTitle(NamedTuple):
+        doc_id: str
+        doi: str
+        abstract: str
+
+        def default_text(self) -> str:
+            return self.abstract
+
+    class Plain(NamedTuple):
+        doc_id: str
+        title: str
+        text: str
+
+    class Bare(NamedTuple):
+        doc_id: str
+        a: str
+        b: str
+
+    assert _doc_from(MsMarcoLike("D1", "http://x.org/a", "The Title", "Body text")) == Doc("D1", "The Title",
+                                                                                          "Body text")
+    assert _doc_from(NoTitle("D2", "10.1/x", "Abstract")) == Doc("D2", "", "Abstract")
+    assert _doc_from(Plain("D3", "T", "x")) == Doc("D3", "T", "x")
+    assert _doc_from(Bare("D4", "a", "b")) == Doc("D4", "", "a b")

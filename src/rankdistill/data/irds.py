@@ -20,10 +20,19 @@ logger = logging.getLogger(__name__)
 
 
 def _doc_from(record) -> Doc:
+    """A record as ``(id, title, text)``. A record without a ``text`` field takes ir_datasets' own
+    ``default_text()`` (the fields its authors read as the document: MS MARCO documents' title and body, not
+    their URL), less the title kept apart; without that method, every other string field is joined."""
     fields = record._asdict()
     doc_id = str(fields.pop("doc_id"))
     title = str(fields.pop("title", "") or "")
     text = fields.pop("text", None)
+    if text is None and callable(getattr(record, "default_text", None)):
+        full = str(record.default_text())
+        if title and full.startswith(title):
+            text = full[len(title):].strip()
+        else:
+            title, text = "", full
     if text is None:
         text = " ".join(str(v) for v in fields.values() if isinstance(v, str))
     return Doc(doc_id, title, str(text))

@@ -137,3 +137,32 @@ def test_entropy_claims_contrast_middle_bands_against_outer_ones(tmp_path):
     # with no middle band there is no contrast: only the descriptive part remains
     two = SimpleNamespace(entropy_study=SimpleNamespace(bands=[bands[0], bands[3]]), comparison=cfg.comparison)
     assert "minus the outer ones" not in _entropy_claims(two, {key: st})[0]
+
+
+@pytest.mark.parametrize("missing", ["drop", "zero"])
+def test_study_means_are_those_of_the_queries_compared(tmp_path, missing):
+    """A lacks nothing, B lacks 5 of 40 queries. The table's means (over_seeds) were each system's mean over
+    its own queries (B 0.5827 beside a comparison of B at 0.5099 under zero), so a bold best disagreed with
+    the difference beside it. Now each seed's mean is over the queries of the comparison, counting a missing
+    query 0 under ``zero``: A's mean minus B's is the compared mean difference, by hand too."""
+    from rankdistill.evaluation.measures import write_per_query
+    from rankdistill.stats import ComparisonConfig, StudyEntry, run_study
+
+    a = {f"q{i:02d}": 0.5 + 0.01 * (i % 5) for i in range(40)}
+    b = {q: v + 0.02 for q, v in a.items() if int(q[1:]) >= 5}
+    entries = []
+    for name, values in (("A", a), ("B", b)):
+        for seed, shift in ((0, 0.0), (1, 0.004)):
+            path = tmp_path / f"{name}-{seed}.tsv"
+            write_per_query({"nDCG@10": {q: v + shift for q, v in values.items()}}, path)
+            entries.append(StudyEntry(path=path, system=name, collection="c", seed=seed))
+    st = run_study(entries, ComparisonConfig(metric="nDCG@10", margin=0.01, baseline="A", bootstrap=0),
+                   missing=missing, strict=False)
+    res = st.collections["c"]
+    row = next(r for r in res.report.rows if r.name == "B")
+    assert res.over_seeds["B"].mean - res.over_seeds["A"].mean == pytest.approx(row.mean_diff)
+    qs = sorted(b) if missing == "drop" else sorted(a)
+    by_hand_b = np.mean([b.get(q, -0.002) + 0.002 for q in qs])  # seeds shift by 0 and 0.004: mean +0.002
+    by_hand_a = np.mean([a[q] + 0.002 for q in qs])
+    assert res.over_seeds["B"].mean == pytest.approx(by_hand_b)
+    assert res.over_seeds["A"].mean == pytest.approx(by_hand_a)

@@ -192,17 +192,26 @@ def _interval_table(groups: dict[str, dict[str, MeanInterval]], systems: Sequenc
     return "\n".join(lines) + "\n"
 
 
-def _seed_average(entries: Sequence[StudyEntry], metric: str, policy: str, confidence: float
-                  ) -> tuple[SystemScores, MeanInterval]:
+def _seed_average(entries: Sequence[StudyEntry], metric: str, policy: str
+                  ) -> tuple[SystemScores, list[dict[str, float]]]:
+    """A system's per-query values averaged over its seeds (aligned across seeds under ``policy``), and each
+    seed's own per-query values."""
     systems, _ = load_per_query([e.path for e in entries], metric, names=[f"seed {e.seed}" for e in entries])
+    per_seed = [dict(s.values) for s in systems]
     if len(systems) == 1:
         s = systems[0]
-        one_seed = mean_interval([float(np.mean(list(s.values.values())))], confidence)
-        return SystemScores(entries[0].system, s.values, s.source), one_seed
+        return SystemScores(entries[0].system, s.values, s.source), per_seed
     al = align(systems, policy)
-    seed_means = al.matrix.mean(axis=1)
     values = dict(zip(al.query_ids, al.matrix.mean(axis=0).tolist(), strict=True))
-    return SystemScores(entries[0].system, values, str(entries[0].path)), mean_interval(seed_means.tolist(), confidence)
+    return SystemScores(entries[0].system, values, str(entries[0].path)), per_seed
+
+
+def _over_seeds(per_seed: Sequence[dict[str, float]], query_ids: Sequence[str], confidence: float) -> MeanInterval:
+    """Mean and interval over seeds of each seed's mean on ``query_ids``: the queries the comparison of the
+    collection uses (a query a seed lacks counts 0, as under the ``zero`` policy; under ``drop`` every seed
+    has them all). Tables beside a comparison then show the means it compared."""
+    means = [float(np.mean([seed.get(q, 0.0) for q in query_ids])) for seed in per_seed]
+    return mean_interval(means, confidence)
 
 
 def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missing: str = "drop",
@@ -226,14 +235,14 @@ def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missin
             raise UserInputError(f"the baseline {baseline} has no per-query file for collection {c}")
         if absent:
             notes.append(f"{c}: no results for {', '.join(absent)}")
-        averaged, over_seeds = [], {}
+        averaged, seeds = [], {}
         for s, es in per_system.items():
             if es:
-                scores, interval = _seed_average(sorted(es, key=lambda e: e.seed), config.metric, missing,
-                                                  config.confidence)
+                scores, seeds[s] = _seed_average(sorted(es, key=lambda e: e.seed), config.metric, missing)
                 averaged.append(scores)
-                over_seeds[s] = interval
         alignment = align(averaged, missing)
+        over_seeds = {s: _over_seeds(per_seed, alignment.query_ids, config.confidence)
+                      for s, per_seed in seeds.items()}
         notes += [f"{c}: {note}" for note in check_degenerate(alignment, {s.name: s.source for s in averaged},
                                                               strict=strict)]
         results[c] = CollectionResult(c, compare_systems(alignment, config), over_seeds,

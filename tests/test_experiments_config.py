@@ -189,3 +189,52 @@ def test_an_ensemble_that_cannot_fill_its_pools_is_warned_about(tmp_path, shared
         load_config(_write(tmp_path, shared_data, teacher + "[mining]\npool = 32\nensemble_per_system = 16\n",
                            base=base))
     assert "ensemble pool" not in caplog.text
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("comparison.metric='P@3'", "'comparison.metric' 'P@3' is not measured on test 'sf' (it measures nDCG@10)"),
+    ("grid.selections=['keep_quantile_band:x']", "'grid.selections[0]' has unknown value 'keep_quantile_band:x'"),
+    ("grid.selections=['keep_quantile_band:0.5:0.2']", "'grid.selections[0]' has unknown value"),
+    ("grid.selections=['keep_lower_quartile:7']", "'grid.selections[0]' has unknown value"),
+    ("student.lr=0.0", "'student.lr' must be greater than 0, got 0.0"),
+    ("student.warmup=1.0", "'student.warmup' is the share of steps spent warming up, in [0, 1); got 1.0"),
+    ("student.batch_size=0", "'student.batch_size' must be greater than 0, got 0"),
+    ("student.grad_accum=0", "'student.grad_accum' must be greater than 0"),
+    ("student.cross_lr=-1e-5", "'student.cross_lr' must not be negative"),
+    ("train.max_queries=-3", "'train.max_queries' must not be negative"),
+    ("mining.depth=0", "'mining.depth' must be greater than 0"),
+    ("diagnostics.metric='foo'", "'diagnostics.metric' has unknown value 'foo'"),
+    ("student.model='./no/such/model'", "'student.model': model directory not found"),
+    ("test.sf.metrics=['nDCG@@10']", "'test[0].metrics': unknown measure 'nDCG@@10'"),
+    ("test.sf.depth=0", "'test[0].depth' must be at least 1"),
+    ("test.sf.split='dev'", "'test[0].split' 'dev' is not a split of"),
+    ("train.split='dev'", "'train.split' 'dev' is not a split of"),
+    ("test.sf.candidates='dataset'", "'test[0].candidates' is 'dataset' but split 'test' of"),
+    ("teacher.train=none", "'teacher.train' has"),
+])
+def test_what_a_run_would_meet_late_is_refused_up_front(tmp_path, shared_data, override, message):
+    """Each of these validated, then failed after the teacher, mining or every cell had run (some with a
+    traceback, the comparison's measure only when the report was written)."""
+    p = tmp_path / "c.toml"
+    p.write_text(MINIMAL.format(data=shared_data))
+    if override.startswith("teacher.train"):  # an optional table's own error, not "'teacher' has the wrong type"
+        p.write_text(MINIMAL.format(data=shared_data) + "[teacher]\nmodel = 'x'\n")
+        override = "teacher.train.layers='x'"
+        message = "'teacher.train.layers' must be an integer"
+    with pytest.raises(UserInputError) as e:
+        load_config(p, overrides=[override])
+    assert message in str(e.value) and str(e.value).count("\n") == 0
+
+
+def test_run_refuses_a_config_it_cannot_read_and_an_output_that_is_a_file(tmp_path, capsys):
+    from rankdistill.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'name = "x\xff"\n')
+    assert main(["run", str(bad), "--validate-only"]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    assert main(["run", str(tmp_path), "--validate-only"]) == 2
+    assert "the config is a directory" in capsys.readouterr().err
+    assert main(["run", str(EXAMPLES / "paper.toml"), "--validate-only", "--output", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "--output is a file, not a study folder" in err and err.count("\n") == 1

@@ -21,6 +21,7 @@ class UserInputError(Exception):
         if fix:
             text = f"{text} ({fix})"
         super().__init__(text)
+        self.message = message
         self.path = path
         self.line = line
         self.fix = fix

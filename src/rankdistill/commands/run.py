@@ -51,18 +51,22 @@ def run(args: argparse.Namespace) -> int:
                                  address=args.ray_address or cfg.executor.address,
                                  workers=args.workers or cfg.executor.workers)
         cfg = dataclasses.replace(cfg, executor=ex)
+    output = Path(args.output) if args.output else Path("runs") / cfg.name
+    if output.exists() and not output.is_dir():
+        raise UserInputError("--output is a file, not a study folder", path=output,
+                             fix="give a new or existing folder")
     if args.validate_only:
-        from rankdistill.experiments.runner import study_cells
+        from rankdistill.experiments.runner import entropy_cells, grid_cells, study_cells
 
-        n = len(study_cells(cfg))
-        grid = (len(cfg.grid.strategies) * len(cfg.grid.losses) * len(cfg.grid.archs) * len(cfg.grid.group_sizes)
-                * len(cfg.grid.selections) * len(cfg.grid.seeds))
+        n, g = len(study_cells(cfg)), len(grid_cells(cfg))
+        entropy = len(set(entropy_cells(cfg)) - set(grid_cells(cfg)))
+        budget = n - g - entropy
         sys.stdout.write(f"{args.config}: valid; {n} cells ({len(cfg.grid.strategies)} strategies x "
                          f"{len(cfg.grid.losses)} losses x {len(cfg.grid.archs)} archs x {len(cfg.grid.group_sizes)} "
                          f"group sizes x {len(cfg.grid.selections)} selections x {len(cfg.grid.seeds)} seeds"
-                         + (f", + {n - grid} of the entropy study" if n > grid else "") + ")\n")
+                         + (f", + {entropy} of the entropy study" if entropy else "")
+                         + (f", + {budget} of the budget study" if budget else "") + ")\n")
         return 0
-    output = Path(args.output) if args.output else Path("runs") / cfg.name
     # a SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so that worker processes are stopped too
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -267,7 +267,9 @@ def _coerce(value: Any, tp: Any, key: str, path: Path) -> Any:
             try:
                 return _coerce(value, a, key, path)
             except UserInputError as e:
-                errors.append(str(e))
+                errors.append(e)
+        if len(errors) == 1:  # one type allowed (an optional table or value): its own error names the key
+            raise errors[0]
         raise UserInputError(f"'{key}' has the wrong type ({type(value).__name__})", path=path,
                              fix=f"expected {' or '.join(_type_name(a) for a in args if a is not type(None))}")
     if origin is tuple:
@@ -332,12 +334,119 @@ def _check_lists(lists: Sequence[tuple[str, Sequence[Any]]], path: Path, *, non_
 
 
 def _selection_known(name: str) -> bool:
+    """``all``, a registered selection, or ``keep_quantile_band:LO:HI`` with 0 <= LO < HI <= 1."""
     if name == "all":
         return True
-    from rankdistill.diagnostics.selections import SELECTIONS
+    from rankdistill.diagnostics.selections import SELECTIONS, keep_quantile_band
 
-    base = name.split(":", 1)[0]
-    return base in SELECTIONS or base.startswith("keep_quantile_band")
+    if name in SELECTIONS:
+        return True
+    parts = name.split(":")
+    if parts[0] != "keep_quantile_band" or len(parts) != 3:
+        return False
+    try:
+        keep_quantile_band(float(parts[1]), float(parts[2]))
+    except (ValueError, UserInputError):
+        return False
+    return True
+
+
+_POSITIVE = (("student.lr", lambda c: c.student.lr, 0.0), ("student.batch_size", lambda c: c.student.batch_size, 0),
+             ("student.grad_accum", lambda c: c.student.grad_accum, 0),
+             ("student.max_length", lambda c: c.student.max_length, 0),
+             ("student.query_max_length", lambda c: c.student.query_max_length, 0),
+             ("student.temperature", lambda c: c.student.temperature, 0.0),
+             ("mining.depth", lambda c: c.mining.depth, 0), ("mining.teacher_top", lambda c: c.mining.teacher_top, 0),
+             ("teacher.max_length", lambda c: c.teacher.max_length if c.teacher else 8, 7),
+             ("teacher.batch_size", lambda c: c.teacher.batch_size if c.teacher else 1, 0),
+             ("diagnostics.temperature", lambda c: c.diagnostics.temperature, 0.0))
+"""(key, value, bound): settings that must be above ``bound``."""
+
+_NON_NEGATIVE = (("student.cross_lr", lambda c: c.student.cross_lr),
+                 ("student.cross_head_lr", lambda c: c.student.cross_head_lr),
+                 ("student.layers", lambda c: c.student.layers), ("train.max_queries", lambda c: c.train.max_queries),
+                 ("mining.pool", lambda c: c.mining.pool),
+                 ("mining.dense_max_length", lambda c: c.mining.dense_max_length),
+                 ("diagnostics.max_length", lambda c: c.diagnostics.max_length))
+"""Settings where 0 means "the default" and a negative value is meaningless."""
+
+
+def _validate_values(cfg: StudyConfig, path: Path) -> None:
+    """Ranges of the numeric settings and the choices and model paths the stages would only meet later (after
+    the teacher, mining or every cell), checked before anything runs."""
+    from rankdistill.diagnostics.locality import METRICS
+    from rankdistill.models import resolve_model
+
+    for key, get, bound in _POSITIVE:
+        if not get(cfg) > bound:
+            raise UserInputError(f"'{key}' must be greater than {bound:g}, got {get(cfg)!r}", path=path)
+    for key, get in _NON_NEGATIVE:
+        if get(cfg) < 0:
+            raise UserInputError(f"'{key}' must not be negative (0 = the default), got {get(cfg)!r}", path=path)
+    if not 0 <= cfg.student.warmup < 1:
+        raise UserInputError(f"'student.warmup' is the share of steps spent warming up, in [0, 1); got "
+                             f"{cfg.student.warmup!r}", path=path)
+    tt = cfg.teacher.train if cfg.teacher is not None else None
+    if tt is not None:
+        for key, value, bound in (("budget_docs", tt.budget_docs, 0), ("group_size", tt.group_size, 1),
+                                  ("batch_size", tt.batch_size, 0), ("lr", tt.lr, 0.0),
+                                  ("max_length", tt.max_length, 7)):
+            if not value > bound:
+                raise UserInputError(f"'teacher.train.{key}' must be greater than {bound:g}, got {value!r}",
+                                     path=path)
+    _check_choice(cfg.diagnostics.metric, METRICS, "diagnostics.metric", path)
+    if not 0 < cfg.diagnostics.alpha <= 1:
+        raise UserInputError(f"'diagnostics.alpha' is a quantile in (0, 1], got {cfg.diagnostics.alpha!r}", path=path)
+    models = [("student.model", cfg.student.model), ("student.cross_model", cfg.student.cross_model),
+              ("teacher.model", cfg.teacher.model if cfg.teacher else None),
+              ("teacher.train.model", tt.model if tt else None), ("mining.dense_model", cfg.mining.dense_model),
+              ("diagnostics.encoder", cfg.diagnostics.encoder)]
+    for key, model in models:
+        if model is None:
+            continue
+        local = model if Path(model).is_absolute() or not (path.parent / model).exists() else str(path.parent / model)
+        try:
+            resolve_model(local)
+        except UserInputError as e:
+            raise UserInputError(f"'{key}': {e.message}", path=path, fix=e.fix) from None
+    for i, t in enumerate(cfg.tests):
+        if t.depth < 1:
+            raise UserInputError(f"'test[{i}].depth' must be at least 1, got {t.depth}", path=path)
+
+
+def _validate_tests(cfg: StudyConfig, path: Path, root: str | None) -> None:
+    """Each collection has its split (and the manifest's candidates where a test asks for them), its measures
+    parse, and the comparison's measure is among them (else the report fails after every cell has run)."""
+    from rankdistill.data import load_dataset
+    from rankdistill.evaluation.measures import default_metrics, parse_metrics
+
+    def split_of(spec: str, split: str, key: str):
+        if spec.startswith("irds:"):
+            return None
+        ds = load_dataset(_rel(spec, path), data_dir=root)
+        if split not in ds.splits:
+            raise UserInputError(f"'{key}' {split!r} is not a split of {spec}; it has {', '.join(ds.split_names())}",
+                                 path=path, fix="use one of them")
+        return ds
+
+    split_of(cfg.train.dataset, cfg.train.split, "train.split")
+    metric = cfg.comparison.metric
+    for i, t in enumerate(cfg.tests):
+        ds = split_of(t.dataset, t.split, f"test[{i}].split")
+        if ds is None:
+            continue
+        threshold = ds.rel_threshold(t.split)
+        if t.candidates == "dataset" and ds.splits[t.split].candidates is None:
+            raise UserInputError(f"'test[{i}].candidates' is 'dataset' but split {t.split!r} of {t.dataset} names no "
+                                 "candidates", path=path, fix="use bm25 or a TREC run file")
+        names = list(t.metrics) or default_metrics(threshold)
+        try:
+            parse_metrics(names, threshold)
+        except UserInputError as e:
+            raise UserInputError(f"'test[{i}].metrics': {e.message}", path=path, fix=e.fix) from None
+        if metric not in names:
+            raise UserInputError(f"'comparison.metric' {metric!r} is not measured on test {t.name!r} (it measures "
+                                 f"{', '.join(names)})", path=path, fix=f"add {metric!r} to test[{i}].metrics")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Path) -> dict:
@@ -389,6 +498,8 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
     recorded in the config's ``overrides`` field.
     """
     p = Path(path)
+    if p.is_dir():
+        raise UserInputError("the config is a directory", path=p, fix="give the study's .toml file")
     if not p.is_file():
         raise UserInputError("config file not found", path=p)
     try:
@@ -396,6 +507,11 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
             raw = tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
         raise UserInputError(f"invalid TOML ({e})", path=p) from None
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=p,
+                             fix="save the config as UTF-8") from None
+    except OSError as e:
+        raise UserInputError(f"cannot read the config ({e.strerror})", path=p) from None
     raw = apply_overrides(dict(raw), overrides, p)
     tests = raw.pop("test", None)
     if tests is None:
@@ -500,6 +616,8 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
         if t.candidates not in ("bm25", "dataset") and not (path.parent / t.candidates).is_file():
             raise UserInputError(f"'test[{i}].candidates' file not found: {t.candidates}", path=path,
                                  fix="give bm25, dataset or a TREC run path relative to the config")
+    _validate_values(cfg, path)
+    _validate_tests(cfg, path, root)
 
 
 def _validate_entropy_study(cfg: StudyConfig, has_teacher: bool, path: Path) -> None:

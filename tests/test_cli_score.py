@@ -71,6 +71,25 @@ def test_score_caches_and_exports(tmp_path, cranfield_dir, tiny_cross_encoder_di
                                                                 abs=1e-6)
 
 
+@pytest.mark.parametrize("executor", ["processes", "ray"])
+def test_scoring_fans_out_to_workers_with_the_same_scores(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
+                                                          capsys, executor):
+    """``--executor processes|ray``: chunks of --chunk-size pairs are scored by workers that load the teacher once
+    each; the chunks go through the same batches as here, so the store holds the same bytes per score."""
+    if executor == "ray":
+        pytest.importorskip("ray")
+    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 4, 6)
+    base = ["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
+            "--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "tiny", "--max-length", "64",
+            "--batch-size", "4", "--device", "cpu", "--chunk-size", "7"]
+    assert main([*base, "--output", str(tmp_path / "here.db")]) == 0
+    assert main([*base, "--output", str(tmp_path / "there.db"), "--executor", executor, "--workers", "2",
+                 "--gpus-per-task", "0"]) == 0
+    assert f"tiny: {len(pairs)} pairs, 0 already stored, {len(pairs)} scored" in capsys.readouterr().out
+    assert _rows(tmp_path / "there.db", "tiny") == _rows(tmp_path / "here.db", "tiny")
+    assert main([*base, "--output", str(tmp_path / "x.db"), "--executor", "processes", "--workers", "0"]) == 2
+
+
 def test_score_with_two_teachers_stores_members_and_ensemble(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
                                                               capsys):
     import torch

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rankdistill import __version__
 from rankdistill.commands.common import add_dataset_args, open_dataset
-from rankdistill.commands.score import add_teacher_args, teacher_spec
+from rankdistill.commands.score import add_teacher_args, scoring_executor, teacher_spec
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write
 
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("--strategy run needs --candidates FILE (a TREC run)")
     spec = teacher_spec(args) if args.teacher else None
     ds = open_dataset(args)
-    store = cache = None
+    store = cache = executor = None
     teacher = None
     store_path = Path(args.scores) if args.scores else default_store_path(args.output)
     work: dict[str, int] = {}
@@ -128,10 +128,11 @@ def run(args: argparse.Namespace) -> int:
                 from rankdistill.teachers.pairs import dataset_queries
                 from rankdistill.teachers.store import ScoreStore
 
+                executor = scoring_executor(args)
                 store = ScoreStore(store_path)
                 cache = ScoreStore(args.cache) if args.cache and not isinstance(spec, EnsembleConfig) else None
                 teacher = TeacherScores(spec, store, CorpusTexts(dataset_queries(ds, args.split), ds.corpus),
-                                        chunk_size=args.chunk_size, cache=cache)
+                                        chunk_size=args.chunk_size, cache=cache, executor=executor)
             miner = Miner(MiningContext(config, ds, args.split, teacher))
             if teacher is not None and not miner.uses_teacher:
                 raise UserInputError(f"--teacher is not used by --strategy {config.strategy} without --fn-margin",
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
             for s in (store, cache):
                 if s is not None:
                     s.close()
+            if executor is not None:
+                executor.close()
     write_groups(result.groups, args.output)
     meta = {
         "command": "mine", "rankdistill": __version__, "output": str(args.output),

@@ -44,6 +44,30 @@ def add_teacher_args(p: argparse.ArgumentParser, required: bool, batch_size: int
     p.add_argument("--cache", default=None, metavar="STORE",
                    help="a score store shared between jobs: pairs found there are copied instead of scored, new "
                         "scores are added to it (one teacher's scores, e.g. across every strategy of a study)")
+    p.add_argument("--executor", choices=("local", "processes", "ray"), default="local",
+                   help="where the teacher scores: here (default), in --workers local processes, or as Ray tasks "
+                        "(one chunk of --chunk-size pairs each, the teacher loaded once per worker)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="--executor processes: processes (2)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="--executor ray: the cluster (default: start or join a local instance)")
+    p.add_argument("--gpus-per-task", type=float, default=None, metavar="G",
+                   help="--executor ray: GPUs each task asks for (default 1 where this machine has a GPU, else 0)")
+
+
+def scoring_executor(args: argparse.Namespace):
+    """The executor ``--executor`` names, or ``None`` to score in this process."""
+    if args.executor == "local":
+        return None
+    if args.workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {args.workers}")
+    from rankdistill.experiments.executors import make_executor
+
+    gpus = args.gpus_per_task
+    if gpus is None:
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() else 0.0
+    return make_executor(args.executor, args.ray_address, gpus, 1.0, args.workers)
 
 
 def teacher_spec(args: argparse.Namespace):
@@ -94,17 +118,19 @@ def run(args: argparse.Namespace) -> int:
     gp = read_group_pairs(args.groups, queries, ds.corpus)
     texts = CorpusTexts(queries, ds.corpus)
     use_cache = bool(args.cache) and not isinstance(spec, EnsembleConfig)
+    executor = scoring_executor(args)
     with new_stores_removed_on_error(args.output, args.cache if use_cache else None):
         cache = ScoreStore(args.cache) if use_cache else None
         try:
             with ScoreStore(args.output) as store:
                 if isinstance(spec, EnsembleConfig):
-                    reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size)
+                    reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size,
+                                             executor=executor)
                 else:
                     teacher = load_teacher(spec)
                     try:
                         reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size,
-                                               cache=cache)]
+                                               cache=cache, executor=executor)]
                     finally:
                         teacher.close()
                 if args.export_run:
@@ -114,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if cache is not None:
                 cache.close()
+            if executor is not None:
+                executor.close()
     for r in reports:
         shared = f", {r.reused} from the cache" if cache is not None else ""
         print(f"{r.teacher_id}: {r.requested} pairs, {r.cached} already stored{shared}, {r.scored} scored "

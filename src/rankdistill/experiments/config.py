@@ -513,6 +513,8 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
     except OSError as e:
         raise UserInputError(f"cannot read the config ({e.strerror})", path=p) from None
     raw = apply_overrides(dict(raw), overrides, p)
+    if isinstance(raw.get("executor"), str):  # executor = "ray": the design's short form of [executor] kind
+        raw["executor"] = {"kind": raw["executor"]}
     tests = raw.pop("test", None)
     if tests is None:
         raise UserInputError("missing [[test]] tables", path=p, fix="add at least one test collection")

@@ -122,13 +122,22 @@ class RayExecutor:
         index = {ref: i for i, ref in enumerate(refs)}
         results: dict[int, Any] = {}
         pending = list(refs)
-        while pending:
-            ready, pending = self._ray.wait(pending, num_returns=1)
-            for ref in ready:
-                i = index[ref]
-                results[i] = self._ray.get(ref)
-                if on_done:
-                    on_done(i, results[i])
+        try:
+            while pending:
+                ready, pending = self._ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    i = index[ref]
+                    results[i] = self._ray.get(ref)
+                    if on_done:
+                        on_done(i, results[i])
+        except BaseException as e:
+            for ref in pending:
+                self._ray.cancel(ref, force=True)
+            cause = getattr(e, "cause", None)  # a RayTaskError wraps what the task raised
+            if isinstance(e, self._ray.exceptions.RayTaskError) and isinstance(cause, Exception) \
+                    and type(cause).__name__ in ("UserInputError", "StageFailed"):
+                raise cause from None  # the one-line error, not Ray's traceback of it
+            raise
         return [results[i] for i in range(len(tasks))]
 
     def close(self) -> None:

@@ -484,11 +484,22 @@ class Study:
                      "--max-length", tc.max_length if tc else 256, "--batch-size", tc.batch_size if tc else 64]
             if m.false_negative_margin is not None:
                 argv += ["--fn-margin", m.false_negative_margin]
+            argv += self._scoring_executor()
         call_verb(argv)
         meta = json.loads((work / "groups.jsonl.meta.json").read_text())
         computed = ((meta.get("teacher") or {}).get("pairs") or {}).get("scored", 0)
         return {"counts": meta.get("counts", {}), "teacher_calls": _rows(work / "mining-scores.db"),
                 "teacher_calls_computed": computed}
+
+    def _scoring_executor(self) -> list:
+        """With ``executor.kind = "ray"`` the teacher's scoring in mining and labelling fans out over Ray too
+        (chunks of pairs as tasks, each asking for ``executor.gpus_per_cell`` GPUs), as the cells do; the other
+        executors score in this process (a process pool would only share the one GPU)."""
+        ex = self.cfg.executor
+        if ex.kind != "ray":
+            return []
+        return ["--executor", "ray", "--gpus-per-task", ex.gpus_per_cell,
+                *(["--ray-address", ex.address] if ex.address else [])]
 
     def _teacher_cache(self) -> Path:
         """One score store per teacher shared by every mining and labelling stage of the study: a pair that
@@ -548,7 +559,8 @@ class Study:
                            "--groups", groups.file("groups.jsonl"), "--teacher", self.teacher_model,
                            "--cache", cache,
                            "--max-length", self.cfg.teacher.max_length if self.cfg.teacher else 256,
-                           "--batch-size", self.cfg.teacher.batch_size if self.cfg.teacher else 64, "--output", db])
+                           "--batch-size", self.cfg.teacher.batch_size if self.cfg.teacher else 64, "--output", db,
+                           *self._scoring_executor()])
                 after = _rows(db)
                 # the store keeps the pairs the groups train on: the mining scores copied in above served to
                 # count the labelling calls, and the teacher strategy's 200 per query would only weigh it down
@@ -761,17 +773,26 @@ class Study:
 
         start = time.perf_counter()
         (self.output / "config.resolved.json").write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str))
-        candidates = self.candidates()
-        self.teacher()
-        mined = self.mine()
-        scores = self.score(mined)
-        diags = self.diagnose(mined, scores)
-        groups = self.select(mined, diags)
-        refs = self.reference_runs(candidates)
-        cells = self.cells()
-        jobs = [self.cell_job(c, groups, scores, candidates) for c in cells]
         e = self.cfg.executor
-        executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers)
+        # Ray is started (or joined) once, before the stages whose teacher scoring fans out over it too
+        executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers) \
+            if e.kind == "ray" else None
+        try:
+            candidates = self.candidates()
+            self.teacher()
+            mined = self.mine()
+            scores = self.score(mined)
+            diags = self.diagnose(mined, scores)
+            groups = self.select(mined, diags)
+            refs = self.reference_runs(candidates)
+            cells = self.cells()
+            jobs = [self.cell_job(c, groups, scores, candidates) for c in cells]
+        except BaseException:
+            if executor is not None:
+                executor.close()
+            raise
+        if executor is None:
+            executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers)
         p = Progress("train+evaluate", len(jobs))
         # seed-major order: every cell's first seed finishes before any second seed starts, so a run cut short
         # leaves whole seeds that a run with fewer seeds reports from the cache; budget-study cells come last

@@ -138,9 +138,24 @@ def _report_bad(teacher_id: str, bad: list[Pair], total_bad: int) -> UserInputEr
         "stored (the finite scores were)", fix="check the model and its inputs; try --dtype float32")
 
 
+_WORKER_TEACHERS: dict[TeacherConfig, Teacher] = {}
+"""The teachers a worker process loaded for :func:`score_chunk` (each once per process)."""
+
+
+def score_chunk(config: TeacherConfig, queries: Sequence[str], docs: Sequence[str],
+                query_ids: Sequence[str]) -> np.ndarray:
+    """Score pairs ``(queries[i], docs[i])`` with the teacher of ``config``, in an executor's worker (a Ray
+    task or a pool process): the teacher is loaded once per worker, and the chunk goes through the same
+    preparation and length-sorted batches as in :func:`score_pairs`, so the scores are the same."""
+    teacher = _WORKER_TEACHERS.get(config)
+    if teacher is None:
+        teacher = _WORKER_TEACHERS[config] = load_teacher(config)
+    return teacher.score(list(queries), list(docs), list(query_ids))
+
+
 def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store: ScoreStore, *,
                 chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True,
-                cache: ScoreStore | None = None) -> ScoringReport:
+                cache: ScoreStore | None = None, executor=None) -> ScoringReport:
     """Score the pairs the store lacks with ``teacher`` and commit them batch by batch.
 
     Args:
@@ -152,6 +167,9 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
         cache: a second store shared by several jobs (e.g. every strategy's mining in a study): pairs found
             there are copied into ``store`` instead of being scored, and new scores go to both. ``store``
             ends up the same either way; only the work differs.
+        executor: an executor of :mod:`rankdistill.experiments.executors` (Ray tasks, a process pool): each
+            chunk is scored by :func:`score_chunk` in a worker, and this process stores the scores as chunks
+            finish. ``None`` scores here.
 
     Raises:
         UserInputError: the teacher id holds scores made with other settings, or the teacher gave NaN/inf
@@ -182,6 +200,28 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
     scored = 0
     bar = tqdm(total=len(todo), desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,
                disable=None if show_progress else True, mininterval=1.0)
+
+    def keep(chunk: list[Pair], index: np.ndarray, scores: np.ndarray) -> None:
+        nonlocal scored
+        rows = [(chunk[j][0], chunk[j][1], float(s)) for j, s in zip(index.tolist(), scores.tolist())]
+        finite = np.isfinite(scores)
+        if not finite.all():
+            store.put(tid, [r for r, ok in zip(rows, finite) if ok])
+            raise _report_bad(tid, [(r[0], r[1]) for r, ok in zip(rows, finite) if not ok], int((~finite).sum()))
+        scored += store.put(tid, rows)
+        if cache is not None:
+            cache.put(tid, rows)
+        bar.update(len(rows))
+
+    if executor is not None and chunks:
+        tasks = [(teacher.config, [texts.query(q) for q, _ in c], [texts.doc(d) for _, d in c], [q for q, _ in c])
+                 for c in chunks]
+        try:
+            executor.map(score_chunk, tasks,
+                         on_done=lambda i, scores: keep(chunks[i], np.arange(len(chunks[i])), np.asarray(scores)))
+        finally:
+            bar.close()
+        chunks = []
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankdistill-tokenize")
     try:
         future = pool.submit(prepare, chunks[0]) if chunks else None
@@ -190,16 +230,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
             prepared = future.result()
             future = pool.submit(prepare, chunks[i + 1]) if i + 1 < len(chunks) else None
             for index, scores in teacher.run(prepared):
-                rows = [(chunk[j][0], chunk[j][1], float(s)) for j, s in zip(index.tolist(), scores.tolist())]
-                finite = np.isfinite(scores)
-                if not finite.all():
-                    store.put(tid, [r for r, ok in zip(rows, finite) if ok])
-                    raise _report_bad(tid, [(r[0], r[1]) for r, ok in zip(rows, finite) if not ok],
-                                      int((~finite).sum()))
-                scored += store.put(tid, rows)
-                if cache is not None:
-                    cache.put(tid, rows)
-                bar.update(len(rows))
+                keep(chunk, index, scores)
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -230,7 +261,8 @@ class EnsembleConfig:
 
 
 def score_ensemble(config: EnsembleConfig, pairs: Sequence[Pair], texts: PairTexts, store: ScoreStore, *,
-                   chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True) -> list[ScoringReport]:
+                   chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True, executor=None
+                   ) -> list[ScoringReport]:
     """Score ``pairs`` with every member (each stored under its own id), then store the ensemble's scores.
 
     The members' means and standard deviations are computed over this job's pairs the first time and then
@@ -245,7 +277,7 @@ def score_ensemble(config: EnsembleConfig, pairs: Sequence[Pair], texts: PairTex
         teacher = load_teacher(member)
         try:
             reports.append(score_pairs(teacher, wanted, texts, store, chunk_size=chunk_size,
-                                       show_progress=show_progress))
+                                       show_progress=show_progress, executor=executor))
             identities.append({"teacher_id": member.id, **teacher.identity()})
         finally:
             teacher.close()
@@ -295,8 +327,9 @@ class TeacherScores:
     """
 
     def __init__(self, spec: TeacherSpec, store: ScoreStore, texts: PairTexts, *, chunk_size: int = DEFAULT_CHUNK,
-                 show_progress: bool = True, cache: ScoreStore | None = None) -> None:
+                 show_progress: bool = True, cache: ScoreStore | None = None, executor=None) -> None:
         self.spec = spec
+        self.executor = executor
         self.store = store
         self.cache = cache
         self.texts = texts
@@ -315,13 +348,14 @@ class TeacherScores:
         if self.store.missing(self.teacher_id, wanted) or not self.store.has_teacher(self.teacher_id):
             if isinstance(self.spec, EnsembleConfig):
                 self.reports.extend(score_ensemble(self.spec, wanted, self.texts, self.store,
-                                                   chunk_size=self.chunk_size, show_progress=self.show_progress))
+                                                   chunk_size=self.chunk_size, show_progress=self.show_progress,
+                                                   executor=self.executor))
             else:
                 if self._teacher is None:
                     self._teacher = load_teacher(self.spec)
                 self.reports.append(score_pairs(self._teacher, wanted, self.texts, self.store,
                                                 chunk_size=self.chunk_size, show_progress=self.show_progress,
-                                                cache=self.cache))
+                                                cache=self.cache, executor=self.executor))
         return self.store.get_many(self.teacher_id, wanted)
 
     def info(self) -> dict:

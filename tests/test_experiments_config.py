@@ -238,3 +238,14 @@ def test_run_refuses_a_config_it_cannot_read_and_an_output_that_is_a_file(tmp_pa
     assert main(["run", str(EXAMPLES / "paper.toml"), "--validate-only", "--output", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "--output is a file, not a study folder" in err and err.count("\n") == 1
+
+
+def test_executor_short_form(tmp_path, shared_data):
+    """design.md's ``executor = "ray"`` is the table ``[executor] kind = "ray"`` (it was refused as 'must be a
+    table')."""
+    p = tmp_path / "c.toml"
+    p.write_text('executor = "ray"\n' + MINIMAL.format(data=shared_data))
+    assert load_config(p).executor.kind == "ray"
+    p.write_text('executor = "slurm"\n' + MINIMAL.format(data=shared_data))
+    with pytest.raises(UserInputError, match="'executor.kind' has unknown value 'slurm'"):
+        load_config(p)

@@ -106,3 +106,20 @@ def test_bad_flag_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["retrieve", "--dataset", "x", "--split", "test", "--output", "o", "--k", "many"])
     assert e.value.code == 2
+
+
+def test_a_verb_composed_by_run_fails_in_one_line(monkeypatch, capsys, tmp_path):
+    """Inside ``run`` (cli depth 1) a verb's error used to be printed by the verb, then ``run`` added a second
+    line ("failed with exit code 2 (its message is above)"); argparse errors of a composed verb left ``run``
+    with a SystemExit. Now both reach ``run`` as one StageFailed naming the verb."""
+    import rankdistill.cli as cli
+    from rankdistill.experiments.runner import StageFailed, call_verb
+
+    monkeypatch.setattr(cli, "_depth", 1)
+    with pytest.raises(StageFailed) as e:
+        call_verb(["evaluate", "--dataset", str(tmp_path / "none"), "--split", "test", "--run", "x.trec"])
+    assert str(e.value).startswith("`rankdistill evaluate`: dataset ") and "\n" not in str(e.value)
+    with pytest.raises(StageFailed) as e:
+        call_verb(["diagnose", "--metric", "foo"])
+    assert "invalid choice: 'foo'" in str(e.value) and "\n" not in str(e.value)
+    assert capsys.readouterr().err == ""

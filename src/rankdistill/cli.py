@@ -40,6 +40,8 @@ class _ArgumentParser(argparse.ArgumentParser):
     """argparse with exit code 2 and a one-line message (argparse's own default is already 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if _depth > 0:  # a verb composed by another (``run``): its caller reports the error, in one line
+            raise UserInputError(f"{message} (see `{self.prog} --help`)")
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -79,9 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserInputError as e:
+        if _depth > 1:  # composed by another verb: it reports the error as its own, in one line
+            raise
         print(f"rankdistill {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if _depth > 1:
+            raise
         print(f"rankdistill {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:

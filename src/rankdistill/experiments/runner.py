@@ -38,7 +38,7 @@ logger = logging.getLogger("rankdistill.run")
 
 
 class StageFailed(UserInputError):
-    """A verb the runner called exited with a non-zero code (its own message was printed above)."""
+    """A verb the runner called failed: its own one-line error, named after the verb."""
 
 
 def call_verb(argv: Sequence[str]) -> None:
@@ -58,10 +58,14 @@ def call_verb(argv: Sequence[str]) -> None:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             code = main(argv)
+    except StageFailed:
+        raise
+    except UserInputError as e:  # the verb's own error, raised through (cli.main composes verbs that way)
+        raise StageFailed(f"`rankdistill {argv[0]}`: {e}") from None
     finally:
         root.setLevel(saved)
     if code != 0:
-        raise StageFailed(f"`rankdistill {argv[0]}` failed with exit code {code} (its message is above)")
+        raise StageFailed(f"`rankdistill {argv[0]}` failed with exit code {code}")
 
 
 _TEACHER_SUMMARY = ("steps", "realised_docs", "wall_seconds", "gpu_seconds")

@@ -247,5 +247,5 @@ def test_executor_short_form(tmp_path, shared_data):
     p.write_text('executor = "ray"\n' + MINIMAL.format(data=shared_data))
     assert load_config(p).executor.kind == "ray"
     p.write_text('executor = "slurm"\n' + MINIMAL.format(data=shared_data))
-    with pytest.raises(UserInputError, match="'executor.kind' has unknown value 'slurm'"):
+    with pytest.raises(UserInputError, match=r"'executor\.kind' has unknown value 'slurm'"):
         load_config(p)

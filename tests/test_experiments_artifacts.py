@@ -123,3 +123,22 @@ def test_fingerprint_reads_every_file_of_a_large_folder(tmp_path):
     before = fingerprint(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"new")
     assert len(before["files"]) == 211 and fingerprint(tmp_path) != before
+
+
+def test_a_stage_that_fails_before_writing_leaves_no_folder_and_a_folder_without_manifest_is_replaced(tmp_path):
+    """A failure before the stage wrote anything left an empty ``.partial`` folder (its key, from the bad
+    settings, is never met again); a final-named folder without a manifest (the remains of a broken copy)
+    made the stage's rename fail and then an assertion."""
+    store = ArtifactStore(tmp_path)
+
+    def bad(work):
+        raise ValueError("bad settings")
+
+    with pytest.raises(ValueError):
+        store.run("mine", {"s": 2}, {}, bad)
+    assert list((tmp_path / "mine").iterdir()) == []
+    key = store.key("mine", {"s": 3}, {})
+    (tmp_path / "mine" / key).mkdir()
+    (tmp_path / "mine" / key / "groups.jsonl").write_text("stale")
+    art, reused = store.run("mine", {"s": 3}, {}, lambda work: (work / "groups.jsonl").write_text("new") and None)
+    assert not reused and art.file("groups.jsonl").read_text() == "new"

@@ -122,8 +122,8 @@ class ArtifactStore:
         start, started = time.perf_counter(), time.time()
         try:
             info = fn(work) or {}
-        except PrunedFile:
-            if not any(work.iterdir()):
+        except BaseException:  # a work folder left empty has nothing to resume: not left behind
+            if work.is_dir() and not any(work.iterdir()):
                 work.rmdir()
             raise
         seconds = time.perf_counter() - start
@@ -138,6 +138,8 @@ class ArtifactStore:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         os.replace(tmp, work / "manifest.json")
         final = stage_dir / key
+        if final.is_dir() and not (final / "manifest.json").is_file():  # no artifact: the remains of a failure
+            shutil.rmtree(final, ignore_errors=True)
         try:
             os.replace(work, final)
         except OSError:  # a concurrent worker finished the same artifact first

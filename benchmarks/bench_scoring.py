@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from rankdistill.teachers.models import TeacherConfig, load_teacher
     from rankdistill.teachers.runtime import DTYPES, dtype_name, resolve_device
     from rankdistill.teachers.store import ScoreStore
+    from rankdistill.training.tokens import clear_token_memo
 
     device = resolve_device(args.device)
     peer_dtypes = [args.peer_dtype] if args.peer_dtype else (args.peer_dtypes or default_peer_dtypes(device))
@@ -222,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
 
     for rep in range(args.repeats):
         with ScoreStore(work / f"ours-{rep}.db") as store:
+            # the process-wide token memo (filled by the lengths above, the warm-up and earlier rounds) would
+            # spare our side the tokenising the peer does in every round: each round starts without it
+            clear_token_memo()
             t0 = time.perf_counter()
             report = score_pairs(teacher, pairs, texts, store, show_progress=False)
             sync(device)

@@ -13,7 +13,8 @@ Three figures on the same start weights, data, batch, group size, document lengt
   rows holding the same groups and teacher scores (bf16 on GPU, as many data-loader workers as ours, pinned
   memory on GPU, its defaults otherwise; never compiled);
 - bare: the encoder's forward + KL loss + backward + AdamW step on fixed-shape random token ids
-  (queries 32 tokens, documents ``--doc-length`` tokens, no padding), the ceiling no data pipeline beats.
+  (queries ``QUERY_TOKENS`` = 32 tokens, documents ``--doc-length`` tokens, no padding), the ceiling no data
+  pipeline beats.
 
 Documents/s counts documents seen (batch x group size per step) over a window of ``--steps`` optimizer
 steps that starts after ``--warmup-steps`` steps of the same run (per-step callbacks of both trainers, with a
@@ -45,6 +46,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+QUERY_TOKENS = 32
+"""Query token limit of both sides (special tokens included)."""
 
 logger = logging.getLogger("bench_training")
 
@@ -135,7 +138,7 @@ def ours(args, work: Path, model: Path, tag: str) -> float:
     cfg = TrainConfig(
         data=DataConfig(str(args.dataset), str(work / "groups.jsonl"), scores=str(work / "scores.db"), group_size=g),
         model=ModelConfig(arch="bi", model=str(model), pooling="mean", similarity="cosine",
-                          max_query_length=32, max_doc_length=args.doc_length),
+                          max_query_length=QUERY_TOKENS, max_doc_length=args.doc_length),
         loss=LossConfig("kl"),
         optim=OptimConfig(budget_docs=steps * b * g, batch_size=b, lr=2e-5),
         runtime=RuntimeConfig(str(work / f"ours-{tag}"), save_every=10**9, device=args.device,
@@ -159,7 +162,12 @@ def peer(args, ds, groups, scores, model: Path, work: Path) -> float:
 
     g, b = args.group_size, args.batch_size
     steps = args.warmup_steps + args.steps
-    queries = ds.queries("train")
+    st = SentenceTransformer(str(model), device=str(resolve_device(args.device)))
+    # ours cuts queries at 32 tokens (special tokens included) and the peer has one limit for every column
+    # (the documents'): its queries are cut the same way beforehand, so both sides encode the same tokens
+    queries = {q: st.tokenizer.decode(st.tokenizer(text, add_special_tokens=False, truncation=True,
+                                                   max_length=QUERY_TOKENS - 2)["input_ids"])
+               for q, text in ds.queries("train").items()}
     rng = random.Random(0)
     cols: dict[str, list] = {"query": [], "positive": [], **{f"negative_{i}": [] for i in range(1, g)}, "label": []}
     while len(cols["query"]) < steps * b:
@@ -172,8 +180,6 @@ def peer(args, ds, groups, scores, model: Path, work: Path) -> float:
             cols["label"].append([scores[(grp.query_id, d)] for d in docs])
     data = Dataset.from_dict({k: v[: steps * b] for k, v in cols.items()})
     dev = resolve_device(args.device)
-    device = str(dev)
-    st = SentenceTransformer(str(model), device=device)
     st.max_seq_length = args.doc_length
     targs = Args(output_dir=str(work / "st"), per_device_train_batch_size=b, max_steps=steps, learning_rate=2e-5,
                  warmup_steps=0.1, bf16=use_bf16(dev), save_strategy="no", report_to="none",
@@ -213,7 +219,7 @@ def bare(args, model: Path) -> float:
         ids = torch.randint(1000, vocab, (n, length), generator=gen)
         return TokenBatch(ids.to(dev), torch.ones_like(ids).to(dev))
 
-    q, d = batch(b, 32), batch(b * g, args.doc_length)
+    q, d = batch(b, QUERY_TOKENS), batch(b * g, args.doc_length)
     teacher = torch.randn(b, g, generator=gen).to(dev)
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=2e-5,
                             fused=dev.type == "cuda" or None)
@@ -308,7 +314,7 @@ def main() -> int:
         "gpu": gpu,
         "settings": {"model": "all-MiniLM-L6-v2" + (f" (first {args.layers} layers)" if args.layers else ""),
                      "group_size": args.group_size, "batch_size": args.batch_size, "doc_length": args.doc_length,
-                     "query_length": 32, "timed_steps": args.steps, "warmup_steps": args.warmup_steps,
+                     "query_length": QUERY_TOKENS, "timed_steps": args.steps, "warmup_steps": args.warmup_steps,
                      "compile": args.compile, "peer_compiled": False, "bf16": use_bf16(dev),
                      "workers": args.workers if args.workers is not None else default_workers(dev),
                      "repeats": args.repeats, "loss": "kl (T=1)", "timing": "best round of each side, sides "

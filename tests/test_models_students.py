@@ -61,6 +61,18 @@ def test_group_scores_and_in_batch_scores_golden():
     assert in_batch_scores(q, d, group_size=2).tolist() == [[1.0, 3.0, 5.0, 7.0], [6.0, 8.0, 2.0, 4.0]]
     # as process 1 of 2 holding query 1 only: its own group is rows 2..3 of the gathered documents
     assert in_batch_scores(q[1:], d, group_size=2, offset=1).tolist() == [[6.0, 8.0, 2.0, 4.0]]
+    # the same document in two groups: group 0 = (a, b), group 1 = (c, a); query 0's positives {a}, query 1's
+    # positives {c, b}:
+    # q0's other-group docs: c (5), a (-inf: its own positive); q1's: a (-inf: one of its own docs), b (-inf:
+    # one of its positives)
+    from rankdistill.training.data import doc_key
+
+    keys = torch.tensor([doc_key(x) for x in ("a", "b", "c", "a")])
+    own = [sorted({doc_key(x) for x in ("a", "b")}), sorted({doc_key(x) for x in ("c", "a", "b")})]
+    own_keys = torch.tensor([own[0] + [-1], own[1]])
+    inf = float("-inf")
+    assert in_batch_scores(q, d, group_size=2, doc_keys=keys, own_keys=own_keys).tolist() == [
+        [1.0, 3.0, 5.0, inf], [6.0, 8.0, inf, inf]]
 
 
 def test_layer_truncation_keeps_the_first_layers(tiny_bert_dir):

@@ -199,20 +199,28 @@ class TrainBatch:
     """Bi-encoder: document inputs ``[B * G, Ld]``, group-major."""
     pairs: TokenBatch | None = None
     """Cross-encoder: pair inputs ``[B * G, L]``, group-major."""
+    doc_keys: Tensor | None = None
+    """Bi-encoder: int64 keys of the documents ``[B * G]`` (:func:`doc_key`), to find them across groups."""
+    own_keys: Tensor | None = None
+    """Bi-encoder: keys ``[B, R]`` of each query's positives and own documents (padded with -1): a document of
+    another group with one of these keys is no in-batch negative of the query."""
+
+    def _map(self, f) -> TrainBatch:
+        return TrainBatch(self.query_ids, self.group_size, *(None if x is None else f(x) for x in (
+            self.teacher, self.queries, self.docs, self.pairs, self.doc_keys, self.own_keys)))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainBatch:
-        def move(x):
-            return None if x is None else x.to(device, non_blocking=non_blocking)
-
-        return TrainBatch(self.query_ids, self.group_size, move(self.teacher), move(self.queries),
-                          move(self.docs), move(self.pairs))
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> TrainBatch:
-        def pin(x):
-            return None if x is None else x.pin_memory()
+        return self._map(lambda x: x.pin_memory())
 
-        return TrainBatch(self.query_ids, self.group_size, pin(self.teacher), pin(self.queries), pin(self.docs),
-                          pin(self.pairs))
+
+def doc_key(doc_id: str) -> int:
+    """A non-negative 62-bit key of a document id (BLAKE2b), the same in every process."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big") >> 2
 
 
 class BatchBuilder:
@@ -248,7 +256,12 @@ class BatchBuilder:
                                self.pad_multiple)
             d = encode_singles(self.template, self.doc_cache, [d for g in groups for d in g.doc_ids],
                                self.max_doc_length, self.pad_id, self.pad_multiple)
-            return TrainBatch(qids, size, teacher, queries=q, docs=d)
+            own = [sorted({doc_key(x) for x in (*g.positive_ids, *g.doc_ids)}) for g in groups]
+            width = max(len(k) for k in own)
+            return TrainBatch(qids, size, teacher, queries=q, docs=d,
+                              doc_keys=torch.tensor([doc_key(x) for g in groups for x in g.doc_ids],
+                                                    dtype=torch.int64),
+                              own_keys=torch.tensor([k + [-1] * (width - len(k)) for k in own], dtype=torch.int64))
         pairs = [(g.query_id, d) for g in groups for d in g.doc_ids]
         p = encode_pairs(self.template, self.query_cache, self.doc_cache, pairs, self.max_length, self.pad_id,
                          self.pad_multiple)

@@ -75,11 +75,15 @@ class TrainResult:
     summary: dict
 
 
-def in_batch_scores(query_embeddings: Tensor, all_docs: Tensor, group_size: int, offset: int = 0) -> Tensor:
+def in_batch_scores(query_embeddings: Tensor, all_docs: Tensor, group_size: int, offset: int = 0,
+                    doc_keys: Tensor | None = None, own_keys: Tensor | None = None) -> Tensor:
     """Scores ``[B, N]`` of local queries against every document of the (global) batch, each row reordered
     so that the query's own group comes first (positive at column 0), then the other documents in order.
 
-    ``all_docs`` is ``[N, D]`` group-major; local query ``i`` owns rows ``(offset + i) * G ... + G``.
+    ``all_docs`` is ``[N, D]`` group-major; local query ``i`` owns rows ``(offset + i) * G ... + G``. With
+    ``doc_keys`` ``[N]`` and ``own_keys`` ``[B, R]`` (:class:`~rankdistill.training.data.TrainBatch`), another
+    group's copy of one of the query's positives or own documents scores ``-inf``: a document that is a positive
+    of the query (SciFact shares 248 positives between queries) is never also one of its negatives.
     """
     b, n = query_embeddings.shape[0], all_docs.shape[0]
     full = query_embeddings @ all_docs.T
@@ -87,6 +91,9 @@ def in_batch_scores(query_embeddings: Tensor, all_docs: Tensor, group_size: int,
     own = ((offset + torch.arange(b, device=dev)) * group_size)[:, None] + torch.arange(group_size, device=dev)
     keep = torch.ones(b, n, dtype=torch.bool, device=dev)
     keep[torch.arange(b, device=dev)[:, None], own] = False
+    if doc_keys is not None and own_keys is not None:
+        clash = (doc_keys[None, :, None] == own_keys[:, None, :]).any(-1) & keep
+        full = full.masked_fill(clash, float("-inf"))
     rest = torch.arange(n, device=dev).expand(b, n)[keep].view(b, n - group_size)
     return full.gather(1, torch.cat([own, rest], dim=1))
 
@@ -369,7 +376,9 @@ class _Trainer:
         out = runner(mb.queries, mb.docs)
         if in_batch:
             docs = self.ctx.gather(out.doc_embeddings)
-            return in_batch_scores(out.query_embeddings, docs, mb.group_size, offset=self.ctx.rank * b)
+            keys = self.ctx.gather(mb.doc_keys) if mb.doc_keys is not None else None
+            return in_batch_scores(out.query_embeddings, docs, mb.group_size, offset=self.ctx.rank * b,
+                                   doc_keys=keys, own_keys=mb.own_keys)
         return BiEncoder.group_scores(out.query_embeddings, out.doc_embeddings)
 
     # -- checkpoints and outputs ----------------------------------------------------------------------------

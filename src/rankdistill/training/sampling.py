@@ -42,6 +42,8 @@ class SampledGroup:
 
     query_id: str
     doc_ids: tuple[str, ...]
+    positive_ids: tuple[str, ...] = ()
+    """Every positive of the query (not only the one drawn): never an in-batch negative of it."""
 
 
 def sample_group(group: TrainGroup, group_size: int, seed: int, epoch: int) -> SampledGroup:
@@ -49,7 +51,7 @@ def sample_group(group: TrainGroup, group_size: int, seed: int, epoch: int) -> S
     rng = random.Random(hashed_seed(seed, group.query_id, epoch))
     positive = group.positive_ids[0] if len(group.positive_ids) == 1 else rng.choice(group.positive_ids)
     negatives = rng.sample(group.negative_ids, group_size - 1)
-    return SampledGroup(group.query_id, (positive, *negatives))
+    return SampledGroup(group.query_id, (positive, *negatives), tuple(group.positive_ids))
 
 
 class TrainingPlan:

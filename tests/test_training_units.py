@@ -249,3 +249,19 @@ def test_token_memo_is_shared_by_caches_of_equal_tokenizers_and_limits(tmp_path)
     longer.add(texts.items(), progress=False)
     assert copy.calls == 1 and len(longer["d19"]) == 48 > len(first["d19"]) == 24
     tokens.clear_token_memo()
+
+
+def test_padding_rounds_up_but_not_past_the_token_limit():
+    """A model with 100 positions and max_length 100: rounding 100 up to 104 overran its position table."""
+    import numpy as np
+
+    from rankdistill.teachers.batching import pad_batch as pad_pairs
+    from rankdistill.training.tokens import pad_batch
+
+    seqs = [[1, 2, 3], [1, 2, 3, 4, 5]]
+    assert pad_batch(seqs, 0, pad_multiple=8).input_ids.shape == (2, 8)
+    assert pad_batch(seqs, 0, pad_multiple=8, limit=6).input_ids.shape == (2, 6)
+    assert pad_batch(seqs, 0, pad_multiple=8, limit=4).input_ids.shape == (2, 5)  # never below the longest
+    arrays = [np.array(s) for s in seqs]
+    assert pad_pairs(np.arange(2), arrays, None, 0, 8).input_ids.shape == (2, 8)
+    assert pad_pairs(np.arange(2), arrays, None, 0, 8, limit=6).input_ids.shape == (2, 6)

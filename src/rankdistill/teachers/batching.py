@@ -45,11 +45,14 @@ def padded_tokens(lengths: Sequence[int] | np.ndarray, batches: Sequence[np.ndar
 
 
 def pad_batch(index: np.ndarray, input_ids: Sequence[np.ndarray], token_type_ids: Sequence[np.ndarray] | None,
-              pad_id: int, multiple_of: int = 1) -> PaddedBatch:
-    """Pad the sequences at ``index`` to the batch's longest (rounded up to ``multiple_of``)."""
+              pad_id: int, multiple_of: int = 1, limit: int | None = None) -> PaddedBatch:
+    """Pad the sequences at ``index`` to the batch's longest (rounded up to ``multiple_of``, but not past
+    ``limit``, the token limit the pairs were cut to)."""
     seqs = [input_ids[i] for i in index]
-    width = max(len(s) for s in seqs)
-    width = -(-width // multiple_of) * multiple_of
+    longest = max(len(s) for s in seqs)
+    width = -(-longest // multiple_of) * multiple_of
+    if limit is not None:
+        width = max(longest, min(width, limit))
     ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
     types = np.zeros((len(seqs), width), dtype=np.int64) if token_type_ids is not None else None

@@ -270,7 +270,8 @@ class CrossEncoderTeacher(Teacher):
         cuda = self.device.type == "cuda"
         pending: tuple[np.ndarray, torch.Tensor, Any] | None = None
         for index in length_sorted_batches(prepared.lengths, self.config.batch_size):
-            batch = pad_batch(index, prepared.input_ids, prepared.token_type_ids, self.pad_id, self.multiple_of)
+            batch = pad_batch(index, prepared.input_ids, prepared.token_type_ids, self.pad_id, self.multiple_of,
+                              self.max_length)
             inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
             if batch.token_type_ids is not None:
                 inputs["token_type_ids"] = batch.token_type_ids

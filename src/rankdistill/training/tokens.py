@@ -222,11 +222,14 @@ class TokenCache:
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, types: Sequence[Sequence[int]] | None = None,
-              pad_multiple: int = 8, with_types: bool = False) -> TokenBatch:
-    """Right-pad to the longest sequence (rounded up to ``pad_multiple``) into a :class:`TokenBatch`."""
+              pad_multiple: int = 8, with_types: bool = False, limit: int | None = None) -> TokenBatch:
+    """Right-pad to the longest sequence (rounded up to ``pad_multiple``, but not past ``limit``, the token
+    limit the sequences were cut to: a model whose position table is no multiple of 8 has no room beyond it)
+    into a :class:`TokenBatch`."""
     longest = max(len(s) for s in sequences)
     if pad_multiple > 1:
-        longest = -(-longest // pad_multiple) * pad_multiple
+        rounded = -(-longest // pad_multiple) * pad_multiple
+        longest = rounded if limit is None else max(longest, min(rounded, limit))
     n = len(sequences)
     ids = np.full((n, longest), pad_id, dtype=np.int64)
     mask = np.zeros((n, longest), dtype=np.int64)
@@ -243,7 +246,7 @@ def encode_singles(template: InputTemplate, cache: TokenCache, keys: Sequence[st
                    pad_id: int, pad_multiple: int = 8) -> TokenBatch:
     """Single-text inputs (bi-encoder queries or documents) for cached ``keys``."""
     seqs = [template.single(cache[k], max_length) for k in keys]
-    return pad_batch(seqs, pad_id, pad_multiple=pad_multiple, with_types=False)
+    return pad_batch(seqs, pad_id, pad_multiple=pad_multiple, with_types=False, limit=max_length)
 
 
 def encode_pairs(template: InputTemplate, query_cache: TokenCache, doc_cache: TokenCache,
@@ -252,4 +255,4 @@ def encode_pairs(template: InputTemplate, query_cache: TokenCache, doc_cache: To
     """Pair inputs (cross-encoder) for cached ``(query key, doc key)`` pairs."""
     built = [template.pair(query_cache[q], doc_cache[d], max_length) for q, d in pairs]
     return pad_batch([b[0] for b in built], pad_id, types=[b[1] for b in built], pad_multiple=pad_multiple,
-                     with_types=template.uses_token_types)
+                     with_types=template.uses_token_types, limit=max_length)

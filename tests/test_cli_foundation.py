@@ -123,3 +123,19 @@ def test_a_verb_composed_by_run_fails_in_one_line(monkeypatch, capsys, tmp_path)
         call_verb(["diagnose", "--metric", "foo"])
     assert "invalid choice: 'foo'" in str(e.value) and "\n" not in str(e.value)
     assert capsys.readouterr().err == ""
+
+
+def test_a_verb_composed_in_a_worker_process_fails_in_one_line(tmp_path):
+    """In an executor's worker (a fresh process, where no ``run`` is active) a composed verb printed its error
+    to the worker's stderr (never shown under Ray) and the run said only "failed with exit code 2"."""
+    from rankdistill.experiments.executors import ProcessExecutor
+    from rankdistill.experiments.runner import StageFailed, call_verb
+
+    pool = ProcessExecutor(1)
+    try:
+        with pytest.raises(StageFailed) as e:
+            pool.map(call_verb, [(["evaluate", "--dataset", str(tmp_path / "none"), "--split", "test",
+                                   "--run", "x.trec"],)])
+    finally:
+        pool.close()
+    assert str(e.value).startswith("`rankdistill evaluate`: dataset ") and "not found" in str(e.value)

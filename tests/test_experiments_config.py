@@ -249,3 +249,10 @@ def test_executor_short_form(tmp_path, shared_data):
     p.write_text('executor = "slurm"\n' + MINIMAL.format(data=shared_data))
     with pytest.raises(UserInputError, match=r"'executor\.kind' has unknown value 'slurm'"):
         load_config(p)
+
+
+def test_executor_short_form_takes_overrides(tmp_path, shared_data):
+    p = tmp_path / "c.toml"
+    p.write_text('executor = "processes"\n' + MINIMAL.format(data=shared_data))
+    cfg = load_config(p, overrides=["executor.workers=3"])
+    assert (cfg.executor.kind, cfg.executor.workers) == ("processes", 3)

@@ -233,3 +233,45 @@ def test_tokenising_in_threads_gives_one_calls_encoding(scifact_dir):
     assert many["token_type_ids"] == [list(x) for x in one["token_type_ids"]]
     singles = tokenize_parallel(tok, docs, workers=2, add_special_tokens=False, truncation=True, max_length=40)
     assert singles["input_ids"] == tok(docs, add_special_tokens=False, truncation=True, max_length=40)["input_ids"]
+
+
+def test_stores_of_cross_fitted_teachers_made_before_the_weights_digest_are_taken(tmp_path):
+    """A cross-fitted (or ensemble) teacher's identity holds its members', where the weights digest and dtype
+    now sit too: a store made before was refused as 'other settings (members: ...)'. It is taken and the
+    members' new keys are recorded; a member that really differs is still refused."""
+    from rankdistill.teachers.engine import claim_teacher_id
+
+    old_member = {"kind": "cross", "model": "m", "max_length": 64}
+    now_member = {**old_member, "weights": "ab" * 16, "dtype": "float32"}
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.set_teacher_info("cf", {"kind": "crossfit", "members": [old_member, old_member], "teacher_id": "cf"})
+        info = claim_teacher_id(store, "cf", {"kind": "crossfit", "members": [now_member, now_member]}, {})
+        assert info["members"] == [now_member, now_member] and info["teacher_id"] == "cf"
+        assert store.teacher_info("cf")["members"][0]["weights"] == "ab" * 16
+        other = {**now_member, "weights": "cd" * 16}
+        with pytest.raises(UserInputError, match="other settings \\(members: stored"):
+            claim_teacher_id(store, "cf", {"kind": "crossfit", "members": [now_member, other]}, {})
+        with pytest.raises(UserInputError, match="other settings"):
+            claim_teacher_id(store, "cf", {"kind": "crossfit", "members": [{**now_member, "max_length": 32}] * 2},
+                             {})
+
+
+def test_executor_workers_score_in_the_dtype_the_store_records(tmp_path, cranfield, tiny_cross_encoder_dir):
+    """Workers load the teacher from its config: with dtype auto, GPU workers of a CPU driver would score in
+    bf16 under the driver's float32 identity. They get the driver's resolved dtype instead."""
+    from rankdistill.experiments.executors import LocalExecutor
+
+    seen = []
+
+    class Recording(LocalExecutor):
+        def map(self, fn, tasks, on_done=None):
+            seen.extend(t[0] for t in tasks)
+            return super().map(fn, tasks, on_done)
+
+    _, texts, pairs = cranfield
+    teacher = load_teacher(_config(tiny_cross_encoder_dir))
+    assert teacher.config.dtype == "auto"
+    with ScoreStore(tmp_path / "s.db") as store:
+        report = score_pairs(teacher, pairs[:9], texts, store, show_progress=False, executor=Recording(), chunk_size=4)
+        assert report.scored == 9 and store.teacher_info(teacher.teacher_id)["dtype"] == "float32"
+    assert len(seen) == 3 and {c.dtype for c in seen} == {"float32"}

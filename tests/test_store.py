@@ -182,3 +182,21 @@ def test_copy_store_over_a_killed_writers_store_gives_the_copy(tmp_path):
         assert s.count() == 600
         assert s._db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert s.get_many("t", [("q0", "m0")]) == {("q0", "m0"): 0.5}
+
+
+def test_a_failed_or_interrupted_command_keeps_a_new_store_that_holds_scores(tmp_path):
+    """A new store is removed when the command fails before scoring anything; once it holds scores (committed
+    whole) it is kept, so that a Ctrl-C'd or killed scoring run resumes (removing it lost the progress)."""
+    from rankdistill.teachers.store import new_stores_removed_on_error
+
+    empty, scored = tmp_path / "empty.db", tmp_path / "scored.db"
+    with pytest.raises(ValueError), new_stores_removed_on_error(empty):
+        ScoreStore(empty).close()
+        raise ValueError("bad input")
+    assert not any(tmp_path.glob("empty.db*"))
+    with pytest.raises(KeyboardInterrupt), new_stores_removed_on_error(scored):
+        with ScoreStore(scored) as store:
+            store.put("t", [("q1", "d1", 1.0)])
+        raise KeyboardInterrupt
+    with ScoreStore(scored, readonly=True) as store:
+        assert store.count() == 1

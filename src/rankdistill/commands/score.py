@@ -118,10 +118,11 @@ def run(args: argparse.Namespace) -> int:
     gp = read_group_pairs(args.groups, queries, ds.corpus)
     texts = CorpusTexts(queries, ds.corpus)
     use_cache = bool(args.cache) and not isinstance(spec, EnsembleConfig)
-    executor = scoring_executor(args)
+    executor = cache = None
     with new_stores_removed_on_error(args.output, args.cache if use_cache else None):
-        cache = ScoreStore(args.cache) if use_cache else None
         try:
+            executor = scoring_executor(args)
+            cache = ScoreStore(args.cache) if use_cache else None
             with ScoreStore(args.output) as store:
                 if isinstance(spec, EnsembleConfig):
                     reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size,

@@ -512,8 +512,11 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
                              fix="save the config as UTF-8") from None
     except OSError as e:
         raise UserInputError(f"cannot read the config ({e.strerror})", path=p) from None
-    raw = apply_overrides(dict(raw), overrides, p)
+    raw = dict(raw)
     if isinstance(raw.get("executor"), str):  # executor = "ray": the design's short form of [executor] kind
+        raw["executor"] = {"kind": raw["executor"]}
+    raw = apply_overrides(raw, overrides, p)
+    if isinstance(raw.get("executor"), str):  # --set executor='"ray"'
         raw["executor"] = {"kind": raw["executor"]}
     tests = raw.pop("test", None)
     if tests is None:

@@ -10,6 +10,7 @@ CPUs it needs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -100,6 +101,10 @@ class RayExecutor:
 
     name = "ray"
 
+    max_in_flight = 256
+    """Tasks submitted at a time: the rest wait here, so their arguments (chunks of texts when scoring) do not
+    all sit in the object store at once."""
+
     def __init__(self, address: str | None = None, num_gpus: float = 0.0, num_cpus: float = 1.0) -> None:
         import ray
 
@@ -118,18 +123,28 @@ class RayExecutor:
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], on_done: Callable[[int, Any], None] | None = None
             ) -> list[Any]:
         remote = self._ray.remote(num_gpus=self.num_gpus, num_cpus=self.num_cpus, max_retries=0)(fn)
-        refs = [remote.remote(*args) for args in tasks]
-        index = {ref: i for i, ref in enumerate(refs)}
+        index: dict[Any, int] = {}
         results: dict[int, Any] = {}
-        pending = list(refs)
+        pending: list = []
+        queued = iter(enumerate(tasks))
+
+        def submit(n: int) -> None:  # at most max_in_flight tasks' arguments in the object store at once
+            for i, args in itertools.islice(queued, n):
+                ref = remote.remote(*args)
+                index[ref] = i
+                pending.append(ref)
+
+        submit(self.max_in_flight)
         try:
             while pending:
-                ready, pending = self._ray.wait(pending, num_returns=1)
+                ready, rest = self._ray.wait(pending, num_returns=1)
+                pending[:] = rest
                 for ref in ready:
-                    i = index[ref]
+                    i = index.pop(ref)
                     results[i] = self._ray.get(ref)
                     if on_done:
                         on_done(i, results[i])
+                submit(len(ready))
         except BaseException as e:
             for ref in pending:
                 self._ray.cancel(ref, force=True)

@@ -47,7 +47,7 @@ def call_verb(argv: Sequence[str]) -> None:
     The verb's stdout (its human summary) is dropped and, unless the run is verbose (``-v``), its INFO logs
     too: the runner reports one line per stage event instead.
     """
-    from rankdistill.cli import main
+    from rankdistill import cli
 
     argv = [str(a) for a in argv]
     logger.debug("rankdistill %s", " ".join(argv))
@@ -55,14 +55,16 @@ def call_verb(argv: Sequence[str]) -> None:
     saved = root.level
     if saved == logging.INFO:
         root.setLevel(logging.WARNING)
+    cli._depth += 1  # composed, also in an executor's worker: the verb raises its error instead of printing it
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
+            code = cli.main(argv)
     except StageFailed:
         raise
-    except UserInputError as e:  # the verb's own error, raised through (cli.main composes verbs that way)
+    except UserInputError as e:  # the verb's own error, raised through
         raise StageFailed(f"`rankdistill {argv[0]}`: {e}") from None
     finally:
+        cli._depth -= 1
         root.setLevel(saved)
     if code != 0:
         raise StageFailed(f"`rankdistill {argv[0]}` failed with exit code {code}")

@@ -187,6 +187,11 @@ class CrossFitTeacher(Teacher):
             self.close()
             raise
 
+    @property
+    def dtype(self):
+        """The members' dtype (they are loaded alike), so that executor workers score in it too."""
+        return getattr(self.members[0], "dtype", None) if self.members else None
+
     def identity(self) -> dict:
         return {"kind": "crossfit", "combination": COMBINATION,
                 "members": [{**t.identity(), **extra} for t, extra in zip(self.members, self.plan.identity())]}

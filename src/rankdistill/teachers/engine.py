@@ -106,17 +106,18 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
     """
     if store.has_teacher(teacher_id):
         old = store.teacher_info(teacher_id)
-        diff = sorted(k for k in identity if old.get(k) != identity[k] and not _recorded_later(k, old))
+        diff = sorted(k for k in identity if (k in old and not _same(identity[k], old[k]))
+                      or (k not in old and k not in _RECORDED_LATER))
         if diff:
             shown = "; ".join(f"{k}: stored {old.get(k)!r}, now {identity[k]!r}" for k in diff[:3])
             raise UserInputError(
                 f"teacher id {teacher_id!r} in {store.path} holds scores made with other settings ({shown})",
                 fix="use the same settings, or store these scores under another id with --teacher-id")
-        missing = {k: identity[k] for k in identity if _recorded_later(k, old)}
-        if missing:
+        if any(old.get(k) != identity[k] for k in identity):  # only keys an earlier version did not record
             logger.warning("teacher id %r in %s was stored before rankdistill recorded %s; recording the "
-                           "current values, so later changes are caught", teacher_id, store.path, ", ".join(missing))
-            old = {**old, **missing}
+                           "current values, so later changes are caught", teacher_id, store.path,
+                           ", ".join(sorted(_RECORDED_LATER)))
+            old = {**old, **identity}
             store.set_teacher_info(teacher_id, old)
         return old
     store.set_teacher_info(teacher_id, info)
@@ -124,11 +125,19 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
 
 
 _RECORDED_LATER = frozenset({"weights", "dtype"})
-"""Identity keys that stores made by earlier versions lack; such a store is taken as it is and the key added."""
+"""Identity keys that stores made by earlier versions lack (at the top, or in the members of a cross-fitted
+or ensemble teacher); such a store is taken as it is and the keys are added."""
 
 
-def _recorded_later(key: str, old: dict) -> bool:
-    return key in _RECORDED_LATER and key not in old
+def _same(new: object, old: object) -> bool:
+    """Whether an identity value equals the stored one, where the stored one may lack :data:`_RECORDED_LATER`
+    keys at any depth."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return all(_same(v, old[k]) if k in old else k in _RECORDED_LATER for k, v in new.items()) \
+            and set(old) <= set(new)
+    if isinstance(new, list | tuple) and isinstance(old, list | tuple):
+        return len(new) == len(old) and all(_same(a, b) for a, b in zip(new, old))
+    return new == old
 
 
 def _report_bad(teacher_id: str, bad: list[Pair], total_bad: int) -> UserInputError:
@@ -149,6 +158,9 @@ def score_chunk(config: TeacherConfig, queries: Sequence[str], docs: Sequence[st
     preparation and length-sorted batches as in :func:`score_pairs`, so the scores are the same."""
     teacher = _WORKER_TEACHERS.get(config)
     if teacher is None:
+        for other in _WORKER_TEACHERS.values():  # one teacher resident per worker at a time
+            other.close()
+        _WORKER_TEACHERS.clear()
         teacher = _WORKER_TEACHERS[config] = load_teacher(config)
     return teacher.score(list(queries), list(docs), list(query_ids))
 
@@ -214,7 +226,15 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
         bar.update(len(rows))
 
     if executor is not None and chunks:
-        tasks = [(teacher.config, [texts.query(q) for q, _ in c], [texts.doc(d) for _, d in c], [q for q, _ in c])
+        from dataclasses import replace as _replace
+
+        from rankdistill.teachers.runtime import dtype_name
+
+        # workers score in this process's dtype (the one the store records): a CPU head with GPU workers would
+        # otherwise store their bf16 scores as float32 ones
+        dtype = getattr(teacher, "dtype", None)
+        config = teacher.config if dtype is None else _replace(teacher.config, dtype=dtype_name(dtype))
+        tasks = [(config, [texts.query(q) for q, _ in c], [texts.doc(d) for _, d in c], [q for q, _ in c])
                  for c in chunks]
         try:
             executor.map(score_chunk, tasks,

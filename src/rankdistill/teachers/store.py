@@ -279,15 +279,25 @@ def copy_store(src: str | Path, dst: str | Path) -> None:
     shutil.copyfile(src, dst)
 
 
+def _holds_scores(path: Path) -> bool:
+    try:
+        with ScoreStore(path, readonly=True) as store:
+            return store.count() > 0
+    except (sqlite3.Error, UserInputError, OSError):
+        return False
+
+
 @contextlib.contextmanager
 def new_stores_removed_on_error(*paths: str | Path | None) -> Iterator[None]:
-    """Run the block; when it raises, delete the stores among ``paths`` that did not exist before it, so a
-    command that fails leaves no store behind that it created (stores it extended are kept: their rows are
-    whole transactions). Close the stores inside the block."""
+    """Run the block; when it raises (an interrupt too), delete the stores among ``paths`` that did not exist
+    before it and still hold no score, so a command that fails on its input leaves no store behind. A store
+    that holds scores is kept: its rows are whole transactions, and the same command resumes from them (a
+    killed or interrupted scoring run keeps its progress). Close the stores inside the block."""
     fresh = [Path(p) for p in paths if p is not None and not Path(p).exists()]
     try:
         yield
     except BaseException:
         for p in fresh:
-            remove_store(p)
+            if not _holds_scores(p):
+                remove_store(p)
         raise

@@ -108,7 +108,7 @@ def test_a_manifest_is_keyed_on_the_files_it_names(tmp_path):
     assert keyed["referenced"][0][0] == "../a/corpus.jsonl"
     (a / "corpus.jsonl").write_text('{"_id": "d1", "text": "changed"}\n{"_id": "d2", "text": "y"}\n')
     assert dataset_fingerprint(b) != keyed
-    assert dataset_fingerprint("irds:beir/scifact/test") == "irds:beir/scifact/test"
+    assert dataset_fingerprint("irds:beir/scifact/test") == {"irds": "irds:beir/scifact/test", "text": "default_text"}
 
 
 def test_fingerprint_reads_every_file_of_a_large_folder(tmp_path):

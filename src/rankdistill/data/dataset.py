@@ -210,15 +210,17 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
                          fix="give a BEIR folder, a .toml manifest or irds:<id>")
 
 
-def dataset_fingerprint(spec: str | os.PathLike) -> dict | str:
+def dataset_fingerprint(spec: str | os.PathLike) -> dict:
     """What a dataset specifier means for cache keys: the content fingerprint of the folder or file
     (:func:`rankdistill.io.fingerprint`), plus the files a TOML manifest names outside of it, by their path
     relative to the manifest and their content (a manifest file alone would only hash its own text, so two
-    collections with the same manifest would share keys). ``irds:`` ids stand for themselves."""
+    collections with the same manifest would share keys). ``irds:`` ids stand for themselves, with the rule
+    that reads their documents."""
     from rankdistill.io import content_digest, fingerprint
 
     if str(spec).startswith("irds:"):
-        return str(spec)
+        # the id, and how documents without a text field are read (their text changed once: see irds._doc_from)
+        return {"irds": str(spec), "text": "default_text"}
     path = Path(spec)
     out: dict = fingerprint(path)
     manifest = path if path.is_file() else path / "dataset.toml"

@@ -182,6 +182,11 @@ def content_digest(path: Path) -> str:
     return _DIGESTS[key]
 
 
+def value_digest(value: object) -> str:
+    """BLAKE2b (32 hex digits) of a JSON-serialisable value, keys sorted: one short name for a fingerprint."""
+    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
 def fingerprint(path: Path) -> dict:
     """Identity of a dataset or model on disk: the names (``.gz`` dropped) and content digests of its files.
 

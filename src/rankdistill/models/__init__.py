@@ -71,16 +71,10 @@ def weights_digest(name_or_path: str | os.PathLike | None) -> str | None:
 
     Where a model is stored does not take part, what it holds does: a teacher retrained into the same folder
     gets another digest, so a score store refuses to mix its scores with the old ones."""
-    import hashlib
-    import json
-
-    from rankdistill.io import fingerprint
+    from rankdistill.io import fingerprint, value_digest
 
     resolved = Path(resolve_model(name_or_path))
-    if not resolved.is_dir():
-        return None
-    text = json.dumps(fingerprint(resolved), sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return value_digest(fingerprint(resolved)) if resolved.is_dir() else None
 
 
 __all__ = ["DEFAULT_ENCODER", "bundled_model_path", "model_id", "resolve_model", "weights_digest"]

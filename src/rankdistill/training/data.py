@@ -21,7 +21,7 @@ from rankdistill.data.groups import iter_groups
 from rankdistill.errors import UserInputError
 from rankdistill.models.inputs import TokenBatch
 from rankdistill.training.config import TrainConfig
-from rankdistill.training.sampling import SampledGroup, TrainGroup, TrainingPlan, shard
+from rankdistill.training.sampling import SampledGroup, TrainGroup, TrainingPlan, hashed_seed, shard
 from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs, encode_singles
 
 logger = logging.getLogger(__name__)
@@ -103,20 +103,14 @@ def input_digests(config: TrainConfig) -> dict[str, str | None]:
 
     A finished run or a checkpoint made from other contents is then not taken for this run when a file was
     rewritten in place (groups mined again into the same path, a teacher rescored into the same store)."""
-    import hashlib
-    import json
-
     from rankdistill.data.dataset import dataset_fingerprint, resolve_spec
-    from rankdistill.io import content_digest
+    from rankdistill.io import content_digest, value_digest
     from rankdistill.models import weights_digest
-
-    def digest(value: object) -> str:
-        return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).hexdigest()
 
     dc = config.data
     out: dict[str, str | None] = {
         "groups": content_digest(Path(dc.groups)) if Path(dc.groups).is_file() else None,
-        "dataset": digest(dataset_fingerprint(resolve_spec(dc.dataset, dc.data_dir))),
+        "dataset": value_digest(dataset_fingerprint(resolve_spec(dc.dataset, dc.data_dir))),
         "model": weights_digest(config.model.model),
         "scores": None,
     }
@@ -126,7 +120,7 @@ def input_digests(config: TrainConfig) -> dict[str, str | None]:
         with ScoreStore(dc.scores, readonly=True) as store:
             tid = store.resolve_teacher(dc.teacher_id)
             info = {k: v for k, v in store.teacher_info(tid).items() if k != "rankdistill"}
-            out["scores"] = digest({"teacher": tid, "info": info, "count": store.count(tid)})
+            out["scores"] = value_digest({"teacher": tid, "info": info, "count": store.count(tid)})
     return out
 
 
@@ -217,10 +211,9 @@ class TrainBatch:
 
 
 def doc_key(doc_id: str) -> int:
-    """A non-negative 62-bit key of a document id (BLAKE2b), the same in every process."""
-    import hashlib
-
-    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big") >> 2
+    """A non-negative 62-bit key of a document id (:func:`~rankdistill.training.sampling.hashed_seed`), the
+    same in every process."""
+    return hashed_seed(doc_id) >> 2
 
 
 class BatchBuilder:
@@ -228,8 +221,9 @@ class BatchBuilder:
 
     def __init__(self, *, arch: str, template: InputTemplate, query_cache: TokenCache, doc_cache: TokenCache,
                  pad_id: int, teacher: dict[str, dict[str, float]] | None, max_query_length: int,
-                 max_doc_length: int, max_length: int, pad_multiple: int = 8) -> None:
+                 max_doc_length: int, max_length: int, pad_multiple: int = 8, in_batch: bool = False) -> None:
         self.arch = arch
+        self.in_batch = in_batch  # bi-encoder batches carry the document keys in-batch negatives need, then only
         self.template = template
         self.query_cache = query_cache
         self.doc_cache = doc_cache
@@ -256,6 +250,8 @@ class BatchBuilder:
                                self.pad_multiple)
             d = encode_singles(self.template, self.doc_cache, [d for g in groups for d in g.doc_ids],
                                self.max_doc_length, self.pad_id, self.pad_multiple)
+            if not self.in_batch:
+                return TrainBatch(qids, size, teacher, queries=q, docs=d)
             own = [sorted({doc_key(x) for x in (*g.positive_ids, *g.doc_ids)}) for g in groups]
             width = max(len(k) for k in own)
             return TrainBatch(qids, size, teacher, queries=q, docs=d,

@@ -269,7 +269,7 @@ class _Trainer:
                                query_cache=qcache, doc_cache=dcache, pad_id=int(model.tokenizer.pad_token_id or 0),
                                teacher=data.teacher, max_query_length=m.max_query_length,
                                max_doc_length=m.max_doc_length, max_length=m.max_length,
-                               pad_multiple=cfg.runtime.pad_multiple)
+                               pad_multiple=cfg.runtime.pad_multiple, in_batch=cfg.in_batch_negatives)
         plan = TrainingPlan(data.groups, group_size=cfg.data.group_size, groups_per_step=self.budget.groups_per_step,
                             seed=cfg.optim.seed, bucket_steps=cfg.runtime.bucket_steps, length_of=builder.length)
         return self._loop(model, data, plan, builder)

@@ -44,15 +44,21 @@ def padded_tokens(lengths: Sequence[int] | np.ndarray, batches: Sequence[np.ndar
     return total
 
 
+def padded_width(longest: int, multiple_of: int, limit: int | None = None) -> int:
+    """The width a batch whose longest sequence has ``longest`` tokens is padded to: rounded up to a multiple
+    of ``multiple_of`` (tensor cores, fewer shapes), but not past ``limit``, the token limit the sequences were
+    cut to (a model whose position table is no multiple of 8 has no room beyond it), and never below
+    ``longest``."""
+    width = -(-longest // multiple_of) * multiple_of
+    return width if limit is None else max(longest, min(width, limit))
+
+
 def pad_batch(index: np.ndarray, input_ids: Sequence[np.ndarray], token_type_ids: Sequence[np.ndarray] | None,
               pad_id: int, multiple_of: int = 1, limit: int | None = None) -> PaddedBatch:
     """Pad the sequences at ``index`` to the batch's longest (rounded up to ``multiple_of``, but not past
     ``limit``, the token limit the pairs were cut to)."""
     seqs = [input_ids[i] for i in index]
-    longest = max(len(s) for s in seqs)
-    width = -(-longest // multiple_of) * multiple_of
-    if limit is not None:
-        width = max(longest, min(width, limit))
+    width = padded_width(max(len(s) for s in seqs), multiple_of, limit)
     ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
     types = np.zeros((len(seqs), width), dtype=np.int64) if token_type_ids is not None else None

@@ -106,8 +106,7 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
     """
     if store.has_teacher(teacher_id):
         old = store.teacher_info(teacher_id)
-        diff = sorted(k for k in identity if (k in old and not _same(identity[k], old[k]))
-                      or (k not in old and k not in _RECORDED_LATER))
+        diff = sorted(k for k, v in identity.items() if not _entry_matches(k, v, old))
         if diff:
             shown = "; ".join(f"{k}: stored {old.get(k)!r}, now {identity[k]!r}" for k in diff[:3])
             raise UserInputError(
@@ -129,12 +128,17 @@ _RECORDED_LATER = frozenset({"weights", "dtype"})
 or ensemble teacher); such a store is taken as it is and the keys are added."""
 
 
+def _entry_matches(key: str, new: object, old: dict) -> bool:
+    """Whether identity entry ``key: new`` matches the stored dict ``old`` (which may lack it when it is one
+    of :data:`_RECORDED_LATER`)."""
+    return _same(new, old[key]) if key in old else key in _RECORDED_LATER
+
+
 def _same(new: object, old: object) -> bool:
     """Whether an identity value equals the stored one, where the stored one may lack :data:`_RECORDED_LATER`
     keys at any depth."""
     if isinstance(new, dict) and isinstance(old, dict):
-        return all(_same(v, old[k]) if k in old else k in _RECORDED_LATER for k, v in new.items()) \
-            and set(old) <= set(new)
+        return all(_entry_matches(k, v, old) for k, v in new.items()) and set(old) <= set(new)
     if isinstance(new, list | tuple) and isinstance(old, list | tuple):
         return len(new) == len(old) and all(_same(a, b) for a, b in zip(new, old))
     return new == old
@@ -225,35 +229,34 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
             cache.put(tid, rows)
         bar.update(len(rows))
 
-    if executor is not None and chunks:
-        from dataclasses import replace as _replace
+    pool = None
+    try:
+        if executor is not None and chunks:
+            from dataclasses import replace as _replace
 
-        from rankdistill.teachers.runtime import dtype_name
+            from rankdistill.teachers.runtime import dtype_name
 
-        # workers score in this process's dtype (the one the store records): a CPU head with GPU workers would
-        # otherwise store their bf16 scores as float32 ones
-        dtype = getattr(teacher, "dtype", None)
-        config = teacher.config if dtype is None else _replace(teacher.config, dtype=dtype_name(dtype))
-        tasks = [(config, [texts.query(q) for q, _ in c], [texts.doc(d) for _, d in c], [q for q, _ in c])
-                 for c in chunks]
-        try:
+            # workers score in this process's dtype (the one the store records): a CPU head with GPU workers
+            # would otherwise store their bf16 scores as float32 ones
+            dtype = getattr(teacher, "dtype", None)
+            config = teacher.config if dtype is None else _replace(teacher.config, dtype=dtype_name(dtype))
+            tasks = [(config, [texts.query(q) for q, _ in c], [texts.doc(d) for _, d in c], [q for q, _ in c])
+                     for c in chunks]
             executor.map(score_chunk, tasks,
                          on_done=lambda i, scores: keep(chunks[i], np.arange(len(chunks[i])), np.asarray(scores)))
-        finally:
-            bar.close()
-        chunks = []
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankdistill-tokenize")
-    try:
-        future = pool.submit(prepare, chunks[0]) if chunks else None
-        for i, chunk in enumerate(chunks):
-            assert future is not None
-            prepared = future.result()
-            future = pool.submit(prepare, chunks[i + 1]) if i + 1 < len(chunks) else None
-            for index, scores in teacher.run(prepared):
-                keep(chunk, index, scores)
+        elif chunks:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankdistill-tokenize")
+            future = pool.submit(prepare, chunks[0])
+            for i, chunk in enumerate(chunks):
+                prepared = future.result()
+                if i + 1 < len(chunks):
+                    future = pool.submit(prepare, chunks[i + 1])
+                for index, scores in teacher.run(prepared):
+                    keep(chunk, index, scores)
     finally:
         bar.close()
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     report = ScoringReport(tid, len(wanted), cached, scored, time.perf_counter() - start, reused)
     if scored:
         logger.info("teacher %s: scored %d pairs in %.1fs (%.0f pairs/s)", tid, scored, report.seconds,

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from rankdistill.models.inputs import TokenBatch
 from rankdistill.models.tokenize import tokenize_parallel
+from rankdistill.teachers.batching import padded_width
 
 logger = logging.getLogger(__name__)
 
@@ -226,10 +227,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, types: Sequenc
     """Right-pad to the longest sequence (rounded up to ``pad_multiple``, but not past ``limit``, the token
     limit the sequences were cut to: a model whose position table is no multiple of 8 has no room beyond it)
     into a :class:`TokenBatch`."""
-    longest = max(len(s) for s in sequences)
-    if pad_multiple > 1:
-        rounded = -(-longest // pad_multiple) * pad_multiple
-        longest = rounded if limit is None else max(longest, min(rounded, limit))
+    longest = padded_width(max(len(s) for s in sequences), max(1, pad_multiple), limit)
     n = len(sequences)
     ids = np.full((n, longest), pad_id, dtype=np.int64)
     mask = np.zeros((n, longest), dtype=np.int64)

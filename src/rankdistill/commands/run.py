@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.validate_only:
         from rankdistill.experiments.runner import entropy_cells, grid_cells, study_cells
 
-        n, g = len(study_cells(cfg)), len(grid_cells(cfg))
-        entropy = len(set(entropy_cells(cfg)) - set(grid_cells(cfg)))
-        budget = n - g - entropy
+        n, grid = len(study_cells(cfg)), grid_cells(cfg)
+        entropy = len(set(entropy_cells(cfg)) - set(grid))
+        budget = n - len(grid) - entropy
         sys.stdout.write(f"{args.config}: valid; {n} cells ({len(cfg.grid.strategies)} strategies x "
                          f"{len(cfg.grid.losses)} losses x {len(cfg.grid.archs)} archs x {len(cfg.grid.group_sizes)} "
                          f"group sizes x {len(cfg.grid.selections)} selections x {len(cfg.grid.seeds)} seeds"

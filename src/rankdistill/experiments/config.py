@@ -415,8 +415,9 @@ def _validate_values(cfg: StudyConfig, path: Path) -> None:
 
 
 def _validate_tests(cfg: StudyConfig, path: Path, root: str | None) -> None:
-    """Each collection has its split (and the manifest's candidates where a test asks for them), its measures
-    parse, and the comparison's measure is among them (else the report fails after every cell has run)."""
+    """The training and test collections exist (under ``root`` too), each has its split (and the manifest's
+    candidates where a test asks for them), its measures parse, and the comparison's measure is among them
+    (else the report fails after every cell has run)."""
     from rankdistill.data import load_dataset
     from rankdistill.evaluation.measures import default_metrics, parse_metrics
 
@@ -490,6 +491,14 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
     return raw
 
 
+def _short_forms(raw: dict) -> dict:
+    """``executor = "ray"``, the design's short form of ``[executor] kind = "ray"``, as the table (before the
+    overrides, so that ``--set executor.workers=N`` finds a table, and after them for ``--set executor=...``)."""
+    if isinstance(raw.get("executor"), str):
+        raw["executor"] = {"kind": raw["executor"]}
+    return raw
+
+
 def load_config(path: str | os.PathLike, data_dir: str | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     """Read, type-check and validate a study config; paths inside resolve relative to the file.
@@ -512,12 +521,7 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
                              fix="save the config as UTF-8") from None
     except OSError as e:
         raise UserInputError(f"cannot read the config ({e.strerror})", path=p) from None
-    raw = dict(raw)
-    if isinstance(raw.get("executor"), str):  # executor = "ray": the design's short form of [executor] kind
-        raw["executor"] = {"kind": raw["executor"]}
-    raw = apply_overrides(raw, overrides, p)
-    if isinstance(raw.get("executor"), str):  # --set executor='"ray"'
-        raw["executor"] = {"kind": raw["executor"]}
+    raw = _short_forms(apply_overrides(_short_forms(dict(raw)), overrides, p))  # in the file, or set whole
     tests = raw.pop("test", None)
     if tests is None:
         raise UserInputError("missing [[test]] tables", path=p, fix="add at least one test collection")
@@ -534,8 +538,6 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
 
 def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
     """Everything that can be checked before running: choices, combinations, files."""
-    from rankdistill.data.dataset import resolve_spec
-
     g = cfg.grid
     _check_choice(g.strategies, STRATEGIES, "grid.strategies", path)
     _check_choice(g.losses, LOSSES, "grid.losses", path)
@@ -610,19 +612,15 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
     root = data_dir or cfg.data_dir
     if cfg.data_dir and not data_dir:
         root = str((path.parent / cfg.data_dir).resolve())
-    if not (cfg.train.dataset.startswith("irds:")):
-        resolve_spec(_rel(cfg.train.dataset, path), root)
     for i, t in enumerate(cfg.tests):
         _check_choice(t.mode, ("rerank", "retrieve"), f"test[{i}].mode", path)
         if t.mode == "retrieve" and "cross" in g.archs:
             pass  # cross-encoders are evaluated by re-ranking; the runner skips retrieve for them
-        if not t.dataset.startswith("irds:"):
-            resolve_spec(_rel(t.dataset, path), root)
         if t.candidates not in ("bm25", "dataset") and not (path.parent / t.candidates).is_file():
             raise UserInputError(f"'test[{i}].candidates' file not found: {t.candidates}", path=path,
                                  fix="give bm25, dataset or a TREC run path relative to the config")
-    _validate_values(cfg, path)
     _validate_tests(cfg, path, root)
+    _validate_values(cfg, path)
 
 
 def _validate_entropy_study(cfg: StudyConfig, has_teacher: bool, path: Path) -> None:

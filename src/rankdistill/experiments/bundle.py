@@ -135,6 +135,12 @@ def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
     return counts
 
 
+def _artifact_of(name: str) -> str | None:
+    """``artifacts/<stage>/<hash>`` for a member inside an artifact, ``None`` for the study's own files."""
+    parts = Path(name).parts
+    return "/".join(parts[:3]) if parts[0] == "artifacts" and len(parts) >= 4 else None
+
+
 def _read_checked(src: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
     """Open bundle ``src`` and read it through (every member's bytes), so that a truncated or corrupt archive is
     refused before anything is written; check its members against :data:`INDEX` when it has one (bundles
@@ -160,9 +166,8 @@ def _read_checked(src: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
         tar.close()
         raise UserInputError(f"the bundle holds {len(content)} of the {len(index)} files its index lists, or other "
                              "ones", path=src, fix=fix)
-    groups = {"/".join(Path(m.name).parts[:3]) for m in content
-              if Path(m.name).parts[0] == "artifacts" and len(Path(m.name).parts) >= 4}
-    whole = {"/".join(Path(m.name).parts[:3]) for m in content if Path(m.name).parts[3:] == ("manifest.json",)}
+    groups = {a for m in content if (a := _artifact_of(m.name)) is not None}
+    whole = {a for m in content if (a := _artifact_of(m.name)) is not None and m.name == f"{a}/manifest.json"}
     if groups - whole:
         tar.close()
         raise UserInputError(f"the bundle is incomplete: {len(groups - whole)} artifact(s) have no manifest.json, "
@@ -186,8 +191,9 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
             parts = Path(m.name).parts
             if m.name.startswith("/") or ".." in parts:
                 raise UserInputError(f"unsafe member name {m.name!r}", path=src, fix="re-create the bundle")
-            if parts[0] == "artifacts" and len(parts) >= 4:
-                by_artifact.setdefault("/".join(parts[:3]), []).append(m)
+            artifact = _artifact_of(m.name)
+            if artifact is not None:
+                by_artifact.setdefault(artifact, []).append(m)
             else:
                 top.append(m)
         root.mkdir(parents=True, exist_ok=True)

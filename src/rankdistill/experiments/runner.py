@@ -780,7 +780,8 @@ class Study:
         start = time.perf_counter()
         (self.output / "config.resolved.json").write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str))
         e = self.cfg.executor
-        # Ray is started (or joined) once, before the stages whose teacher scoring fans out over it too
+        # Ray is started (or joined) once, before the stages whose teacher scoring fans out over it too; the
+        # other executors start when the cells do
         executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers) \
             if e.kind == "ray" else None
         try:
@@ -793,22 +794,19 @@ class Study:
             refs = self.reference_runs(candidates)
             cells = self.cells()
             jobs = [self.cell_job(c, groups, scores, candidates) for c in cells]
-        except BaseException:
-            if executor is not None:
-                executor.close()
-            raise
-        if executor is None:
-            executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers)
-        p = Progress("train+evaluate", len(jobs))
-        # seed-major order: every cell's first seed finishes before any second seed starts, so a run cut short
-        # leaves whole seeds that a run with fewer seeds reports from the cache; budget-study cells come last
-        seeds = sorted({c.seed for c in cells})
-        order = sorted(range(len(jobs)), key=lambda i: (cells[i].budget != 0, seeds.index(cells[i].seed), i))
-        try:
+            if executor is None:
+                executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers)
+            p = Progress("train+evaluate", len(jobs))
+            # seed-major order: every cell's first seed finishes before any second seed starts, so a run cut
+            # short leaves whole seeds that a run with fewer seeds reports from the cache; budget-study cells
+            # come last
+            seeds = sorted({c.seed for c in cells})
+            order = sorted(range(len(jobs)), key=lambda i: (cells[i].budget != 0, seeds.index(cells[i].seed), i))
             done = executor.map(run_cell, [(jobs[i],) for i in order],
                                 on_done=lambda k, r: p.step(cells[order[k]].label, r["train_reused"]))
         finally:
-            executor.close()
+            if executor is not None:
+                executor.close()
         results = [r for _, r in sorted(zip(order, done), key=lambda pair: pair[0])]
         cell_arts = []
         for cell, res in zip(cells, results):

@@ -139,3 +139,112 @@ def test_a_verb_composed_in_a_worker_process_fails_in_one_line(tmp_path):
     finally:
         pool.close()
     assert str(e.value).startswith("`rankdistill evaluate`: dataset ") and "not found" in str(e.value)
+
+
+def _tiny_dataset(tmp_path):
+    (tmp_path / "c.tsv").write_text("d1\tapple pie\nd2\tbanana bread\n", encoding="utf-8")
+    (tmp_path / "q.tsv").write_text("q1\tapple\n", encoding="utf-8")
+    (tmp_path / "r.txt").write_text("q1 0 d1 1\n", encoding="utf-8")
+    (tmp_path / "run.trec").write_text("q1 Q0 d1 1 2.0 x\n", encoding="utf-8")
+    (tmp_path / "g.jsonl").write_text('{"query_id": "q1", "positive_ids": ["d1"], "negative_ids": ["d2"]}\n',
+                                      encoding="utf-8")
+    (tmp_path / "s.db").write_bytes(b"not read")
+    (tmp_path / "model").mkdir()
+    manifest = tmp_path / "d.toml"
+    manifest.write_text('name = "tiny"\ncorpus = "c.tsv"\n[splits.s]\nqueries = "q.tsv"\nqrels = "r.txt"\n',
+                        encoding="utf-8")
+    return manifest
+
+
+@pytest.mark.parametrize(("argv", "output", "named"), [
+    ("retrieve --dataset {m} --split s --output {d}/r.txt", "r.txt", "--output is also --dataset"),
+    ("retrieve --dataset {m} --split s --output {d}/d.toml", "d.toml", "--output is also --dataset"),
+    ("evaluate --dataset {m} --split s --run {d}/run.trec --per-query {d}/run.trec", "run.trec",
+     "--per-query is also --run"),
+    ("mine --dataset {m} --split s --strategy random --group-size 2 --output {d}/q.tsv", "q.tsv",
+     "--output is also --dataset"),
+    ("score --dataset {m} --groups {d}/g.jsonl --teacher {d}/model --cache {d}/s.db --output {d}/s.db", "s.db",
+     "--output is also --cache"),
+    ("train --dataset {m} --groups {d}/g.jsonl --arch bi --loss lce --budget-docs 8 --model {d}/model "
+     "--output {d}/model", "model", "--output is also --model"),
+    ("rerank --dataset {m} --split s --model {d}/model --candidates {d}/run.trec --output {d}/run.trec", "run.trec",
+     "--output is also --candidates"),
+    ("diagnose --dataset {m} --groups {d}/g.jsonl --scores {d}/s.db --output {d}/g.jsonl", "g.jsonl",
+     "--output is also --groups"),
+    ("select --groups {d}/g.jsonl --stats {d}/s.db --rule keep_above_median --output {d}/g.jsonl", "g.jsonl",
+     "--output is also --groups"),
+    ("convert to-paper --groups {d}/g.jsonl --output {d}/g.jsonl", "g.jsonl", "--output is also --groups"),
+    ("compare --per-query {d}/run.trec {d}/q.tsv --metric nDCG@10 --table-md {d}/run.trec", "run.trec",
+     "--table-md is also --per-query"),
+])
+def test_no_verb_writes_over_its_own_input(tmp_path, capsys, argv, output, named):
+    """An output that is one of the verb's inputs (or a file of its dataset) is refused in one line, exit 2,
+    before any work, and the input keeps its bytes."""
+    manifest = _tiny_dataset(tmp_path)
+    args = argv.format(m=manifest, d=tmp_path).split()
+    target = tmp_path / output
+    before = sorted(p.name for p in target.iterdir()) if target.is_dir() else target.read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and f"give {named.split()[0]} another path" in err[0], err
+    after = sorted(p.name for p in target.iterdir()) if target.is_dir() else target.read_bytes()
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no probe or temporary file left
+
+
+def test_two_outputs_of_one_verb_may_not_be_one_file(tmp_path, capsys):
+    manifest = _tiny_dataset(tmp_path)
+    assert main(["compare", "--per-query", str(tmp_path / "run.trec"), "--metric", "nDCG@10", "--table-md",
+                 str(tmp_path / "t.md"), "--output", str(tmp_path / "t.md")]) == 2
+    assert "--output is also --table-md" in capsys.readouterr().err
+    assert manifest.is_file() and not (tmp_path / "t.md").exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A folder that takes no new files (read-only, or a special file system; permissions do not tell for
+    root) is found by trying, before the verb runs; an output below a file, or a train output that is a file,
+    likewise."""
+    import tempfile
+
+    from rankdistill.commands import retrieve, train
+
+    def no_work(args):
+        raise AssertionError("the verb ran before its outputs were checked")
+
+    monkeypatch.setattr(retrieve, "run", no_work)
+    monkeypatch.setattr(train, "run", no_work)
+    manifest = _tiny_dataset(tmp_path)
+    real = tempfile.mkstemp
+
+    def refuse(*a, dir=None, **k):
+        if str(dir) == str(tmp_path / "ro"):
+            raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **k)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    cases = [
+        (["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(tmp_path / "ro" / "a" / "r.trec")],
+         f"{tmp_path / 'ro' / 'a' / 'r.trec'}: --output cannot be written: {tmp_path / 'ro'} does not take new "
+         "files (Permission denied) (give a path in a writable folder)"),
+        (["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(tmp_path / "run.trec" / "r")],
+         f"--output cannot be created: {tmp_path / 'run.trec'} is not a directory"),
+        (["train", "--dataset", str(manifest), "--groups", str(tmp_path / "g.jsonl"), "--arch", "bi", "--loss", "lce",
+          "--budget-docs", "8", "--output", str(tmp_path / "q.tsv")], "--output is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_bm25_parameters_outside_their_meaning_are_refused(tmp_path, capsys):
+    manifest = _tiny_dataset(tmp_path)
+    for flag, value, message in (("--k1", "-1", "BM25 --k1 must be 0 or more, got -1.0"),
+                                 ("--b", "5", "BM25 --b must be between 0 and 1, got 5.0")):
+        assert main(["retrieve", "--dataset", str(manifest), "--split", "s", flag, value,
+                     "--output", str(tmp_path / "x.trec")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "x.trec").exists()

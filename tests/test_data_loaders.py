@@ -293,7 +293,7 @@ def test_retrieve_refuses_a_directory_output_before_any_work(tmp_path, capsys, m
     (tmp_path / "out").mkdir()
     assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(tmp_path / "out")]) == 2
     assert _last_error_line(capsys).endswith(
-        f"{tmp_path / 'out'}: --output is a directory (give a file name such as run.trec)")
+        f"{tmp_path / 'out'}: --output is a directory (give a file name)")
     assert list((tmp_path / "out").iterdir()) == []
     bad = tmp_path / "c.tsv" / "run.trec"
     assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(bad)]) == 2

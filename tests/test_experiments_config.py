@@ -117,6 +117,15 @@ def test_overrides_change_values_before_validation(tmp_path, shared_data):
         load_config(p, overrides=["student.lr"])
     with pytest.raises(UserInputError, match=r"unknown key 'student\.lrr'"):
         load_config(p, overrides=["student.lrr=1"])
+    # an override is named where its value is refused (the file had a good one), and a value meant as an
+    # array, table or quoted string that does not parse is refused rather than taken as a string
+    with pytest.raises(UserInputError, match=r"'student\.budget_docs' must be .*, as given by --set "
+                                             r"student\.budget_docs=-1$"):
+        load_config(p, overrides=["student.budget_docs=-1"])
+    for bad in ("grid.seeds=[0", "student.pooling='cls", "student.x={a = 1"):
+        with pytest.raises(UserInputError, match=r"is not a TOML value .*close the brackets or quotes"):
+            load_config(p, overrides=[bad])
+    assert load_config(p, overrides=["student.pooling=cls"]).student.pooling == "cls"  # a bare word: a string
 
 
 def test_entropy_study_is_validated(tmp_path, shared_data):
@@ -211,6 +220,8 @@ def test_an_ensemble_that_cannot_fill_its_pools_is_warned_about(tmp_path, shared
     ("train.split='dev'", "'train.split' 'dev' is not a split of"),
     ("test.sf.candidates='dataset'", "'test[0].candidates' is 'dataset' but split 'test' of"),
     ("teacher.train=none", "'teacher.train' has"),
+    ("first_stage.k1=-0.5", "BM25 'first_stage.k1' must be 0 or more, got -0.5"),
+    ("first_stage.b=1.5", "BM25 'first_stage.b' must be between 0 and 1, got 1.5"),
 ])
 def test_what_a_run_would_meet_late_is_refused_up_front(tmp_path, shared_data, override, message):
     """Each of these validated, then failed after the teacher, mining or every cell had run (some with a
@@ -237,7 +248,7 @@ def test_run_refuses_a_config_it_cannot_read_and_an_output_that_is_a_file(tmp_pa
     assert "the config is a directory" in capsys.readouterr().err
     assert main(["run", str(EXAMPLES / "paper.toml"), "--validate-only", "--output", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "--output is a file, not a study folder" in err and err.count("\n") == 1
+    assert "--output is a file, not a folder" in err and err.count("\n") == 1
 
 
 def test_executor_short_form(tmp_path, shared_data):

@@ -46,7 +46,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="rankdistill", description=__doc__.splitlines()[0])
+    parser = _ArgumentParser(prog="rankdistill", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action="version", version=f"rankdistill {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(args.verbose, args.quiet)
     _depth += 1
     try:
+        from rankdistill.commands.common import check_outputs
+
+        check_outputs(args)
         return int(args.func(args) or 0)
     except UserInputError as e:
         if _depth > 1:  # composed by another verb: it reports the error as its own, in one line

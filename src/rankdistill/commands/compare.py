@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from rankdistill.commands.common import declare_outputs
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write
 from rankdistill.stats.compare import ComparisonConfig, check_degenerate, compare_systems
@@ -74,6 +75,7 @@ def register(sub) -> None:
     p.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text table")
     p.set_defaults(func=run)
+    declare_outputs(p, table_md="file", table_latex="file", plot_dir="folder", output="file")
 
 
 def _config(args: argparse.Namespace, metric: str) -> ComparisonConfig:

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from rankdistill.commands.common import add_dataset_args
+from rankdistill.commands.common import add_dataset_args, declare_outputs
 from rankdistill.diagnostics.job import DiagnoseConfig, run_diagnose
 from rankdistill.diagnostics.locality import METRICS
 from rankdistill.errors import UserInputError
@@ -54,6 +54,7 @@ def register(sub) -> None:
                    help="other strategies' diagnose outputs to draw beside this one")
     p.add_argument("--name", default=None, help="this strategy's name in plots (default: the groups' strategy)")
     p.set_defaults(func=run)
+    declare_outputs(p, output="file", plot_dir="folder")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from rankdistill.commands.common import add_dataset_args, open_dataset
+from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
 from rankdistill.data.runs import read_run
 from rankdistill.evaluation import default_metrics, evaluate_run, write_per_query
 
@@ -27,6 +27,7 @@ def register(sub) -> None:
                    help="also write query_id<TAB>measure<TAB>value rows")
     p.add_argument("--json", action="store_true", help="print one JSON object of means on stdout")
     p.set_defaults(func=run)
+    declare_outputs(p, per_query="file")
 
 
 def run(args: argparse.Namespace) -> int:

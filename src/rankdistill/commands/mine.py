@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from rankdistill import __version__
-from rankdistill.commands.common import add_dataset_args, open_dataset
+from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
 from rankdistill.commands.score import add_teacher_args, scoring_executor, teacher_spec
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write
@@ -89,6 +89,7 @@ def register(sub) -> None:
                         "pass it to `rankdistill score --output` to reuse them)")
     p.add_argument("--output", required=True, metavar="GROUPS", help="groups JSONL file to write")
     p.set_defaults(func=run)
+    declare_outputs(p, output="file")
 
 
 def mining_config(args: argparse.Namespace):

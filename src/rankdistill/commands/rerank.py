@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from rankdistill.commands.common import add_dataset_args, open_dataset
+from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
 from rankdistill.data.runs import read_run, write_run
 from rankdistill.errors import UserInputError
 
@@ -31,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--tag", default=None, help="run tag (default: the model folder's name)")
     p.set_defaults(func=run)
+    declare_outputs(p, output="file")
 
 
 def run(args: argparse.Namespace) -> int:

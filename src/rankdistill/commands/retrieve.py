@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from pathlib import Path
 
-from rankdistill.commands.common import add_dataset_args, open_dataset
+from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
 from rankdistill.data.runs import write_run
 from rankdistill.errors import UserInputError
 
@@ -33,26 +32,13 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, metavar="RUN", help="TREC run file to write")
     p.add_argument("--tag", default=None, help="run tag (default: the retriever name)")
     p.set_defaults(func=run)
-
-
-def check_output(path: str | Path) -> None:
-    """Refuse an ``--output`` that cannot become a file (a directory, or below a file) before any work."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserInputError("--output is a directory", path=p, fix="give a file name such as run.trec")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserInputError(f"--output cannot be created: {parent} is not a directory", path=p,
-                                     fix="give a path inside a directory")
-            break
+    declare_outputs(p, output="file")
 
 
 def run(args: argparse.Namespace) -> int:
     """Retrieve the top ``--k`` documents of every query of the split and write them as a TREC run."""
     if args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
-    check_output(args.output)
     ds = open_dataset(args)
     queries = ds.queries(args.split)
     if not queries:

@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from rankdistill.commands.common import check_writable, declare_outputs
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,6 +32,7 @@ def register(sub) -> None:
                         "--set 'grid.seeds=[0]' --set test.scifact.depth=20")
     p.add_argument("--validate-only", action="store_true", help="check the config and exit")
     p.set_defaults(func=run)
+    declare_outputs(p, output="dir")
 
 
 def _terminate(signum, frame) -> None:
@@ -52,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
                                  workers=args.workers or cfg.executor.workers)
         cfg = dataclasses.replace(cfg, executor=ex)
     output = Path(args.output) if args.output else Path("runs") / cfg.name
-    if output.exists() and not output.is_dir():
-        raise UserInputError("--output is a file, not a study folder", path=output,
-                             fix="give a new or existing folder")
+    if args.output is None:  # a given --output was checked with the other verbs' outputs
+        check_writable(output, "the default --output (runs/<config name>)", "dir")
     if args.validate_only:
         from rankdistill.experiments.runner import entropy_cells, grid_cells, study_cells
 

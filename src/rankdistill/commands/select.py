@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rankdistill.commands.common import declare_outputs
 from rankdistill.diagnostics.selections import SELECTIONS, default_column, get_selection, select_groups
 
 
@@ -30,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--hi", type=float, default=None, help="upper quantile for keep_quantile_band")
     p.add_argument("--output", required=True, metavar="JSONL", help="filtered groups file")
     p.set_defaults(func=run)
+    declare_outputs(p, output="file")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from rankdistill.commands.common import add_dataset_args
+from rankdistill.commands.common import add_dataset_args, declare_outputs
 from rankdistill.losses import LOSSES, MARGIN_PAIRS, RANKNET_TARGETS, RANKNET_TIES
 from rankdistill.models import DEFAULT_ENCODER
 
@@ -88,6 +88,7 @@ def register(sub) -> None:
                    help="length bucketing window in steps, 1 = off (default 16)")
     r.add_argument("--overwrite", action="store_true", help="discard a finished run or checkpoints in --output")
     p.set_defaults(func=run)
+    declare_outputs(p, output="dir")
 
 
 def _abs(path: str | None) -> str | None:

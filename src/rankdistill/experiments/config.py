@@ -376,6 +376,7 @@ def _validate_values(cfg: StudyConfig, path: Path) -> None:
     the teacher, mining or every cell), checked before anything runs."""
     from rankdistill.diagnostics.locality import METRICS
     from rankdistill.models import resolve_model
+    from rankdistill.retrieval.bm25 import check_bm25_parameters
 
     for key, get, bound in _POSITIVE:
         if not get(cfg) > bound:
@@ -394,6 +395,7 @@ def _validate_values(cfg: StudyConfig, path: Path) -> None:
             if not value > bound:
                 raise UserInputError(f"'teacher.train.{key}' must be greater than {bound:g}, got {value!r}",
                                      path=path)
+    check_bm25_parameters(cfg.first_stage.k1, cfg.first_stage.b, ("'first_stage.k1'", "'first_stage.b'"), path)
     _check_choice(cfg.diagnostics.metric, METRICS, "diagnostics.metric", path)
     if not 0 < cfg.diagnostics.alpha <= 1:
         raise UserInputError(f"'diagnostics.alpha' is a quantile in (0, 1], got {cfg.diagnostics.alpha!r}", path=path)
@@ -470,8 +472,11 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
             continue
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text.strip()
+        except tomllib.TOMLDecodeError as e:
+            if text.strip()[:1] in ('[', '{', '"', "'"):  # meant as an array, table or quoted string
+                raise UserInputError(f"override {item!r}: {text.strip()!r} is not a TOML value ({e})",
+                                     fix="close the brackets or quotes, e.g. --set 'grid.seeds=[0, 1]'") from None
+            value = text.strip()  # a bare word: a string
         parts = key.split(".")
         node: Any = raw
         if parts[0] == "test":
@@ -530,10 +535,23 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
     raw["tests"] = tests
     if "name" not in raw:
         raw["name"] = p.stem
-    cfg: StudyConfig = _build(StudyConfig, raw, "", p)
-    cfg = dataclasses.replace(cfg, source=str(p.resolve()), overrides=tuple(overrides))
-    validate(cfg, p, data_dir)
+    try:
+        cfg: StudyConfig = _build(StudyConfig, raw, "", p)
+        cfg = dataclasses.replace(cfg, source=str(p.resolve()), overrides=tuple(overrides))
+        validate(cfg, p, data_dir)
+    except UserInputError as e:
+        raise _blame_override(e, overrides) from None
     return cfg
+
+
+def _blame_override(error: UserInputError, overrides: list[str] | tuple[str, ...]) -> UserInputError:
+    """``error`` saying which ``--set`` gave the value it is about (its message names the key), if one did."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key and f"'{key}" in error.message:
+            return UserInputError(f"{error.message}, as given by --set {item}", path=error.path, line=error.line,
+                                  fix=error.fix)
+    return error
 
 
 def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:

@@ -36,6 +36,21 @@ class BM25Config:
     stemmer: str | None = "english"
     stopwords: str | None = "en"
 
+    def __post_init__(self) -> None:
+        check_bm25_parameters(self.k1, self.b)
+
+
+def check_bm25_parameters(k1: float, b: float, names: tuple[str, str] = ("--k1", "--b"), path=None) -> None:
+    """Refuse BM25 parameters outside their meaning: ``k1 >= 0`` (term-frequency saturation) and ``0 <= b <= 1``
+    (the share of document-length normalisation; Robertson & Zaragoza 2009)."""
+    from rankdistill.errors import UserInputError
+
+    if not k1 >= 0:
+        raise UserInputError(f"BM25 {names[0]} must be 0 or more, got {k1!r}", path=path, fix="the usual value is 1.2")
+    if not 0 <= b <= 1:
+        raise UserInputError(f"BM25 {names[1]} must be between 0 and 1, got {b!r}", path=path,
+                             fix="the usual value is 0.75")
+
 
 def _stemmer(name: str | None):
     if not name:

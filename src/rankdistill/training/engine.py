@@ -145,6 +145,8 @@ def _check_output(config: TrainConfig, ctx: DistContext, inputs: dict) -> dict |
     """A finished run's summary when it can be reused; clears or refuses a folder of other settings or inputs
     (``inputs``: :func:`~rankdistill.training.data.input_digests`)."""
     out = Path(config.runtime.output)
+    if out.exists() and not out.is_dir():
+        raise UserInputError("the output is a file, not a folder", path=out, fix="give a new or existing folder")
     done = out / SUMMARY_FILE
     if config.runtime.overwrite:
         if ctx.is_main:

@@ -124,3 +124,19 @@ def test_mine_rejects_an_unknown_strategy(tmp_path, cranfield_dir, capsys):
               "--output", str(tmp_path / "g.jsonl")])
     assert e.value.code == 2
     assert "invalid choice: 'colbert'" in capsys.readouterr().err
+
+
+def test_a_mistyped_teacher_name_fails_before_the_mining(tmp_path, cranfield_dir, capsys, monkeypatch):
+    """A bare name that is no local folder goes to the Hugging Face hub (offline: its cache), which is asked
+    for the model's config before mining, not after it, when the candidates come to be scored."""
+    from rankdistill.mining import miner
+
+    def no_mining(self):
+        raise AssertionError("mined before the teacher was checked")
+
+    monkeypatch.setattr(miner.Miner, "run", no_mining)
+    assert main(["mine", "--dataset", str(cranfield_dir), "--strategy", "bm25", "--group-size", "4", "--fn-margin",
+                 "1", "--teacher", "nosuchteacher", "--output", str(tmp_path / "g.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot load model 'nosuchteacher'" in err[0], err
+    assert list(tmp_path.iterdir()) == []

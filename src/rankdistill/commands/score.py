@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
-from rankdistill.commands.common import add_dataset_args, open_dataset
+from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
 from rankdistill.errors import UserInputError
 from rankdistill.teachers.options import DTYPE_CHOICES, SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
 
@@ -84,6 +85,13 @@ def teacher_spec(args: argparse.Namespace):
                              device=args.device, dtype=args.dtype, allow_untrained_head=args.allow_untrained_head)
 
     models = list(dict.fromkeys(args.teacher))
+    for model in models:  # a mistyped name fails here, not after the mining that comes before its scores
+        from rankdistill.models import resolve_model
+        from rankdistill.teachers.models import read_model_config
+
+        resolved = resolve_model(model)  # a local folder is checked here; a hub name by fetching its config
+        if not Path(resolved).is_dir():
+            read_model_config(resolved)
     if len(models) == 1:
         return config(models[0], args.teacher_id)
     return EnsembleConfig(tuple(config(m, None) for m in models), teacher_id=args.teacher_id)
@@ -104,6 +112,7 @@ def register(sub) -> None:
     p.add_argument("--export-json-gz", default=None, metavar="FILE",
                    help="also write them in the paper's format ({qid: {docid: score}}, gzipped JSON)")
     p.set_defaults(func=run)
+    declare_outputs(p, output="file", export_run="file", export_json_gz="file")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -134,7 +134,7 @@ class Teacher(abc.ABC):
         gc.collect()
 
 
-def _read_hf_config(path: str) -> Any:
+def read_model_config(path: str) -> Any:
     from transformers import AutoConfig
 
     try:
@@ -154,7 +154,7 @@ def detect_kind(model: str) -> str:
     """``cross`` when the config names a ``*ForSequenceClassification`` architecture, ``bi`` for a
     sentence-transformers directory without one; otherwise the model is not a ranking model."""
     path = resolve_model(model)
-    cfg = _read_hf_config(path)
+    cfg = read_model_config(path)
     archs = list(getattr(cfg, "architectures", None) or [])
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return "cross"
@@ -198,7 +198,7 @@ class CrossEncoderTeacher(Teacher):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.path = resolve_model(config.model)
-        cfg = _read_hf_config(self.path)
+        cfg = read_model_config(self.path)
         archs = list(getattr(cfg, "architectures", None) or [])
         has_head = any(a.endswith("ForSequenceClassification") for a in archs)
         if not has_head and not config.allow_untrained_head:

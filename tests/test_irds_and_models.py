@@ -41,6 +41,24 @@ def test_irds_dataset_with_splits(local_irds):
         one.qrels("dev")
 
 
+def test_irds_files_that_cannot_be_fetched_are_one_line_of_bad_input(local_irds, tmp_path, capsys):
+    """ir_datasets fetches a dataset's files on first use; without the network (or, here, with the files gone)
+    its errors are OSErrors (requests' too), reported as one line naming the dataset and what to do, exit 2."""
+    from rankdistill.cli import main
+
+    ds = load_dataset(f"irds:{local_irds}")
+    for name in ("docs.tsv", "queries.tsv", "qrels.txt"):
+        (tmp_path / name).unlink()
+    for read in (lambda: ds.qrels("test"), lambda: ds.queries("test"), lambda: len(ds.corpus),
+                 lambda: list(ds.corpus.iter_docs())):
+        with pytest.raises(UserInputError, match=f"ir_datasets could not fetch the files of '{local_irds}.*'"):
+            read()
+    assert main(["data", "info", f"irds:{local_irds}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rankdistill data: error: ir_datasets could not fetch the files of")
+    assert "Traceback" not in "\n".join(err)
+
+
 def test_irds_unknown_id():
     with pytest.raises(UserInputError, match="ir_datasets has no dataset"):
         load_dataset("irds:no/such/dataset-xyz")

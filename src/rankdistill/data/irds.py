@@ -7,6 +7,7 @@ docstore (lazy, indexed), so MS MARCO-sized corpora are never loaded whole.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from functools import cached_property
@@ -17,6 +18,21 @@ from rankdistill.data.runs import Run
 from rankdistill.errors import UserInputError
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def fetching(ident: str) -> Iterator[None]:
+    """Turn ir_datasets' failure to fetch a dataset's files (it downloads them on first use; requests' errors
+    are ``OSError``s) into one :class:`UserInputError` line."""
+    try:
+        yield
+    except OSError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise UserInputError(f"ir_datasets could not fetch the files of {ident!r} ({first})",
+                             fix="connect to the network for its first use, put its files under ~/.ir_datasets "
+                                 "(see ir-datasets.com), or give a local copy (BEIR folder or .toml manifest)"
+                             ) from None
 
 
 def _doc_from(record) -> Doc:
@@ -41,26 +57,30 @@ def _doc_from(record) -> Doc:
 class IrdsDocStore:
     """The :class:`~rankdistill.data.docstore.DocStore` interface over an ir_datasets docstore."""
 
-    def __init__(self, dataset) -> None:
+    def __init__(self, dataset, ident: str) -> None:
         self._ds = dataset
-        self._store = dataset.docs_store()
+        self._ident = ident
+        with fetching(ident):
+            self._store = dataset.docs_store()
 
     def __len__(self) -> int:
-        count = self._ds.docs_count()
+        with fetching(self._ident):
+            count = self._ds.docs_count()
         if count is None:  # some ir_datasets entries (local TSVs) do not know their size
             count = self._count
         return int(count)
 
     @cached_property
     def _count(self) -> int:
-        return sum(1 for _ in self._ds.docs_iter())
+        return sum(1 for _ in self.iter_docs())
 
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self.get(doc_id) is not None
 
     def __getitem__(self, doc_id: str) -> Doc:
         try:
-            return _doc_from(self._store.get(doc_id))
+            with fetching(self._ident):
+                return _doc_from(self._store.get(doc_id))
         except KeyError:
             raise KeyError(doc_id) from None
 
@@ -74,15 +94,17 @@ class IrdsDocStore:
         return self[doc_id].full_text
 
     def ids(self) -> list[str]:
-        return [str(d.doc_id) for d in self._ds.docs_iter()]
+        return list(self)
 
     def iter_docs(self) -> Iterator[Doc]:
-        for record in self._ds.docs_iter():
-            yield _doc_from(record)
+        with fetching(self._ident):
+            for record in self._ds.docs_iter():
+                yield _doc_from(record)
 
     def __iter__(self) -> Iterator[str]:
-        for record in self._ds.docs_iter():
-            yield str(record.doc_id)
+        with fetching(self._ident):
+            for record in self._ds.docs_iter():
+                yield str(record.doc_id)
 
     @cached_property
     def mean_doc_length(self) -> float:
@@ -120,14 +142,15 @@ class IrdsDataset(Dataset):
         if not ds.has_docs():
             first = next(iter(self._split_ids.values()))
             ds = ir_datasets.load(first)
-        return IrdsDocStore(ds)
+        return IrdsDocStore(ds, self.name)
 
     def qrels(self, split: str) -> Qrels:
         key = ("qrels", split)
         if key not in self._cache:
             out: Qrels = {}
-            for q in self._irds(split).qrels_iter():
-                out.setdefault(str(q.query_id), {})[str(q.doc_id)] = int(q.relevance)
+            with fetching(self._split_ids.get(split, self.name)):
+                for q in self._irds(split).qrels_iter():
+                    out.setdefault(str(q.query_id), {})[str(q.doc_id)] = int(q.relevance)
             self._cache[key] = out
         return self._cache[key]
 
@@ -135,10 +158,11 @@ class IrdsDataset(Dataset):
         key = ("queries", split)
         if key not in self._cache:
             out = {}
-            for q in self._irds(split).queries_iter():
-                fields = q._asdict()
-                text = fields.get("text") or fields.get("title") or ""
-                out[str(q.query_id)] = str(text)
+            with fetching(self._split_ids.get(split, self.name)):
+                for q in self._irds(split).queries_iter():
+                    fields = q._asdict()
+                    text = fields.get("text") or fields.get("title") or ""
+                    out[str(q.query_id)] = str(text)
             self._cache[key] = out
         return self._cache[key]
 
@@ -150,8 +174,9 @@ class IrdsDataset(Dataset):
         if not ds.has_scoreddocs():
             return None
         run: Run = {}
-        for sd in ds.scoreddocs_iter():
-            run.setdefault(str(sd.query_id), {})[str(sd.doc_id)] = float(sd.score)
+        with fetching(self._split_ids[split]):
+            for sd in ds.scoreddocs_iter():
+                run.setdefault(str(sd.query_id), {})[str(sd.doc_id)] = float(sd.score)
         return run
 
     def rel_threshold(self, split: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 
 import pytest
@@ -128,6 +129,16 @@ def test_config_validation_messages():
         _config(loss=LossConfig("mse")).validate()
     with pytest.raises(UserInputError, match="--group-size must be at least 2"):
         _config(data=DataConfig("d", "g.jsonl", scores="s", group_size=1)).validate()
+    # each optimiser and runtime rule names its own flag and the value given
+    for optim, message in ((OptimConfig(budget_docs=1000, lr=-1.0), "--lr must be positive, got -1.0"),
+                           (OptimConfig(budget_docs=1000, head_lr=-1e-3), "--head-lr must be 0 or more, got -0.001"),
+                           (OptimConfig(budget_docs=1000, warmup_ratio=1.0), "--warmup must be a share of the steps"),
+                           (OptimConfig(budget_docs=1000, grad_accum=0), "--grad-accum must be at least 1, got 0"),
+                           (OptimConfig(budget_docs=1000, max_grad_norm=-1.0), "--max-grad-norm must be 0 or more")):
+        with pytest.raises(UserInputError, match=re.escape(message)):
+            _config(optim=optim).validate()
+    with pytest.raises(UserInputError, match="--keep-checkpoints must be at least 1, got 0"):
+        _config(runtime=RuntimeConfig("out", keep_checkpoints=0)).validate()
 
 
 def test_in_batch_default_and_fingerprint():

@@ -72,7 +72,8 @@ class ScoreStore:
             self._db.execute("SELECT 1 FROM scores LIMIT 1")
         except sqlite3.DatabaseError as e:
             raise UserInputError(f"not a rankdistill score store ({e})", path=self.path,
-                                 fix="give a store written by `rankdistill score`, or a new file name") from None
+                                 fix="give a store written by `rankdistill score`"
+                                 + ("" if readonly else ", or a new file name")) from None
 
     # -- writing -------------------------------------------------------------------------------------
     def set_teacher_info(self, teacher: str, info: dict) -> None:

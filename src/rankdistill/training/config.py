@@ -167,13 +167,20 @@ class TrainConfig:
         o = self.optim
         if o.budget_docs < 1:
             raise UserInputError(f"--budget-docs must be positive, got {o.budget_docs}")
-        if o.batch_size < 1 or o.grad_accum < 1:
-            raise UserInputError("--batch-size and --grad-accum must be at least 1")
-        if not o.lr > 0 or o.weight_decay < 0 or not 0 <= o.warmup_ratio < 1 or o.max_grad_norm < 0:
-            raise UserInputError("need --lr > 0, --weight-decay >= 0, 0 <= --warmup < 1 and --max-grad-norm >= 0")
+        rules = (("--batch-size", o.batch_size, o.batch_size >= 1, "at least 1"),
+                 ("--grad-accum", o.grad_accum, o.grad_accum >= 1, "at least 1"),
+                 ("--lr", o.lr, o.lr > 0, "positive"),
+                 ("--head-lr", o.head_lr, o.head_lr is None or o.head_lr >= 0, "0 or more"),
+                 ("--weight-decay", o.weight_decay, o.weight_decay >= 0, "0 or more"),
+                 ("--warmup", o.warmup_ratio, 0 <= o.warmup_ratio < 1, "a share of the steps in [0, 1)"),
+                 ("--max-grad-norm", o.max_grad_norm, o.max_grad_norm >= 0, "0 or more (0 = no clipping)"),
+                 ("--save-every", self.runtime.save_every, self.runtime.save_every >= 1, "at least 1"),
+                 ("--keep-checkpoints", self.runtime.keep_checkpoints, self.runtime.keep_checkpoints >= 1,
+                  "at least 1"))
+        for flag, value, ok, rule in rules:
+            if not ok:
+                raise UserInputError(f"{flag} must be {rule}, got {value!r}")
         r = self.runtime
-        if r.save_every < 1 or r.keep_checkpoints < 1:
-            raise UserInputError("--save-every and --keep-checkpoints must be at least 1")
         _check_choice(r.bf16, ("auto", "on", "off"), "--bf16")
         if r.workers is not None and r.workers < 0:
             raise UserInputError(f"--workers must be >= 0, got {r.workers}")

@@ -99,6 +99,30 @@ def test_a_teacher_id_made_with_other_settings_is_refused(tmp_path, cranfield, t
             score_pairs(bf16, pairs[:8], texts, store, show_progress=False)
 
 
+def test_the_same_teacher_under_a_new_id_is_pointed_to_its_stored_scores(tmp_path, cranfield, tiny_cross_encoder_dir,
+                                                                         monkeypatch, caplog):
+    """A teacher's id defaults to its path as typed, so ../teacher and /abs/teacher are two ids: the second
+    scores again, and says under which id the same teacher's scores already are (not for another teacher)."""
+    import shutil
+
+    _, texts, pairs = cranfield
+    shutil.copytree(tiny_cross_encoder_dir, tmp_path / "teacher")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    with ScoreStore(tmp_path / "s.db") as store:
+        score_pairs(load_teacher(_config("../teacher")), pairs[:4], texts, store, show_progress=False)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rankdistill.teachers.engine"):
+            score_pairs(load_teacher(_config(tmp_path / "teacher")), pairs[:4], texts, store, show_progress=False)
+        assert (f"teacher id '{tmp_path / 'teacher'}' is new in" in caplog.text
+                and "stored there as '../teacher'" in caplog.text and "--teacher-id ../teacher" in caplog.text)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rankdistill.teachers.engine"):  # other settings: another teacher
+            short = TeacherConfig("../teacher", teacher_id="short", max_length=32, batch_size=8, device="cpu")
+            score_pairs(load_teacher(short), pairs[:4], texts, store, show_progress=False)
+        assert "is new in" not in caplog.text
+
+
 def test_a_teacher_retrained_into_the_same_folder_is_not_served_its_old_scores(tmp_path, cranfield,
                                                                                  tiny_cross_encoder_dir):
     """The store's identity holds a digest of the model's files: the same path with new weights is refused

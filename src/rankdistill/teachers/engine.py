@@ -119,6 +119,12 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
             old = {**old, **identity}
             store.set_teacher_info(teacher_id, old)
         return old
+    twins = [t for t in store.teachers()
+             if all(k in (o := store.teacher_info(t)) and _same(v, o[k]) for k, v in identity.items())]
+    if twins:  # e.g. the same folder given as ../teacher and as /abs/teacher: ids are names, not paths
+        logger.warning("teacher id %r is new in %s, but the same teacher (model, weights and settings) is stored "
+                       "there as %r: its scores are computed again; give --teacher-id %s to use them", teacher_id,
+                       store.path, twins[0], twins[0])
     store.set_teacher_info(teacher_id, info)
     return info
 

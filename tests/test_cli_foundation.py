@@ -164,7 +164,7 @@ def _tiny_dataset(tmp_path):
     ("mine --dataset {m} --split s --strategy random --group-size 2 --output {d}/q.tsv", "q.tsv",
      "--output is also --dataset"),
     ("score --dataset {m} --groups {d}/g.jsonl --teacher {d}/model --cache {d}/s.db --output {d}/s.db", "s.db",
-     "--output is also --cache"),
+     "--cache is also --output"),
     ("train --dataset {m} --groups {d}/g.jsonl --arch bi --loss lce --budget-docs 8 --model {d}/model "
      "--output {d}/model", "model", "--output is also --model"),
     ("rerank --dataset {m} --split s --model {d}/model --candidates {d}/run.trec --output {d}/run.trec", "run.trec",
@@ -248,3 +248,26 @@ def test_bm25_parameters_outside_their_meaning_are_refused(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
         assert not (tmp_path / "x.trec").exists()
+
+
+def test_an_output_named_like_a_setting_is_not_an_input(tmp_path, capsys, monkeypatch):
+    """Only the arguments a verb reads count as inputs: a second run whose output, as typed, equals the value of
+    a setting (--retriever bm25 --output bm25, or --split train --output train) is not refused."""
+    manifest = _tiny_dataset(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").write_text("an earlier run\n", encoding="utf-8")
+    for _ in range(2):
+        assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--retriever", "bm25", "--k", "1",
+                     "--output", "bm25"]) == 0
+    assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--k", "1", "--output", "s"]) == 0
+    assert (tmp_path / "bm25").read_text(encoding="utf-8").startswith("q1 Q0 ")
+
+
+def test_unusable_output_paths_are_one_line_of_bad_input(tmp_path, capsys):
+    """stat() errors other than 'not found' (a name too long, a folder that cannot be entered) are reported
+    like the rest, not as a traceback."""
+    manifest = _tiny_dataset(tmp_path)
+    out = tmp_path / ("x" * 300) / "r.trec"
+    assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--output cannot be used (File name too long)" in err[0], err

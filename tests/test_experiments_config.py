@@ -121,7 +121,7 @@ def test_overrides_change_values_before_validation(tmp_path, shared_data):
     # array, table or quoted string that does not parse is refused rather than taken as a string
     with pytest.raises(UserInputError, match=r"'student\.budget_docs' must be .*, as given by --set "
                                              r"student\.budget_docs=-1$"):
-        load_config(p, overrides=["student.budget_docs=-1"])
+        load_config(p, overrides=["student.budget_docs=100", "student.budget_docs=-1"])  # the last one is in force
     for bad in ("grid.seeds=[0", "student.pooling='cls", "student.x={a = 1"):
         with pytest.raises(UserInputError, match=r"is not a TOML value .*close the brackets or quotes"):
             load_config(p, overrides=[bad])
@@ -237,7 +237,7 @@ def test_what_a_run_would_meet_late_is_refused_up_front(tmp_path, shared_data, o
     assert message in str(e.value) and str(e.value).count("\n") == 0
 
 
-def test_run_refuses_a_config_it_cannot_read_and_an_output_that_is_a_file(tmp_path, capsys):
+def test_run_refuses_a_config_it_cannot_read_and_an_output_that_is_a_file(tmp_path, capsys, monkeypatch):
     from rankdistill.cli import main
 
     bad = tmp_path / "bad.toml"
@@ -249,6 +249,16 @@ def test_run_refuses_a_config_it_cannot_read_and_an_output_that_is_a_file(tmp_pa
     assert main(["run", str(EXAMPLES / "paper.toml"), "--validate-only", "--output", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "--output is a file, not a folder" in err and err.count("\n") == 1
+
+    # --validate-only writes nothing, so a folder that takes no files (a read-only checkout) is no obstacle
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert main(["run", str(EXAMPLES / "paper.toml"), "--validate-only"]) == 0
+    assert main(["run", str(EXAMPLES / "paper.toml"), "--validate-only", "--output", str(tmp_path / "o")]) == 0
 
 
 def test_executor_short_form(tmp_path, shared_data):

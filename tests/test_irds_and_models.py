@@ -59,6 +59,28 @@ def test_irds_files_that_cannot_be_fetched_are_one_line_of_bad_input(local_irds,
     assert "Traceback" not in "\n".join(err)
 
 
+def test_irds_files_whose_every_mirror_failed_are_one_line_of_bad_input(local_irds, monkeypatch):
+    """A file with mirrors (the TREC DL qrels among them) fails with ir_datasets' RuntimeError('All download
+    sources failed', ...), not an OSError; other RuntimeErrors are not bad input and pass through."""
+    import ir_datasets
+
+    class Offline:
+        def __init__(self, error):
+            self.error = error
+
+        def qrels_iter(self):
+            raise self.error
+            yield
+
+    ds = load_dataset(f"irds:{local_irds}")
+    monkeypatch.setattr(ir_datasets, "load", lambda ident: Offline(RuntimeError("All download sources failed", [])))
+    with pytest.raises(UserInputError, match=r"could not fetch the files of .*\(All download sources failed\)"):
+        ds.qrels("test")
+    monkeypatch.setattr(ir_datasets, "load", lambda ident: Offline(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        ds.qrels("test")
+
+
 def test_irds_unknown_id():
     with pytest.raises(UserInputError, match="ir_datasets has no dataset"):
         load_dataset("irds:no/such/dataset-xyz")

@@ -75,7 +75,8 @@ def register(sub) -> None:
     p.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text table")
     p.set_defaults(func=run)
-    declare_outputs(p, table_md="file", table_latex="file", plot_dir="folder", output="file")
+    declare_outputs(p, reads=("per_query", "manifest", "diagnostics"), table_md="file", table_latex="file",
+                    plot_dir="folder", output="file")
 
 
 def _config(args: argparse.Namespace, metric: str) -> ComparisonConfig:

@@ -30,7 +30,7 @@ def register(sub) -> None:
     to.add_argument("--teacher-output", default=None, metavar="FILE",
                     help="teacher file to write ({qid: {docid: score}}, .json.gz), the groups' pairs only")
     to.set_defaults(func=run_to_paper)
-    declare_outputs(to, output="file", teacher_output="file")
+    declare_outputs(to, reads=("groups", "scores"), output="file", teacher_output="file")
 
     fr = verbs.add_parser("from-paper", help="triples (+ teacher .json.gz) -> groups (+ score store)")
     fr.add_argument("--triples", required=True, metavar="TRIPLES", help="triples JSONL (gzipped or not)")
@@ -45,7 +45,7 @@ def register(sub) -> None:
     fr.add_argument("--score-space", default="unknown",
                     help="what the imported scores are (e.g. log_p_rel, logit); recorded with them")
     fr.set_defaults(func=run_from_paper)
-    declare_outputs(fr, output="file", scores="file")
+    declare_outputs(fr, reads=("triples", "teacher_file"), output="file", scores="file")
 
 
 def run_to_paper(args: argparse.Namespace) -> int:

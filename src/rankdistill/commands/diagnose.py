@@ -54,7 +54,7 @@ def register(sub) -> None:
                    help="other strategies' diagnose outputs to draw beside this one")
     p.add_argument("--name", default=None, help="this strategy's name in plots (default: the groups' strategy)")
     p.set_defaults(func=run)
-    declare_outputs(p, output="file", plot_dir="folder")
+    declare_outputs(p, reads=("groups", "scores", "encoder"), output="file", plot_dir="folder", cache_dir="folder")
 
 
 def run(args: argparse.Namespace) -> int:

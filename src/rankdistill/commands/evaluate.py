@@ -27,7 +27,7 @@ def register(sub) -> None:
                    help="also write query_id<TAB>measure<TAB>value rows")
     p.add_argument("--json", action="store_true", help="print one JSON object of means on stdout")
     p.set_defaults(func=run)
-    declare_outputs(p, per_query="file")
+    declare_outputs(p, reads=("run",), per_query="file")
 
 
 def run(args: argparse.Namespace) -> int:

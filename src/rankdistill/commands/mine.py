@@ -89,7 +89,8 @@ def register(sub) -> None:
                         "pass it to `rankdistill score --output` to reuse them)")
     p.add_argument("--output", required=True, metavar="GROUPS", help="groups JSONL file to write")
     p.set_defaults(func=run)
-    declare_outputs(p, output="file")
+    declare_outputs(p, reads=("candidates", "systems", "teacher", "encoder"), output="file", scores="file",
+                    cache="file", embedding_cache="folder")
 
 
 def mining_config(args: argparse.Namespace):

@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--tag", default=None, help="run tag (default: the model folder's name)")
     p.set_defaults(func=run)
-    declare_outputs(p, output="file")
+    declare_outputs(p, reads=("model", "candidates"), output="file")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,13 +32,17 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, metavar="RUN", help="TREC run file to write")
     p.add_argument("--tag", default=None, help="run tag (default: the retriever name)")
     p.set_defaults(func=run)
-    declare_outputs(p, output="file")
+    declare_outputs(p, reads=("model",), output="file", embedding_cache="folder")
 
 
 def run(args: argparse.Namespace) -> int:
     """Retrieve the top ``--k`` documents of every query of the split and write them as a TREC run."""
     if args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
+    if args.retriever == "bm25":
+        from rankdistill.retrieval.bm25 import check_bm25_parameters
+
+        check_bm25_parameters(args.k1, args.b)  # before the corpus is indexed
     ds = open_dataset(args)
     queries = ds.queries(args.split)
     if not queries:

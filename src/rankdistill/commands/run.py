@@ -32,7 +32,7 @@ def register(sub) -> None:
                         "--set 'grid.seeds=[0]' --set test.scifact.depth=20")
     p.add_argument("--validate-only", action="store_true", help="check the config and exit")
     p.set_defaults(func=run)
-    declare_outputs(p, output="dir")
+    declare_outputs(p, reads=("config",), output="dir")
 
 
 def _terminate(signum, frame) -> None:
@@ -55,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
                                  workers=args.workers or cfg.executor.workers)
         cfg = dataclasses.replace(cfg, executor=ex)
     output = Path(args.output) if args.output else Path("runs") / cfg.name
-    if args.output is None:  # a given --output was checked with the other verbs' outputs
-        check_writable(output, "the default --output (runs/<config name>)", "dir")
     if args.validate_only:
         from rankdistill.experiments.runner import entropy_cells, grid_cells, study_cells
 
@@ -69,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                          + (f", + {entropy} of the entropy study" if entropy else "")
                          + (f", + {budget} of the budget study" if budget else "") + ")\n")
         return 0
+    if args.output is None:  # a given --output was checked with the other verbs' outputs
+        check_writable(output, "the default --output (runs/<config name>)", "dir")
     # a SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so that worker processes are stopped too
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -112,7 +112,8 @@ def register(sub) -> None:
     p.add_argument("--export-json-gz", default=None, metavar="FILE",
                    help="also write them in the paper's format ({qid: {docid: score}}, gzipped JSON)")
     p.set_defaults(func=run)
-    declare_outputs(p, output="file", export_run="file", export_json_gz="file")
+    declare_outputs(p, reads=("groups", "teacher"), output="file", cache="file", export_run="file",
+                    export_json_gz="file")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--hi", type=float, default=None, help="upper quantile for keep_quantile_band")
     p.add_argument("--output", required=True, metavar="JSONL", help="filtered groups file")
     p.set_defaults(func=run)
-    declare_outputs(p, output="file")
+    declare_outputs(p, reads=("groups", "stats"), output="file")
 
 
 def run(args: argparse.Namespace) -> int:

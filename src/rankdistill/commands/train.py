@@ -88,7 +88,7 @@ def register(sub) -> None:
                    help="length bucketing window in steps, 1 = off (default 16)")
     r.add_argument("--overwrite", action="store_true", help="discard a finished run or checkpoints in --output")
     p.set_defaults(func=run)
-    declare_outputs(p, output="dir")
+    declare_outputs(p, reads=("groups", "scores", "model"), output="dir")
 
 
 def _abs(path: str | None) -> str | None:

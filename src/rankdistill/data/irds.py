@@ -23,11 +23,14 @@ logger = logging.getLogger(__name__)
 @contextlib.contextmanager
 def fetching(ident: str) -> Iterator[None]:
     """Turn ir_datasets' failure to fetch a dataset's files (it downloads them on first use; requests' errors
-    are ``OSError``s) into one :class:`UserInputError` line."""
+    are ``OSError``s, and a file with mirrors fails with a ``RuntimeError``) into one :class:`UserInputError`
+    line."""
     try:
         yield
-    except OSError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    except (OSError, RuntimeError) as e:  # one source failing: its OSError; several: "All download sources failed"
+        if isinstance(e, RuntimeError) and not (e.args and e.args[0] == "All download sources failed"):
+            raise
+        first = e.args[0] if isinstance(e, RuntimeError) else (str(e).strip().splitlines() or [type(e).__name__])[0]
         first = first if len(first) <= 160 else first[:157] + "..."
         raise UserInputError(f"ir_datasets could not fetch the files of {ident!r} ({first})",
                              fix="connect to the network for its first use, put its files under ~/.ir_datasets "

@@ -546,7 +546,7 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
 
 def _blame_override(error: UserInputError, overrides: list[str] | tuple[str, ...]) -> UserInputError:
     """``error`` saying which ``--set`` gave the value it is about (its message names the key), if one did."""
-    for item in overrides:
+    for item in reversed(overrides):  # the last --set of a key is the one in force
         key = item.partition("=")[0].strip()
         if key and f"'{key}" in error.message:
             return UserInputError(f"{error.message}, as given by --set {item}", path=error.path, line=error.line,

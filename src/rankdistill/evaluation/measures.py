@@ -217,7 +217,8 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
 
 
 def write_per_query(per_query: Mapping[str, Mapping[str, float]], path: str | Path) -> None:
-    """Write ``query_id<TAB>measure<TAB>value`` rows (with that header), sorted by measure then query id."""
+    """Write ``query_id<TAB>measure<TAB>value`` rows (with that header): the measures in the order given, each
+    with its queries sorted by id."""
     with atomic_write(path) as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(["query_id", "measure", "value"])

@@ -1,7 +1,9 @@
 """Negative mining: one small class per strategy behind one interface, and the logic they share.
 
+>>> from rankdistill.data import load_dataset                                    # doctest: +SKIP
 >>> from rankdistill.mining import MiningConfig, MiningContext, Miner           # doctest: +SKIP
->>> ctx = MiningContext(MiningConfig("bm25", group_size=16), load_dataset("scifact"), "train")
+>>> ds = load_dataset("scifact", data_dir="../shared/data")                      # doctest: +SKIP
+>>> ctx = MiningContext(MiningConfig("bm25", group_size=16), ds, "train")      # doctest: +SKIP
 >>> result = Miner(ctx).run()                                                    # doctest: +SKIP
 
 Strategies (``rankdistill.mining.strategies``): ``random``, ``bm25``, ``dense``, ``teacher``, ``ensemble``,

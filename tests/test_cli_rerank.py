@@ -97,7 +97,7 @@ def test_rerank_a_model_trained_by_the_train_command(scifact_dir, scifact_groups
     assert set(read_run(out)) == set(candidates[1])
 
 
-def test_rerank_bad_input(scifact_dir, candidates, tiny_bert_dir, tmp_path, capsys):
+def test_rerank_bad_input(scifact_dir, candidates, tiny_bert_dir, tmp_path, capsys, caplog):
     path, run, _ = candidates
     q = sorted(run)[0]
     bad = tmp_path / "bad.trec"
@@ -108,6 +108,8 @@ def test_rerank_bad_input(scifact_dir, candidates, tiny_bert_dir, tmp_path, caps
     assert "model folder not found" in capsys.readouterr().err
     train_only = tmp_path / "train-only.trec"
     write_run({"0": {"4983": 1.0}}, train_only)  # query 0 is a training query of SciFact
-    assert _rerank(scifact_dir, tiny_bert_dir, train_only, tmp_path / "o.trec") == 2
+    with caplog.at_level("WARNING"):
+        assert _rerank(scifact_dir, tiny_bert_dir, train_only, tmp_path / "o.trec") == 2
     assert "no query of the run is in split 'test'" in capsys.readouterr().err
+    assert not caplog.records, "a warning before the one-line error that says the same"
     assert not (tmp_path / "o.trec").exists()

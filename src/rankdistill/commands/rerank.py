@@ -49,13 +49,14 @@ def run(args: argparse.Namespace) -> int:
     queries = ds.queries(args.split)
     candidates = top_k(read_run(args.candidates), args.k)
     foreign = [q for q in candidates if q not in queries]
-    if foreign:
-        logger.warning("%d of %d candidate queries are not in split %s of %s; left out", len(foreign),
-                       len(candidates), args.split, ds.name)
-    candidates = {q: docs for q, docs in candidates.items() if q in queries}
-    if not candidates:
+    kept = {q: docs for q, docs in candidates.items() if q in queries}
+    if not kept:
         raise UserInputError(f"no query of the run is in split {args.split!r} of {ds.name}", path=args.candidates,
                              fix="pass the --split the run was made for")
+    if foreign:  # some left out (all of them is the error above, in its one line)
+        logger.warning("%d of %d candidate queries are not in split %s of %s; left out", len(foreign),
+                       len(candidates), args.split, ds.name)
+    candidates = kept
     unknown = sorted({d for docs in candidates.values() for d in docs if d not in ds.corpus})
     if unknown:
         raise UserInputError(f"{len(unknown)} candidate document(s) are not in the corpus of {ds.name} "

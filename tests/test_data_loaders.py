@@ -299,3 +299,33 @@ def test_retrieve_refuses_a_directory_output_before_any_work(tmp_path, capsys, m
     assert main(["retrieve", "--dataset", str(manifest), "--split", "s", "--output", str(bad)]) == 2
     assert _last_error_line(capsys).endswith(
         f"{bad}: --output cannot be created: {tmp_path / 'c.tsv'} is not a directory (give a path inside a directory)")
+
+
+def test_files_written_to_a_gz_name_are_gzipped_and_read_back(tmp_path):
+    """Every reader takes a .gz name as gzip, so every writer makes one: a run, groups or per-query file written
+    as NAME.gz was plain text under a gzip name, which no reader could open (BadGzipFile). The bytes are
+    stable (no name or time in the gzip header); an error leaves nothing behind."""
+    import gzip
+
+    from rankdistill.data.groups import Group, read_groups, write_groups
+    from rankdistill.data.runs import read_run, write_run
+    from rankdistill.evaluation.measures import write_per_query
+    from rankdistill.io import atomic_write, iter_lines
+
+    run = {"q1": {"d1": 2.0, "d2": 1.0}}
+    write_run(run, tmp_path / "r.trec.gz", tag="t")
+    write_run(run, tmp_path / "r2.trec.gz", tag="t")
+    write_run(run, tmp_path / "r.trec", tag="t")
+    raw = (tmp_path / "r.trec.gz").read_bytes()
+    assert raw[:2] == b"\x1f\x8b" and raw == (tmp_path / "r2.trec.gz").read_bytes() and raw[4:8] == bytes(4)
+    assert gzip.decompress(raw) == (tmp_path / "r.trec").read_bytes()
+    assert read_run(tmp_path / "r.trec.gz") == run
+    groups = [Group("q1", ["d1"], ["d2", "d3"], "bm25", 0)]
+    write_groups(groups, tmp_path / "g.jsonl.gz")
+    assert [(g.query_id, g.negative_ids) for g in read_groups(tmp_path / "g.jsonl.gz")] == [("q1", ["d2", "d3"])]
+    write_per_query({"nDCG@10": {"q1": 0.5}}, tmp_path / "pq.tsv.gz")
+    assert [line for _, line in iter_lines(tmp_path / "pq.tsv.gz")] == ["query_id\tmeasure\tvalue", "q1\tnDCG@10\t0.5"]
+    with pytest.raises(RuntimeError), atomic_write(tmp_path / "bad.txt.gz") as fh:
+        fh.write("half")
+        raise RuntimeError
+    assert not list(tmp_path.glob("*bad*")) and not list(tmp_path.glob(".*"))

@@ -114,6 +114,9 @@ def test_json_gz_export_is_byte_stable_and_round_trips(tmp_path):
     assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip mtime field: zero
     assert raw[3] & 0x08 == 0  # no FNAME flag: the temporary file's name is not recorded
     assert json.loads(gzip.decompress(raw)) == {"q1": {"d1": 0.25, "d2": 2.0}, "q2": {"d1": -1.5}}
+    with ScoreStore(tmp_path / "a.db") as store:  # the paper's format is gzipped whatever the file's name
+        store.export_json_gz(tmp_path / "t3.json")
+    assert (tmp_path / "t3.json").read_bytes() == raw
     with ScoreStore(tmp_path / "b.db") as other:
         assert other.import_json_gz(tmp_path / "t1.json.gz", "paper", info={"kind": "imported"}) == 3
         assert other.scores("paper") == {"q1": {"d1": 0.25, "d2": 2.0}, "q2": {"d1": -1.5}}

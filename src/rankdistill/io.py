@@ -120,19 +120,31 @@ def iter_json_objects(path: str | Path, fix: str = "each line must be one JSON o
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
+                 compress: bool | None = None) -> Iterator[IO]:
     """Write to a temporary file next to ``path`` and rename it over ``path`` only on success.
 
     A crash or an exception leaves no half-written file behind: the temporary file is removed and any
-    existing file at ``path`` is untouched.
+    existing file at ``path`` is untouched. A path ending in ``.gz`` is written gzipped (``compress=None``; every
+    reader here takes ``.gz`` as gzip), with no file name or time in the gzip header, so the same content gives
+    the same bytes; ``compress`` True or False decides regardless of the name.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     binary = "b" in mode
+    gz = target.suffix == ".gz" if compress is None else compress
     try:
-        with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
-            yield fh
+        with os.fdopen(fd, "wb" if gz else mode, encoding=None if binary or gz else encoding) as fh:
+            if gz:
+                with gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0) as z:
+                    if binary:
+                        yield z
+                    else:
+                        with io.TextIOWrapper(z, encoding=encoding) as text:
+                            yield text
+            else:
+                yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; give the file the usual permissions

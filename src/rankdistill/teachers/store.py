@@ -13,7 +13,6 @@ silently mixed in.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import math
 import sqlite3
@@ -248,8 +247,7 @@ class ScoreStore:
         Byte-stable: sorted keys, and a gzip header without file name or time stamp.
         """
         data = self.scores(teacher, pairs)
-        with atomic_write(path, "wb", encoding=None) as fh, \
-                gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0) as gz:
+        with atomic_write(path, "wb", encoding=None, compress=True) as gz:  # gzipped whatever the name
             gz.write(json.dumps(data, sort_keys=True).encode("utf-8"))
 
     def close(self) -> None:

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
     if args.retriever == "bm25":
-        from rankdistill.retrieval.bm25 import check_bm25_parameters
+        from rankdistill.retrieval.bm25 import BM25Config
 
-        check_bm25_parameters(args.k1, args.b)  # before the corpus is indexed
+        bm25 = BM25Config(k1=args.k1, b=args.b)  # checks k1 and b, before the corpus is indexed
     ds = open_dataset(args)
     queries = ds.queries(args.split)
     if not queries:
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
                              fix="check --split and the split's queries file")
     start = time.perf_counter()
     if args.retriever == "bm25":
-        from rankdistill.retrieval.bm25 import BM25Config, BM25Retriever
+        from rankdistill.retrieval.bm25 import BM25Retriever
 
-        retriever = BM25Retriever(ds.corpus, BM25Config(k1=args.k1, b=args.b))
+        retriever = BM25Retriever(ds.corpus, bm25)
     else:
         from rankdistill.models import resolve_model
         from rankdistill.retrieval.dense import DenseConfig, DenseRetriever

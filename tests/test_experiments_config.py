@@ -126,6 +126,11 @@ def test_overrides_change_values_before_validation(tmp_path, shared_data):
         with pytest.raises(UserInputError, match=r"is not a TOML value .*close the brackets or quotes"):
             load_config(p, overrides=[bad])
     assert load_config(p, overrides=["student.pooling=cls"]).student.pooling == "cls"  # a bare word: a string
+    # a key of an optional table the file lacks is refused: it would add a whole section with defaults
+    for item in ("entropy_study.seeds=[0]", "budget_study.budgets=[64]", "teacher.max_length=32"):
+        with pytest.raises(UserInputError, match=rf"override '{item.split('=')[0]}': the config has no "
+                                                 rf"\[{item.split('.')[0]}\] table"):
+            load_config(p, overrides=[item])
 
 
 def test_entropy_study_is_validated(tmp_path, shared_data):

@@ -456,7 +456,8 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
     """Apply ``KEY=VALUE`` overrides to a parsed config: ``KEY`` is a dotted path (``student.budget_docs``;
     ``test.NAME.depth`` for the test table called NAME) and ``VALUE`` a TOML value (``[0, 1]``, ``1e-4``,
     ``"cls"``); a value that is not valid TOML is taken as a string. ``TABLE=none`` leaves out an optional
-    table (``[teacher]``, ``[entropy_study]``, ``[budget_study]``), e.g. to report on a study without it."""
+    table (``[teacher]``, ``[entropy_study]``, ``[budget_study]``), e.g. to report on a study without it; a key of
+    an optional table the file does not have is refused rather than creating the table with defaults."""
     optional = {name for name, tp in typing.get_type_hints(StudyConfig).items()
                 if type(None) in typing.get_args(tp) and any(map(dataclasses.is_dataclass, typing.get_args(tp)))}
     for item in overrides:
@@ -487,6 +488,10 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: Pat
                 raise UserInputError(f"override {key!r}: no [[test]] named {parts[1]!r}", path=path)
             tests[0][parts[2]] = value
             continue
+        if parts[0] in optional and not isinstance(raw.get(parts[0]), dict):
+            # one key would bring a whole optional section (a study, a teacher) into the run with defaults
+            raise UserInputError(f"override {key!r}: the config has no [{parts[0]}] table", path=path,
+                                 fix=f"add a [{parts[0]}] table to the file, or leave out this --set")
         for part in parts[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):

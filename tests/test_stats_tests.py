@@ -28,6 +28,11 @@ def test_paired_t_degenerate_differences():
     x = np.array([0.3, 0.4, 0.5])
     assert paired_t_test(x, x).pvalue == 1.0
     assert paired_t_test(x + 0.1, x).pvalue == 0.0
+    # the same values computed another way differ by rounding only: no evidence, not p = 0
+    y = np.random.default_rng(0).uniform(0.2, 0.9, 50)
+    same = y * 10 / 10
+    assert 0 < np.abs(same - y).max() < 1e-15 and np.mean(same - y) != 0
+    assert paired_t_test(same, y).pvalue == 1.0 and wilcoxon_test(same, y).pvalue == 1.0
 
 
 def test_wilcoxon_golden():

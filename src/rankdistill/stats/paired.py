@@ -51,17 +51,25 @@ def is_constant(d: np.ndarray) -> bool:
     return bool(np.ptp(d) <= 1e-12 * max(1.0, float(np.max(np.abs(d)))))
 
 
+def is_zero(mean: float, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a mean difference is zero up to float rounding of the values it came from
+    (``|mean| <= 1e-12 max(1, max |a|, max |b|)``): the same scores computed in another order differ by ~1e-16."""
+    return abs(mean) <= 1e-12 * max(1.0, float(np.max(np.abs(a))), float(np.max(np.abs(b))))
+
+
 def paired_t_test(x: ArrayLike, y: ArrayLike) -> PairedTestResult:
     """Two-sided paired t-test of ``mean(x - y) = 0``.
 
-    Constant non-zero differences give ``p = 0``; all-zero differences give ``p = 1`` (no evidence).
+    Constant non-zero differences give ``p = 0``; differences that are all zero up to float rounding
+    (:func:`is_zero`) give ``p = 1`` (no evidence).
     """
     a, b = paired_arrays(x, y)
     d = a - b
     mean = float(np.mean(d))
     if is_constant(d):
-        return PairedTestResult("t", math.copysign(math.inf, mean) if mean else 0.0,
-                                0.0 if mean else 1.0, a.size, mean)
+        if is_zero(mean, a, b):
+            return PairedTestResult("t", 0.0, 1.0, a.size, mean)
+        return PairedTestResult("t", math.copysign(math.inf, mean), 0.0, a.size, mean)
     res = stats.ttest_rel(a, b)
     return PairedTestResult("t", float(res.statistic), float(res.pvalue), a.size, mean)
 
@@ -71,7 +79,7 @@ def wilcoxon_test(x: ArrayLike, y: ArrayLike) -> PairedTestResult:
     a, b = paired_arrays(x, y)
     d = a - b
     mean = float(np.mean(d))
-    if is_constant(d) and abs(mean) <= 1e-12:
+    if is_constant(d) and is_zero(mean, a, b):
         return PairedTestResult("wilcoxon", 0.0, 1.0, a.size, mean)
     res = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
     return PairedTestResult("wilcoxon", float(res.statistic), float(res.pvalue), a.size, mean)
@@ -80,4 +88,5 @@ def wilcoxon_test(x: ArrayLike, y: ArrayLike) -> PairedTestResult:
 PAIRED_TESTS = {"t": paired_t_test, "wilcoxon": wilcoxon_test}
 """Test name -> function ``(x, y) -> PairedTestResult``."""
 
-__all__ = ["PAIRED_TESTS", "PairedTestResult", "is_constant", "paired_arrays", "paired_t_test", "wilcoxon_test"]
+__all__ = ["PAIRED_TESTS", "PairedTestResult", "is_constant", "is_zero", "paired_arrays", "paired_t_test",
+           "wilcoxon_test"]

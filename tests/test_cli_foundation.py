@@ -71,6 +71,14 @@ def test_unknown_split_exit_2(scifact_dir, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_tag_a_run_line_cannot_carry_exit_2(scifact_dir, tmp_path, capsys):
+    code = main(["retrieve", "--dataset", str(scifact_dir), "--split", "test", "--tag", "my run",
+                 "--output", str(tmp_path / "r")])
+    assert code == 2
+    assert "run tag 'my run' is empty or holds whitespace" in _error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 def test_missing_files_exit_2(scifact_dir, tmp_path, capsys):
     assert main(["evaluate", "--dataset", str(scifact_dir), "--split", "test", "--run",
                  str(tmp_path / "nope.trec")]) == 2

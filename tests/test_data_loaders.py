@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -329,3 +331,30 @@ def test_files_written_to_a_gz_name_are_gzipped_and_read_back(tmp_path):
         fh.write("half")
         raise RuntimeError
     assert not list(tmp_path.glob("*bad*")) and not list(tmp_path.glob(".*"))
+
+
+def test_a_run_that_could_not_be_read_back_is_not_written(tmp_path):
+    """write_run refuses what read_run would refuse (a NaN score, an id or tag with a space: a 7th column) and
+    a negative k, which used to drop each query's last document; nothing is left behind."""
+    from rankdistill.data.runs import read_run, run_tag, write_run
+    from rankdistill.models.scoring import top_k
+    from rankdistill.retrieval.fusion import reciprocal_rank_fusion
+
+    out = tmp_path / "r.trec"
+    for run, kw, message in [({"q1": {"a": math.nan, "b": 1.0}}, {}, "query q1: 1 NaN score"),
+                             ({"q1": {"doc a": 1.0}}, {}, "document id 'doc a' is empty or holds whitespace"),
+                             ({"q 1": {"a": 1.0}}, {}, "query id 'q 1'"),
+                             ({"q1": {"a": 1.0}}, {"tag": "my run"}, "run tag 'my run'"),
+                             ({"q1": {"a": 2.0, "b": 1.0}}, {"k": -1}, "k must be >= 0")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            write_run(run, out, **kw)
+        assert not out.exists()
+    write_run({"q1": {"a": 2.0, "b": 1.0, "c": 0.5}}, out, k=2)
+    assert read_run(out) == {"q1": {"a": 2.0, "b": 1.0}}
+    assert run_tag("my model") == "my_model" and run_tag("") == "run"
+    with pytest.raises(UserInputError, match="run tag 'my run' is empty or holds whitespace"):
+        run_tag("my run", explicit=True)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        top_k({"q1": {"a": 1.0}}, -1)
+    with pytest.raises(ValueError, match="depth must be >= 0"):
+        reciprocal_rank_fusion([{"q1": {"a": 1.0}}], depth=-1)

@@ -56,6 +56,20 @@ def test_hand_computed_values_and_missing_queries_score_zero():
     assert res.queries_missing_from_run == 1 and res.unjudged_queries_dropped == 1
 
 
+def test_library_callers_get_the_same_values_or_a_clear_error():
+    qrels = {"q1": {"a": 2, "b": 0, "c": 1}, "q2": {"x": 1}}
+    run = {"q1": {"b": 3.0, "a": 2.0, "c": 1.0}, "q2": {"x": 1.0}}
+    want = evaluate_run(run, qrels, ["nDCG@10"]).per_query["nDCG@10"]
+    # a bare measure name is one measure, not its characters
+    assert evaluate_run(run, qrels, "nDCG@10").per_query["nDCG@10"] == want
+    # integer ids (e.g. from a DataFrame) are the same queries and documents
+    ints = {1: {10: 3.0, 11: 2.0, 12: 1.0}}
+    assert evaluate_run(ints, {1: {11: 2, 10: 0, 12: 1}}, ["nDCG@10"]).per_query["nDCG@10"] == {"1": want["q1"]}
+    # a NaN score would be ranked anywhere by ir_measures and the query scored regardless
+    with pytest.raises(UserInputError, match=r"1 NaN score\(s\) on judged queries, e.g. query q1 document b"):
+        evaluate_run({**run, "q1": {**run["q1"], "b": math.nan}}, qrels, ["nDCG@10"])
+
+
 def test_unknown_documents_are_counted_and_evaluated(caplog):
     qrels = {"q1": {"a": 1}}
     res = evaluate_run({"q1": {"ghost": 2.0, "a": 1.0}}, qrels, ["RR@10"], corpus={"a"})

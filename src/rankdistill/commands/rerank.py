@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
-from rankdistill.data.runs import read_run, write_run
+from rankdistill.data.runs import read_run, run_tag, write_run
 from rankdistill.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.tag is not None:
+        run_tag(args.tag, explicit=True)
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         raise UserInputError("model folder not found", path=model_dir, fix="give the --output folder of `train`")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         scored = score_candidates(model, queries, ds.corpus, candidates, batch_size=args.batch_size,
                                   device=args.device)
         what = f"{model.arch}-encoder"
-    write_run(scored, args.output, tag=args.tag or model_dir.resolve().name)
+    write_run(scored, args.output, tag=args.tag or run_tag(model_dir.resolve().name))
     pairs = sum(len(d) for d in scored.values())
     logger.info("re-ranked %d queries (%d pairs) with the %s %s in %.1fs -> %s", len(scored), pairs, what,
                 model_dir, time.perf_counter() - start, args.output)

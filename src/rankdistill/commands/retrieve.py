@@ -7,7 +7,7 @@ import logging
 import time
 
 from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
-from rankdistill.data.runs import write_run
+from rankdistill.data.runs import run_tag, write_run
 from rankdistill.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Retrieve the top ``--k`` documents of every query of the split and write them as a TREC run."""
     if args.k < 1:
         raise UserInputError(f"--k must be at least 1, got {args.k}")
+    tag = run_tag(args.tag, explicit=True) if args.tag is not None else args.retriever
     if args.retriever == "bm25":
         from rankdistill.retrieval.bm25 import BM25Config
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                                                           batch_size=args.batch_size, max_length=args.max_length,
                                                           cache_dir=args.embedding_cache), show_progress=True)
     result = retriever.search(queries, k=args.k, show_progress=True)
-    write_run(result, args.output, tag=args.tag or args.retriever, k=args.k)
+    write_run(result, args.output, tag=tag, k=args.k)
     logger.info("retrieved %d queries x top-%d in %.1fs -> %s", len(queries), args.k,
                 time.perf_counter() - start, args.output)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,16 +48,49 @@ def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
     return sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+_SPACE = re.compile(r"\s")
+
+
+def _field(value: object, what: str) -> str:
+    """A run file's id or tag: a non-empty string without whitespace (a space would add a column)."""
+    text = str(value)
+    if not text or _SPACE.search(text):
+        raise ValueError(f"{what} {text!r} is empty or holds whitespace, which a TREC run line cannot carry")
+    return text
+
+
+def run_tag(name: str, explicit: bool = False) -> str:
+    """A run tag: a name made into one (a model folder's, a candidates file's; whitespace becomes ``_``), or,
+    with ``explicit``, a tag the user gave, refused in one line when a TREC line cannot carry it."""
+    if explicit:
+        if not name or _SPACE.search(name):
+            raise UserInputError(f"run tag {name!r} is empty or holds whitespace, which a TREC run line cannot carry",
+                                 fix="e.g. --tag my_run")
+        return name
+    return _SPACE.sub("_", str(name)) or "run"
+
+
 def format_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "rankdistill",
                      k: int | None = None) -> list[str]:
-    """Render a run as TREC lines sorted by query id then rank; keeps the top ``k`` per query if given."""
+    """Render a run as TREC lines sorted by query id then rank; keeps the top ``k`` (>= 0) per query if given.
+
+    Raises ``ValueError`` for what :func:`read_run` could not read back: a NaN score, or an id or tag that is
+    empty or holds whitespace."""
+    if k is not None and k < 0:
+        raise ValueError(f"k must be >= 0 (or None for all), got {k}")
+    tag = _field(tag, "run tag")
     lines = []
     for qid in sorted(run):
-        items = ranked(run[qid])
+        q = _field(qid, "query id")
+        docs = run[qid]
+        nan = [d for d, s in docs.items() if math.isnan(s)]
+        if nan:
+            raise ValueError(f"query {q}: {len(nan)} NaN score(s), e.g. for document {nan[0]}")
+        items = ranked(docs)
         if k is not None:
             items = items[:k]
         for rank, (did, score) in enumerate(items, start=1):
-            lines.append(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
+            lines.append(f"{q} Q0 {_field(did, 'document id')} {rank} {score:.6f} {tag}\n")
     return lines
 
 

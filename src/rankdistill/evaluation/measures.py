@@ -171,12 +171,16 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     """
     import ir_measures
 
+    if isinstance(metrics, str):  # one measure given bare, not split into its characters
+        metrics = [metrics]
     names = list(metrics) if metrics else default_metrics(rel_threshold)
     parsed = parse_metrics(names, rel_threshold)
     labels: dict = {}  # each distinct measure -> every requested name that produced it (AP and AP(rel=1))
     for measure, name in zip(parsed, names):
         labels.setdefault(measure, []).append(name)
-    judged = {q: d for q, d in qrels.items() if d}
+    # ids as ir_measures wants them (str), whatever the caller's mappings hold
+    run = {str(q): {str(d): s for d, s in docs.items()} for q, docs in run.items()}
+    judged = {str(q): {str(d): r for d, r in docs.items()} for q, docs in qrels.items() if docs}
     if not judged:
         raise UserInputError("the qrels hold no judgements", fix="check the --split and the qrels file")
     unjudged = [q for q in run if q not in judged]
@@ -188,6 +192,10 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         if unknown:
             logger.warning("the run names %d document(s) absent from the corpus; evaluating anyway", unknown)
     sub_run = {q: {d: float(s) for d, s in run[q].items()} for q in judged if run.get(q)}
+    nan = [(q, d) for q, docs in sub_run.items() for d, s in docs.items() if math.isnan(s)]
+    if nan:  # ir_measures would rank them anywhere and score the query regardless
+        raise UserInputError(f"the run has {len(nan)} NaN score(s) on judged queries, e.g. query {nan[0][0]} "
+                             f"document {nan[0][1]}", path=run_path, fix="check the model or scorer that made it")
     if not sub_run:
         of_split = f" of split {split!r}" if split else ""
         if any(run.values()):

@@ -361,7 +361,7 @@ class Study:
 
     def _make_candidates(self, work: Path, t: TestCollection, spec: str) -> dict:
         from rankdistill.data import load_dataset
-        from rankdistill.data.runs import read_run, write_run
+        from rankdistill.data.runs import read_run, run_tag, write_run
 
         run = work / "run.trec"
         ds = load_dataset(spec)
@@ -375,8 +375,8 @@ class Study:
             if source is None:
                 raise UserInputError(f"test {t.name!r}: the dataset has no candidates for split {t.split!r}",
                                      fix="use candidates = \"bm25\" or give a run file")
-            write_run(source, run, tag=t.candidates, k=t.depth)
-        return _keep_judged(run, ds.qrels(t.split), tag=t.candidates)
+            write_run(source, run, tag=run_tag(t.candidates), k=t.depth)
+        return _keep_judged(run, ds.qrels(t.split), tag=run_tag(t.candidates))
 
 
     def teacher(self) -> None:

@@ -99,4 +99,6 @@ def top_k(run: Run, k: int | None) -> Run:
     """Each query's ``k`` best documents (all when ``k`` is ``None``), ties broken by doc id."""
     if k is None:
         return run
+    if k < 0:
+        raise ValueError(f"k must be >= 0 (or None for all), got {k}")
     return {q: dict(ranked(docs)[:k]) for q, docs in run.items()}

@@ -28,6 +28,8 @@ def rrf_scores(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, floa
 def reciprocal_rank_fusion(runs: Sequence[Mapping[str, Mapping[str, float]]], k: int = 60,
                            depth: int | None = None) -> Run:
     """Fuse runs per query; each run contributes its top ``depth`` documents (all when ``None``)."""
+    if depth is not None and depth < 0:
+        raise ValueError(f"depth must be >= 0 (or None for all), got {depth}")
     queries = sorted({q for run in runs for q in run})
     out: Run = {}
     for q in queries:

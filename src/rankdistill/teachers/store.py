@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from rankdistill.data.runs import Run, write_run
+from rankdistill.data.runs import Run, run_tag, write_run
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write, open_binary
 
@@ -238,7 +238,7 @@ class ScoreStore:
                    pairs: Iterable[tuple[str, str]] | None = None) -> None:
         """Write one teacher's scores as a TREC run (ranked per query by score)."""
         t = self.resolve_teacher(teacher)
-        write_run(self.scores(t, pairs), path, tag=t.replace(" ", "_"))
+        write_run(self.scores(t, pairs), path, tag=run_tag(t))
 
     def export_json_gz(self, path: str | Path, teacher: str | None = None,
                        pairs: Iterable[tuple[str, str]] | None = None) -> None:

@@ -152,6 +152,28 @@ def test_shape_errors_say_what_to_pass():
         margin_mse(torch.zeros(2, 4), None)
     with pytest.raises(ValueError, match=r"\[batch, group\]"):
         lce(torch.zeros(4))
+    with pytest.raises(ValueError, match=r"lce: the batch is empty"):  # was NaN (ranknet: 0)
+        lce(torch.zeros(0, 4))
+    with pytest.raises(TypeError, match=r"kl: teacher scores must be a torch\.Tensor .* got list"):
+        kl(torch.zeros(2, 4), [[0.0] * 4] * 2)
+    with pytest.raises(ValueError, match="temperature must be a positive finite number, got '2'"):
+        kl(torch.zeros(2, 4), torch.zeros(2, 4), temperature="2")
+
+
+def test_left_out_documents_and_nan_teachers():
+    """A document both sides score -inf (padding) is a term 0 log 0 = 0 of kl and listnet (kl was NaN), so
+    listnet - kl is still the teacher's entropy over the rest; a NaN teacher score gives a NaN loss in every
+    distillation loss (ranknet gave a finite loss, dropping the NaN pairs' information silently)."""
+    s, t = torch.tensor([[2.0, 1.0, 0.5]]), torch.tensor([[3.0, 0.5, -1.0]])
+    pad = torch.tensor([[-math.inf]])
+    sp, tp = torch.cat([s, pad], 1), torch.cat([t, pad], 1)
+    assert kl(sp, tp).item() == pytest.approx(kl(s, t).item(), abs=1e-7)
+    p = torch.softmax(t, -1)
+    entropy = -(p * p.log()).sum().item()
+    assert (listnet(sp, tp) - kl(sp, tp)).item() == pytest.approx(entropy, abs=1e-6)
+    nan = torch.tensor([[3.0, math.nan, -1.0]])
+    for loss in (kl, listnet, margin_mse, ranknet):
+        assert math.isnan(loss(s, nan).item()), loss.__name__
 
 
 # --- parity with sentence-transformers -------------------------------------------------------------------

@@ -7,9 +7,16 @@ from torch import Tensor
 
 def check_scores(name: str, student: Tensor, teacher: Tensor | None, *, needs_teacher: bool,
                  min_group: int = 2) -> None:
-    """Raise ``ValueError`` unless ``student`` is ``[B, G]`` (``G >= min_group``) and ``teacher`` matches it."""
+    """Raise ``ValueError`` unless ``student`` is ``[B, G]`` (``B >= 1``, ``G >= min_group``) and ``teacher``
+    matches it (``TypeError`` for what is not a tensor)."""
+    for what, value in (("student", student), ("teacher", teacher)):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"{name}: {what} scores must be a torch.Tensor of shape [batch, group], got "
+                            f"{type(value).__name__} (wrap it with torch.as_tensor)")
     if student.dim() != 2:
         raise ValueError(f"{name}: student scores must have shape [batch, group], got {tuple(student.shape)}")
+    if student.shape[0] == 0:
+        raise ValueError(f"{name}: the batch is empty (student scores of shape {tuple(student.shape)})")
     if student.shape[1] < min_group:
         raise ValueError(f"{name}: needs at least {min_group} documents per group (positive first), "
                          f"got {student.shape[1]}")
@@ -22,5 +29,6 @@ def check_scores(name: str, student: Tensor, teacher: Tensor | None, *, needs_te
 
 
 def check_temperature(name: str, temperature: float) -> None:
-    if not (temperature > 0 and temperature < float("inf")):
-        raise ValueError(f"{name}: temperature must be a positive finite number, got {temperature}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not (temperature > 0 and temperature < float("inf")):
+        raise ValueError(f"{name}: temperature must be a positive finite number, got {temperature!r}")

@@ -19,7 +19,7 @@ from rankdistill.losses.registry import register_loss
 def lce(student: Tensor, teacher: Tensor | None = None) -> Tensor:
     """Localised contrastive estimation: softmax cross-entropy with the positive (index 0) as target.
 
-    .. math:: L = -\\frac{1}{B} \\sum_b \\log \\frac{e^{s_{b,0}}}{\\sum_{i=1}^{G} e^{s_{b,i}}}
+    .. math:: L = -\\frac{1}{B} \\sum_b \\log \\frac{e^{s_{b,0}}}{\\sum_{i=0}^{G-1} e^{s_{b,i}}}
 
     Inputs: student scores ``[B, G]``; ``teacher`` is ignored (plain contrastive labels). Use it to train
     without a teacher, e.g. the teacher cross-encoder itself on BM25 negatives. Related: :func:`infonce` (the
@@ -37,7 +37,7 @@ def lce(student: Tensor, teacher: Tensor | None = None) -> Tensor:
 def infonce(student: Tensor, teacher: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
     """InfoNCE: softmax cross-entropy over scores divided by a temperature, positive at index 0.
 
-    .. math:: L = -\\frac{1}{B} \\sum_b \\log \\frac{e^{s_{b,0}/\\tau}}{\\sum_{j=1}^{N} e^{s_{b,j}/\\tau}}
+    .. math:: L = -\\frac{1}{B} \\sum_b \\log \\frac{e^{s_{b,0}/\\tau}}{\\sum_{j=0}^{N-1} e^{s_{b,j}/\\tau}}
 
     Inputs: student scores ``[B, N]`` where the first ``G`` columns are the query's own group (positive first)
     and, with in-batch negatives, the remaining ``N - G`` columns are the other queries' documents of the
@@ -54,6 +54,13 @@ def infonce(student: Tensor, teacher: Tensor | None = None, *, temperature: floa
     return F.cross_entropy(student.float() / temperature, target)
 
 
+def _log_softmax(scores: Tensor, temperature: float) -> Tensor:
+    """``log softmax(scores / T)`` over the group, clamped at the lowest float32: the identity on finite values,
+    it makes a document scored ``-inf`` (left out of its group) a term ``0 log 0 = 0`` of the distillation
+    losses rather than NaN (``exp(-inf) * (-inf - x)``)."""
+    return F.log_softmax(scores / temperature, dim=-1).clamp(min=torch.finfo(torch.float32).min)
+
+
 @register_loss("kl", needs_teacher=True)
 def kl(student: Tensor, teacher: Tensor, *, temperature: float = 1.0, t2_scaling: bool = False) -> Tensor:
     """Listwise distillation: KL divergence from the teacher's to the student's softmax over the group.
@@ -67,8 +74,9 @@ def kl(student: Tensor, teacher: Tensor, *, temperature: float = 1.0, t2_scaling
     ``batchmean`` (sum over the group, mean over queries), as ``torch.nn.KLDivLoss(reduction="batchmean")``.
     Equals sentence-transformers' ``DistillKLDivLoss(temperature=T)`` when ``t2_scaling=True`` (or ``T = 1``).
 
-    Inputs: student and teacher scores ``[B, G]``. Related: :func:`listnet` (the same gradient; the loss
-    differs by the teacher's entropy), :func:`margin_mse`.
+    Inputs: student and teacher scores ``[B, G]``; a document both score ``-inf`` (padding) adds nothing
+    (``0 log 0 = 0``). Related: :func:`listnet` (the same gradient; the loss differs by the teacher's entropy),
+    :func:`margin_mse`.
 
     References: Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", arXiv:1503.02531
     (2015); Lin, Yang and Lin, "Distilling Dense Representations for Ranking using Tightly-Coupled Teachers",
@@ -76,8 +84,8 @@ def kl(student: Tensor, teacher: Tensor, *, temperature: float = 1.0, t2_scaling
     """
     check_scores("kl", student, teacher, needs_teacher=True)
     check_temperature("kl", temperature)
-    log_ps = F.log_softmax(student.float() / temperature, dim=-1)
-    log_pt = F.log_softmax(teacher.detach().float() / temperature, dim=-1)
+    log_ps = _log_softmax(student.float(), temperature)
+    log_pt = _log_softmax(teacher.detach().float(), temperature)
     loss = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
     return loss * temperature**2 if t2_scaling else loss
 
@@ -88,9 +96,9 @@ def listnet(student: Tensor, teacher: Tensor, *, temperature: float = 1.0) -> Te
 
     .. math:: L = -\\frac{1}{B} \\sum_b \\sum_i \\mathrm{softmax}(t_b/T)_i \\, \\log \\mathrm{softmax}(s_b/T)_i
 
-    Inputs: student and teacher scores ``[B, G]``. Equals :func:`kl` plus the teacher's softmax entropy
-    (constant in the student), so both give the same gradients; ListNet's value is bounded below by that
-    entropy, not by 0.
+    Inputs: student and teacher scores ``[B, G]`` (``-inf`` for a left-out document, as in :func:`kl`). Equals
+    :func:`kl` plus the teacher's softmax entropy (constant in the student), so both give the same gradients;
+    ListNet's value is bounded below by that entropy, not by 0.
 
     Reference: Cao, Qin, Liu, Tsai and Li, "Learning to Rank: From Pairwise Approach to Listwise Approach",
     ICML 2007.
@@ -98,5 +106,5 @@ def listnet(student: Tensor, teacher: Tensor, *, temperature: float = 1.0) -> Te
     check_scores("listnet", student, teacher, needs_teacher=True)
     check_temperature("listnet", temperature)
     pt = F.softmax(teacher.detach().float() / temperature, dim=-1)
-    log_ps = F.log_softmax(student.float() / temperature, dim=-1)
+    log_ps = _log_softmax(student.float(), temperature)
     return -(pt * log_ps).sum(dim=-1).mean()

@@ -87,6 +87,7 @@ def ranknet(student: Tensor, teacher: Tensor, *, targets: str = "sign", ties: st
         y = (dt > 0).float() + 0.5 * (dt == 0).float()
     else:
         y = torch.sigmoid(dt / temperature)
+    y = torch.where(torch.isnan(dt), dt, y)  # a NaN teacher score gives a NaN loss, as in the other losses
     losses = F.binary_cross_entropy_with_logits(ds, y, reduction="none")
     if ties == "exclude":
         keep = dt != 0

@@ -90,6 +90,21 @@ def test_golden_row_and_skips():
     assert list(res.frame.columns) == ["query_id", *column_names(DiagnoseConfig())]
 
 
+def test_teacher_scores_may_be_given_as_a_run():
+    """A run ``{query: {doc: score}}`` (what ScoreStore.scores gives) is the same scores; every group used to be
+    skipped as 'missing teacher scores'."""
+    nested: dict = {}
+    for (q, d), s in SCORES.items():
+        nested.setdefault(q, {})[d] = s
+    config = DiagnoseConfig(locality=False)
+    flat = diagnose_groups(GROUPS, SCORES, config, progress=False)
+    as_run = diagnose_groups(GROUPS, nested, config, progress=False)
+    pd.testing.assert_frame_equal(flat.frame, as_run.frame)
+    assert as_run.skipped == flat.skipped and len(as_run.frame) == 3
+    with pytest.raises(TypeError, match="teacher_scores must map"):
+        diagnose_groups(GROUPS, {"q1": 1.0}, config, progress=False)
+
+
 def test_chunked_embedding_gives_the_same_rows():
     calls = []
 

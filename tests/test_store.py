@@ -41,6 +41,9 @@ def test_get_many_and_missing_keep_order_and_drop_repeats(tmp_path):
         assert store.get_many("ce", pairs) == {("q1", "d1"): 1.0, ("q2", "d2"): 2.0}
         assert store.missing("ce", pairs) == [("q2", "d3"), ("q3", "d1")]
         assert store.missing("other", pairs) == [("q2", "d3"), ("q1", "d1"), ("q3", "d1"), ("q2", "d2")]
+        # ids are stored as strings by put; get_many and missing find them from other types too
+        store.put("ce", [(7, 8, 0.5)])
+        assert store.get_many("ce", [(7, 8)]) == {("7", "8"): 0.5} and store.missing("ce", [(7, 8), (7, 9)]) == [(7, 9)]
 
 
 def test_teacher_resolution_and_info(tmp_path):

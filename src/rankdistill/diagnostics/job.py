@@ -202,6 +202,17 @@ def group_documents(group: Group, group_size: int | None) -> tuple[list[str], in
     return positives + negatives, len(positives)
 
 
+def _pair_scores(scores: Mapping) -> Mapping[tuple[str, str], float]:
+    """``{(query_id, doc_id): score}`` from itself or from a run ``{query_id: {doc_id: score}}``."""
+    first = next(iter(scores), None)
+    if first is None or isinstance(first, tuple):
+        return scores
+    if isinstance(scores[first], Mapping):
+        return {(q, d): s for q, docs in scores.items() for d, s in docs.items()}
+    raise TypeError("teacher_scores must map (query_id, doc_id) to a score, or query_id to {doc_id: score}; "
+                    f"got a key {first!r} with value {scores[first]!r}")
+
+
 def diagnose_groups(groups: Sequence[Group], teacher_scores: Mapping[tuple[str, str], float],
                     config: DiagnoseConfig, *, query_texts: Mapping[str, str] | None = None,
                     doc_text: Callable[[str], str | None] | None = None,
@@ -211,11 +222,13 @@ def diagnose_groups(groups: Sequence[Group], teacher_scores: Mapping[tuple[str, 
 
     Args:
         groups: the training groups (unique query ids).
-        teacher_scores: ``{(query_id, doc_id): score}`` of one teacher.
+        teacher_scores: ``{(query_id, doc_id): score}`` of one teacher, or ``{query_id: {doc_id: score}}``
+            (a run, as :meth:`ScoreStore.scores` gives).
         query_texts, doc_text, embed: needed when ``config.locality``; ``doc_text`` returns ``None`` for a
             document missing from the corpus.
         chunk_size: groups whose texts are embedded together (bounds memory on large groups files).
     """
+    teacher_scores = _pair_scores(teacher_scores)
     skipped: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
 

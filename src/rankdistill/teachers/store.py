@@ -192,10 +192,11 @@ class ScoreStore:
         return None if row is None else float(row[0])
 
     def get_many(self, teacher: str, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
-        """Scores of the given pairs that are present (absent pairs are simply not in the result)."""
+        """Scores of the given pairs that are present (absent pairs are simply not in the result), keyed by
+        ``(str(query_id), str(doc_id))`` as :meth:`put` stores them."""
         by_query: dict[str, set[str]] = {}
         for q, d in pairs:
-            by_query.setdefault(q, set()).add(d)
+            by_query.setdefault(str(q), set()).add(str(d))
         out: dict[tuple[str, str], float] = {}
         for qid in sorted(by_query):
             wanted = by_query[qid]
@@ -211,8 +212,9 @@ class ScoreStore:
         seen: set[tuple[str, str]] = set()
         out = []
         for p in pairs:
-            if p not in have and p not in seen:
-                seen.add(p)
+            key = (str(p[0]), str(p[1]))
+            if key not in have and key not in seen:
+                seen.add(key)
                 out.append(p)
         return out
 

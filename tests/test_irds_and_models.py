@@ -111,6 +111,11 @@ def test_embedding_cache_reuses_vectors(tiny_bert_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(embeddings, "load_sentence_transformer", boom)
     again = embeddings.encode_texts(texts[:2], model=str(tiny_bert_dir), cache_dir=tmp_path)
     assert np.array_equal(again, first[:2])
+    monkeypatch.undo()
+    # no text: [0, dim] as documented, and one bare string is not embedded character by character
+    assert embeddings.encode_texts([], model=str(tiny_bert_dir), cache_dir=tmp_path).shape == (0, 32)
+    with pytest.raises(TypeError, match=r"not one string: pass \[text\]"):
+        embeddings.encode_texts("wing flutter", model=str(tiny_bert_dir), cache_dir=tmp_path)
 
 
 def test_a_token_limit_does_not_leak_into_later_encodings(tiny_bert_dir, tmp_path):

@@ -77,3 +77,12 @@ def test_mean_interval_golden():
     assert (m.low, m.high) == (pytest.approx(2 - half, rel=1e-9), pytest.approx(2 + half, rel=1e-9))
     one = mean_interval([0.4])
     assert one.mean == 0.4 and math.isnan(one.low)
+
+
+def test_meta_and_interval_inputs_are_checked():
+    with pytest.raises(ValueError, match="1 labels for 2 effects"):
+        random_effects([0.1, 0.2], [1e-3, 1e-3], labels=["a"])
+    for call in (lambda: random_effects([0.1, 0.2], [1e-3, 1e-3], confidence=95),
+                 lambda: mean_interval([0.3, 0.32, 0.31], 95)):
+        with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), e.g. 0.95, got 95"):
+            call()

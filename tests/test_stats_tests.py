@@ -53,6 +53,17 @@ def test_paired_input_validation():
         wilcoxon_test([1, math.nan, 3], [1, 2, 3])
     with pytest.raises(ValueError, match="at least 2"):
         paired_t_test([1.0], [0.0])
+    # pandas Series pair by query id, not by position; different query sets are refused
+    pd = pytest.importorskip("pandas")
+    x = pd.Series([0.5, 0.6, 0.7, 0.4], index=["q1", "q2", "q3", "q4"])
+    y = pd.Series([0.45, 0.62, 0.66, 0.41], index=["q1", "q2", "q3", "q4"])
+    assert paired_t_test(x, y[::-1]) == paired_t_test(x.to_numpy(), y.to_numpy())
+    with pytest.raises(ValueError, match="the same index"):
+        paired_t_test(x, y.rename(index={"q4": "q9"}))
+    with pytest.raises(ValueError, match="n_resamples must be >= 1"):
+        bootstrap_mean_diff(x.to_numpy(), y.to_numpy(), n_resamples=0)
+    with pytest.raises(ValueError, match="confidence must be in .0, 1., e.g. 0.95, got 95"):
+        bootstrap_mean_diff(x.to_numpy(), y.to_numpy(), confidence=95)
 
 
 def test_corrections_golden():
@@ -64,6 +75,11 @@ def test_corrections_golden():
     # given order: 0.01 -> 0.03, 0.04 -> 0.04, 0.03 -> 0.04.
     np.testing.assert_allclose(adjust_pvalues([0.01, 0.04, 0.03], "bh"), [0.03, 0.04, 0.04], atol=1e-12)
     np.testing.assert_allclose(adjust_pvalues([0.01, 0.04], "none"), [0.01, 0.04])
+    # what is not one family of p-values is refused (a negative p came out "adjusted", NaN spread under BH)
+    for bad, message in [([-0.2, 0.5], r"in \[0, 1\]; got -0.2"), ([0.01, math.nan], "in \\[0, 1\\]; got nan"),
+                         ([0.01, 1.7], "got 1.7"), ([[0.01, 0.02], [0.03, 0.04]], r"one flat sequence")]:
+        with pytest.raises(ValueError, match=message):
+            adjust_pvalues(bad, "bh")
     with pytest.raises(UserInputError, match="unknown correction"):
         adjust_pvalues([0.1], "bonferonni")
 
@@ -111,3 +127,12 @@ def test_identical_systems_are_notes_in_a_study_and_errors_for_a_user():
     report = compare_systems(al, config)
     row = next(r for r in report.rows if r.name == "b")
     assert row.mean_diff == 0.0 and row.tost.verdict == "equivalent"
+
+
+def test_comparison_config_is_validated_on_construction():
+    from rankdistill.stats.compare import ComparisonConfig
+
+    with pytest.raises(UserInputError, match="unknown bootstrap method 'bca'; known: BCa, percentile"):
+        ComparisonConfig(metric="nDCG@10", margin=0.01, bootstrap_method="bca")
+    # one test named bare is that test, not its letters
+    assert ComparisonConfig(metric="nDCG@10", margin=0.01, tests="wilcoxon").tests == ("wilcoxon",)

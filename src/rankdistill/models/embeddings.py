@@ -134,8 +134,13 @@ def encode_texts(texts: Sequence[str], model: str | None = None, *, batch_size: 
         cache_dir: cache root; ``None`` = :func:`default_cache_dir`, ``False`` = no cache.
 
     Returns:
-        ``float32`` array of shape ``[len(texts), dim]``.
+        ``float32`` array of shape ``[len(texts), dim]`` (``[0, dim]`` for no text).
     """
+    if isinstance(texts, str):  # would be embedded character by character
+        raise TypeError("texts must be a sequence of strings, not one string: pass [text]")
+    if len(texts) == 0:
+        st = load_sentence_transformer(model, device=device, max_length=max_length)
+        return np.empty((0, st.get_sentence_embedding_dimension()), dtype=np.float32)  # type: ignore[attr-defined]
     keys = [text_key(t) for t in texts]
     cache = None
     if cache_dir is not False:

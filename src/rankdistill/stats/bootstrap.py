@@ -14,7 +14,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from rankdistill.stats.paired import is_constant, paired_arrays
+from rankdistill.stats.paired import check_confidence, is_constant, paired_arrays
+
+BOOTSTRAP_METHODS = ("BCa", "percentile")
+"""The intervals :func:`bootstrap_mean_diff` computes (scipy's method names)."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,11 @@ def bootstrap_mean_diff(x: ArrayLike, y: ArrayLike, *, confidence: float = 0.95,
 
     Constant differences have a degenerate bootstrap distribution: the interval is ``(d, d)``.
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if method not in ("BCa", "percentile"):
-        raise ValueError(f"method must be 'BCa' or 'percentile', got {method!r}")
+    check_confidence(confidence)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if method not in BOOTSTRAP_METHODS:
+        raise ValueError(f"method must be one of {', '.join(BOOTSTRAP_METHODS)}, got {method!r}")
     a, b = paired_arrays(x, y)
     d = a - b
     mean = float(np.mean(d))
@@ -51,4 +55,4 @@ def bootstrap_mean_diff(x: ArrayLike, y: ArrayLike, *, confidence: float = 0.95,
     return BootstrapInterval(mean, float(ci.low), float(ci.high), confidence, n_resamples, method, seed)
 
 
-__all__ = ["BootstrapInterval", "bootstrap_mean_diff"]
+__all__ = ["BOOTSTRAP_METHODS", "BootstrapInterval", "bootstrap_mean_diff"]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rankdistill.errors import UserInputError
-from rankdistill.stats.bootstrap import BootstrapInterval, bootstrap_mean_diff
+from rankdistill.stats.bootstrap import BOOTSTRAP_METHODS, BootstrapInterval, bootstrap_mean_diff
 from rankdistill.stats.corrections import CORRECTIONS, adjust_pvalues
 from rankdistill.stats.equivalence import EquivalenceClasses, equivalence_classes
 from rankdistill.stats.paired import PAIRED_TESTS, PairedTestResult
@@ -51,6 +51,8 @@ class ComparisonConfig:
             raise UserInputError(f"alpha must be in (0, 0.5), got {self.alpha}", fix="e.g. --alpha 0.05")
         if self.correction not in CORRECTIONS:
             raise UserInputError(f"unknown correction {self.correction!r}; known: {', '.join(CORRECTIONS)}")
+        if isinstance(self.tests, str):  # one name, not its characters
+            object.__setattr__(self, "tests", (self.tests,))
         unknown = [t for t in self.tests if t not in PAIRED_TESTS]
         if unknown:
             raise UserInputError(f"unknown test(s) {', '.join(unknown)}; known: {', '.join(PAIRED_TESTS)}")
@@ -58,6 +60,9 @@ class ComparisonConfig:
             raise UserInputError(f"--bootstrap must be >= 0 resamples, got {self.bootstrap}")
         if not 0.0 < self.confidence < 1.0:
             raise UserInputError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.bootstrap_method not in BOOTSTRAP_METHODS:
+            raise UserInputError(f"unknown bootstrap method {self.bootstrap_method!r}; known: "
+                                 f"{', '.join(BOOTSTRAP_METHODS)}")
         if self.margin is None and self.margin_rel is None:
             raise UserInputError("no equivalence margin given",
                                  fix="fix one in advance: --margin 0.01 or --margin-rel 0.02")

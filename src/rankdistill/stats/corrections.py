@@ -27,6 +27,11 @@ def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> np.ndarray
     if method not in CORRECTIONS:
         raise UserInputError(f"unknown correction {method!r}; known: {', '.join(CORRECTIONS)}")
     p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"p-values must be one flat sequence (one family), got shape {p.shape}")
+    if not np.all((p >= 0.0) & (p <= 1.0)):  # NaN fails this too
+        bad = p[~((p >= 0.0) & (p <= 1.0))]
+        raise ValueError(f"p-values must lie in [0, 1]; got {float(bad[0])} ({bad.size} outside)")
     if p.size == 0 or CORRECTIONS[method] is None:
         return p.copy()
     return multipletests(p, method=CORRECTIONS[method])[1]

@@ -26,6 +26,8 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
+from rankdistill.stats.paired import check_confidence
+
 _METHODS = {"dl": "dl", "pm": "iterated"}
 
 
@@ -62,7 +64,10 @@ def random_effects(effects: Sequence[float], variances: Sequence[float], labels:
         raise ValueError(f"a meta-analysis needs at least 2 effects with one variance each, got {k}")
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(v)) and np.all(v > 0)):
         raise ValueError("effects must be finite and variances finite and > 0")
+    check_confidence(confidence)
     names = tuple(labels) if labels is not None else tuple(str(i) for i in range(k))
+    if len(names) != k:
+        raise ValueError(f"{len(names)} labels for {k} effects; give one label per effect")
     with warnings.catch_warnings():  # an untruncated negative tau^2 makes statsmodels take sqrt of < 0
         warnings.simplefilter("ignore", RuntimeWarning)
         res = combine_effects(y, v, method_re=_METHODS[method], row_names=list(names))
@@ -94,6 +99,7 @@ class MeanInterval:
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> MeanInterval:
     """``mean +- t_{(1+c)/2, n-1} sd / sqrt(n)`` (sample sd, ``ddof=1``); NaN bounds when ``n = 1``."""
+    check_confidence(confidence)
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0 or not np.all(np.isfinite(x)):
         raise ValueError("mean_interval needs at least one finite value")

@@ -34,8 +34,21 @@ class PairedTestResult:
     mean_diff: float
 
 
+def check_confidence(confidence: float) -> None:
+    """Raise ``ValueError`` unless ``confidence`` is a level in (0, 1) (0.95, not 95)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
+
+
 def paired_arrays(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Validate two aligned 1-d float vectors of equal length >= 2 without NaN."""
+    """Validate two aligned 1-d float vectors of equal length >= 2 without NaN.
+
+    Two pandas Series are paired by their index (the same queries in any order), not by position."""
+    if hasattr(x, "reindex") and hasattr(y, "reindex"):  # pandas: pair by query, as the index says
+        if set(x.index) != set(y.index) or x.index.has_duplicates:  # type: ignore[union-attr]
+            raise ValueError("paired samples given as pandas Series need the same index (query ids) without "
+                             "repeats")
+        y = y.reindex(x.index)  # type: ignore[union-attr]
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"paired samples need equal 1-d shapes, got {a.shape} and {b.shape}")
@@ -88,5 +101,5 @@ def wilcoxon_test(x: ArrayLike, y: ArrayLike) -> PairedTestResult:
 PAIRED_TESTS = {"t": paired_t_test, "wilcoxon": wilcoxon_test}
 """Test name -> function ``(x, y) -> PairedTestResult``."""
 
-__all__ = ["PAIRED_TESTS", "PairedTestResult", "is_constant", "is_zero", "paired_arrays", "paired_t_test",
-           "wilcoxon_test"]
+__all__ = ["PAIRED_TESTS", "PairedTestResult", "check_confidence", "is_constant", "is_zero", "paired_arrays",
+           "paired_t_test", "wilcoxon_test"]

@@ -62,7 +62,7 @@ def test_paired_input_validation():
         paired_t_test(x, y.rename(index={"q4": "q9"}))
     with pytest.raises(ValueError, match="n_resamples must be >= 1"):
         bootstrap_mean_diff(x.to_numpy(), y.to_numpy(), n_resamples=0)
-    with pytest.raises(ValueError, match="confidence must be in .0, 1., e.g. 0.95, got 95"):
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), e.g. 0.95, got 95"):
         bootstrap_mean_diff(x.to_numpy(), y.to_numpy(), confidence=95)
 
 

@@ -61,6 +61,15 @@ def test_docstore_lookup_matches_corpus_file(scifact_dir):
     assert "no-such-doc" not in ds.corpus and first["_id"] in ds.corpus
     with pytest.raises(KeyError):
         ds.corpus["no-such-doc"]
+    with pytest.raises(KeyError):  # ids are strings, as in a dict (was an AttributeError from inside)
+        ds.corpus[int(first["_id"])]
+    from rankdistill.retrieval.bm25 import BM25Retriever
+
+    bm25 = BM25Retriever(ds.corpus)
+    with pytest.raises(TypeError, match="queries must map query ids to texts, got list"):
+        bm25.search(["cancer"], k=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="k must be >= 0, got -5"):
+        bm25.search({"q1": "cancer"}, k=-5)
 
 
 def _write(path: Path, text: str, gz: bool = False) -> Path:
@@ -358,3 +367,13 @@ def test_a_run_that_could_not_be_read_back_is_not_written(tmp_path):
         top_k({"q1": {"a": 1.0}}, -1)
     with pytest.raises(ValueError, match="depth must be >= 0"):
         reciprocal_rank_fusion([{"q1": {"a": 1.0}}], depth=-1)
+
+
+def test_a_group_given_one_string_for_its_ids_is_refused():
+    from rankdistill.data.groups import Group
+
+    with pytest.raises(TypeError, match=r"Group.positive_ids must be a list of document ids, not one string: "
+                                        r"pass \['doc12'\]"):
+        Group("q1", "doc12", ["d2"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Group\.negative_ids"):
+        Group("q1", ["doc12"], "d2")  # type: ignore[arg-type]

@@ -72,6 +72,25 @@ def test_binary_entropy_edges():
                                atol=1e-9)
 
 
+def test_torch_tensors_and_misplaced_arguments():
+    """Teacher logits come as torch tensors needing grad or in bf16: the statistics take them as they are; a
+    metric given where alpha goes, a fractional position or a probability outside [0, 1] is named."""
+    import torch
+
+    t = torch.tensor([LN3, LN2, 0.0], requires_grad=True)
+    assert softmax_entropy(t) == pytest.approx(softmax_entropy([LN3, LN2, 0.0]))
+    assert positive_rank(t.to(torch.bfloat16)) == 1
+    e = torch.tensor([[0.0, 1.0], [-1.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    assert robust_diameter(e, 0.95) == pytest.approx(1.9, abs=1e-12)
+    assert mean_distance(e, e[0]) == pytest.approx(mean_distance(e.detach().numpy(), [0.0, 1.0]))
+    with pytest.raises(TypeError, match="give the metric as metric='l2'"):
+        robust_diameter(e, "l2")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"positive_index must be an integer position, got 1\.5"):
+        positive_rank([1.0, 2.0, 3.0], 1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\], got 1.5"):
+        binary_entropy_bits([0.5, 1.5])
+
+
 def test_spread_and_rank_golden():
     # (1, 3): mean 2, population std sqrt(((1-2)^2 + (3-2)^2) / 2) = 1, range 2
     s = score_spread([1.0, 3.0])

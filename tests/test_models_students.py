@@ -283,3 +283,19 @@ def test_embedding_cache_writers_never_share_a_shard_and_keys_follow_the_weights
     weights.write_bytes(bytes(data))  # other weights, same size, same mtime
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert model_key(str(other), 64, False) != before
+
+
+def test_score_candidates_leaves_a_query_without_candidates_empty(tiny_bert_dir):
+    """BM25 gives {} for a query with no indexed term; re-ranking such a run failed in torch.stack."""
+    from rankdistill.models.scoring import score_candidates
+
+    model = BiEncoder.from_pretrained(str(tiny_bert_dir), pooling="mean", max_doc_length=16)
+
+    class Corpus:
+        @staticmethod
+        def text(doc_id: str) -> str:
+            return {"d1": "wing flutter", "d2": "boundary layer"}[doc_id]
+
+    run = score_candidates(model, {"q1": "flutter", "q2": "the and of"}, Corpus(), {"q1": {"d1": 1, "d2": 0},
+                           "q2": {}}, device="cpu", progress=False)
+    assert run["q2"] == {} and set(run["q1"]) == {"d1", "d2"}

@@ -156,7 +156,7 @@ class DocStore:
         return _DecodedView(self._ids_in_order)  # type: ignore[return-value]
 
     def __getitem__(self, doc_id: str) -> Doc:
-        pos = self._position(doc_id)
+        pos = self._position(doc_id) if isinstance(doc_id, str) else None  # ids are strings, as in a dict
         if pos is None:
             raise KeyError(doc_id)
         return self._doc_at(pos, doc_id)

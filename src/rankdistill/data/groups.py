@@ -27,6 +27,12 @@ class Group:
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("positive_ids", "negative_ids"):
+            if isinstance(getattr(self, name), str):  # would be read as one document id per character
+                raise TypeError(f"Group.{name} must be a list of document ids, not one string: pass "
+                                f"[{getattr(self, name)!r}]")
+
     def to_json(self) -> str:
         d = asdict(self)
         extra = d.pop("extra")

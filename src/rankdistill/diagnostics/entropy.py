@@ -34,9 +34,17 @@ class UndefinedStatistic(ValueError):
         self.reason = reason
 
 
+def host_array(values: ArrayLike) -> np.ndarray:
+    """``values`` as a float64 numpy array; a torch tensor (on a GPU, in bf16, or needing grad, as a teacher's
+    logits come) is detached and copied to the host first."""
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()  # type: ignore[union-attr]
+    return np.asarray(values, dtype=np.float64)
+
+
 def as_scores(scores: ArrayLike, *, min_size: int = 2) -> np.ndarray:
     """Validate a 1-d vector of finite teacher scores with at least ``min_size`` entries (float64)."""
-    t = np.asarray(scores, dtype=np.float64)
+    t = host_array(scores)
     if t.ndim != 1:
         raise UndefinedStatistic(f"expected a 1-d score vector, got shape {t.shape}")
     if t.size < min_size:
@@ -76,7 +84,9 @@ def normalized_softmax_entropy(scores: ArrayLike, temperature: float = 1.0) -> f
 
 def binary_entropy_bits(p: ArrayLike) -> np.ndarray:
     """``h2(p) = -p log2 p - (1 - p) log2 (1 - p)`` elementwise, in bits (``h2(0) = h2(1) = 0``)."""
-    q = np.asarray(p, dtype=np.float64)
+    q = host_array(p)
+    if not np.all((q >= 0.0) & (q <= 1.0)):  # NaN fails this too
+        raise ValueError(f"binary entropy needs probabilities in [0, 1], got {q[~((q >= 0.0) & (q <= 1.0))][0]}")
     return (entr(q) + entr(1.0 - q)) / math.log(2.0)
 
 
@@ -112,6 +122,8 @@ def positive_rank(scores: ArrayLike, positive_index: int = 0) -> int:
     credited with the better rank. A rank above 1 signals a possible false negative in the group.
     """
     t = as_scores(scores, min_size=1)
+    if isinstance(positive_index, bool) or not isinstance(positive_index, (int, np.integer)):
+        raise TypeError(f"positive_index must be an integer position, got {positive_index!r}")
     if not 0 <= positive_index < t.size:
         raise IndexError(f"positive_index {positive_index} out of range for {t.size} scores")
     others = np.delete(t, positive_index)
@@ -123,6 +135,7 @@ __all__ = [
     "UndefinedStatistic",
     "as_scores",
     "binary_entropy_bits",
+    "host_array",
     "normalized_softmax_entropy",
     "pairwise_entropy",
     "positive_rank",

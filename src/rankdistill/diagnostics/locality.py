@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist, pdist
 
-from rankdistill.diagnostics.entropy import UndefinedStatistic
+from rankdistill.diagnostics.entropy import UndefinedStatistic, host_array
 
 Metric = Literal["cosine", "l2"]
 METRICS: tuple[str, ...] = ("cosine", "l2")
@@ -40,7 +40,7 @@ def _check_metric(metric: str) -> str:
 
 def as_embeddings(embeddings: ArrayLike, metric: str, *, min_rows: int = 1) -> np.ndarray:
     """Validate a 2-d array of finite embeddings (float64); cosine needs non-zero rows."""
-    x = np.asarray(embeddings, dtype=np.float64)
+    x = host_array(embeddings)
     if x.ndim != 2:
         raise UndefinedStatistic(f"expected a 2-d embedding matrix, got shape {x.shape}")
     if x.shape[0] < min_rows:
@@ -62,6 +62,8 @@ def pairwise_distances(embeddings: ArrayLike, metric: Metric = "cosine") -> np.n
 
 def robust_diameter(embeddings: ArrayLike, alpha: float = 0.95, metric: Metric = "cosine") -> float:
     """``Delta_alpha`` = alpha-quantile (linear interpolation) of the pairwise distances; >= 0."""
+    if isinstance(alpha, str):  # robust_diameter(x, "l2"): the metric given where alpha goes
+        raise TypeError(f"alpha must be a number in [0, 1], got {alpha!r}; give the metric as metric={alpha!r}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     return float(np.quantile(pairwise_distances(embeddings, metric), alpha))
@@ -71,7 +73,7 @@ def mean_distance(embeddings: ArrayLike, reference: ArrayLike, metric: Metric = 
     """Mean over all pairs ``(x in embeddings, r in reference)`` of ``d(x, r)``."""
     name = _check_metric(metric)
     x = as_embeddings(embeddings, metric)
-    r = as_embeddings(np.atleast_2d(np.asarray(reference, dtype=np.float64)), metric)
+    r = as_embeddings(np.atleast_2d(host_array(reference)), metric)
     if x.shape[1] != r.shape[1]:
         raise UndefinedStatistic(f"dimension mismatch: {x.shape[1]} vs {r.shape[1]}")
     return float(np.mean(np.clip(cdist(x, r, metric=name), 0.0, None)))

@@ -72,6 +72,8 @@ def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str]
         demb = embed(doc_ids, dcache, s.max_doc_length, "documents")
         for q, docs in candidates.items():
             ids = list(docs)
+            if not ids:  # a query without candidates (e.g. BM25 found no term of it): no scores
+                continue
             scores = torch.stack([demb[d] for d in ids]) @ qemb[q]
             out[q] = dict(zip(ids, scores.cpu().tolist()))
         return out

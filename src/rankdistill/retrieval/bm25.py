@@ -109,6 +109,11 @@ class BM25Retriever:
         """Top-``k`` documents per query as ``{qid: {docid: score}}`` (queries with no usable term get none)."""
         import bm25s
 
+        if not isinstance(queries, Mapping):
+            raise TypeError(f"queries must map query ids to texts, got {type(queries).__name__}, e.g. "
+                            "{'q1': 'wing flutter'}")
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
         qids = list(queries)
         if not qids:
             return {}

@@ -140,7 +140,8 @@ def encode_texts(texts: Sequence[str], model: str | None = None, *, batch_size: 
         raise TypeError("texts must be a sequence of strings, not one string: pass [text]")
     if len(texts) == 0:
         st = load_sentence_transformer(model, device=device, max_length=max_length)
-        return np.empty((0, st.get_sentence_embedding_dimension()), dtype=np.float32)  # type: ignore[attr-defined]
+        dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension  # renamed in ST 5
+        return np.empty((0, dim()), dtype=np.float32)
     keys = [text_key(t) for t in texts]
     cache = None
     if cache_dir is not False:

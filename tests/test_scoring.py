@@ -236,6 +236,28 @@ def test_teacher_scores_computes_only_what_the_store_lacks(tmp_path, cranfield, 
         provider.close()
 
 
+def test_teacher_scores_checks_the_teacher_even_when_every_pair_is_stored(tmp_path, cranfield,
+                                                                         tiny_cross_encoder_dir):
+    """Mining reads scores through TeacherScores: with every pair already stored it used to skip the check that
+    the id's scores were made by this teacher, and served another max length's (or old weights') scores."""
+    _, texts, pairs = cranfield
+    with ScoreStore(tmp_path / "s.db") as store:
+        first = TeacherScores(_config(tiny_cross_encoder_dir, teacher_id="t"), store, texts, show_progress=False)
+        first.get(pairs[:6])
+        first.close()
+        again = TeacherScores(_config(tiny_cross_encoder_dir, teacher_id="t"), store, texts, show_progress=False)
+        assert len(again.get(pairs[:6])) == 6 and [r.cached for r in again.reports] == [6]  # checked, not scored
+        again.close()
+        other = TeacherScores(TeacherConfig(str(tiny_cross_encoder_dir), max_length=32, batch_size=8, device="cpu",
+                                            teacher_id="t"), store, texts, show_progress=False)
+        with pytest.raises(UserInputError, match=r"holds scores made with other settings \(max_length: stored 64, "
+                                                 r"now 32"):
+            other.get(pairs[:6])
+        other.close()
+    with pytest.raises(UserInputError, match="the chunk size must be an integer >= 1, got 0"):
+        TeacherScores(_config(tiny_cross_encoder_dir), store, texts, chunk_size=0)
+
+
 def test_tokenising_in_threads_gives_one_calls_encoding(scifact_dir):
     """Slices tokenised in threads are concatenated back into exactly what one call returns."""
     from transformers import AutoTokenizer
@@ -299,3 +321,17 @@ def test_executor_workers_score_in_the_dtype_the_store_records(tmp_path, cranfie
         report = score_pairs(teacher, pairs[:9], texts, store, show_progress=False, executor=Recording(), chunk_size=4)
         assert report.scored == 9 and store.teacher_info(teacher.teacher_id)["dtype"] == "float32"
     assert len(seen) == 3 and {c.dtype for c in seen} == {"float32"}
+
+
+def test_teacher_score_takes_one_query_per_document(tiny_cross_encoder_dir):
+    """Three queries and one document gave [s, nan, nan]; one query and three documents one score; a string
+    was scored per character."""
+    teacher = load_teacher(_config(tiny_cross_encoder_dir))
+    try:
+        assert teacher.score(["wing", "flutter"], ["a wing", "flutter of wings"]).shape == (2,)
+        with pytest.raises(ValueError, match="3 queries for 1 documents: give one query per document"):
+            teacher.score(["a", "b", "c"], ["d"])
+        with pytest.raises(TypeError, match="not one string"):
+            teacher.score("wing", "docs")  # type: ignore[arg-type]
+    finally:
+        teacher.close()

@@ -170,3 +170,12 @@ def test_score_and_rerank_commands_take_a_crossfit_folder(crossfit_dir, scifact_
         stored = store.get_many(str(plan_dir), [(q, d) for q in test for d in docs])
     # the teacher engine and rerank score the same pairs (rerank's TREC file keeps 6 decimals)
     assert all(stored[(q, d)] == pytest.approx(got[q][d], abs=1e-4) for q in test for d in docs)
+
+
+def test_fold_seed_and_member_ids_are_checked(tmp_path):
+    """seed=None drew other folds at every call; one string of ids was written as one id per character."""
+    with pytest.raises(UserInputError, match="the fold seed must be an integer, got None"):
+        assign_folds(["q1", "q2", "q3"], 2, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="member m0: its training query ids must be a collection, not one string"):
+        write_crossfit(tmp_path, [("m0", "12"), ("m1", ["3"])])
+    assert not (tmp_path / "crossfit.json").exists()

@@ -56,6 +56,10 @@ def assign_folds(query_ids: Iterable[str], k: int, seed: int) -> list[list[str]]
     positions ``f, f + k, f + 2k, ...`` of the permutation), so the folds depend only on the set of ids, ``k``
     and ``seed``. Each fold keeps the permuted order.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):  # None would draw other folds each time
+        raise UserInputError(f"the fold seed must be an integer, got {seed!r}", fix="e.g. seed 0")
+    if isinstance(query_ids, str):
+        raise TypeError("query_ids must be a collection of query ids, not one string")
     ids = sorted(dict.fromkeys(str(q) for q in query_ids))
     if k < 2:
         raise UserInputError(f"cross-fitting needs at least 2 folds, got {k}")
@@ -150,6 +154,9 @@ def write_crossfit(folder: str | Path, members: Sequence[tuple[str, Iterable[str
     """Write ``<folder>/crossfit.json`` for members ``(model folder relative to folder, its training query ids)``;
     ``meta`` (e.g. folds, seed) is recorded beside them. Checks the result by reading it back."""
     folder = Path(folder)
+    for name, ids in members:
+        if isinstance(ids, str):  # would be read as one query id per character
+            raise TypeError(f"member {name}: its training query ids must be a collection, not one string {ids!r}")
     body = {"format": FORMAT, "version": 1, **meta,
             "members": [{"model": str(name), "trained_on": sorted(str(q) for q in ids)} for name, ids in members]}
     path = folder / CROSSFIT_FILE

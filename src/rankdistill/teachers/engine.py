@@ -98,6 +98,13 @@ def unique_pairs(pairs: Iterable[Pair]) -> list[Pair]:
     return list(dict.fromkeys((str(q), str(d)) for q, d in pairs))
 
 
+def check_chunk_size(chunk_size: int) -> None:
+    """Raise unless ``chunk_size`` (pairs tokenised and scored at a time) is at least 1."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise UserInputError(f"the chunk size must be an integer >= 1, got {chunk_size!r}",
+                             fix="e.g. --chunk-size 4096")
+
+
 def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: dict) -> dict:
     """Record ``info`` for a new teacher id, or check that an existing one was made the same way.
 
@@ -197,6 +204,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
         UserInputError: the teacher id holds scores made with other settings, or the teacher gave NaN/inf
             for some pairs (those are reported and not stored).
     """
+    check_chunk_size(chunk_size)
     start = time.perf_counter()
     tid = teacher.teacher_id
     claim_teacher_id(store, tid, teacher.identity(), teacher.info())
@@ -365,7 +373,9 @@ class TeacherScores:
         self.chunk_size = chunk_size
         self.show_progress = show_progress
         self._teacher: Teacher | None = None
+        self._claimed = False  # the first get checks the teacher against the store even when nothing is missing
         self.reports: list[ScoringReport] = []
+        check_chunk_size(chunk_size)
 
     @property
     def teacher_id(self) -> str:
@@ -374,7 +384,10 @@ class TeacherScores:
     def get(self, pairs: Iterable[Pair]) -> dict[Pair, float]:
         """``{(query_id, doc_id): score}`` for every given pair."""
         wanted = unique_pairs(pairs)
-        if self.store.missing(self.teacher_id, wanted) or not self.store.has_teacher(self.teacher_id):
+        # the first call goes through scoring even when the store has every pair: scoring is what checks that
+        # the id's stored scores were made by this teacher (a teacher retrained into the same folder, or given
+        # another max length, would otherwise be served the old scores)
+        if not self._claimed or self.store.missing(self.teacher_id, wanted):
             if isinstance(self.spec, EnsembleConfig):
                 self.reports.extend(score_ensemble(self.spec, wanted, self.texts, self.store,
                                                    chunk_size=self.chunk_size, show_progress=self.show_progress,
@@ -385,6 +398,7 @@ class TeacherScores:
                 self.reports.append(score_pairs(self._teacher, wanted, self.texts, self.store,
                                                 chunk_size=self.chunk_size, show_progress=self.show_progress,
                                                 cache=self.cache, executor=self.executor))
+            self._claimed = True
         return self.store.get_many(self.teacher_id, wanted)
 
     def info(self) -> dict:

@@ -123,6 +123,11 @@ class Teacher(abc.ABC):
               query_ids: Sequence[str] | None = None) -> np.ndarray:
         """Scores of the pairs ``(queries[i], docs[i])`` in input order (convenience; no store). ``query_ids``:
         for a teacher that :attr:`needs_query_ids`."""
+        if isinstance(queries, str) or isinstance(docs, str):  # would be scored character by character
+            raise TypeError("queries and docs must be sequences of texts, one per pair, not one string: pass [text]")
+        if len(queries) != len(docs):
+            raise ValueError(f"{len(queries)} queries for {len(docs)} documents: give one query per document "
+                             "(repeat the query for each of its documents)")
         out = np.full(len(queries), np.nan, dtype=np.float64)
         if len(queries):
             for idx, s in self.run(self.prepare_pairs(queries, docs, query_ids)):

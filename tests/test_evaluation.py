@@ -65,6 +65,8 @@ def test_library_callers_get_the_same_values_or_a_clear_error():
     # integer ids (e.g. from a DataFrame) are the same queries and documents
     ints = {1: {10: 3.0, 11: 2.0, 12: 1.0}}
     assert evaluate_run(ints, {1: {11: 2, 10: 0, 12: 1}}, ["nDCG@10"]).per_query["nDCG@10"] == {"1": want["q1"]}
+    with pytest.raises(TypeError, match=r"qrels must map query ids to \{doc_id: relevance\}, got dict of list"):
+        evaluate_run(run, {q: list(d) for q, d in qrels.items()}, ["nDCG@10"])
     # a NaN score would be ranked anywhere by ir_measures and the query scored regardless
     with pytest.raises(UserInputError, match=r"1 NaN score\(s\) on judged queries, e.g. query q1 document b"):
         evaluate_run({**run, "q1": {**run["q1"], "b": math.nan}}, qrels, ["nDCG@10"])

@@ -202,6 +202,32 @@ def test_false_negative_guard_drops_what_the_teacher_scores_near_the_positives(d
         _mine(ds, fn_margin=1.0, **kw)
 
 
+def test_pools_still_short_after_the_top_up_are_said(datasets, caplog):
+    """A pool larger than the corpus can fill: the top-up warning said the queries were topped up and nothing
+    of the groups left below the group size."""
+    ds = datasets["cranfield"]
+    with caplog.at_level("WARNING", logger="rankdistill.mining.miner"):
+        result = _mine(ds, strategy="random", group_size=4, pool_size=5000, max_queries=2)
+    assert result.counts["queries_short_after_topup"] == 2
+    assert "; 2 of them are still short (too few documents to draw from)" in caplog.text
+
+
+def test_dense_search_checks_its_arguments(datasets, emb_cache, tiny_bert_dir):
+    from rankdistill.retrieval.dense import DenseConfig, DenseRetriever
+
+    ds = datasets["cranfield"]
+    dense = DenseRetriever(ds.corpus, DenseConfig(model=str(tiny_bert_dir), cache_dir=emb_cache))
+    assert dense.search({"q1": "wing flutter"}, k=0) == {"q1": {}}  # was faiss's bare AssertionError
+    with pytest.raises(ValueError, match="k must be >= 0, got -3"):
+        dense.search({"q1": "wing flutter"}, k=-3)
+    with pytest.raises(TypeError, match="queries must map query ids to texts, got list"):
+        dense.search(["wing flutter"], k=3)  # type: ignore[arg-type]
+    for kw, message in [({"batch_size": 0}, "batch size must be an integer >= 1, got 0"),
+                        ({"max_length": -1}, "token limit must be an integer >= 1, got -1")]:
+        with pytest.raises(UserInputError, match=message):
+            DenseConfig(model=str(tiny_bert_dir), **kw)
+
+
 def test_short_queries_are_topped_up_or_skipped(tmp_path, datasets):
     ds = datasets["cranfield"]
     queries, _ = mining_queries(ds, "train", max_queries=6)

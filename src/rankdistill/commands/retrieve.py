@@ -44,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
         from rankdistill.retrieval.bm25 import BM25Config
 
         bm25 = BM25Config(k1=args.k1, b=args.b)  # checks k1 and b, before the corpus is indexed
+    else:
+        from rankdistill.models import resolve_model
+        from rankdistill.retrieval.dense import DenseConfig
+
+        dense = DenseConfig(model=resolve_model(args.model), similarity=args.similarity,  # checked before encoding
+                            batch_size=args.batch_size, max_length=args.max_length, cache_dir=args.embedding_cache)
     ds = open_dataset(args)
     queries = ds.queries(args.split)
     if not queries:
@@ -57,12 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
         retriever = BM25Retriever(ds.corpus, bm25)
     else:
-        from rankdistill.models import resolve_model
-        from rankdistill.retrieval.dense import DenseConfig, DenseRetriever
+        from rankdistill.retrieval.dense import DenseRetriever
 
-        retriever = DenseRetriever(ds.corpus, DenseConfig(model=resolve_model(args.model), similarity=args.similarity,
-                                                          batch_size=args.batch_size, max_length=args.max_length,
-                                                          cache_dir=args.embedding_cache), show_progress=True)
+        retriever = DenseRetriever(ds.corpus, dense, show_progress=True)
     result = retriever.search(queries, k=args.k, show_progress=True)
     write_run(result, args.output, tag=tag, k=args.k)
     logger.info("retrieved %d queries x top-%d in %.1fs -> %s", len(queries), args.k,

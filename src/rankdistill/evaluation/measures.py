@@ -178,6 +178,11 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     labels: dict = {}  # each distinct measure -> every requested name that produced it (AP and AP(rel=1))
     for measure, name in zip(parsed, names):
         labels.setdefault(measure, []).append(name)
+    for what, given in (("run", run), ("qrels", qrels)):
+        inner = next(iter(given.values()), {}) if isinstance(given, Mapping) else None
+        if not isinstance(inner, Mapping):
+            raise TypeError(f"{what} must map query ids to {{doc_id: {'score' if what == 'run' else 'relevance'}}}, "
+                            f"got {type(given).__name__} of {type(inner).__name__}")
     # ids as ir_measures wants them (str), whatever the caller's mappings hold
     run = {str(q): {str(d): s for d, s in docs.items()} for q, docs in run.items()}
     judged = {str(q): {str(d): r for d, r in docs.items()} for q, docs in qrels.items() if docs}

@@ -145,9 +145,11 @@ class Miner:
                            len(short), len(queries), c.pool)
         elif short:
             self._top_up(short, pools, candidates, counts)
+            still = counts["queries_short_after_topup"]
             logger.warning("%d of %d queries had fewer than %d candidates and were topped up with %d random "
-                           "documents (--on-short topup)", len(short), len(queries), c.pool,
-                           counts["random_negatives_added"])
+                           "documents (--on-short topup)%s", len(short), len(queries), c.pool,
+                           counts["random_negatives_added"],
+                           f"; {still} of them are still short (too few documents to draw from)" if still else "")
         empty = [qid for qid, pool in pools.items() if not pool]
         for qid in empty:
             del pools[qid]
@@ -164,6 +166,9 @@ class Miner:
         counts["groups"] = len(groups)
         counts["negatives_total"] = sum(len(g.negative_ids) for g in groups)
         counts["groups_below_group_size"] = sum(1 for g in groups if len(g.negative_ids) < c.group_size - 1)
+        if counts["groups_below_group_size"]:  # such a group trains with fewer documents than the others
+            logger.warning("%d of %d groups have fewer than the %d negatives a group of %d needs",
+                           counts["groups_below_group_size"], len(groups), c.group_size - 1, c.group_size)
         counts.update(self.strategy.counts)
         settings = {**self.strategy.settings(), "max_rank": max_rank if self.strategy.ranked else None}
         return MiningResult(groups, counts, settings, time.perf_counter() - start)

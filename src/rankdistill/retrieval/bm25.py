@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rankdistill.data.runs import Run
+from rankdistill.retrieval.base import check_search
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,7 @@ class BM25Retriever:
         """Top-``k`` documents per query as ``{qid: {docid: score}}`` (queries with no usable term get none)."""
         import bm25s
 
-        if not isinstance(queries, Mapping):
-            raise TypeError(f"queries must map query ids to texts, got {type(queries).__name__}, e.g. "
-                            "{'q1': 'wing flutter'}")
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
+        check_search(queries, k)
         qids = list(queries)
         if not qids:
             return {}

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rankdistill.data.runs import Run
+from rankdistill.errors import UserInputError
+from rankdistill.retrieval.base import check_search
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,13 @@ class DenseConfig:
             raise ValueError(f"unknown similarity {self.similarity!r}; use dot or cosine")
         if self.backend not in ("auto", "faiss", "torch"):
             raise ValueError(f"unknown search backend {self.backend!r}; use auto, faiss or torch")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UserInputError(f"the encoding batch size must be an integer >= 1, got {self.batch_size!r}",
+                                 fix="e.g. --batch-size 64")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
+                                            or self.max_length < 1):
+            raise UserInputError(f"the token limit must be an integer >= 1, got {self.max_length!r}",
+                                 fix="e.g. --max-length 256, or leave it out for the model's own")
 
 
 def _faiss_available() -> bool:
@@ -110,9 +119,12 @@ class DenseRetriever:
 
     def search(self, queries: Mapping[str, str], k: int = 100, show_progress: bool = False) -> Run:
         """Top-``k`` documents per query as ``{qid: {docid: inner product}}``."""
+        check_search(queries, k)
         qids = list(queries)
         if not qids:
             return {}
+        if k == 0:
+            return {q: {} for q in qids}
         k = min(k, len(self.doc_ids))
         qv = np.ascontiguousarray(self._encode([queries[q] for q in qids], show_progress), dtype=np.float32)
         if self.backend == "faiss":

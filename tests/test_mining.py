@@ -4,6 +4,7 @@ filter and reciprocal-rank fusion."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -126,6 +127,32 @@ def test_registry_and_config_validation():
         MiningConfig("bm25", group_size=4, min_rank=5, max_rank=3).validate()
     with pytest.raises(UserInputError, match="--group-size must be at least 2"):
         MiningConfig("bm25", group_size=1).validate()
+
+
+
+def test_configs_built_in_python_name_a_value_of_the_wrong_type():
+    """A string for a number, a float for a count, None for a seed, one string for a tuple: named, instead of
+    a TypeError inside numpy ('<' not supported) or a retriever per letter ('unknown retriever b')."""
+    from rankdistill.diagnostics.job import DiagnoseConfig
+    from rankdistill.retrieval.bm25 import BM25Config
+    from rankdistill.retrieval.dense import DenseConfig
+    from rankdistill.teachers.models import TeacherConfig
+
+    for make, message in [(lambda: MiningConfig("bm25", group_size="8").validate(),
+                           "MiningConfig.group_size must be int, got '8'"),
+                          (lambda: MiningConfig("bm25", group_size=8, pool_size=3.5).validate(),
+                           "MiningConfig.pool_size must be int or None, got 3.5"),
+                          (lambda: MiningConfig("bm25", group_size=8, seed=None).validate(),
+                           "MiningConfig.seed must be int, got None"),
+                          (lambda: MiningConfig("ensemble", group_size=8, retrievers="bm25").validate(),
+                           "MiningConfig.retrievers must be a tuple, not one string: give ('bm25',)"),
+                          (lambda: TeacherConfig("m", batch_size="8"), "TeacherConfig.batch_size must be int"),
+                          (lambda: DenseConfig(max_length=2.5), "DenseConfig.max_length must be int or None"),
+                          (lambda: BM25Config(k1="1.2"), "BM25Config.k1 must be float, got '1.2'"),
+                          (lambda: DiagnoseConfig(locality="no"), "DiagnoseConfig.locality must be bool")]:
+        with pytest.raises(UserInputError, match=re.escape(message)):
+            make()
+    MiningConfig("bm25", group_size=np.int64(8), fn_margin=1).validate()  # numpy ints, an int for a float
 
 
 def test_config_refuses_min_relevance_below_1_and_min_rank_past_the_default_window():

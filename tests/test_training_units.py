@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from rankdistill.errors import UserInputError
@@ -139,6 +140,19 @@ def test_config_validation_messages():
             _config(optim=optim).validate()
     with pytest.raises(UserInputError, match="--keep-checkpoints must be at least 1, got 0"):
         _config(runtime=RuntimeConfig("out", keep_checkpoints=0)).validate()
+    # configs built in Python: a value of the wrong type is named (it failed deep inside numpy, or not at
+    # all: seed=None drew another order each run), as are a negative bucket or padding size and a bad device
+    for part, message in ((OptimConfig(budget_docs="1000"), "OptimConfig.budget_docs must be int, got '1000'"),
+                          (OptimConfig(budget_docs=1000, seed=None), "OptimConfig.seed must be int, got None"),
+                          (OptimConfig(budget_docs=1000, head_lr="1e-3"), "OptimConfig.head_lr must be float or "
+                                                                          "None, got '1e-3'"),
+                          (DataConfig("d", "g.jsonl", scores="s", group_size=True), "DataConfig.group_size must "
+                                                                                    "be int, got True"),
+                          (RuntimeConfig("out", bucket_steps=-3), "--bucket-steps must be 0 or more, got -3"),
+                          (RuntimeConfig("out", device="gpu"), "unknown device 'gpu'")):
+        with pytest.raises(UserInputError, match=re.escape(message)):
+            _config(**{type(part).__name__[:-6].lower(): part}).validate()
+    _config(optim=OptimConfig(budget_docs=np.int64(1000), lr=1)).validate()  # a numpy int, an int for a float
 
 
 def test_in_batch_default_and_fingerprint():

@@ -25,3 +25,46 @@ class UserInputError(Exception):
         self.path = path
         self.line = line
         self.fix = fix
+
+
+def check_field_types(config: object) -> None:
+    """Raise :class:`UserInputError` naming the first field of the dataclass ``config`` whose value does not
+    have its annotated scalar type (``int``, ``float``, ``str``, ``bool``, or one of them or ``None``).
+
+    For configs built in Python rather than from flags: ``group_size="8"`` or ``seed=None`` would otherwise
+    fail deep inside numpy or torch, or not at all. An ``int`` passes for a ``float``, a path for a ``str``, a
+    numpy integer for an ``int``; ``True`` is not an ``int``. Fields of other types are not checked here."""
+    import dataclasses
+    import numbers
+    import os
+    import types
+    import typing
+
+    try:
+        hints = typing.get_type_hints(type(config))
+    except (NameError, TypeError):  # an annotation that does not resolve at run time: nothing to check against
+        return
+
+    def fits(value: object, tp: object) -> bool:
+        if tp is bool or isinstance(value, bool):
+            return tp is bool and isinstance(value, bool)
+        if tp is int:
+            return isinstance(value, numbers.Integral)
+        if tp is float:
+            return isinstance(value, numbers.Real)
+        return isinstance(value, (str, os.PathLike))
+
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        tp = hints.get(f.name)
+        members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        allowed = [a for a in members if a is not type(None)]
+        optional = len(allowed) < len(members)
+        value = getattr(config, f.name)
+        if typing.get_origin(tp) is tuple and isinstance(value, str):  # ("bm25",) given as "bm25": per letter
+            raise UserInputError(f"{type(config).__name__}.{f.name} must be a tuple, not one string: give "
+                                 f"({value!r},)")
+        if not allowed or any(a not in (int, float, str, bool) for a in allowed) or (value is None and optional):
+            continue
+        if not any(fits(value, a) for a in allowed):
+            names = " or ".join([a.__name__ for a in allowed] + (["None"] if optional else []))
+            raise UserInputError(f"{type(config).__name__}.{f.name} must be {names}, got {value!r}")

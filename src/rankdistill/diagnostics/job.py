@@ -41,7 +41,7 @@ from rankdistill.diagnostics.locality import (
     robust_diameter,
 )
 from rankdistill.diagnostics.selections import sidecar_path
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, check_field_types
 from rankdistill.io import atomic_path, atomic_write
 from rankdistill.models import DEFAULT_ENCODER
 
@@ -68,6 +68,7 @@ class DiagnoseConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise UserInputError(f"temperature must be > 0, got {self.temperature}", fix="e.g. --temperature 1")
         if not 0.0 < self.alpha <= 1.0:

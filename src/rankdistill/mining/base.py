@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, check_field_types
 
 SAMPLE_MODES = ("random", "top")
 SHORT_POLICIES = ("topup", "skip")
@@ -78,6 +78,7 @@ class MiningConfig:
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for inconsistent settings, before any compute."""
+        check_field_types(self)
         if self.group_size < 2:
             raise UserInputError(f"--group-size must be at least 2 (1 positive + negatives), got {self.group_size}")
         if self.pool < self.group_size - 1:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rankdistill.data.runs import Run
+from rankdistill.errors import check_field_types
 from rankdistill.retrieval.base import check_search
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class BM25Config:
     stopwords: str | None = "en"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_bm25_parameters(self.k1, self.b)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rankdistill.data.runs import Run
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, check_field_types
 from rankdistill.retrieval.base import check_search
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class DenseConfig:
     """``faiss``, ``torch`` or ``auto`` (faiss when importable, else torch)."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"unknown similarity {self.similarity!r}; use dot or cosine")
         if self.backend not in ("auto", "faiss", "torch"):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from rankdistill import __version__
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, check_field_types
 from rankdistill.models import model_id, resolve_model, weights_digest
 from rankdistill.teachers.batching import length_sorted_batches, pad_batch
 from rankdistill.teachers.options import SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
@@ -70,6 +70,7 @@ class TeacherConfig:
     embedding_cache: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.kind not in TEACHER_KINDS:
             raise UserInputError(f"unknown teacher type {self.kind!r}", fix=f"use one of {', '.join(TEACHER_KINDS)}")
         if self.score_space != "auto" and self.score_space not in SCORE_SPACES:

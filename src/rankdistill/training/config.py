@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, check_field_types
 from rankdistill.losses import LOSSES, MARGIN_PAIRS, RANKNET_TARGETS, RANKNET_TIES, get_loss
 
 ARCHS = ("bi", "cross")
@@ -135,6 +135,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise :class:`UserInputError` for any inconsistent setting; returns ``self``."""
+        for part in (self.data, self.optim, self.runtime, self.model, self.loss):
+            check_field_types(part)
         spec = get_loss(self.loss.name)
         _check_choice(self.model.arch, ARCHS, "--arch")
         _check_choice(self.data.missing_scores, MISSING_SCORES, "--missing-scores")
@@ -184,6 +186,13 @@ class TrainConfig:
         _check_choice(r.bf16, ("auto", "on", "off"), "--bf16")
         if r.workers is not None and r.workers < 0:
             raise UserInputError(f"--workers must be >= 0, got {r.workers}")
+        for flag, value in (("--bucket-steps", r.bucket_steps), ("--pad-multiple", r.pad_multiple)):
+            if value < 0:  # 0 and 1 both mean off
+                raise UserInputError(f"{flag} must be 0 or more, got {value}")
+        if r.device != "auto":
+            from rankdistill.teachers.runtime import resolve_device
+
+            resolve_device(r.device)  # an unknown name, or CUDA where there is none: one line, before any work
         return self
 
     # -- serialisation -----------------------------------------------------------------------------------

@@ -48,7 +48,11 @@ class TeacherConfig:
         kind: ``cross`` (cross-encoder), ``bi`` (bi-encoder) or ``auto`` (from the model's files).
         score_space: cross-encoders: ``auto``, ``logit``, ``log_p_rel`` or ``log_odds``.
         similarity: bi-encoders: ``dot`` or ``cosine``.
-        max_length: token limit of a (query, document) input (default: min(512, the model's limit)).
+        max_length: token limit of a (query, document) input (default: min(512, the model's limit)), cut
+            ``longest_first`` as sentence-transformers' ``CrossEncoder`` does. A cross-encoder student of
+            ``rankdistill train`` used as a teacher is read this way too, not with its own query limit
+            (``max_query_length``, which ``rerank`` applies): a query longer than that limit scores slightly
+            differently here (about 1e-3).
         batch_size: pairs per forward pass.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         dtype: ``auto`` (bf16/fp16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
 
 from rankdistill import __version__
 from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
-from rankdistill.commands.score import add_teacher_args, scoring_executor, teacher_spec
+from rankdistill.commands.score import add_teacher_args, scoring_stores, teacher_spec
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write
 
@@ -117,22 +118,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("--strategy run needs --candidates FILE (a TREC run)")
     spec = teacher_spec(args) if args.teacher else None
     ds = open_dataset(args)
-    store = cache = executor = None
     teacher = None
     store_path = Path(args.scores) if args.scores else default_store_path(args.output)
     work: dict[str, int] = {}
-    from rankdistill.teachers.store import new_stores_removed_on_error
-
-    with new_stores_removed_on_error(store_path if spec is not None else None, args.cache):
+    with scoring_stores(args, spec, store_path) if spec is not None else contextlib.nullcontext((None,) * 3) \
+            as (store, cache, executor):
         try:
             if spec is not None:
-                from rankdistill.teachers.engine import CorpusTexts, EnsembleConfig, TeacherScores
+                from rankdistill.teachers.engine import CorpusTexts, TeacherScores
                 from rankdistill.teachers.pairs import dataset_queries
-                from rankdistill.teachers.store import ScoreStore
 
-                executor = scoring_executor(args)
-                store = ScoreStore(store_path)
-                cache = ScoreStore(args.cache) if args.cache and not isinstance(spec, EnsembleConfig) else None
                 teacher = TeacherScores(spec, store, CorpusTexts(dataset_queries(ds, args.split), ds.corpus),
                                         chunk_size=args.chunk_size, cache=cache, executor=executor)
             miner = Miner(MiningContext(config, ds, args.split, teacher))
@@ -147,11 +142,6 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if teacher is not None:
                 teacher.close()
-            for s in (store, cache):
-                if s is not None:
-                    s.close()
-            if executor is not None:
-                executor.close()
     write_groups(result.groups, args.output)
     meta = {
         "command": "mine", "rankdistill": __version__, "output": str(args.output),

@@ -8,7 +8,9 @@ z-normalised scores) stored as one teacher, each member's scores stored under it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
@@ -71,6 +73,25 @@ def scoring_executor(args: argparse.Namespace):
     return make_executor(args.executor, args.ray_address, gpus, 1.0, args.workers)
 
 
+@contextlib.contextmanager
+def scoring_stores(args: argparse.Namespace, spec, store_path: str | Path) -> Iterator[tuple]:
+    """``(store, cache, executor)`` for a command that scores with ``spec``: the store at ``store_path``, the
+    ``--cache`` store (``None`` for an ensemble, whose members' ids it would mix, or without ``--cache``) and
+    the ``--executor``. All are closed on the way out, and stores the command created are removed when it
+    fails before they hold a score (:func:`~rankdistill.teachers.store.new_stores_removed_on_error`)."""
+    from rankdistill.teachers.engine import EnsembleConfig
+    from rankdistill.teachers.store import ScoreStore, new_stores_removed_on_error
+
+    use_cache = bool(args.cache) and not isinstance(spec, EnsembleConfig)
+    with new_stores_removed_on_error(store_path, args.cache if use_cache else None), \
+            contextlib.ExitStack() as stack:  # closed inside: a store is judged after it is closed
+        executor = scoring_executor(args)
+        if executor is not None:
+            stack.callback(executor.close)
+        cache = stack.enter_context(ScoreStore(args.cache)) if use_cache else None
+        yield stack.enter_context(ScoreStore(store_path)), cache, executor
+
+
 def teacher_spec(args: argparse.Namespace):
     """A :class:`TeacherConfig` (one ``--teacher``) or :class:`EnsembleConfig` (several) from the options."""
     from rankdistill.teachers.engine import EnsembleConfig
@@ -120,39 +141,26 @@ def run(args: argparse.Namespace) -> int:
     from rankdistill.teachers.engine import CorpusTexts, EnsembleConfig, score_ensemble, score_pairs
     from rankdistill.teachers.models import load_teacher
     from rankdistill.teachers.pairs import dataset_queries, read_group_pairs
-    from rankdistill.teachers.store import ScoreStore, new_stores_removed_on_error
 
     spec = teacher_spec(args)
     ds = open_dataset(args)
     queries = dataset_queries(ds, args.split)
     gp = read_group_pairs(args.groups, queries, ds.corpus)
     texts = CorpusTexts(queries, ds.corpus)
-    use_cache = bool(args.cache) and not isinstance(spec, EnsembleConfig)
-    executor = cache = None
-    with new_stores_removed_on_error(args.output, args.cache if use_cache else None):
-        try:
-            executor = scoring_executor(args)
-            cache = ScoreStore(args.cache) if use_cache else None
-            with ScoreStore(args.output) as store:
-                if isinstance(spec, EnsembleConfig):
-                    reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size,
-                                             executor=executor)
-                else:
-                    teacher = load_teacher(spec)
-                    try:
-                        reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size,
-                                               cache=cache, executor=executor)]
-                    finally:
-                        teacher.close()
-                if args.export_run:
-                    store.export_run(args.export_run, spec.id, gp.pairs)
-                if args.export_json_gz:
-                    store.export_json_gz(args.export_json_gz, spec.id, gp.pairs)
-        finally:
-            if cache is not None:
-                cache.close()
-            if executor is not None:
-                executor.close()
+    with scoring_stores(args, spec, args.output) as (store, cache, executor):
+        if isinstance(spec, EnsembleConfig):
+            reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size, executor=executor)
+        else:
+            teacher = load_teacher(spec)
+            try:
+                reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size, cache=cache,
+                                       executor=executor)]
+            finally:
+                teacher.close()
+        if args.export_run:
+            store.export_run(args.export_run, spec.id, gp.pairs)
+        if args.export_json_gz:
+            store.export_json_gz(args.export_json_gz, spec.id, gp.pairs)
     for r in reports:
         shared = f", {r.reused} from the cache" if cache is not None else ""
         print(f"{r.teacher_id}: {r.requested} pairs, {r.cached} already stored{shared}, {r.scored} scored "

@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class UserInputError(Exception):
-    """Bad input given by the user (a file, a config key, a flag); reported as one line, exit 2."""
+class UserInputError(ValueError):
+    """Bad input given by the user (a file, a config key, a flag); reported as one line, exit 2.
+
+    A ``ValueError``, so that code calling the library catches it as one (a config of the wrong type, an
+    unknown measure, a malformed file) without knowing this class."""
 
     def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
                  fix: str | None = None) -> None:

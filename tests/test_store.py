@@ -77,24 +77,6 @@ def test_reader_sees_committed_batches_while_the_writer_is_open(tmp_path):
     writer.close()
 
 
-def test_reading_a_closed_store_leaves_no_wal_or_shm_files(tmp_path):
-    path = tmp_path / "s.db"
-    with ScoreStore(path) as writer:
-        writer.put("ce", [("q1", "d1", 1.0)])
-    with ScoreStore(path, readonly=True) as reader:
-        assert reader.count("ce") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
-    # a writer closing while a reader is connected neither waits nor loses its rows; the next writer tidies up
-    writer, reader = ScoreStore(path), ScoreStore(path, readonly=True)
-    writer.put("ce", [("q1", "d2", 2.0)])
-    assert reader.count("ce") == 2
-    writer.close()
-    reader.close()
-    with ScoreStore(path) as writer:
-        assert writer.count("ce") == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
-
-
 def test_bad_store_paths_are_user_errors(tmp_path):
     with pytest.raises(UserInputError, match="score store not found"):
         ScoreStore(tmp_path / "absent.db", readonly=True)

@@ -253,15 +253,6 @@ class ScoreStore:
             gz.write(json.dumps(data, sort_keys=True).encode("utf-8"))
 
     def close(self) -> None:
-        """Close the store. A writer that is the last connection leaves the file in rollback-journal mode, so
-        that a later read-only open (``mode=ro``) creates no ``-wal`` and ``-shm`` files beside it; with a
-        reader still connected the switch is skipped at once (no waiting) and the file stays in WAL mode."""
-        if not self.readonly:
-            try:
-                self._db.execute("PRAGMA busy_timeout=0")
-                self._db.execute("PRAGMA journal_mode=DELETE")
-            except sqlite3.OperationalError:  # another connection holds the file: WAL stays, nothing is lost
-                pass
         self._db.close()
 
     def __enter__(self) -> ScoreStore:

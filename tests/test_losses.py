@@ -171,6 +171,10 @@ def test_left_out_documents_and_nan_teachers():
     p = torch.softmax(t, -1)
     entropy = -(p * p.log()).sum().item()
     assert (listnet(sp, tp) - kl(sp, tp)).item() == pytest.approx(entropy, abs=1e-6)
+    # only the teacher's -inf leaves a document out: a student -inf on a document the teacher weighs is still
+    # an infinite loss, which training stops on as diverged
+    for loss in (kl, listnet):
+        assert loss(torch.cat([s, pad], 1), torch.cat([t, torch.tensor([[0.3]])], 1)).item() == math.inf
     nan = torch.tensor([[3.0, math.nan, -1.0]])
     for loss in (kl, listnet, margin_mse, ranknet):
         assert math.isnan(loss(s, nan).item()), loss.__name__

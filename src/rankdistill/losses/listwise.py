@@ -54,11 +54,13 @@ def infonce(student: Tensor, teacher: Tensor | None = None, *, temperature: floa
     return F.cross_entropy(student.float() / temperature, target)
 
 
-def _log_softmax(scores: Tensor, temperature: float) -> Tensor:
-    """``log softmax(scores / T)`` over the group, clamped at the lowest float32: the identity on finite values,
-    it makes a document scored ``-inf`` (left out of its group) a term ``0 log 0 = 0`` of the distillation
-    losses rather than NaN (``exp(-inf) * (-inf - x)``)."""
-    return F.log_softmax(scores / temperature, dim=-1).clamp(min=torch.finfo(torch.float32).min)
+def _log_softmax(scores: Tensor, temperature: float, left_out: Tensor) -> Tensor:
+    """``log softmax(scores / T)`` over the group, clamped at the lowest float32 where ``left_out`` (documents
+    the teacher scores ``-inf``): such a document is a term ``0 log 0 = 0`` of the distillation losses rather
+    than NaN (``exp(-inf) * (-inf - x)``). Elsewhere the values are untouched, so a student score of ``-inf``
+    on a document the teacher weighs still gives an infinite loss (which training stops on)."""
+    log_p = F.log_softmax(scores / temperature, dim=-1)
+    return torch.where(left_out, log_p.clamp(min=torch.finfo(torch.float32).min), log_p)
 
 
 @register_loss("kl", needs_teacher=True)
@@ -84,8 +86,10 @@ def kl(student: Tensor, teacher: Tensor, *, temperature: float = 1.0, t2_scaling
     """
     check_scores("kl", student, teacher, needs_teacher=True)
     check_temperature("kl", temperature)
-    log_ps = _log_softmax(student.float(), temperature)
-    log_pt = _log_softmax(teacher.detach().float(), temperature)
+    t = teacher.detach().float()
+    left_out = torch.isneginf(t)
+    log_ps = _log_softmax(student.float(), temperature, left_out)
+    log_pt = _log_softmax(t, temperature, left_out)
     loss = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
     return loss * temperature**2 if t2_scaling else loss
 
@@ -105,6 +109,7 @@ def listnet(student: Tensor, teacher: Tensor, *, temperature: float = 1.0) -> Te
     """
     check_scores("listnet", student, teacher, needs_teacher=True)
     check_temperature("listnet", temperature)
-    pt = F.softmax(teacher.detach().float() / temperature, dim=-1)
-    log_ps = _log_softmax(student.float(), temperature)
+    t = teacher.detach().float()
+    pt = F.softmax(t / temperature, dim=-1)
+    log_ps = _log_softmax(student.float(), temperature, torch.isneginf(t))
     return -(pt * log_ps).sum(dim=-1).mean()

@@ -33,6 +33,11 @@ def test_paired_t_degenerate_differences():
     same = y * 10 / 10
     assert 0 < np.abs(same - y).max() < 1e-15 and np.mean(same - y) != 0
     assert paired_t_test(same, y).pvalue == 1.0 and wilcoxon_test(same, y).pvalue == 1.0
+    # the rounding scales with the values (e.g. costs in seconds, not nDCG): still no evidence
+    big = y * 1e6
+    same_big = big * 10 / 10
+    assert 1e-12 < abs(np.mean(same_big - big)) and paired_t_test(same_big, big).pvalue == 1.0
+    assert wilcoxon_test(same_big, big).pvalue == 1.0
 
 
 def test_wilcoxon_golden():

@@ -47,7 +47,7 @@ def bootstrap_mean_diff(x: ArrayLike, y: ArrayLike, *, confidence: float = 0.95,
     a, b = paired_arrays(x, y)
     d = a - b
     mean = float(np.mean(d))
-    if is_constant(d):
+    if is_constant(a, b):
         return BootstrapInterval(mean, mean, mean, confidence, n_resamples, method, seed)
     res = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method=method,
                           rng=np.random.default_rng(seed), vectorized=True)

@@ -24,7 +24,7 @@ from rankdistill.errors import UserInputError
 from rankdistill.stats.bootstrap import BOOTSTRAP_METHODS, BootstrapInterval, bootstrap_mean_diff
 from rankdistill.stats.corrections import CORRECTIONS, adjust_pvalues
 from rankdistill.stats.equivalence import EquivalenceClasses, equivalence_classes
-from rankdistill.stats.paired import PAIRED_TESTS, PairedTestResult
+from rankdistill.stats.paired import PAIRED_TESTS, PairedTestResult, check_confidence
 from rankdistill.stats.perquery import Alignment
 from rankdistill.stats.tost import Margin, TostResult, paired_tost, resolve_margin
 
@@ -58,8 +58,7 @@ class ComparisonConfig:
             raise UserInputError(f"unknown test(s) {', '.join(unknown)}; known: {', '.join(PAIRED_TESTS)}")
         if self.bootstrap < 0:
             raise UserInputError(f"--bootstrap must be >= 0 resamples, got {self.bootstrap}")
-        if not 0.0 < self.confidence < 1.0:
-            raise UserInputError(f"confidence must be in (0, 1), got {self.confidence}")
+        check_confidence(self.confidence)
         if self.bootstrap_method not in BOOTSTRAP_METHODS:
             raise UserInputError(f"unknown bootstrap method {self.bootstrap_method!r}; known: "
                                  f"{', '.join(BOOTSTRAP_METHODS)}")

@@ -22,6 +22,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from rankdistill.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class PairedTestResult:
@@ -37,7 +39,7 @@ class PairedTestResult:
 def check_confidence(confidence: float) -> None:
     """Raise ``ValueError`` unless ``confidence`` is a level in (0, 1) (0.95, not 95)."""
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
+        raise UserInputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
 
 
 def paired_arrays(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -59,15 +61,21 @@ def paired_arrays(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def is_constant(d: np.ndarray) -> bool:
-    """Whether the differences are constant up to float rounding (``max - min <= 1e-12 max(1, max |d|)``)."""
-    return bool(np.ptp(d) <= 1e-12 * max(1.0, float(np.max(np.abs(d)))))
+def _rounding(a: np.ndarray, b: np.ndarray) -> float:
+    """Float rounding at the values' scale: ``1e-12 max(1, max |a|, max |b|, max |a - b|)`` (the same scores
+    computed in another order differ by ~1e-16 of their size)."""
+    return 1e-12 * max(1.0, float(np.max(np.abs(a))), float(np.max(np.abs(b))), float(np.max(np.abs(a - b))))
+
+
+def is_constant(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the differences ``a - b`` are constant up to float rounding at the values' scale
+    (``max - min`` of them within :func:`_rounding`)."""
+    return bool(np.ptp(a - b) <= _rounding(a, b))
 
 
 def is_zero(mean: float, a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether a mean difference is zero up to float rounding of the values it came from
-    (``|mean| <= 1e-12 max(1, max |a|, max |b|)``): the same scores computed in another order differ by ~1e-16."""
-    return abs(mean) <= 1e-12 * max(1.0, float(np.max(np.abs(a))), float(np.max(np.abs(b))))
+    """Whether a mean difference of ``a - b`` is zero up to float rounding at the values' scale."""
+    return abs(mean) <= _rounding(a, b)
 
 
 def paired_t_test(x: ArrayLike, y: ArrayLike) -> PairedTestResult:
@@ -79,7 +87,7 @@ def paired_t_test(x: ArrayLike, y: ArrayLike) -> PairedTestResult:
     a, b = paired_arrays(x, y)
     d = a - b
     mean = float(np.mean(d))
-    if is_constant(d):
+    if is_constant(a, b):
         if is_zero(mean, a, b):
             return PairedTestResult("t", 0.0, 1.0, a.size, mean)
         return PairedTestResult("t", math.copysign(math.inf, mean), 0.0, a.size, mean)
@@ -92,7 +100,7 @@ def wilcoxon_test(x: ArrayLike, y: ArrayLike) -> PairedTestResult:
     a, b = paired_arrays(x, y)
     d = a - b
     mean = float(np.mean(d))
-    if is_constant(d) and is_zero(mean, a, b):
+    if is_constant(a, b) and is_zero(mean, a, b):
         return PairedTestResult("wilcoxon", 0.0, 1.0, a.size, mean)
     res = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
     return PairedTestResult("wilcoxon", float(res.statistic), float(res.pvalue), a.size, mean)

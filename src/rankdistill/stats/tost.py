@@ -121,7 +121,7 @@ def paired_tost(x: ArrayLike, y: ArrayLike, margin: float, alpha: float = 0.05) 
     d = a - b
     n = d.size
     mean = float(np.mean(d))
-    if is_constant(d):  # zero variance: the interval is the point itself
+    if is_constant(a, b):  # zero variance: the interval is the point itself
         p_lower = 0.0 if mean > -margin else 1.0
         p_upper = 0.0 if mean < margin else 1.0
         t_lower = math.inf if mean > -margin else -math.inf

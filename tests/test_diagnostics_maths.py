@@ -79,6 +79,8 @@ def test_torch_tensors_and_misplaced_arguments():
 
     t = torch.tensor([LN3, LN2, 0.0], requires_grad=True)
     assert softmax_entropy(t) == pytest.approx(softmax_entropy([LN3, LN2, 0.0]))
+    exact = torch.tensor([LN3, LN2, 0.1], dtype=torch.float64)  # float64 tensors are read without rounding
+    assert normalized_softmax_entropy(exact) == normalized_softmax_entropy(exact.tolist())
     assert positive_rank(t.to(torch.bfloat16)) == 1
     e = torch.tensor([[0.0, 1.0], [-1.0, 0.0], [1.0, 0.0]], requires_grad=True)
     assert robust_diameter(e, 0.95) == pytest.approx(1.9, abs=1e-12)

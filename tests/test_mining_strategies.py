@@ -210,6 +210,18 @@ def test_pools_still_short_after_the_top_up_are_said(datasets, caplog):
         result = _mine(ds, strategy="random", group_size=4, pool_size=5000, max_queries=2)
     assert result.counts["queries_short_after_topup"] == 2
     assert "; 2 of them are still short (too few documents to draw from)" in caplog.text
+    assert "fewer than the" not in caplog.text  # every group can still be filled
+
+
+def test_groups_below_the_group_size_are_said(tmp_path, caplog):
+    """A corpus too small for the group size: groups fall short of group_size - 1 negatives and the log says so
+    (only the counts recorded it)."""
+    ds = load_dataset(_tiny_dataset(tmp_path))
+    with caplog.at_level("WARNING", logger="rankdistill.mining.miner"):
+        result = _mine(ds, strategy="random", group_size=8, max_queries=2)
+    below, groups = result.counts["groups_below_group_size"], result.counts["groups"]
+    assert below >= 1
+    assert f"{below} of {groups} groups have fewer than the 7 negatives a group of 8 needs" in caplog.text
 
 
 def test_dense_search_checks_its_arguments(datasets, emb_cache, tiny_bert_dir):
@@ -222,10 +234,11 @@ def test_dense_search_checks_its_arguments(datasets, emb_cache, tiny_bert_dir):
         dense.search({"q1": "wing flutter"}, k=-3)
     with pytest.raises(TypeError, match="queries must map query ids to texts, got list"):
         dense.search(["wing flutter"], k=3)  # type: ignore[arg-type]
-    for kw, message in [({"batch_size": 0}, "batch size must be an integer >= 1, got 0"),
-                        ({"max_length": -1}, "token limit must be an integer >= 1, got -1")]:
+    for kw, message in [({"batch_size": 0}, "batch size must be at least 1, got 0"),
+                        ({"max_length": -1}, "token limit must be at least 1, got -1")]:
         with pytest.raises(UserInputError, match=message):
             DenseConfig(model=str(tiny_bert_dir), **kw)
+    assert DenseConfig(model=str(tiny_bert_dir), batch_size=np.int64(64)).batch_size == 64  # a numpy count works
 
 
 def test_short_queries_are_topped_up_or_skipped(tmp_path, datasets):

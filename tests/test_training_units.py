@@ -152,7 +152,11 @@ def test_config_validation_messages():
                           (RuntimeConfig("out", device="gpu"), "unknown device 'gpu'")):
         with pytest.raises(UserInputError, match=re.escape(message)):
             _config(**{type(part).__name__[:-6].lower(): part}).validate()
-    _config(optim=OptimConfig(budget_docs=np.int64(1000), lr=1)).validate()  # a numpy int, an int for a float
+    # a numpy int or an int for a float passes, and the config is made plain so that it serialises
+    config = _config(optim=OptimConfig(budget_docs=np.int64(1000), lr=np.float32(1e-4))).validate()
+    assert type(config.optim.budget_docs) is int and type(config.optim.lr) is float
+    assert len(config.fingerprint()) > 0
+    assert issubclass(UserInputError, ValueError)  # library callers catch bad input as a ValueError
 
 
 def test_in_batch_default_and_fingerprint():

@@ -30,13 +30,22 @@ class UserInputError(ValueError):
         self.fix = fix
 
 
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer (a numpy one too) and not a ``bool``."""
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_field_types(config: object) -> None:
     """Raise :class:`UserInputError` naming the first field of the dataclass ``config`` whose value does not
     have its annotated scalar type (``int``, ``float``, ``str``, ``bool``, or one of them or ``None``).
 
     For configs built in Python rather than from flags: ``group_size="8"`` or ``seed=None`` would otherwise
     fail deep inside numpy or torch, or not at all. An ``int`` passes for a ``float``, a path for a ``str``, a
-    numpy integer for an ``int``; ``True`` is not an ``int``. Fields of other types are not checked here."""
+    numpy number for an ``int`` or ``float``, and each is converted in place to the plain type (so the config
+    serialises to JSON as one given plainly); ``True`` is not an ``int``. Fields of other types are not
+    checked here."""
     import dataclasses
     import numbers
     import os
@@ -52,10 +61,17 @@ def check_field_types(config: object) -> None:
         if tp is bool or isinstance(value, bool):
             return tp is bool and isinstance(value, bool)
         if tp is int:
-            return isinstance(value, numbers.Integral)
+            return is_integer(value)
         if tp is float:
             return isinstance(value, numbers.Real)
         return isinstance(value, (str, os.PathLike))
+
+    def plain(value: object) -> object:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if is_integer(value):
+            return int(value)  # type: ignore[call-overload]
+        return float(value) if isinstance(value, numbers.Real) and not isinstance(value, (int, float)) else value
 
     for f in dataclasses.fields(config):  # type: ignore[arg-type]
         tp = hints.get(f.name)
@@ -71,3 +87,5 @@ def check_field_types(config: object) -> None:
         if not any(fits(value, a) for a in allowed):
             names = " or ".join([a.__name__ for a in allowed] + (["None"] if optional else []))
             raise UserInputError(f"{type(config).__name__}.{f.name} must be {names}, got {value!r}")
+        if type(value) not in (int, float, str, bool):
+            object.__setattr__(config, f.name, plain(value))  # frozen dataclasses too

@@ -12,10 +12,15 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
 from rankdistill.errors import UserInputError
 from rankdistill.teachers.options import DTYPE_CHOICES, SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
+
+if TYPE_CHECKING:
+    from rankdistill.teachers.engine import TeacherSpec
+    from rankdistill.teachers.store import ScoreStore
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +79,8 @@ def scoring_executor(args: argparse.Namespace):
 
 
 @contextlib.contextmanager
-def scoring_stores(args: argparse.Namespace, spec, store_path: str | Path) -> Iterator[tuple]:
+def scoring_stores(args: argparse.Namespace, spec: TeacherSpec, store_path: str | Path
+                   ) -> Iterator[tuple[ScoreStore, ScoreStore | None, Any]]:
     """``(store, cache, executor)`` for a command that scores with ``spec``: the store at ``store_path``, the
     ``--cache`` store (``None`` for an ensemble, whose members' ids it would mix, or without ``--cache``) and
     the ``--executor``. All are closed on the way out, and stores the command created are removed when it

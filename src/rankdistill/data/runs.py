@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, is_integer
 from rankdistill.io import atomic_write, iter_lines, require_file
 
 Run = dict[str, dict[str, float]]
@@ -51,11 +51,23 @@ def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
 _SPACE = re.compile(r"\s")
 
 
-def _field(value: object, what: str) -> str:
+def check_cutoff(k: object, name: str = "k", optional: bool = True) -> None:
+    """Raise unless ``k`` (a rank cutoff) is an integer >= 0, or ``None`` (all) where ``optional``: a negative
+    one would slice away each list's last entries instead."""
+    if k is None and optional:
+        return
+    if not is_integer(k):
+        raise TypeError(f"{name} must be an integer, got {k!r}")
+    if k < 0:  # type: ignore[operator]
+        raise ValueError(f"{name} must be >= 0{' (or None for all)' if optional else ''}, got {k}")
+
+
+def _field(value: object, what: str, fix: str | None = None) -> str:
     """A run file's id or tag: a non-empty string without whitespace (a space would add a column)."""
     text = str(value)
     if not text or _SPACE.search(text):
-        raise ValueError(f"{what} {text!r} is empty or holds whitespace, which a TREC run line cannot carry")
+        raise UserInputError(f"{what} {text!r} is empty or holds whitespace, which a TREC run line cannot carry",
+                             fix=fix)
     return text
 
 
@@ -63,10 +75,7 @@ def run_tag(name: str, explicit: bool = False) -> str:
     """A run tag: a name made into one (a model folder's, a candidates file's; whitespace becomes ``_``), or,
     with ``explicit``, a tag the user gave, refused in one line when a TREC line cannot carry it."""
     if explicit:
-        if not name or _SPACE.search(name):
-            raise UserInputError(f"run tag {name!r} is empty or holds whitespace, which a TREC run line cannot carry",
-                                 fix="e.g. --tag my_run")
-        return name
+        return _field(name, "run tag", fix="e.g. --tag my_run")
     return _SPACE.sub("_", str(name)) or "run"
 
 
@@ -74,10 +83,9 @@ def format_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "rankdis
                      k: int | None = None) -> list[str]:
     """Render a run as TREC lines sorted by query id then rank; keeps the top ``k`` (>= 0) per query if given.
 
-    Raises ``ValueError`` for what :func:`read_run` could not read back: a NaN score, or an id or tag that is
-    empty or holds whitespace."""
-    if k is not None and k < 0:
-        raise ValueError(f"k must be >= 0 (or None for all), got {k}")
+    Raises :class:`UserInputError` (a ``ValueError``) for what :func:`read_run` could not read back: a NaN
+    score, or an id or tag that is empty or holds whitespace; a negative ``k`` is a ``ValueError``."""
+    check_cutoff(k)
     tag = _field(tag, "run tag")
     lines = []
     for qid in sorted(run):
@@ -85,7 +93,8 @@ def format_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "rankdis
         docs = run[qid]
         nan = [d for d, s in docs.items() if math.isnan(s)]
         if nan:
-            raise ValueError(f"query {q}: {len(nan)} NaN score(s), e.g. for document {nan[0]}")
+            raise UserInputError(f"query {q}: {len(nan)} NaN score(s), e.g. for document {nan[0]}",
+                                 fix="check the model or scorer that made the run")
         items = ranked(docs)
         if k is not None:
             items = items[:k]
@@ -97,5 +106,9 @@ def format_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "rankdis
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | Path, tag: str = "rankdistill",
               k: int | None = None) -> None:
     """Write a run atomically in TREC format (a temporary file renamed on success)."""
+    try:
+        lines = format_run_lines(run, tag=tag, k=k)
+    except UserInputError as e:  # named with the file it was to go to
+        raise UserInputError(e.message, path=path, fix=e.fix) from None
     with atomic_write(path) as fh:
-        fh.writelines(format_run_lines(run, tag=tag, k=k))
+        fh.writelines(lines)

@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import entr, expit, log_softmax
 
+from rankdistill.errors import is_integer
+
 
 class UndefinedStatistic(ValueError):
     """A statistic is undefined for this input (e.g. one document, non-finite scores); ``reason`` says why."""
@@ -38,7 +40,7 @@ def host_array(values: ArrayLike) -> np.ndarray:
     """``values`` as a float64 numpy array; a torch tensor (on a GPU, in bf16, or needing grad, as a teacher's
     logits come) is detached and copied to the host first."""
     if hasattr(values, "detach"):
-        values = values.detach().float().cpu().numpy()  # type: ignore[union-attr]
+        values = values.detach().cpu().double().numpy()  # type: ignore[union-attr]
     return np.asarray(values, dtype=np.float64)
 
 
@@ -122,7 +124,7 @@ def positive_rank(scores: ArrayLike, positive_index: int = 0) -> int:
     credited with the better rank. A rank above 1 signals a possible false negative in the group.
     """
     t = as_scores(scores, min_size=1)
-    if isinstance(positive_index, bool) or not isinstance(positive_index, (int, np.integer)):
+    if not is_integer(positive_index):
         raise TypeError(f"positive_index must be an integer position, got {positive_index!r}")
     if not 0 <= positive_index < t.size:
         raise IndexError(f"positive_index {positive_index} out of range for {t.size} scores")

@@ -29,6 +29,9 @@ def check_scores(name: str, student: Tensor, teacher: Tensor | None, *, needs_te
 
 
 def check_temperature(name: str, temperature: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not (temperature > 0 and temperature < float("inf")):
+    try:  # a number of any kind (a numpy float, a 0-d tensor), not a string or a bool
+        ok = not isinstance(temperature, (bool, str)) and bool(0 < temperature < float("inf"))
+    except TypeError:
+        ok = False
+    if not ok:
         raise ValueError(f"{name}: temperature must be a positive finite number, got {temperature!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rankdistill.data.runs import Run, ranked
+from rankdistill.data.runs import Run, check_cutoff, ranked
 from rankdistill.models.backbone import detect_arch
 from rankdistill.models.bi_encoder import BiEncoder
 from rankdistill.models.cross_encoder import CrossEncoder
@@ -101,6 +101,5 @@ def top_k(run: Run, k: int | None) -> Run:
     """Each query's ``k`` best documents (all when ``k`` is ``None``), ties broken by doc id."""
     if k is None:
         return run
-    if k < 0:
-        raise ValueError(f"k must be >= 0 (or None for all), got {k}")
+    check_cutoff(k)
     return {q: dict(ranked(docs)[:k]) for q, docs in run.items()}

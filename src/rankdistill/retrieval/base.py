@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
+
+from rankdistill.data.runs import check_cutoff
 
 
 def check_search(queries: object, k: object) -> None:
@@ -12,7 +13,4 @@ def check_search(queries: object, k: object) -> None:
     if not isinstance(queries, Mapping):
         raise TypeError(f"queries must map query ids to texts, got {type(queries).__name__}, e.g. "
                         "{'q1': 'wing flutter'}")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer, got {k!r}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+    check_cutoff(k, optional=False)

@@ -44,13 +44,11 @@ class DenseConfig:
             raise ValueError(f"unknown similarity {self.similarity!r}; use dot or cosine")
         if self.backend not in ("auto", "faiss", "torch"):
             raise ValueError(f"unknown search backend {self.backend!r}; use auto, faiss or torch")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise UserInputError(f"the encoding batch size must be an integer >= 1, got {self.batch_size!r}",
-                                 fix="e.g. --batch-size 64")
-        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
-                                            or self.max_length < 1):
-            raise UserInputError(f"the token limit must be an integer >= 1, got {self.max_length!r}",
-                                 fix="e.g. --max-length 256, or leave it out for the model's own")
+        if self.batch_size < 1:  # types: check_field_types above
+            raise UserInputError(f"the encoding batch size must be at least 1, got {self.batch_size}", fix="e.g. 64")
+        if self.max_length is not None and self.max_length < 1:
+            raise UserInputError(f"the encoder's token limit must be at least 1, got {self.max_length}",
+                                 fix="e.g. 256, or none for the model's own")
 
 
 def _faiss_available() -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from rankdistill.data.runs import Run, ranked
+from rankdistill.data.runs import Run, check_cutoff, ranked
 
 
 def rrf_scores(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, float]:
@@ -28,8 +28,7 @@ def rrf_scores(rankings: Sequence[Sequence[str]], k: int = 60) -> dict[str, floa
 def reciprocal_rank_fusion(runs: Sequence[Mapping[str, Mapping[str, float]]], k: int = 60,
                            depth: int | None = None) -> Run:
     """Fuse runs per query; each run contributes its top ``depth`` documents (all when ``None``)."""
-    if depth is not None and depth < 0:
-        raise ValueError(f"depth must be >= 0 (or None for all), got {depth}")
+    check_cutoff(depth, "depth")
     queries = sorted({q for run in runs for q in run})
     out: Run = {}
     for q in queries:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, is_integer
 from rankdistill.io import atomic_write
 from rankdistill.teachers.models import Teacher, TeacherConfig, load_teacher
 
@@ -56,7 +56,7 @@ def assign_folds(query_ids: Iterable[str], k: int, seed: int) -> list[list[str]]
     positions ``f, f + k, f + 2k, ...`` of the permutation), so the folds depend only on the set of ids, ``k``
     and ``seed``. Each fold keeps the permuted order.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):  # None would draw other folds each time
+    if not is_integer(seed):  # None would draw other folds each time
         raise UserInputError(f"the fold seed must be an integer, got {seed!r}", fix="e.g. seed 0")
     if isinstance(query_ids, str):
         raise TypeError("query_ids must be a collection of query ids, not one string")

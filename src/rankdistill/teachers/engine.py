@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rankdistill import __version__
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, is_integer
 from rankdistill.teachers.ensemble import ZStats, mean_z, zstats
 from rankdistill.teachers.models import Teacher, TeacherConfig, load_teacher
 from rankdistill.teachers.store import ScoreStore
@@ -100,7 +100,7 @@ def unique_pairs(pairs: Iterable[Pair]) -> list[Pair]:
 
 def check_chunk_size(chunk_size: int) -> None:
     """Raise unless ``chunk_size`` (pairs tokenised and scored at a time) is at least 1."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if not is_integer(chunk_size) or chunk_size < 1:
         raise UserInputError(f"the chunk size must be an integer >= 1, got {chunk_size!r}",
                              fix="e.g. --chunk-size 4096")
 
@@ -116,9 +116,11 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
         diff = sorted(k for k, v in identity.items() if not _entry_matches(k, v, old))
         if diff:
             shown = "; ".join(f"{k}: stored {old.get(k)!r}, now {identity[k]!r}" for k in diff[:3])
+            same = f"give --dtype {old['dtype']} (scores made on a GPU are read on a CPU that way), " \
+                if diff == ["dtype"] else "use the same settings, "
             raise UserInputError(
                 f"teacher id {teacher_id!r} in {store.path} holds scores made with other settings ({shown})",
-                fix="use the same settings, or store these scores under another id with --teacher-id")
+                fix=f"{same}or store these scores under another id with --teacher-id")
         if any(old.get(k) != identity[k] for k in identity):  # only keys an earlier version did not record
             logger.warning("teacher id %r in %s was stored before rankdistill recorded %s; recording the "
                            "current values, so later changes are caught", teacher_id, store.path,

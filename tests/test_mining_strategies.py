@@ -171,7 +171,8 @@ def test_teacher_strategy_takes_the_teacher_ranking_of_the_bm25_top(tmp_path, da
             assert len(scores) == len(first)  # every BM25 candidate was scored into the store
             order = sorted(first, key=lambda d, q=q: (-scores[(q.query_id, d)], d))
             assert g.negative_ids == [d for d in order if d not in q.excluded][:4]
-        assert result.settings["teacher_top_m"] == 100
+        # the teacher's top 100 is cut at --depth 15, and the recorded window says so (it said 100)
+        assert result.settings["teacher_top_m"] == 15 and result.settings["max_rank"] == 15
         teacher.close()
 
 

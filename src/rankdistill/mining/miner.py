@@ -125,6 +125,8 @@ class Miner:
         logger.info("mining %d queries with strategy %s", len(queries), c.strategy)
         proposed = self.strategy.candidates(queries)
         max_rank = c.max_rank if c.max_rank is not None else self.strategy.default_max_rank()
+        if max_rank is not None and self.strategy.ranked:  # every ranking is cut at --depth: the window too
+            max_rank = min(max_rank, c.depth)
         candidates = {}
         for q in queries:
             docs = proposed.get(q.query_id, [])

@@ -31,4 +31,4 @@ class TeacherStrategy(Strategy):
 
     def settings(self) -> dict:
         return {"first_stage": "bm25", "reranker": self.context.teacher.teacher_id,
-                "teacher_top_m": self.config.max_rank or TEACHER_TOP_M}
+                "teacher_top_m": min(self.config.max_rank or TEACHER_TOP_M, self.config.depth)}

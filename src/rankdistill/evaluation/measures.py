@@ -184,7 +184,7 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
             raise TypeError(f"{what} must map query ids to {{doc_id: {'score' if what == 'run' else 'relevance'}}}, "
                             f"got {type(given).__name__} of {type(inner).__name__}")
     # ids as ir_measures wants them (str), whatever the caller's mappings hold
-    run = {str(q): {str(d): s for d, s in docs.items()} for q, docs in run.items()}
+    run = {str(q): docs for q, docs in run.items()}  # document ids become str where the run is copied below
     judged = {str(q): {str(d): r for d, r in docs.items()} for q, docs in qrels.items() if docs}
     if not judged:
         raise UserInputError("the qrels hold no judgements", fix="check the --split and the qrels file")
@@ -193,10 +193,10 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         logger.info("dropped %d run queries without judgements", len(unjudged))
     unknown = 0
     if corpus is not None:
-        unknown = sum(1 for q, docs in run.items() if q in judged for d in docs if d not in corpus)
+        unknown = sum(1 for q, docs in run.items() if q in judged for d in docs if str(d) not in corpus)
         if unknown:
             logger.warning("the run names %d document(s) absent from the corpus; evaluating anyway", unknown)
-    sub_run = {q: {d: float(s) for d, s in run[q].items()} for q in judged if run.get(q)}
+    sub_run = {q: {str(d): float(s) for d, s in run[q].items()} for q in judged if run.get(q)}
     nan = [(q, d) for q, docs in sub_run.items() for d, s in docs.items() if math.isnan(s)]
     if nan:  # ir_measures would rank them anywhere and score the query regardless
         raise UserInputError(f"the run has {len(nan)} NaN score(s) on judged queries, e.g. query {nan[0][0]} "

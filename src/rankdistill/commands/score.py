@@ -111,11 +111,11 @@ def teacher_spec(args: argparse.Namespace):
                              similarity=args.similarity, max_length=args.max_length, batch_size=args.batch_size,
                              device=args.device, dtype=args.dtype, allow_untrained_head=args.allow_untrained_head)
 
+    from rankdistill.models import resolve_model
+    from rankdistill.teachers.models import read_model_config
+
     models = list(dict.fromkeys(args.teacher))
     for model in models:  # a mistyped name fails here, not after the mining that comes before its scores
-        from rankdistill.models import resolve_model
-        from rankdistill.teachers.models import read_model_config
-
         resolved = resolve_model(model)  # a local folder is checked here; a hub name by fetching its config
         if not Path(resolved).is_dir():
             read_model_config(resolved)

@@ -87,8 +87,9 @@ def normalized_softmax_entropy(scores: ArrayLike, temperature: float = 1.0) -> f
 def binary_entropy_bits(p: ArrayLike) -> np.ndarray:
     """``h2(p) = -p log2 p - (1 - p) log2 (1 - p)`` elementwise, in bits (``h2(0) = h2(1) = 0``)."""
     q = host_array(p)
-    if not np.all((q >= 0.0) & (q <= 1.0)):  # NaN fails this too
-        raise ValueError(f"binary entropy needs probabilities in [0, 1], got {q[~((q >= 0.0) & (q <= 1.0))][0]}")
+    outside = ~((q >= 0.0) & (q <= 1.0))  # NaN is outside too
+    if outside.any():
+        raise ValueError(f"binary entropy needs probabilities in [0, 1], got {q[outside][0]}")
     return (entr(q) + entr(1.0 - q)) / math.log(2.0)
 
 

@@ -364,6 +364,7 @@ class Study:
         from rankdistill.data.runs import read_run, run_tag, write_run
 
         run = work / "run.trec"
+        tag = run_tag(t.candidates)  # "bm25", "dataset", or a run file's path
         ds = load_dataset(spec)
         if t.candidates == "bm25":
             call_verb(["retrieve", "--dataset", spec, "--split", t.split, "--retriever", "bm25", "--k", t.depth,
@@ -375,8 +376,8 @@ class Study:
             if source is None:
                 raise UserInputError(f"test {t.name!r}: the dataset has no candidates for split {t.split!r}",
                                      fix="use candidates = \"bm25\" or give a run file")
-            write_run(source, run, tag=run_tag(t.candidates), k=t.depth)
-        return _keep_judged(run, ds.qrels(t.split), tag=run_tag(t.candidates))
+            write_run(source, run, tag=tag, k=t.depth)
+        return _keep_judged(run, ds.qrels(t.split), tag=tag)
 
 
     def teacher(self) -> None:

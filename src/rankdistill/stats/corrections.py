@@ -29,8 +29,8 @@ def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> np.ndarray
     p = np.asarray(pvalues, dtype=np.float64)
     if p.ndim != 1:
         raise ValueError(f"p-values must be one flat sequence (one family), got shape {p.shape}")
-    if not np.all((p >= 0.0) & (p <= 1.0)):  # NaN fails this too
-        bad = p[~((p >= 0.0) & (p <= 1.0))]
+    bad = p[~((p >= 0.0) & (p <= 1.0))]  # NaN is outside too
+    if bad.size:
         raise ValueError(f"p-values must lie in [0, 1]; got {float(bad[0])} ({bad.size} outside)")
     if p.size == 0 or CORRECTIONS[method] is None:
         return p.copy()

@@ -37,7 +37,8 @@ class PairedTestResult:
 
 
 def check_confidence(confidence: float) -> None:
-    """Raise ``ValueError`` unless ``confidence`` is a level in (0, 1) (0.95, not 95)."""
+    """Raise :class:`UserInputError` (a ``ValueError``) unless ``confidence`` is a level in (0, 1) (0.95, not
+    95)."""
     if not 0.0 < confidence < 1.0:
         raise UserInputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
 

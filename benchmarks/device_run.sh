@@ -13,9 +13,11 @@
 # that finished. Results land in $OUT: study.tgz (report, plots, costs, manifests, per-cell training.json),
 # bench.tgz (one JSON per benchmark), quickstart.tgz, and device_run.log.
 # Across sessions (a fresh machine each time): the study's finished artifacts, without models, come back as
-# $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); put that file at .carry/resume.tar.xz for the
-# next session and its study resumes where this one stopped (the bundle is unpacked when runs/ has no study yet).
-# It has to fit beside the rest of .carry/ in the 64 MiB that may travel: the log says how much room it leaves.
+# $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); commit that file as
+# results/scifact-study/resume.tar.xz at once (these machines keep no git-ignored file between sessions: the
+# first bundle was lost in .carry/) and the next session's study resumes where this one stopped (the bundle is
+# unpacked when runs/ has no study yet; .carry/resume.tar.xz, if there is one, comes first). It has to fit beside
+# .carry/ and the working tree in the 64 MiB that may travel: the log says how much room it leaves.
 # STUDY_MPS=1 runs the study's cells through CUDA MPS (the control daemon started for the study and quit after
 # it), so that the pool's processes share the GPU instead of time-slicing it; where the daemon is missing or a
 # CUDA context fails under it, the study runs without it (the log says which).
@@ -41,12 +43,12 @@ stop_workers() { pkill -f spawn_main 2>/dev/null; sleep 1; }  # the cell workers
 pack_resume() {
   grep -q "train+evaluate" "$OUT/study.log" || return 0
   python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tar.xz" >>"$OUT/study.log" 2>&1
-  rest=$(du -sb --exclude=resume.tar.xz --exclude=resume.tgz .carry | cut -f1)
+  rest=$(( $(du -sb --exclude=resume.tar.xz --exclude=resume.tgz .carry | cut -f1) + $(git ls-files -z 2>/dev/null | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) ))
   log "resume bundle: $(stat -c %s "$OUT/resume.tar.xz") bytes, $(ls "$study"/artifacts/train | wc -l) trained cells;" \
-    "room beside the rest of .carry/ ($rest bytes) in 64 MiB: $(( 67108864 - rest )) bytes, less the working tree"
+    "room beside the rest of .carry/ and the tracked files ($rest bytes) in 64 MiB: $(( 67108864 - rest )) bytes"
 }
 if [ "${RUN_STUDY:-1}" = 1 ]; then
-resume=$(ls .carry/resume.tar.xz .carry/resume.tgz 2>/dev/null | head -1)
+resume=$(ls .carry/resume.tar.xz .carry/resume.tgz results/scifact-study/resume.tar.xz 2>/dev/null | head -1)
 if [ -n "$resume" ] && [ ! -d "$study/artifacts" ]; then
   python3 -m rankdistill.experiments.bundle unpack "$resume" "$study" >>"$OUT/study.log" 2>&1
   log "resumed from $resume: $(ls "$study"/artifacts/train 2>/dev/null | wc -l) trained cells"

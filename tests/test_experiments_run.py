@@ -323,6 +323,10 @@ def test_bundle_carries_the_study_to_another_folder_without_models(reference, tm
     assert (tmp_path / "study.tgz").read_bytes()[:2] == b"\x1f\x8b" and gz["bytes"] > packed["bytes"]
     with tarfile.open(tmp_path / "study.tgz") as tar:
         assert sorted(tar.getnames()) == sorted(names)
+    counts = bundle.check(tmp_path / "study.tar.xz")  # writes nothing, counts the finished artifacts per stage
+    assert counts["train"] == 6 and counts == bundle.check(tmp_path / "study.tgz")
+    assert sum(counts.values()) == packed["artifacts"]
+    assert counts["evaluate"] == len(list((ref_out / "artifacts" / "evaluate").glob("*/manifest.json")))
     moved = tmp_path / "elsewhere" / "out"
     assert bundle.main(["unpack", str(tmp_path / "study.tar.xz"), str(moved)]) == 0
     trained = sorted((moved / "artifacts" / "train").glob("[0-9a-f]*"))
@@ -370,6 +374,10 @@ def test_bundle_bad_input_exit_2(tmp_path, capsys):
     (tmp_path / "junk.tgz").write_text("not a tar")
     assert bundle.main(["unpack", str(tmp_path / "junk.tgz"), str(tmp_path / "o")]) == 2
     assert "not a bundle" in capsys.readouterr().err
+    assert bundle.main(["check", str(tmp_path / "junk.tgz")]) == 2
+    assert "not a bundle" in capsys.readouterr().err
+    assert bundle.main(["check", str(tmp_path / "absent.tar.xz")]) == 2
+    assert "no such bundle" in capsys.readouterr().err
     assert not (tmp_path / "b.tgz").exists()
     assert not (tmp_path / "o").exists()
 
@@ -398,9 +406,12 @@ def test_a_truncated_or_corrupt_bundle_writes_nothing(reference, tmp_path, capsy
              "flipped.tgz": gzip.compress(raw[:end] + bytes(b ^ 0xFF for b in raw[end:end + 50]) + raw[end + 50:])}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
+        assert bundle.main(["check", str(tmp_path / name)]) == 2, name
+        check_err = capsys.readouterr().err
         assert bundle.main(["unpack", str(tmp_path / name), str(tmp_path / name / "study")]) == 2, name
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and ("truncated or corrupt" in err or "index lists" in err), (name, err)
+        assert check_err == err  # check refuses it as unpack does
         assert not (tmp_path / name / "study").exists()
     # an unpack killed half-way left a .unpack folder and an artifact folder without its manifest
     study = tmp_path / "study"

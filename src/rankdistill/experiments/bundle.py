@@ -6,6 +6,7 @@ a bundle::
 
     python -m rankdistill.experiments.bundle pack runs/study study-bundle.tar.xz
     python -m rankdistill.experiments.bundle unpack study-bundle.tar.xz runs/study
+    python -m rankdistill.experiments.bundle check study-bundle.tar.xz   # whole? how many cells?
 
 ``pack`` writes a tar archive of the study folder's own small files (config, manifest, ``report.md``,
 ``costs.md``) and of every finished artifact: its ``manifest.json`` and the small files that later stages and
@@ -217,6 +218,24 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
     return counts
 
 
+def check(src: str | os.PathLike) -> dict[str, int]:
+    """Read bundle ``src`` through and check it as ``unpack`` does, writing nothing; return the number of finished
+    artifacts per stage (``train`` counts the study's trained cells)."""
+    src = Path(src)
+    if not src.is_file():
+        raise UserInputError("no such bundle", path=src, fix="give the file written by `bundle pack`")
+    tar, members = _read_checked(src)
+    tar.close()
+    counts: dict[str, int] = {}
+    for m in members:
+        artifact = _artifact_of(m.name)
+        if artifact is not None and m.name == f"{artifact}/manifest.json":
+            stage = artifact.split("/")[1]
+            counts[stage] = counts.get(stage, 0) + 1
+    logger.info("%s is whole: %s", src, ", ".join(f"{n} {stage}" for stage, n in sorted(counts.items())) or "empty")
+    return counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rankdistill.experiments.bundle", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -226,11 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     u = sub.add_parser("unpack", help="extract a bundle into a study folder; a later `run` resumes from it")
     u.add_argument("bundle")
     u.add_argument("output")
+    c = sub.add_parser("check", help="read a bundle through and count its finished artifacts per stage")
+    c.add_argument("bundle")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.cmd == "pack":
             pack(args.output, args.bundle)
+        elif args.cmd == "check":
+            check(args.bundle)
         else:
             unpack(args.bundle, args.output)
     except UserInputError as e:

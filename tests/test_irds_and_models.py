@@ -118,6 +118,22 @@ def test_embedding_cache_reuses_vectors(tiny_bert_dir, tmp_path, monkeypatch):
         embeddings.encode_texts("wing flutter", model=str(tiny_bert_dir), cache_dir=tmp_path)
 
 
+def test_encoding_draws_its_bar_only_on_a_terminal(tiny_bert_dir, capsys, monkeypatch):
+    """sentence-transformers draws "Batches" whenever told to: into a log file, or a study worker's output (a
+    study on the CPU logged one bar per bi-encoder cell). The bar is asked for only where stderr is a terminal."""
+    import sys
+
+    from rankdistill.models import embeddings
+
+    embeddings.encode_texts(["wing flutter", "boundary layer"], model=str(tiny_bert_dir), cache_dir=False,
+                            show_progress=True)
+    assert "Batches" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    embeddings.encode_texts(["wing flutter", "boundary layer"], model=str(tiny_bert_dir), cache_dir=False,
+                            show_progress=True)
+    assert "Batches" in capsys.readouterr().err
+
+
 def test_a_token_limit_does_not_leak_into_later_encodings(tiny_bert_dir, tmp_path):
     """The loaded encoder is shared within a process: encoding at 4 tokens and then at the model's own limit
     gives what the model's own limit gives alone (once, a dense mining at 32 tokens cut a later full-length

@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes, transparent gzip, tolerant UTF-8 decoding, content fingerprints."""
+"""Small file helpers: atomic writes, transparent gzip, tolerant UTF-8 decoding, content fingerprints, and
+whether a progress bar has a terminal to draw on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,13 @@ from rankdistill.errors import UserInputError
 logger = logging.getLogger(__name__)
 
 _warned_decoding: set[str] = set()
+
+
+def bar_on_terminal(show: bool) -> bool:
+    """``show``, and only where standard error is a terminal: for the libraries that draw their bar whenever told
+    to (bm25s, sentence-transformers), even into a log file or a study worker's output, as tqdm's own
+    ``disable=None`` does not."""
+    return bool(show) and sys.stderr.isatty()
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rankdistill.io import atomic_path
+from rankdistill.io import atomic_path, bar_on_terminal
 from rankdistill.models import model_id, resolve_model, weights_digest
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def encode_texts(texts: Sequence[str], model: str | None = None, *, batch_size: 
             chunk = todo_keys[start:start + SHARD_SIZE]
             vecs = st.encode([todo[k] for k in chunk], batch_size=batch_size,  # type: ignore[attr-defined]
                              convert_to_numpy=True, normalize_embeddings=normalize,
-                             show_progress_bar=show_progress)
+                             show_progress_bar=bar_on_terminal(show_progress))
             vecs = np.asarray(vecs, dtype=np.float32)
             if cache is not None:
                 cache.add(chunk, vecs)

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from rankdistill.data.runs import Run
 from rankdistill.errors import check_field_types
+from rankdistill.io import bar_on_terminal
 from rankdistill.retrieval.base import check_search
 
 logger = logging.getLogger(__name__)
@@ -128,9 +128,8 @@ class BM25Retriever:
                            len(qids) - len(usable))
         if not usable:
             return {q: {} for q in qids}
-        show_progress = show_progress and sys.stderr.isatty()  # bm25s draws its bar even into a log file
-        docs, scores = self.index.retrieve([tokens[i] for i in usable], k=k, show_progress=show_progress,
-                                           n_threads=1)
+        docs, scores = self.index.retrieve([tokens[i] for i in usable], k=k, n_threads=1,
+                                           show_progress=bar_on_terminal(show_progress))
         for row, i in enumerate(usable):
             ranking = {}
             for idx, score in zip(np.asarray(docs[row]), np.asarray(scores[row])):

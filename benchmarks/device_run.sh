@@ -11,7 +11,8 @@
 # The study writes runs/scifact-study (kept between calls of a warm machine, so a second call resumes it from
 # its artifacts). If it is cut short, its cells finish seed by seed and a report is written from the seeds
 # that finished. Results land in $OUT: study.tgz (report, plots, costs, manifests, per-cell training.json),
-# bench.tgz (one JSON per benchmark), quickstart.tgz, and device_run.log.
+# bench.tgz (one JSON per benchmark), quickstart.tgz, gpu-util.csv (the GPU's utilisation every 5 s while the
+# study ran) and device_run.log.
 # Across sessions (a fresh machine each time): the study's finished artifacts, without models, come back as
 # $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); commit that file as
 # results/scifact-study/resume.tar.xz at once (these machines keep no git-ignored file between sessions: the
@@ -75,10 +76,18 @@ s=$(( $(left) - 40 )); [ "$s" -gt "$STUDY_S" ] && s=$STUDY_S  # 40 s kept for pa
 log "study: up to ${s}s"
 workers=(); [ -n "${STUDY_WORKERS:-}" ] && workers=(--set "executor.workers=$STUDY_WORKERS")
 cells_before=$(ls "$study"/artifacts/train 2>/dev/null | grep -vc partial)
+# how busy the GPU is while the study runs (every 5 s): near 100% means the cells are bound by the GPU's
+# kernels (fusion or larger steps would help), well below it that they wait on the CPU or on each other
+nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used --format=csv -l 5 \
+  >>"$OUT/gpu-util.csv" 2>/dev/null & util_pid=$!
 timeout "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
   --output "$study" "${workers[@]}" >>"$OUT/study.log" 2>&1
 rc=$?
+kill $util_pid 2>/dev/null
 stop_workers
+log "GPU busy while the study ran (mean of the 5-s samples): $(awk -F', ' 'NR > 1 && $2 ~ /^[0-9]/ \
+  { n++; s += $2 } END { if (n) printf "%.0f%% over %d samples", s / n, n; else print "not sampled" }' \
+  "$OUT/gpu-util.csv" 2>/dev/null)"
 if [ "$mps" = on ]; then
   echo quit | nvidia-cuda-mps-control >/dev/null 2>&1; trap - EXIT
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY

@@ -44,9 +44,10 @@ stop_workers() { pkill -f spawn_main 2>/dev/null; sleep 1; }  # the cell workers
 pack_resume() {
   grep -q "train+evaluate" "$OUT/study.log" || return 0
   python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tar.xz" >>"$OUT/study.log" 2>&1
-  rest=$(( $(du -sb --exclude=resume.tar.xz --exclude=resume.tgz .carry | cut -f1) + $(git ls-files -z 2>/dev/null | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) ))
+  # what travels: the working tree as sent (.carry/ and the committed bundle in it), less runs/ and .carry's bundle
+  rest=$(du -sb --exclude=./runs --exclude=./.git --exclude=./.carry/resume.tar.xz --exclude=./.carry/resume.tgz . | cut -f1)
   log "resume bundle: $(stat -c %s "$OUT/resume.tar.xz") bytes, $(ls "$study"/artifacts/train | wc -l) trained cells;" \
-    "room beside the rest of .carry/ and the tracked files ($rest bytes) in 64 MiB: $(( 67108864 - rest )) bytes"
+    "room beside the rest of the working tree ($rest bytes, .carry/ included) in 64 MiB: $(( 67108864 - rest )) bytes"
 }
 if [ "${RUN_STUDY:-1}" = 1 ]; then
 resume=$(ls .carry/resume.tar.xz .carry/resume.tgz results/scifact-study/resume.tar.xz 2>/dev/null | head -1)

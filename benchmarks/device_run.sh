@@ -15,7 +15,7 @@
 # study ran) and device_run.log.
 # Across sessions (a fresh machine each time): the study's finished artifacts, without models, come back as
 # $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); commit that file as
-# results/scifact-study/resume.tar.xz at once (these machines keep no git-ignored file between sessions: the
+# results/scifact-study/resume.tar.xz at once (`bash benchmarks/keep_bundle.sh <files_at> <label>`) (these machines keep no git-ignored file between sessions: the
 # first bundle was lost in .carry/) and the next session's study resumes where this one stopped (the bundle is
 # unpacked when runs/ has no study yet; .carry/resume.tar.xz, if there is one, comes first). It has to fit beside
 # .carry/ and the working tree in the 64 MiB that may travel: the log says how much room it leaves.

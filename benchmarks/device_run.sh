@@ -14,11 +14,12 @@
 # bench.tgz (one JSON per benchmark), quickstart.tgz, gpu-util.csv (the GPU's utilisation every 5 s while the
 # study ran) and device_run.log.
 # Across sessions (a fresh machine each time): the study's finished artifacts, without models, come back as
-# $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); commit that file as
-# results/scifact-study/resume.tar.xz at once (`bash benchmarks/keep_bundle.sh <files_at> <label>`) (these machines keep no git-ignored file between sessions: the
-# first bundle was lost in .carry/) and the next session's study resumes where this one stopped (the bundle is
-# unpacked when runs/ has no study yet; .carry/resume.tar.xz, if there is one, comes first). It has to fit beside
-# .carry/ and the working tree in the 64 MiB that may travel: the log says how much room it leaves.
+# $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); commit it as results/scifact-study/resume.tar.xz
+# at once with `bash benchmarks/keep_bundle.sh <files_at> <label>` (these machines keep no git-ignored file
+# between sessions: the first bundle was lost in .carry/), and the next session's study resumes where this one
+# stopped (the bundle is unpacked when runs/ has no study yet; .carry/resume.tar.xz, if there is one, comes
+# first). It has to fit beside .carry/ and the working tree in the 64 MiB that may travel: the log says how much
+# room it leaves.
 # STUDY_MPS=1 runs the study's cells through CUDA MPS (the control daemon started for the study and quit after
 # it), so that the pool's processes share the GPU instead of time-slicing it; where the daemon is missing or a
 # CUDA context fails under it, the study runs without it (the log says which).

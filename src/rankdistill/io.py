@@ -24,9 +24,9 @@ _warned_decoding: set[str] = set()
 
 
 def bar_on_terminal(show: bool) -> bool:
-    """``show``, and only where standard error is a terminal: for the libraries that draw their bar whenever told
-    to (bm25s, sentence-transformers), even into a log file or a study worker's output, as tqdm's own
-    ``disable=None`` does not."""
+    """``show``, and only where standard error is a terminal. For the libraries that draw their bar whenever told
+    to (bm25s, sentence-transformers), even into a log file or a study worker's output; our own tqdm bars get the
+    same with ``disable=None``."""
     return bool(show) and sys.stderr.isatty()
 
 

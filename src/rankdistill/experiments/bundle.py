@@ -41,6 +41,7 @@ import sys
 import tarfile
 import time
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -146,6 +147,8 @@ def _read_checked(src: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
     """Open bundle ``src`` and read it through (every member's bytes), so that a truncated or corrupt archive is
     refused before anything is written; check its members against :data:`INDEX` when it has one (bundles
     written before the index existed have none) and that every artifact in it has its ``manifest.json``."""
+    if not src.is_file():
+        raise UserInputError("no such bundle", path=src, fix="give the file written by `bundle pack`")
     fix = "copy the bundle again, or re-create it with `bundle pack`"
     try:
         tar = tarfile.open(src, "r:*")
@@ -181,8 +184,6 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
     (a local artifact may hold the files the bundle left out); the study folder's own files are replaced.
     The whole bundle is read and checked first: a truncated or corrupt one writes nothing."""
     src, root = Path(src), Path(output)
-    if not src.is_file():
-        raise UserInputError("no such bundle", path=src, fix="give the file written by `bundle pack`")
     counts = {"artifacts": 0, "kept_local": 0}
     tar, members = _read_checked(src)
     with tar:
@@ -222,18 +223,12 @@ def check(src: str | os.PathLike) -> dict[str, int]:
     """Read bundle ``src`` through and check it as ``unpack`` does, writing nothing; return the number of finished
     artifacts per stage (``train`` counts the study's trained cells)."""
     src = Path(src)
-    if not src.is_file():
-        raise UserInputError("no such bundle", path=src, fix="give the file written by `bundle pack`")
     tar, members = _read_checked(src)
     tar.close()
-    counts: dict[str, int] = {}
-    for m in members:
-        artifact = _artifact_of(m.name)
-        if artifact is not None and m.name == f"{artifact}/manifest.json":
-            stage = artifact.split("/")[1]
-            counts[stage] = counts.get(stage, 0) + 1
+    counts = Counter(a.split("/")[1] for m in members
+                     if (a := _artifact_of(m.name)) is not None and m.name == f"{a}/manifest.json")
     logger.info("%s is whole: %s", src, ", ".join(f"{n} {stage}" for stage, n in sorted(counts.items())) or "empty")
-    return counts
+    return dict(counts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

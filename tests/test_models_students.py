@@ -285,6 +285,47 @@ def test_embedding_cache_writers_never_share_a_shard_and_keys_follow_the_weights
     assert model_key(str(other), 64, False) != before
 
 
+
+def test_embedding_cache_is_opened_once_per_process_and_read_incrementally(tmp_path, monkeypatch):
+    """Every encode_texts call re-read every shard's keys: a bi-encoder teacher or the diagnostics, which
+    encode chunk by chunk, re-read MS MARCO's 8.8M keys per chunk. One cache per folder now reads only the
+    shards written since it last looked (by itself or another process), and starts over if they were cleared."""
+    import shutil
+
+    import numpy as np
+
+    from rankdistill.models import embeddings as emb
+
+    reads: list[str] = []
+    real_read = Path.read_text
+
+    def spy(self, *a, **kw):
+        if self.suffix == ".keys":
+            reads.append(self.name)
+        return real_read(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "read_text", spy)
+    monkeypatch.setattr(emb, "_CACHES", {})
+    emb.EmbeddingCache(tmp_path, "k").add(["a", "b"], np.array([[1.0, 0.0], [2.0, 0.0]]))
+    mine = emb.open_cache(tmp_path, "k")
+    assert reads == ["shard-00000.keys"]
+    mine.add(["c"], np.array([[3.0, 0.0]]))
+    emb.EmbeddingCache(tmp_path, "k").add(["d", "a"], np.array([[4.0, 0.0], [9.0, 9.0]]))  # another writer
+    reads.clear()
+    assert emb.open_cache(tmp_path, "k") is mine
+    assert reads == ["shard-00002.keys"]  # only the other writer's new shard
+    # gathered across three shards, in the order asked; "a" from the lower shard, as a fresh process reads it
+    assert mine.get(["d", "a", "c", "b", "a"])[:, 0].tolist() == [4.0, 1.0, 3.0, 2.0, 1.0]
+    assert emb.EmbeddingCache(tmp_path, "k").get(["a"]).tolist() == [[1.0, 0.0]]
+    shutil.rmtree(tmp_path / "k")
+    (tmp_path / "k").mkdir()
+    emb.EmbeddingCache(tmp_path, "k").add(["e"], np.array([[5.0, 0.0]]))  # shard 0 again, other texts
+    again = emb.open_cache(tmp_path, "k")
+    assert "a" not in again and again.get(["e"]).tolist() == [[5.0, 0.0]]
+    shutil.rmtree(tmp_path / "k")
+    fresh = emb.open_cache(tmp_path, "k")
+    assert fresh is not again and len(fresh) == 0
+
 def test_score_candidates_leaves_a_query_without_candidates_empty(tiny_bert_dir):
     """BM25 gives {} for a query with no indexed term; re-ranking such a run failed in torch.stack."""
     from rankdistill.models.scoring import score_candidates

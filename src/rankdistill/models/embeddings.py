@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +45,14 @@ def model_key(model: str | None, max_length: int | None, normalize: bool) -> str
 
 
 class EmbeddingCache:
-    """Append-only store of text embeddings for one model key."""
+    """Append-only store of text embeddings for one model key.
+
+    The index (text key -> shard and row) is read from the shards' key files once and then kept up to date
+    incrementally: :meth:`refresh` reads only the shards written since it last looked, by this process or
+    another. :func:`open_cache` keeps one cache per folder and process, so code that encodes chunk by chunk
+    (a bi-encoder teacher, the diagnostics) does not re-read millions of keys for every chunk.
+    Where two shards hold the same text, the lower-numbered one is read, as a fresh process would.
+    """
 
     def __init__(self, root: str | Path, key: str, meta: dict | None = None) -> None:
         self.dir = Path(root) / key
@@ -52,14 +60,11 @@ class EmbeddingCache:
         if meta is not None and not (self.dir / "meta.json").exists():
             with atomic_path(self.dir / "meta.json") as tmp:
                 tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        self._index: dict[str, tuple[int, int]] = {}
+        self._index: dict[str, int] = {}  # text key -> shard << 32 | row
         self._shards: dict[int, np.ndarray] = {}
-        for keys_file in sorted(self.dir.glob("shard-*.keys")):
-            n = int(keys_file.stem.split("-")[1])
-            if not (self.dir / f"shard-{n:05d}.npy").exists():
-                continue
-            for row, k in enumerate(keys_file.read_text().split()):
-                self._index.setdefault(k, (n, row))
+        self._seen: dict[int, tuple[int, int]] = {}  # shard -> (inode, size) of its keys file when read
+        self._lock = threading.Lock()
+        self.refresh()
 
     def __contains__(self, key: str) -> bool:
         return key in self._index
@@ -67,14 +72,55 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._index)
 
+    def _put(self, n: int, keys: Sequence[str]) -> None:
+        index = self._index
+        for row, k in enumerate(keys):
+            code = index.get(k)
+            if code is None or code >> 32 > n:
+                index[k] = n << 32 | row
+
+    def refresh(self) -> int:
+        """Index the shards written since the last look; returns how many shards were new. A shard read
+        before that is gone or rewritten (the folder was cleared) makes the whole index be read again."""
+        with self._lock:
+            found: dict[int, Path] = {}
+            for keys_file in self.dir.glob("shard-*.keys"):
+                found[int(keys_file.stem.split("-")[1])] = keys_file
+            if any(n not in found or _identity(found[n]) != ident for n, ident in self._seen.items()):
+                self._index, self._shards, self._seen = {}, {}, {}
+            new = 0
+            for n in sorted(set(found) - set(self._seen)):
+                if not (self.dir / f"shard-{n:05d}.npy").exists():  # the keys file is written last
+                    continue
+                ident = _identity(found[n])
+                self._put(n, found[n].read_text().split())
+                self._seen[n] = ident
+                new += 1
+            return new
+
     def _shard(self, n: int) -> np.ndarray:
         if n not in self._shards:
             self._shards[n] = np.load(self.dir / f"shard-{n:05d}.npy", mmap_mode="r")
         return self._shards[n]
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
-        rows = [self._shard(n)[r] for n, r in (self._index[k] for k in keys)]
-        return np.asarray(rows, dtype=np.float32)
+        """The vectors of ``keys`` in order, ``float32 [len(keys), dim]``; gathered shard by shard."""
+        if len(keys) == 0:
+            return np.asarray([], dtype=np.float32)
+        codes = np.fromiter((self._index[k] for k in keys), dtype=np.int64, count=len(keys))
+        shard_of, row_of = codes >> 32, codes & 0xFFFFFFFF
+        order = np.argsort(shard_of, kind="stable")
+        shards, starts = np.unique(shard_of[order], return_index=True)
+        ends = [*starts[1:], len(order)]
+        out: np.ndarray | None = None
+        for n, a, b in zip(shards, starts, ends):
+            sel = order[a:b]
+            vecs = self._shard(int(n))[row_of[sel]]
+            if out is None:
+                out = np.empty((len(keys), vecs.shape[1]), dtype=np.float32)
+            out[sel] = vecs
+        assert out is not None
+        return out
 
     def _claim_shard(self) -> int:
         """A shard number no other writer has: ``shard-N.claim`` is created exclusively (two processes adding
@@ -95,10 +141,31 @@ class EmbeddingCache:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.asarray(vectors, dtype=np.float32))
         # the keys file is written last: a shard counts only once both exist
-        with atomic_path(self.dir / f"shard-{n:05d}.keys") as tmp:
+        keys_file = self.dir / f"shard-{n:05d}.keys"
+        with atomic_path(keys_file) as tmp:
             tmp.write_text("\n".join(keys) + "\n")
-        for row, k in enumerate(keys):
-            self._index.setdefault(k, (n, row))
+        with self._lock:
+            self._put(n, keys)
+            self._seen[n] = _identity(keys_file)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size
+
+
+_CACHES: dict[Path, EmbeddingCache] = {}
+
+
+def open_cache(root: str | Path, key: str, meta: dict | None = None) -> EmbeddingCache:
+    """The process's one :class:`EmbeddingCache` of ``root/key``, brought up to date with :meth:`refresh`."""
+    folder = (Path(root) / key).resolve()
+    cache = _CACHES.get(folder)
+    if cache is None or not folder.is_dir():
+        cache = _CACHES[folder] = EmbeddingCache(root, key, meta)
+    else:
+        cache.refresh()
+    return cache
 
 
 _MODELS: dict[tuple[str, str | None], object] = {}
@@ -146,8 +213,8 @@ def encode_texts(texts: Sequence[str], model: str | None = None, *, batch_size: 
     cache = None
     if cache_dir is not False:
         root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
-        cache = EmbeddingCache(root, model_key(model, max_length, normalize),
-                               meta={"model": model_id(model), "max_length": max_length, "normalize": normalize})
+        cache = open_cache(root, model_key(model, max_length, normalize),
+                           meta={"model": model_id(model), "max_length": max_length, "normalize": normalize})
     todo: dict[str, str] = {}
     for k, t in zip(keys, texts):
         if (cache is None or k not in cache) and k not in todo:

@@ -59,12 +59,18 @@ def _faiss_available() -> bool:
     return True
 
 
+SCORE_BLOCK_ELEMENTS = 1 << 27
+"""Most query-by-document scores :func:`exact_top_k` holds at once (512 MB of float32)."""
+
+
 def exact_top_k(docs: np.ndarray, queries: np.ndarray, k: int, device: str | None = None,
                 block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` inner products of each query row against ``docs`` (scores descending), with torch.
 
-    Queries go in blocks of ``block`` rows so the score matrix stays small; on a GPU the documents are moved
-    there once. Returns ``(scores, indices)`` shaped ``(n_queries, k)`` like FAISS ``search``.
+    Queries go in blocks of at most ``block`` rows, fewer where the corpus is large, so that a block's score
+    matrix holds at most :data:`SCORE_BLOCK_ELEMENTS` scores (1,024 queries against MS MARCO's 8.8M passages
+    would be 36 GB; the block is then 15 queries). On a GPU the documents are moved there once. Returns
+    ``(scores, indices)`` shaped ``(n_queries, k)`` like FAISS ``search``.
     """
     import torch
 
@@ -72,12 +78,15 @@ def exact_top_k(docs: np.ndarray, queries: np.ndarray, k: int, device: str | Non
 
     dev = resolve_device(device)
     d = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32)).to(dev)
+    block = max(1, min(block, SCORE_BLOCK_ELEMENTS // max(1, len(docs))))
     scores_out, idx_out = [], []
     for start in range(0, len(queries), block):
         q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], dtype=np.float32)).to(dev)
         s, i = torch.topk(q @ d.T, k, dim=1)
         scores_out.append(s.cpu().numpy())
         idx_out.append(i.cpu().numpy())
+    if not scores_out:
+        return np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64)
     return np.concatenate(scores_out), np.concatenate(idx_out)
 
 

@@ -305,6 +305,48 @@ def test_ensemble_filter_keeps_per_system_negatives_the_teacher_scores_low(tmp_p
         assert g.negative_ids == expected
 
 
+
+@pytest.mark.parametrize("strategy", ["run", "ensemble", "bm25"])
+def test_mining_in_blocks_of_queries_gives_the_same_groups_and_counts(tmp_path, datasets, bm25_runs, monkeypatch,
+                                                                      strategy):
+    """All queries were mined at once: MS MARCO's BM25 top-200 with its teacher scores is 100M pairs in memory.
+    Blocks of queries give the same groups and counts (every step is per query), with teacher calls and memory
+    bounded by the block, and each run file read once."""
+    from rankdistill.mining import context, miner
+    from rankdistill.mining.strategies import ensemble, run
+
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=10)
+    sparse = {q.query_id: {d: 1.0 / (i + 1) for i, d in enumerate(ds.corpus.ids()[40 + 3 * n:44 + 3 * n])}
+              for n, q in enumerate(queries[:7])}  # short pools, and three queries missing from the run
+    write_run(sparse, tmp_path / "sparse.trec")
+    kw = dict(strategy=strategy, group_size=4, pool_size=6, depth=30, max_queries=10, seed=2, fn_margin=0.5,
+              candidates=str(tmp_path / "sparse.trec"), systems=(str(bm25_runs["cranfield"]),), ensemble_n=3)
+    positives = {(q.query_id, d) for q in queries for d in q.positives}
+
+    def f(q: str, d: str) -> float:  # the guard drops every fourth document as a likely false negative
+        return 10.0 if (q, d) in positives else 9.8 if int(d) % 4 == 0 else 0.0
+
+    def mine():
+        teacher = FakeTeacher(f)
+        calls = []
+        real_get = teacher.get
+        teacher.get = lambda pairs: calls.append(len(pairs := list(pairs))) or real_get(pairs)  # type: ignore
+        return _mine(ds, teacher, **kw), calls
+
+    whole, whole_calls = mine()
+    reads = []
+    for module in (context, ensemble, run):
+        real = module.read_checked_run
+        monkeypatch.setattr(module, "read_checked_run", lambda *a, real=real: reads.append(a[0]) or real(*a))
+    monkeypatch.setattr(miner, "MINING_BLOCK", 3)
+    blocked, blocked_calls = mine()
+    assert [g.to_json() for g in blocked.groups] == [g.to_json() for g in whole.groups]
+    assert blocked.counts == whole.counts and blocked.settings == whole.settings
+    assert whole.counts["false_negatives_dropped"] > 0 and (strategy == "bm25" or whole.counts["queries_short"] > 0)
+    assert len(blocked_calls) > len(whole_calls) and max(blocked_calls) < max(whole_calls)
+    assert len(reads) == (0 if strategy == "bm25" else 1)
+
 def test_run_strategy_rejects_unknown_documents_with_file_and_line(tmp_path, datasets):
     ds = datasets["cranfield"]
     bad = tmp_path / "bad.trec"

@@ -1,16 +1,18 @@
 """The miner: runs a strategy and applies the shared logic of :mod:`rankdistill.mining.pool` to every query.
 
-Steps, for the training queries of a split that have a judged positive:
+Steps, for the training queries of a split that have a judged positive, in blocks of :data:`MINING_BLOCK`
+queries (so that memory stays bounded at MS MARCO's 500k queries, whose BM25 top-200 alone is 100M pairs):
 
-1. the strategy proposes candidates for all queries at once (a first stage searches in one batch);
+1. the strategy proposes candidates for the block's queries at once (a first stage searches in one batch);
 2. rank window, exclusions (judged relevant documents: a positive is never a negative), and the optional
-   false-negative guard (one batched teacher call for all queries);
+   false-negative guard (one batched teacher call per block);
 3. the pool (``pool_size`` negatives) is sampled with the query's own random stream;
 4. queries with fewer than ``pool_size`` candidates are topped up with random documents (guarded too) or
    skipped (``on_short``); both are counted and logged.
 
 Determinism: every random choice comes from :func:`rankdistill.mining.seeding.query_rng` (seed, query id,
 use), and candidates are ranked with ties broken by doc id, so identical inputs and seed give identical groups.
+Nothing depends on which block a query is in: every step is per query.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
 
 from rankdistill.data.groups import Group
 from rankdistill.errors import UserInputError
@@ -37,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 TOPUP_ROUNDS = 4
 """Top-up draws per short query when the false-negative guard may drop drawn documents."""
+
+MINING_BLOCK = 10_000
+"""Queries mined together: their first-stage rankings, teacher scores and pools are in memory at once."""
 
 
 @dataclass(frozen=True)
@@ -123,30 +130,22 @@ class Miner:
         counts.update(queries_mined=len(queries), false_negatives_dropped=0, queries_short=0, queries_topped_up=0,
                       random_negatives_added=0, queries_short_after_topup=0, queries_skipped=0)
         logger.info("mining %d queries with strategy %s", len(queries), c.strategy)
-        proposed = self.strategy.candidates(queries)
         max_rank = c.max_rank if c.max_rank is not None else self.strategy.default_max_rank()
         if max_rank is not None and self.strategy.ranked:  # every ranking is cut at --depth: the window too
             max_rank = min(max_rank, c.depth)
-        candidates = {}
-        for q in queries:
-            docs = proposed.get(q.query_id, [])
-            if self.strategy.ranked:
-                docs = rank_window(docs, c.min_rank, max_rank)
-            candidates[q.query_id] = exclude(docs, q.excluded)
-        counts["candidates_total"] = sum(len(v) for v in candidates.values())
-        guarded = self._guard(candidates, by_id, counts)
-        pools = {qid: sample(docs, c.pool, c.sample, query_rng(c.seed, qid, "sample"))
-                 for qid, docs in guarded.items()}
-        short = [q for q in queries if len(pools[q.query_id]) < c.pool]
+        counts["candidates_total"] = 0
+        pools: dict[str, list[str]] = {}
+        short: list[MiningQuery] = []
+        blocks = [queries[i:i + MINING_BLOCK] for i in range(0, len(queries), MINING_BLOCK)]
+        for block in tqdm(blocks, desc=f"mining ({c.strategy})", unit=" blocks",
+                          disable=len(blocks) == 1 or not self.context.show_progress or None):
+            short.extend(self._mine_block(block, by_id, max_rank, pools, counts))
         counts["queries_short"] = len(short)
         if short and c.on_short == "skip":
-            for q in short:
-                del pools[q.query_id]
             counts["queries_skipped"] = len(short)
             logger.warning("%d of %d queries had fewer than %d candidates and were skipped (--on-short skip)",
                            len(short), len(queries), c.pool)
         elif short:
-            self._top_up(short, pools, candidates, counts)
             still = counts["queries_short_after_topup"]
             logger.warning("%d of %d queries had fewer than %d candidates and were topped up with %d random "
                            "documents (--on-short topup)%s", len(short), len(queries), c.pool,
@@ -175,6 +174,31 @@ class Miner:
         settings = {**self.strategy.settings(), "max_rank": max_rank if self.strategy.ranked else None}
         return MiningResult(groups, counts, settings, time.perf_counter() - start)
 
+    def _mine_block(self, block: list[MiningQuery], by_id: dict[str, MiningQuery], max_rank: int | None,
+                    pools: dict[str, list[str]], counts: dict[str, int]) -> list[MiningQuery]:
+        """Mine one block of queries into ``pools`` (short ones skipped or topped up); returns the short ones."""
+        c = self.config
+        proposed = self.strategy.candidates(block)
+        candidates = {}
+        for q in block:
+            docs = proposed.get(q.query_id, [])
+            if self.strategy.ranked:
+                docs = rank_window(docs, c.min_rank, max_rank)
+            candidates[q.query_id] = exclude(docs, q.excluded)
+        del proposed
+        counts["candidates_total"] += sum(len(v) for v in candidates.values())
+        guarded = self._guard(candidates, by_id, counts)
+        mined = {qid: sample(docs, c.pool, c.sample, query_rng(c.seed, qid, "sample"))
+                 for qid, docs in guarded.items()}
+        short = [q for q in block if len(mined[q.query_id]) < c.pool]
+        if short and c.on_short == "skip":
+            for q in short:
+                del mined[q.query_id]
+        elif short:
+            self._top_up(short, mined, candidates, counts)
+        pools.update(mined)
+        return short
+
     def _top_up(self, short: list[MiningQuery], pools: dict[str, list[str]], candidates: dict[str, list[str]],
                 counts: dict[str, int]) -> None:
         """Fill short pools with uniformly drawn documents; with the guard on, drawn documents are guarded too
@@ -200,5 +224,5 @@ class Miner:
             todo = [q for q in todo if len(pools[q.query_id]) < c.pool and draws[q.query_id]]
             if not todo:
                 break
-        counts["queries_topped_up"] = len(short)
-        counts["queries_short_after_topup"] = sum(1 for q in short if len(pools[q.query_id]) < c.pool)
+        counts["queries_topped_up"] += len(short)
+        counts["queries_short_after_topup"] += sum(1 for q in short if len(pools[q.query_id]) < c.pool)

@@ -40,13 +40,15 @@ class EnsembleStrategy(Strategy):
                 raise UserInputError(f"unknown retriever {name!r} in --retrievers; known: bm25, dense")
         if len(c.systems) + len(self.retrievers) < 1:
             raise UserInputError("--strategy ensemble needs systems", fix="give --systems runs and/or --retrievers")
+        self._runs: dict[str, dict] = {}
 
     def _system_rankings(self, queries: Sequence[MiningQuery]) -> list[tuple[str, dict[str, list[str]]]]:
         wanted = {q.query_id for q in queries}
         systems = []
         for path in self.config.systems:
-            run = read_checked_run(path, self.context.corpus, "--systems")
-            run = {q: docs for q, docs in run.items() if q in wanted}
+            if path not in self._runs:  # read once: the miner asks block by block
+                self._runs[path] = read_checked_run(path, self.context.corpus, "--systems")
+            run = {q: docs for q, docs in self._runs[path].items() if q in wanted}
             systems.append((Path(path).name, rankings(run, self.config.depth)))
         for name in self.retrievers:
             systems.append((name, self.context.retrieve(name, list(queries), self.config.depth)))
@@ -72,7 +74,7 @@ class EnsembleStrategy(Strategy):
             out[q.query_id] = ensemble_filter(lists, doc_scores, pos, self.config.ensemble_n,
                                               self.config.ensemble_margin, q.excluded)
             kept += len(out[q.query_id])
-        self.counts["ensemble_negatives_kept"] = kept
+        self.counts["ensemble_negatives_kept"] = self.counts.get("ensemble_negatives_kept", 0) + kept
         return out
 
     def settings(self) -> dict:

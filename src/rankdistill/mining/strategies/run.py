@@ -17,11 +17,15 @@ class RunStrategy(Strategy):
         super().__init__(context)
         if not self.config.candidates:
             raise UserInputError("--strategy run needs --candidates FILE (a TREC run)")
+        self._run: dict | None = None
 
     def candidates(self, queries: Sequence[MiningQuery]) -> dict[str, list[str]]:
-        run = read_checked_run(self.config.candidates, self.context.corpus, "--candidates")
+        if self._run is None:  # read once: the miner asks block by block
+            self._run = read_checked_run(self.config.candidates, self.context.corpus, "--candidates")
+        run = self._run
         wanted = {q.query_id for q in queries}
-        self.counts["queries_missing_from_run"] = len(wanted - set(run))
+        missing = len(wanted - set(run))
+        self.counts["queries_missing_from_run"] = self.counts.get("queries_missing_from_run", 0) + missing
         return rankings({q: docs for q, docs in run.items() if q in wanted}, self.config.depth)
 
     def settings(self) -> dict:

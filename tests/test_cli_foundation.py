@@ -149,6 +149,38 @@ def test_a_verb_composed_in_a_worker_process_fails_in_one_line(tmp_path):
     assert str(e.value).startswith("`rankdistill evaluate`: dataset ") and "not found" in str(e.value)
 
 
+
+def test_the_process_pool_takes_a_few_tasks_per_worker_at_a_time():
+    """Every task was submitted at once, so a lazy sequence of scoring chunks (the texts of 100M pairs at
+    MS MARCO scale) was built whole before the first finished. Now two per worker are taken at a time."""
+    import math
+    from collections.abc import Sequence
+
+    from rankdistill.experiments.executors import ProcessExecutor
+
+    class Lazy(Sequence):
+        def __init__(self) -> None:
+            self.built = 0
+
+        def __len__(self) -> int:
+            return 40
+
+        def __getitem__(self, i):  # type: ignore[override]
+            if not 0 <= i < 40:
+                raise IndexError(i)
+            self.built += 1
+            return (float(i * i),)
+
+    tasks = Lazy()
+    built_at_done = []
+    pool = ProcessExecutor(2)
+    try:
+        out = pool.map(math.sqrt, tasks, on_done=lambda i, r: built_at_done.append(tasks.built))
+    finally:
+        pool.close()
+    assert out == [float(i) for i in range(40)]
+    assert built_at_done[0] == 4 and tasks.built == 40
+
 def _tiny_dataset(tmp_path):
     (tmp_path / "c.tsv").write_text("d1\tapple pie\nd2\tbanana bread\n", encoding="utf-8")
     (tmp_path / "q.tsv").write_text("q1\tapple\n", encoding="utf-8")

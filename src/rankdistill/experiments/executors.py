@@ -51,6 +51,10 @@ class ProcessExecutor:
 
     name = "processes"
 
+    in_flight_per_worker = 2
+    """Tasks submitted per worker at a time. A task's arguments are taken from ``tasks`` only when it is
+    submitted, so a lazy sequence (the chunks of texts when scoring) is never built in memory all at once."""
+
     def __init__(self, workers: int = 4) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -62,16 +66,26 @@ class ProcessExecutor:
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], on_done: Callable[[int, Any], None] | None = None
             ) -> list[Any]:
-        from concurrent.futures import as_completed
+        from concurrent.futures import FIRST_COMPLETED, wait
 
-        futures = {self._pool.submit(fn, *args): i for i, args in enumerate(tasks)}
+        futures: dict[Any, int] = {}
         results: dict[int, Any] = {}
+        queued = iter(enumerate(tasks))
+
+        def submit(n: int) -> None:  # a few tasks per worker at a time: the rest's arguments are not built yet
+            for i, args in itertools.islice(queued, n):
+                futures[self._pool.submit(fn, *args)] = i
+
+        submit(self.in_flight_per_worker * self.workers)
         try:
-            for fut in as_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                if on_done:
-                    on_done(i, results[i])
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=futures.__getitem__):
+                    i = futures.pop(fut)
+                    results[i] = fut.result()
+                    if on_done:
+                        on_done(i, results[i])
+                submit(len(done))
         except BaseException:
             self.terminate()
             raise

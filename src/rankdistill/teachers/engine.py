@@ -256,8 +256,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
             # would otherwise store their bf16 scores as float32 ones
             dtype = getattr(teacher, "dtype", None)
             config = teacher.config if dtype is None else _replace(teacher.config, dtype=dtype_name(dtype))
-            tasks = [(config, [texts.query(q) for q, _ in c], [texts.doc(d) for _, d in c], [q for q, _ in c])
-                     for c in chunks]
+            tasks = ChunkTasks(config, chunks, texts)
             executor.map(score_chunk, tasks,
                          on_done=lambda i, scores: keep(chunks[i], np.arange(len(chunks[i])), np.asarray(scores)))
         elif chunks:
@@ -279,6 +278,24 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
                     report.pairs_per_second)
     return report
 
+
+
+class ChunkTasks(Sequence):
+    """The arguments of :func:`score_chunk` for each chunk, built when an executor takes them: the texts of
+    every chunk at once would be tens of GB at MS MARCO scale (100M pairs)."""
+
+    def __init__(self, config: TeacherConfig, chunks: list[list[Pair]], texts: PairTexts) -> None:
+        self.config, self.chunks, self.texts = config, chunks, texts
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        chunk = self.chunks[i]
+        return (self.config, [self.texts.query(q) for q, _ in chunk], [self.texts.doc(d) for _, d in chunk],
+                [q for q, _ in chunk])
 
 @dataclass(frozen=True)
 class EnsembleConfig:

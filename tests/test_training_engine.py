@@ -189,6 +189,40 @@ def test_missing_scores_skip_drops_and_reports(scifact_dir, scifact_groups, tiny
     assert summary["groups"] == 23 and summary["steps_per_epoch"] == 5
 
 
+
+def test_teacher_scores_are_read_block_by_block_into_one_array_per_query(scifact_dir, scifact_groups,  # noqa: F811
+                                                                        tiny_bert_dir, tmp_path, monkeypatch):
+    """The scores were a dict per (query, document): 50M pairs at MS MARCO scale were about 8 GB of Python
+    objects, read in one query. Now one float32 array per query, read a block of groups at a time, with the
+    same groups, scores and skipped pairs whatever the block."""
+    import numpy as np
+
+    from rankdistill.teachers import ScoreStore
+    from rankdistill.training import data as tdata
+
+    path, groups = scifact_groups
+    a, b = groups[0], groups[5]
+    store = build_scores(groups, tmp_path / "partial.db", skip={(a.query_id, a.negative_ids[1]),
+                                                                (b.query_id, b.positive_ids[0])})
+    cfg = config(scifact_dir, path, tmp_path / "x", scores=store, model=tiny_bert_dir, missing="skip", group_size=3)
+    whole = tdata.load_training_data(cfg)
+    monkeypatch.setattr(tdata, "SCORE_BLOCK", 4)
+    blocked = tdata.load_training_data(cfg)
+    assert blocked.groups == whole.groups and blocked.dropped == whole.dropped
+    assert whole.dropped == {"missing_score_pairs": 2, "groups_without_scored_positive": 1}
+    assert b.query_id not in whole.teacher and len(whole.teacher) == len(whole.groups) == len(groups) - 1
+    kept_a = next(g for g in whole.groups if g.query_id == a.query_id)
+    assert a.negative_ids[1] not in kept_a.negative_ids and len(kept_a.negative_ids) == len(a.negative_ids) - 1
+    with ScoreStore(store, readonly=True) as st:
+        tid = st.resolve_teacher(None)
+        for g in whole.groups:
+            docs = [*reversed(g.negative_ids), *g.positive_ids]
+            want = [st.get_many(tid, [(g.query_id, d)])[(g.query_id, d)] for d in docs]
+            assert blocked.teacher.lookup(g.query_id, docs) == whole.teacher.lookup(g.query_id, docs)
+            np.testing.assert_array_equal(np.float32(whole.teacher.lookup(g.query_id, docs)), np.float32(want))
+    with pytest.raises(UserInputError, match=r"2 of 96 \(query, document\) pairs have no score from teacher"):
+        tdata.load_training_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_scores="error")))
+
 def test_nan_loss_stops_with_step_and_queries_and_keeps_the_last_checkpoint(scifact_dir, scifact_groups,  # noqa: F811
                                                                            tiny_bert_dir, tmp_path):
     path, groups = scifact_groups

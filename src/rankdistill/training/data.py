@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,6 +28,39 @@ from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs,
 logger = logging.getLogger(__name__)
 
 
+class PoolScores:
+    """The teacher's scores of each training query's documents (its positives and its negative pool): one
+    float32 array per query, aligned with the group's own document ids.
+
+    A dict entry per (query, document) pair costs about 150 bytes of Python objects: MS MARCO's 500k queries
+    with pools of 100 made 50M of them (about 8 GB, and as much again in each data-loader worker, whose
+    reference counts touch the pages). Arrays take 4 bytes a score.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[str, tuple[str, ...]] = {}
+        self._scores: dict[str, np.ndarray] = {}
+
+    def add(self, query_id: str, doc_ids: tuple[str, ...], scores: Sequence[float]) -> None:
+        self._ids[query_id] = doc_ids
+        self._scores[query_id] = np.asarray(scores, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, query_id: object) -> bool:
+        return query_id in self._ids
+
+    def lookup(self, query_id: str, doc_ids: Sequence[str]) -> list[float]:
+        """The scores of ``doc_ids`` (documents of the query's group) in that order."""
+        where = {d: i for i, d in enumerate(self._ids[query_id])}
+        return self._scores[query_id][[where[d] for d in doc_ids]].tolist()
+
+
+SCORE_BLOCK = 10_000
+"""Groups whose teacher scores are read from the store at a time."""
+
+
 @dataclass
 class TrainingData:
     """Validated groups, query texts, teacher scores (when the loss needs them) and what was dropped."""
@@ -34,7 +68,7 @@ class TrainingData:
     groups: list[TrainGroup]
     queries: dict[str, str]
     corpus: object
-    teacher: dict[str, dict[str, float]] | None = None
+    teacher: PoolScores | None = None
     teacher_id: str | None = None
     teacher_info: dict = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
@@ -125,36 +159,47 @@ def input_digests(config: TrainConfig) -> dict[str, str | None]:
 
 
 def _attach_teacher(config: TrainConfig, data: TrainingData) -> None:
+    """Read the teacher's score of every group document, :data:`SCORE_BLOCK` groups at a time; with
+    ``missing_scores = "skip"`` unscored documents leave their groups (and groups without a scored positive
+    are dropped)."""
     from rankdistill.teachers import ScoreStore
 
     dc = config.data
+    teacher = PoolScores()
+    kept: list[TrainGroup] = []
+    total = n_missing = no_positive = 0
+    shown: list[str] = []
     with ScoreStore(dc.scores, readonly=True) as store:  # type: ignore[arg-type]
         tid = store.resolve_teacher(dc.teacher_id)
         info = store.teacher_info(tid)
-        pairs = [(g.query_id, d) for g in data.groups for d in (*g.positive_ids, *g.negative_ids)]
-        have = store.get_many(tid, pairs)
-    missing = [p for p in pairs if p not in have]
-    if missing and dc.missing_scores == "error":
-        shown = ", ".join(f"({q}, {d})" for q, d in missing[:3])
-        raise UserInputError(f"{len(missing)} of {len(pairs)} (query, document) pairs have no score from teacher "
-                             f"{tid!r} (e.g. {shown})", path=dc.scores,
+        for start in range(0, len(data.groups), SCORE_BLOCK):
+            block = data.groups[start:start + SCORE_BLOCK]
+            have = store.get_many(tid, ((g.query_id, d) for g in block for d in (*g.positive_ids, *g.negative_ids)))
+            for g in block:
+                q = g.query_id
+                docs = (*g.positive_ids, *g.negative_ids)
+                total += len(docs)
+                missing = [d for d in docs if (q, d) not in have]
+                if missing:
+                    n_missing += len(missing)
+                    shown.extend(f"({q}, {d})" for d in missing[:3 - len(shown)])
+                    g = TrainGroup(q, tuple(d for d in g.positive_ids if (q, d) in have),
+                                   tuple(d for d in g.negative_ids if (q, d) in have), g.line)
+                    if not g.positive_ids:
+                        no_positive += 1
+                        continue
+                    docs = (*g.positive_ids, *g.negative_ids)
+                teacher.add(q, docs, [have[(q, d)] for d in docs])
+                kept.append(g)
+    if n_missing and dc.missing_scores == "error":
+        raise UserInputError(f"{n_missing} of {total} (query, document) pairs have no score from teacher "
+                             f"{tid!r} (e.g. {', '.join(shown)})", path=dc.scores,
                              fix="score them with `rankdistill score` on these groups, or pass "
                                  "--missing-scores skip to leave them out")
-    teacher: dict[str, dict[str, float]] = {}
-    for (q, d), s in have.items():
-        teacher.setdefault(q, {})[d] = s
-    if missing:
-        kept, no_positive = [], 0
-        for g in data.groups:
-            scored = teacher.get(g.query_id, {})
-            pos = tuple(d for d in g.positive_ids if d in scored)
-            if not pos:
-                no_positive += 1
-                continue
-            kept.append(TrainGroup(g.query_id, pos, tuple(d for d in g.negative_ids if d in scored), g.line))
+    if n_missing:
         logger.warning("--missing-scores skip: left out %d unscored (query, document) pairs; %d group(s) lost "
-                       "every scored positive and were dropped", len(missing), no_positive)
-        data.dropped["missing_score_pairs"] = len(missing)
+                       "every scored positive and were dropped", n_missing, no_positive)
+        data.dropped["missing_score_pairs"] = n_missing
         data.dropped["groups_without_scored_positive"] = no_positive
         data.groups = kept
     data.teacher, data.teacher_id, data.teacher_info = teacher, tid, info
@@ -220,7 +265,7 @@ class BatchBuilder:
     """Builds :class:`TrainBatch` objects from sampled groups and the token caches."""
 
     def __init__(self, *, arch: str, template: InputTemplate, query_cache: TokenCache, doc_cache: TokenCache,
-                 pad_id: int, teacher: dict[str, dict[str, float]] | None, max_query_length: int,
+                 pad_id: int, teacher: PoolScores | None, max_query_length: int,
                  max_doc_length: int, max_length: int, pad_multiple: int = 8, in_batch: bool = False) -> None:
         self.arch = arch
         self.in_batch = in_batch  # bi-encoder batches carry the document keys in-batch negatives need, then only
@@ -243,7 +288,7 @@ class BatchBuilder:
         size = len(groups[0].doc_ids)
         teacher = None
         if self.teacher is not None:
-            teacher = torch.tensor([[self.teacher[g.query_id][d] for d in g.doc_ids] for g in groups],
+            teacher = torch.tensor([self.teacher.lookup(g.query_id, g.doc_ids) for g in groups],
                                    dtype=torch.float32)
         if self.arch == "bi":
             q = encode_singles(self.template, self.query_cache, qids, self.max_query_length, self.pad_id,

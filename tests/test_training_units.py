@@ -280,6 +280,50 @@ def test_token_memo_is_shared_by_caches_of_equal_tokenizers_and_limits(tmp_path)
     tokens.clear_token_memo()
 
 
+
+def test_token_cache_reads_its_texts_a_few_batches_at_a_time():
+    """Every text to tokenise was collected first: at MS MARCO scale every document of the training pools, in
+    memory at once. Texts are now read eight batches at a time, with the same ids and the same count (a key
+    repeated in a later window is not added again)."""
+    from transformers import AutoTokenizer
+
+    from rankdistill.models import resolve_model
+    from rankdistill.training import tokens
+
+    tokens.clear_token_memo()
+    tok = AutoTokenizer.from_pretrained(resolve_model(None))
+    texts = [(f"d{i}", f"passage {i} about flutter of wings " * (1 + i % 4)) for i in range(50)]
+    read = [0]
+    read_at_first_call = []
+
+    def items():
+        for kv in [*texts, *texts[:5]]:
+            read[0] += 1
+            yield kv
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __call__(self, *args, **kwargs):
+            read_at_first_call.append(read[0])
+            return self.inner(*args, **kwargs)
+
+    windowed = tokens.TokenCache(Counting(tok), 16)
+    assert windowed.add(items(), batch_size=2, progress=False, total=55) == 50
+    assert read_at_first_call[0] == 16 and read[0] == 55
+    tokens.clear_token_memo()
+    whole = tokens.TokenCache(tok, 16)
+    assert whole.add(texts, progress=False) == 50
+    assert all(windowed[k].tolist() == whole[k].tolist() for k, _ in texts)
+    tokens.clear_token_memo()
+
 def test_padding_rounds_up_but_not_past_the_token_limit():
     """A model with 100 positions and max_length 100: rounding 100 up to 104 overran its position table."""
     import numpy as np

@@ -53,8 +53,8 @@ def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str]
         s = model.settings
         qcache = TokenCache(tok, s.max_query_length, "queries")
         dcache = TokenCache(tok, s.max_doc_length, "documents")
-        qcache.add(((q, queries[q]) for q in candidates), progress=progress)
-        dcache.add(((d, corpus.text(d)) for d in doc_ids), progress=progress)
+        qcache.add(((q, queries[q]) for q in candidates), progress=progress, total=len(candidates))
+        dcache.add(((d, corpus.text(d)) for d in doc_ids), progress=progress, total=len(doc_ids))
 
         def embed(keys: list[str], cache: TokenCache, max_length: int, what: str) -> dict[str, torch.Tensor]:
             order = sorted(keys, key=cache.length, reverse=True)
@@ -80,8 +80,8 @@ def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str]
     cs = model.settings
     qcache = TokenCache(tok, cs.max_query_length, "queries")
     dcache = TokenCache(tok, cs.max_length, "documents")
-    qcache.add(((q, queries[q]) for q in candidates), progress=progress)
-    dcache.add(((d, corpus.text(d)) for d in doc_ids), progress=progress)
+    qcache.add(((q, queries[q]) for q in candidates), progress=progress, total=len(candidates))
+    dcache.add(((d, corpus.text(d)) for d in doc_ids), progress=progress, total=len(doc_ids))
     pairs = [(q, d) for q, docs in candidates.items() for d in docs]
     pairs.sort(key=lambda p: qcache.length(p[0]) + dcache.length(p[1]), reverse=True)
     logits = []  # kept on the device: one transfer at the end instead of a synchronisation per batch

@@ -206,14 +206,15 @@ def _tokenise(data: TrainingData, config: TrainConfig, model: BiEncoder | CrossE
     tok = model.tokenizer
     qcache = TokenCache(tok, m.max_query_length, "queries")
     dcache = TokenCache(tok, m.max_doc_length if m.arch == "bi" else m.max_length, "documents")
-    qcache.add(((q, t) for q, t in data.queries.items()), progress=progress)
+    qcache.add(((q, t) for q, t in data.queries.items()), progress=progress, total=len(data.queries))
     epochs = math.ceil(budget.steps / steps_per_epoch)
     needed: dict[str, None] = {}
     for epoch in range(epochs):
         for g in data.groups:
             needed.update(dict.fromkeys(sample_group(g, config.data.group_size, config.optim.seed, epoch).doc_ids))
     corpus = data.corpus
-    dcache.add(((d, corpus.text(d)) for d in needed), progress=progress)  # type: ignore[attr-defined]
+    dcache.add(((d, corpus.text(d)) for d in needed), progress=progress,  # type: ignore[attr-defined]
+               total=len(needed))
     logger.info("tokenised %d queries and %d documents once", len(qcache), len(dcache))
     return qcache, dcache
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -190,8 +191,27 @@ class TokenCache:
         self._index[key] = (self._used, n)
         self._used += n
 
-    def add(self, items: Iterable[tuple[str, str]], batch_size: int = 2048, progress: bool = True) -> int:
-        """Tokenise the ``(key, text)`` pairs whose key is not cached yet; returns how many were added."""
+    def add(self, items: Iterable[tuple[str, str]], batch_size: int = 2048, progress: bool = True,
+            total: int | None = None) -> int:
+        """Tokenise the ``(key, text)`` pairs whose key is not cached yet; returns how many were added.
+
+        ``items`` is read a few batches at a time, so that only those batches' texts are in memory (every
+        document of MS MARCO's training pools at once would be several GB); ``total`` (the number of items,
+        when known) sizes the progress bar."""
+        bar = tqdm(total=total, desc=f"tokenising {self.name}", unit=" texts", disable=not progress or None,
+                   leave=False, mininterval=1.0)
+        it = iter(items)
+        added = 0
+        while True:
+            window = list(itertools.islice(it, 8 * batch_size))
+            if not window:
+                break
+            added += self._add_window(window, batch_size)
+            bar.update(len(window))
+        bar.close()
+        return added
+
+    def _add_window(self, items: list[tuple[str, str]], batch_size: int) -> int:
         todo: dict[str, str] = {}
         for key, text in items:
             if key not in self._index and key not in todo:
@@ -204,8 +224,6 @@ class TokenCache:
                 keys.append(key)
             else:
                 self._append(key, ids)
-        bar = tqdm(total=len(keys), desc=f"tokenising {self.name}", unit=" texts", disable=not progress or None,
-                   leave=False, mininterval=1.0)
         for start in range(0, len(keys), batch_size):
             chunk = keys[start:start + batch_size]
             enc = tokenize_parallel(self.tokenizer, [todo[k] for k in chunk], add_special_tokens=False,
@@ -217,8 +235,6 @@ class TokenCache:
                 self._append(k, ids)
                 memo[todo[k]] = self[k].copy()
                 _MEMO_TOKENS[0] += len(ids)
-            bar.update(len(chunk))
-        bar.close()
         return len(todo)
 
 

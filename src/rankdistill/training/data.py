@@ -57,7 +57,7 @@ class PoolScores:
         return self._scores[query_id][[where[d] for d in doc_ids]].tolist()
 
 
-SCORE_BLOCK = 10_000
+SCORE_BLOCK = 2_000
 """Groups whose teacher scores are read from the store at a time."""
 
 
@@ -93,6 +93,9 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
     unknown_docs: list[str] = []
     n_unknown_docs = 0
     seen: dict[str, int] = {}
+    # one string per document id, however many pools name it: each JSON line parses to its own copies, and
+    # MS MARCO's 50M pool entries name a few million documents (about 2 GB of strings less)
+    one: dict[str, str] = {}
     for line, g in iter_groups(path):
         if g.query_id in seen:
             raise UserInputError(f"query {g.query_id!r} has a second group (first on line {seen[g.query_id]})",
@@ -109,10 +112,11 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
                 n_unknown_docs += 1
                 if len(unknown_docs) < 3:
                     unknown_docs.append(f"line {line}: {d!r}")
-        positives = tuple(dict.fromkeys(g.positive_ids))
+        positives = tuple(one.setdefault(d, d) for d in dict.fromkeys(g.positive_ids))
         pos_set = set(positives)
-        pool = tuple(d for d in dict.fromkeys(g.negative_ids) if d not in pos_set)
+        pool = tuple(one.setdefault(d, d) for d in dict.fromkeys(g.negative_ids) if d not in pos_set)
         groups.append(TrainGroup(g.query_id, positives, pool, line))
+    del one
     if unknown_queries:
         raise UserInputError(f"{len(unknown_queries)} group(s) name queries that split {dc.split!r} of "
                              f"{ds.name} does not have ({_examples(unknown_queries)})", path=path,

@@ -132,6 +132,28 @@ def test_bm25_top_and_rank_window_follow_the_bm25_ranking(datasets):
         assert g.negative_ids == expected
 
 
+
+def test_bm25_search_in_threads_gives_the_same_run(datasets, monkeypatch):
+    """BM25 searched in one thread (hours for MS MARCO's 500k training queries); it now takes the process's
+    share of the cores when there are queries enough, with the same run."""
+    import torch
+
+    from rankdistill.retrieval import bm25
+
+    ds = datasets["cranfield"]
+    queries = dict(ds.queries("train"))
+    retriever = bm25.BM25Retriever(ds.corpus)
+    threads = []
+    real = retriever.index.retrieve
+    monkeypatch.setattr(retriever.index, "retrieve", lambda *a, **kw: threads.append(kw["n_threads"]) or real(*a, **kw))
+    one = retriever.search(queries, k=50)
+    torch.set_num_threads(2)
+    two = retriever.search(queries, k=50)
+    few = retriever.search(dict(list(queries.items())[:100]), k=50)
+    torch.set_num_threads(1)
+    assert threads == [1, 2, 1] and len(queries) >= 2 * bm25.MIN_QUERIES_PER_THREAD
+    assert one == two and all(few[q] == one[q] for q in few)
+
 def test_dense_negatives_follow_the_exact_inner_product_ranking(datasets, emb_cache, tiny_bert_dir):
     from rankdistill.models.embeddings import encode_texts
 

@@ -18,7 +18,8 @@ MIN_PER_THREAD = 256
 """Smaller slices are not worth a thread."""
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
+    """This process's share of the cores: torch's intra-op thread count (the runner's process pool sets it)."""
     try:
         import torch
 
@@ -33,7 +34,7 @@ def tokenize_parallel(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str]
     thread count, i.e. this process's share of the cores, which the runner's process pool sets); returns the
     encoding's lists (``input_ids``, ...) in input order, exactly as one call would."""
     n = len(texts)
-    parts = max(1, min(workers or _default_workers(), n // MIN_PER_THREAD))
+    parts = max(1, min(workers or default_workers(), n // MIN_PER_THREAD))
 
     def encode(bounds: tuple[int, int]) -> dict[str, list]:
         a, b = bounds

@@ -127,6 +127,42 @@ def test_json_gz_export_is_byte_stable_and_round_trips(tmp_path):
         assert other.import_json_gz(tmp_path / "t1.json.gz", "paper") == 0
 
 
+
+def test_exports_stream_a_query_at_a_time_with_the_bytes_of_the_whole_dict(tmp_path, monkeypatch):
+    """The exports built every score of the teacher as one dict, and the JSON as one string (50M scores at
+    MS MARCO scale): they now write a query at a time, with the bytes of json.dumps / write_run of the whole
+    dict, non-ASCII ids and a pairs filter included."""
+    import random
+
+    from rankdistill.data.runs import write_run
+
+    rng = random.Random(0)
+    ids = ["q10", "q2", "q\u00e9", "Q1", "q\u4e2d", "q1"]
+    docs = ["d1", "d10", "d2", "d\u00fc", "D3", "d\u4e2d"]
+    rows = [(q, d, round(rng.gauss(0, 2), 3)) for q in ids for d in docs if rng.random() < 0.7]
+    pairs = [(q, d) for q, d, _ in rows[::3]] + [("q9", "d9")]
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.put("t", rows)
+        whole = {}
+        for q, d, v in rows:
+            whole.setdefault(q, {})[d] = v
+        some = {}
+        for q, d in pairs[:-1]:
+            some.setdefault(q, {})[d] = whole[q][d]
+        assert store.scores("t") == whole and store.scores("t", pairs) == some
+        assert list(store.scores("t")) == sorted(whole)  # query-id order
+        for name, want, kw in (("all", whole, {}), ("some", some, {"pairs": pairs})):
+            store.export_json_gz(tmp_path / f"{name}.json.gz", **kw)
+            assert gzip.decompress((tmp_path / f"{name}.json.gz").read_bytes()) == \
+                json.dumps(want, sort_keys=True).encode()
+            store.export_run(tmp_path / f"{name}.trec", **kw)
+            write_run(want, tmp_path / f"{name}.ref.trec", tag="t")
+            assert (tmp_path / f"{name}.trec").read_bytes() == (tmp_path / f"{name}.ref.trec").read_bytes()
+        monkeypatch.setattr(ScoreStore, "iter_rows", lambda self, t: iter([("a", "d1", 1.0), ("b b", "d1", 2.0)]))
+        with pytest.raises(UserInputError, match="query id 'b b' is empty or holds whitespace") as e:
+            store.export_run(tmp_path / "bad" / "x.trec")
+        assert str(tmp_path / "bad" / "x.trec") in str(e.value) and not (tmp_path / "bad" / "x.trec").exists()
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"[1, 2]", "expected a JSON object"),
     (b'{"q1": [1]}', "query 'q1': expected an object"),

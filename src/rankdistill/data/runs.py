@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from rankdistill.errors import UserInputError, is_integer
@@ -79,6 +79,20 @@ def run_tag(name: str, explicit: bool = False) -> str:
     return _SPACE.sub("_", str(name)) or "run"
 
 
+def _query_lines(qid: str, docs: Mapping[str, float], tag: str, k: int | None) -> list[str]:
+    """One query's TREC lines, ranked (``tag`` already checked)."""
+    q = _field(qid, "query id")
+    nan = [d for d, s in docs.items() if math.isnan(s)]
+    if nan:
+        raise UserInputError(f"query {q}: {len(nan)} NaN score(s), e.g. for document {nan[0]}",
+                             fix="check the model or scorer that made the run")
+    items = ranked(docs)
+    if k is not None:
+        items = items[:k]
+    return [f"{q} Q0 {_field(did, 'document id')} {rank} {score:.6f} {tag}\n"
+            for rank, (did, score) in enumerate(items, start=1)]
+
+
 def format_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "rankdistill",
                      k: int | None = None) -> list[str]:
     """Render a run as TREC lines sorted by query id then rank; keeps the top ``k`` (>= 0) per query if given.
@@ -87,28 +101,24 @@ def format_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "rankdis
     score, or an id or tag that is empty or holds whitespace; a negative ``k`` is a ``ValueError``."""
     check_cutoff(k)
     tag = _field(tag, "run tag")
-    lines = []
-    for qid in sorted(run):
-        q = _field(qid, "query id")
-        docs = run[qid]
-        nan = [d for d, s in docs.items() if math.isnan(s)]
-        if nan:
-            raise UserInputError(f"query {q}: {len(nan)} NaN score(s), e.g. for document {nan[0]}",
-                                 fix="check the model or scorer that made the run")
-        items = ranked(docs)
-        if k is not None:
-            items = items[:k]
-        for rank, (did, score) in enumerate(items, start=1):
-            lines.append(f"{q} Q0 {_field(did, 'document id')} {rank} {score:.6f} {tag}\n")
-    return lines
+    return [line for qid in sorted(run) for line in _query_lines(qid, run[qid], tag, k)]
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | Path, tag: str = "rankdistill",
               k: int | None = None) -> None:
     """Write a run atomically in TREC format (a temporary file renamed on success)."""
+    write_run_by_query(((q, run[q]) for q in sorted(run)), path, tag=tag, k=k)
+
+
+def write_run_by_query(queries: Iterable[tuple[str, Mapping[str, float]]], path: str | Path,
+                       tag: str = "rankdistill", k: int | None = None) -> None:
+    """:func:`write_run` from ``(query id, {doc id: score})`` items given in query-id order, one query in
+    memory at a time (a teacher's 50M scores need not be one dict, nor their lines one list)."""
+    check_cutoff(k)
     try:
-        lines = format_run_lines(run, tag=tag, k=k)
-    except UserInputError as e:  # named with the file it was to go to
+        tag = _field(tag, "run tag")
+        with atomic_write(path) as fh:
+            for qid, docs in queries:
+                fh.writelines(_query_lines(qid, docs, tag, k))
+    except UserInputError as e:  # named with the file it was to go to; the file is not written
         raise UserInputError(e.message, path=path, fix=e.fix) from None
-    with atomic_write(path) as fh:
-        fh.writelines(lines)

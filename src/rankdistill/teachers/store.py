@@ -13,6 +13,7 @@ silently mixed in.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import sqlite3
@@ -20,7 +21,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from rankdistill.data.runs import Run, run_tag, write_run
+from rankdistill.data.runs import Run, run_tag, write_run_by_query
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write, open_binary
 
@@ -222,35 +223,50 @@ class ScoreStore:
         yield from self._db.execute(
             "SELECT query_id, doc_id, score FROM scores WHERE teacher=? ORDER BY query_id, doc_id", (teacher,))
 
+    def iter_scores(self, teacher: str | None = None,
+                    pairs: Iterable[tuple[str, str]] | None = None) -> Iterator[tuple[str, dict[str, float]]]:
+        """``(query_id, {doc_id: score})`` of one teacher in query-id order, one query in memory at a time
+        (only ``pairs`` when given; a query with none of them stored is left out)."""
+        t = self.resolve_teacher(teacher)
+        if pairs is None:
+            for q, rows in itertools.groupby(self.iter_rows(t), key=lambda r: r[0]):
+                yield q, {d: float(s) for _, d, s in rows}
+            return
+        by_query: dict[str, set[str]] = {}
+        for q, d in pairs:
+            by_query.setdefault(str(q), set()).add(str(d))
+        for q in sorted(by_query):
+            wanted = by_query[q]
+            docs = {d: float(s) for d, s in self._db.execute(
+                "SELECT doc_id, score FROM scores WHERE teacher=? AND query_id=? ORDER BY doc_id", (t, q))
+                if d in wanted}
+            if docs:
+                yield q, docs
+
     def scores(self, teacher: str | None = None,
                pairs: Iterable[tuple[str, str]] | None = None) -> Run:
         """All scores of one teacher as ``{query_id: {doc_id: score}}`` (only ``pairs`` when given)."""
-        t = self.resolve_teacher(teacher)
-        run: Run = {}
-        if pairs is not None:
-            for (q, d), s in sorted(self.get_many(t, pairs).items()):
-                run.setdefault(q, {})[d] = s
-            return run
-        for q, d, s in self.iter_rows(t):
-            run.setdefault(q, {})[d] = float(s)
-        return run
+        return dict(self.iter_scores(teacher, pairs))
 
     # -- export --------------------------------------------------------------------------------------
     def export_run(self, path: str | Path, teacher: str | None = None,
                    pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        """Write one teacher's scores as a TREC run (ranked per query by score)."""
+        """Write one teacher's scores as a TREC run (ranked per query by score), a query at a time."""
         t = self.resolve_teacher(teacher)
-        write_run(self.scores(t, pairs), path, tag=run_tag(t))
+        write_run_by_query(self.iter_scores(t, pairs), path, tag=run_tag(t))
 
     def export_json_gz(self, path: str | Path, teacher: str | None = None,
                        pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        """Write the paper's teacher format: gzipped JSON ``{qid: {docid: score}}``.
+        """Write the paper's teacher format: gzipped JSON ``{qid: {docid: score}}``, a query at a time.
 
-        Byte-stable: sorted keys, and a gzip header without file name or time stamp.
+        Byte-stable: the bytes of ``json.dumps(scores, sort_keys=True)`` (queries come in id order), and a
+        gzip header without file name or time stamp.
         """
-        data = self.scores(teacher, pairs)
         with atomic_write(path, "wb", encoding=None, compress=True) as gz:  # gzipped whatever the name
-            gz.write(json.dumps(data, sort_keys=True).encode("utf-8"))
+            gz.write(b"{")
+            for n, (q, docs) in enumerate(self.iter_scores(teacher, pairs)):
+                gz.write(((", " if n else "") + json.dumps(q) + ": " + json.dumps(docs, sort_keys=True)).encode())
+            gz.write(b"}")
 
     def close(self) -> None:
         self._db.close()

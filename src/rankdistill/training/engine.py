@@ -48,7 +48,7 @@ from rankdistill.training.data import (
     load_training_data,
 )
 from rankdistill.training.distributed import DistContext, init_distributed
-from rankdistill.training.sampling import TrainingPlan, hashed_seed, sample_group
+from rankdistill.training.sampling import TrainingPlan, hashed_seed
 from rankdistill.training.tokens import InputTemplate, TokenCache
 
 logger = logging.getLogger(__name__)
@@ -201,17 +201,19 @@ def _result_from_summary(out: Path, summary: dict) -> TrainResult:
 
 
 def _tokenise(data: TrainingData, config: TrainConfig, model: BiEncoder | CrossEncoder, budget: Budget,
-              steps_per_epoch: int, progress: bool) -> tuple[TokenCache, TokenCache]:
+              progress: bool) -> tuple[TokenCache, TokenCache]:
+    """Token caches of the queries and of every document the budget's steps can draw (not an epoch's worth
+    when the budget is a few steps)."""
     m = config.model
     tok = model.tokenizer
     qcache = TokenCache(tok, m.max_query_length, "queries")
     dcache = TokenCache(tok, m.max_doc_length if m.arch == "bi" else m.max_length, "documents")
     qcache.add(((q, t) for q, t in data.queries.items()), progress=progress, total=len(data.queries))
-    epochs = math.ceil(budget.steps / steps_per_epoch)
+    probe = TrainingPlan(data.groups, group_size=config.data.group_size, groups_per_step=budget.groups_per_step,
+                         seed=config.optim.seed, bucket_steps=config.runtime.bucket_steps)
     needed: dict[str, None] = {}
-    for epoch in range(epochs):
-        for g in data.groups:
-            needed.update(dict.fromkeys(sample_group(g, config.data.group_size, config.optim.seed, epoch).doc_ids))
+    for g in probe.groups_within(budget.steps):
+        needed.update(dict.fromkeys(g.doc_ids))
     corpus = data.corpus
     dcache.add(((d, corpus.text(d)) for d in needed), progress=progress,  # type: ignore[attr-defined]
                total=len(needed))
@@ -265,8 +267,7 @@ class _Trainer:
                                  f"{self.budget.groups_per_step} (batch x accumulation x processes)",
                                  path=cfg.data.groups, fix="lower --batch-size or --grad-accum, or mine more groups")
         model = build_student(cfg)
-        spe = len(data.groups) // self.budget.groups_per_step
-        qcache, dcache = _tokenise(data, cfg, model, self.budget, spe, self.progress)
+        qcache, dcache = _tokenise(data, cfg, model, self.budget, self.progress)
         m = cfg.model
         builder = BatchBuilder(arch=m.arch, template=InputTemplate.from_tokenizer(model.tokenizer),
                                query_cache=qcache, doc_cache=dcache, pad_id=int(model.tokenizer.pad_token_id or 0),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -78,10 +78,8 @@ class TrainingPlan:
         """All steps of one epoch (memoised for the current epoch)."""
         if self._epoch_cache is not None and self._epoch_cache[0] == epoch:
             return self._epoch_cache[1]
-        order = list(range(len(self.groups)))
-        random.Random(hashed_seed(self.seed, "order", epoch)).shuffle(order)
         n = self.steps_per_epoch * self.groups_per_step
-        sampled = [sample_group(self.groups[i], self.group_size, self.seed, epoch) for i in order[:n]]
+        sampled = self._sampled(epoch, n)
         steps: list[list[SampledGroup]] = []
         window = self.bucket_steps * self.groups_per_step
         for w, start in enumerate(range(0, n, window)):
@@ -94,6 +92,23 @@ class TrainingPlan:
             steps.extend(cut)
         self._epoch_cache = (epoch, steps)
         return steps
+
+    def _sampled(self, epoch: int, n: int) -> list[SampledGroup]:
+        """The first ``n`` groups of the epoch's query order, sampled, before length bucketing."""
+        order = list(range(len(self.groups)))
+        random.Random(hashed_seed(self.seed, "order", epoch)).shuffle(order)
+        return [sample_group(self.groups[i], self.group_size, self.seed, epoch) for i in order[:n]]
+
+    def groups_within(self, steps: int) -> Iterator[SampledGroup]:
+        """Every sampled group the first ``steps`` steps can hold, found without the documents' lengths (so
+        before tokenising): whole epochs, and of the last one the bucketing windows its steps reach (bucketing
+        reorders steps within a window only). A budget of a few steps over a large training set needs only
+        those groups' documents, not an epoch's."""
+        window = self.bucket_steps * self.groups_per_step
+        for epoch in range(-(-steps // self.steps_per_epoch)):
+            left = min(self.steps_per_epoch, steps - epoch * self.steps_per_epoch)
+            n = min(self.steps_per_epoch * self.groups_per_step, -(-left * self.groups_per_step // window) * window)
+            yield from self._sampled(epoch, n)
 
     def step(self, index: int) -> list[SampledGroup]:
         """The global batch of optimizer step ``index`` (0-based, over the whole run)."""

@@ -62,7 +62,7 @@ class EmbeddingCache:
                 tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         self._index: dict[str, int] = {}  # text key -> shard << 32 | row
         self._shards: dict[int, np.ndarray] = {}
-        self._seen: dict[int, tuple[int, int]] = {}  # shard -> (inode, size) of its keys file when read
+        self._seen: dict[int, tuple[int, int, int, int]] = {}  # shard -> its keys file's identity when read
         self._lock = threading.Lock()
         self.refresh()
 
@@ -149,9 +149,11 @@ class EmbeddingCache:
             self._seen[n] = _identity(keys_file)
 
 
-def _identity(path: Path) -> tuple[int, int]:
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """A keys file as it was read: a cleared folder can give a new shard the old one's number, inode (reused)
+    and size (as many keys), but not its modification and change times."""
     st = path.stat()
-    return st.st_ino, st.st_size
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 _CACHES: dict[Path, EmbeddingCache] = {}

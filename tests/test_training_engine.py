@@ -223,6 +223,23 @@ def test_teacher_scores_are_read_block_by_block_into_one_array_per_query(scifact
     with pytest.raises(UserInputError, match=r"2 of 96 \(query, document\) pairs have no score from teacher"):
         tdata.load_training_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, missing_scores="error")))
 
+
+def test_a_budget_of_a_few_steps_tokenises_and_sorts_only_the_windows_it_reaches(
+        scifact_dir, scifact_groups, scifact_scores, tiny_bert_dir, tmp_path, caplog):  # noqa: F811
+    """2 steps of 1 group over 24 groups, bucketing windows of 4 steps: the documents of one window are
+    tokenised (not the epoch's 96), and the plan sorts no other window by length (it has no lengths for it)."""
+    import logging
+
+    path, _ = scifact_groups
+    cfg = config(scifact_dir, path, tmp_path / "few", scores=scifact_scores, model=tiny_bert_dir, budget=8,
+                 bucket_steps=4)
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, batch_size=1)).validate()
+    with caplog.at_level(logging.INFO, logger="rankdistill.training.engine"):
+        result = train(cfg)
+    assert result.summary["steps"] == 2 and result.summary["steps_per_epoch"] == 24
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("tokenised"))
+    assert int(line.split(" and ")[1].split()[0]) <= 4 * 4
+
 def test_nan_loss_stops_with_step_and_queries_and_keeps_the_last_checkpoint(scifact_dir, scifact_groups,  # noqa: F811
                                                                            tiny_bert_dir, tmp_path):
     path, groups = scifact_groups

@@ -67,7 +67,7 @@ class TrainingPlan:
         self.seed = seed
         self.bucket_steps = max(1, bucket_steps)
         self.length_of = length_of
-        self._epoch_cache: tuple[int, list[list[SampledGroup]]] | None = None
+        self._epoch_cache: tuple[int, list[SampledGroup], dict[int, list[list[SampledGroup]]]] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -75,23 +75,26 @@ class TrainingPlan:
         return len(self.groups) // self.groups_per_step
 
     def epoch_steps(self, epoch: int) -> list[list[SampledGroup]]:
-        """All steps of one epoch (memoised for the current epoch)."""
-        if self._epoch_cache is not None and self._epoch_cache[0] == epoch:
-            return self._epoch_cache[1]
-        n = self.steps_per_epoch * self.groups_per_step
-        sampled = self._sampled(epoch, n)
-        steps: list[list[SampledGroup]] = []
-        window = self.bucket_steps * self.groups_per_step
-        for w, start in enumerate(range(0, n, window)):
-            chunk = sampled[start:start + window]
+        """All steps of one epoch."""
+        return [self.step(epoch * self.steps_per_epoch + k) for k in range(self.steps_per_epoch)]
+
+    def _window(self, epoch: int, w: int) -> list[list[SampledGroup]]:
+        """The steps of bucketing window ``w`` of ``epoch`` (memoised for the current epoch). Windows are built
+        when a step of theirs is asked for: sorting a window asks for its documents' lengths, and a budget of a
+        few steps has tokenised only the documents of the windows it reaches (:meth:`groups_within`)."""
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            self._epoch_cache = (epoch, self._sampled(epoch, self.steps_per_epoch * self.groups_per_step), {})
+        _, sampled, windows = self._epoch_cache
+        if w not in windows:
+            size = self.bucket_steps * self.groups_per_step
+            chunk = sampled[w * size:(w + 1) * size]
             if self.bucket_steps > 1 and self.length_of is not None:
                 chunk = sorted(chunk, key=self.length_of, reverse=True)
             cut = [chunk[i:i + self.groups_per_step] for i in range(0, len(chunk), self.groups_per_step)]
             if self.bucket_steps > 1:
                 random.Random(hashed_seed(self.seed, "buckets", epoch, w)).shuffle(cut)
-            steps.extend(cut)
-        self._epoch_cache = (epoch, steps)
-        return steps
+            windows[w] = cut
+        return windows[w]
 
     def _sampled(self, epoch: int, n: int) -> list[SampledGroup]:
         """The first ``n`` groups of the epoch's query order, sampled, before length bucketing."""
@@ -113,7 +116,8 @@ class TrainingPlan:
     def step(self, index: int) -> list[SampledGroup]:
         """The global batch of optimizer step ``index`` (0-based, over the whole run)."""
         epoch, k = divmod(index, self.steps_per_epoch)
-        return self.epoch_steps(epoch)[k]
+        w, j = divmod(k, self.bucket_steps)
+        return self._window(epoch, w)[j]
 
     def pairs_seen(self, steps: int) -> set[tuple[str, str]]:
         """Distinct (query, document) pairs in the first ``steps`` steps (the teacher scores consumed)."""

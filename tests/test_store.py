@@ -46,6 +46,31 @@ def test_get_many_and_missing_keep_order_and_drop_repeats(tmp_path):
         assert store.get_many("ce", [(7, 8)]) == {("7", "8"): 0.5} and store.missing("ce", [(7, 8), (7, 9)]) == [(7, 9)]
 
 
+
+def test_missing_reads_a_query_at_a_time_and_answers_as_the_scores_would(tmp_path, monkeypatch):
+    """missing() held every stored score of the pairs asked about and a set of every pair (10 GB or more
+    for a resumed 50M-pair run); it now reads doc ids a query at a time, with the answer the scores give:
+    the unscored pairs in the given order, each once, whatever the ids' types."""
+    import random
+
+    rng = random.Random(5)
+    rows = [(f"q{rng.randrange(30)}", f"d{rng.randrange(50)}", rng.random()) for _ in range(400)]
+    pairs = [(f"q{rng.randrange(35)}", f"d{rng.randrange(55)}") for _ in range(1500)] + [(3, 4), ("3", "4"), (3, 5)]
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.put("t", [*rows, (3, 4, 1.0)])
+        have = store.get_many("t", pairs)
+        want, seen = [], set()
+        for q, d in pairs:
+            key = (str(q), str(d))
+            if key not in have and key not in seen:
+                seen.add(key)
+                want.append((q, d))
+        monkeypatch.setattr(ScoreStore, "get_many", lambda *a: pytest.fail("missing() read the scores"))
+        got = store.missing("t", pairs)
+        assert got == want and (3, 5) in got and (3, 4) not in got and have
+        assert len(got) == len({(str(q), str(d)) for q, d in pairs} - set(have))
+        assert store.missing("none", pairs[:3]) == list(dict.fromkeys(pairs[:3]))
+
 def test_teacher_resolution_and_info(tmp_path):
     with ScoreStore(tmp_path / "s.db") as store:
         with pytest.raises(UserInputError, match="holds no scores"):

@@ -208,15 +208,32 @@ class ScoreStore:
         return out
 
     def missing(self, teacher: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The pairs (in the given order, without repeats) that have no score yet."""
-        have = self.get_many(teacher, pairs)
-        seen: set[tuple[str, str]] = set()
+        """The pairs (in the given order, without repeats) that have no score yet.
+
+        Reads the store a query at a time and holds the pairs' ids per query, not their stored scores: asking
+        about 50M pairs of a store that has most of them (a resumed run) held every score found and a set of
+        every pair seen, 10 GB or more.
+        """
+        by_query: dict[str, set[str]] = {}
+        for q, d in pairs:
+            by_query.setdefault(str(q), set()).add(str(d))
+        absent: dict[str, set[str]] = {}
+        for qid in list(by_query):
+            wanted = by_query.pop(qid)
+            stored = {d for (d,) in self._db.execute(
+                "SELECT doc_id FROM scores WHERE teacher=? AND query_id=?", (teacher, qid))}
+            if stored:
+                wanted -= stored
+            if wanted:
+                absent[qid] = wanted
         out = []
-        for p in pairs:
-            key = (str(p[0]), str(p[1]))
-            if key not in have and key not in seen:
-                seen.add(key)
-                out.append(p)
+        for pair in pairs:
+            gone = absent.get(str(pair[0]))
+            if gone:
+                d = str(pair[1])
+                if d in gone:
+                    gone.discard(d)  # the first of its repeats only
+                    out.append(pair)
         return out
 
     def iter_rows(self, teacher: str) -> Iterator[tuple[str, str, float]]:

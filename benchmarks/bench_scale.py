@@ -9,6 +9,8 @@ Each part runs in a fresh interpreter and records its wall time and peak residen
 
 - ``train-data``: :func:`rankdistill.training.data.load_training_data` of ``--queries`` groups with pools of
   ``--pool`` and a teacher score for each (the scores a distillation run reads before its first step);
+- ``store-missing``: which of those 10.1M pairs the score store still lacks (what scoring and mining ask
+  first; a resumed run asks about pairs that are nearly all stored);
 - ``mine-guard``: mining ``--queries`` queries from a TREC run of ``--pool`` candidates each with the
   false-negative guard on (a teacher asked about every candidate, here a hash of the pair instead of a model);
 - ``dense-topk``: the exact torch top-100 of 2,048 queries against ``--docs`` document vectors of 384 floats
@@ -34,7 +36,7 @@ from pathlib import Path
 
 logger = logging.getLogger("bench_scale")
 
-PARTS = ("train-data", "mine-guard", "dense-topk", "embed-cache")
+PARTS = ("train-data", "store-missing", "mine-guard", "dense-topk", "embed-cache")
 
 PRELUDE = """
 import json, sys, time
@@ -64,6 +66,18 @@ t = data.teacher
 docs = [*g.positive_ids, *g.negative_ids]
 scores = t.lookup(g.query_id, docs) if hasattr(t, "lookup") else [t[g.query_id][d] for d in docs]  # peer: dicts
 check = [len(data.groups), round(sum(scores), 4)]
+""",
+    "store-missing": """
+import json as _json
+from rankdistill.teachers import ScoreStore
+pairs = []
+with open(work + "/groups.jsonl", encoding="utf-8") as fh:
+    for line in fh:
+        g = _json.loads(line)
+        pairs.extend((g["query_id"], d) for d in (*g["positive_ids"], *g["negative_ids"]))
+pairs.append(("Q0", "D-not-scored"))
+with ScoreStore(work + "/scores.db", readonly=True) as store:
+    check = [len(pairs), store.missing("hash", pairs)]
 """,
     "mine-guard": """
 import hashlib
@@ -147,7 +161,7 @@ def prepare(work: Path, queries: int, pool: int, docs: int, parts: tuple[str, ..
         r = random.Random(q)
         return [f"D{d}" for d in r.sample(range(docs), pool + 1) if d != q * 7 % docs][:pool]
 
-    if "train-data" in parts and not (work / "scores.db").exists():
+    if {"train-data", "store-missing"} & set(parts) and not (work / "scores.db").exists():
         write_groups((Group(f"Q{q}", [f"D{q * 7 % docs}"], pool_of(q), "random", 0) for q in range(queries)),
                      work / "groups.jsonl")
         with ScoreStore(work / "scores.tmp.db") as store:

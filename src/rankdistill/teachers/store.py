@@ -192,20 +192,21 @@ class ScoreStore:
                                (teacher, query_id, doc_id)).fetchone()
         return None if row is None else float(row[0])
 
+    def _stored(self, teacher: str, wanted: dict[str, set[str]]) -> Iterator[tuple[str, dict[str, float]]]:
+        """``(query_id, {doc_id: score})`` of the ``wanted`` documents that are stored, in query-id order, read a
+        query at a time (queries with none stored are left out)."""
+        for qid in sorted(wanted):
+            docs = wanted[qid]
+            found = {d: float(s) for d, s in self._db.execute(
+                "SELECT doc_id, score FROM scores WHERE teacher=? AND query_id=? ORDER BY doc_id", (teacher, qid))
+                if d in docs}
+            if found:
+                yield qid, found
+
     def get_many(self, teacher: str, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
         """Scores of the given pairs that are present (absent pairs are simply not in the result), keyed by
         ``(str(query_id), str(doc_id))`` as :meth:`put` stores them."""
-        by_query: dict[str, set[str]] = {}
-        for q, d in pairs:
-            by_query.setdefault(str(q), set()).add(str(d))
-        out: dict[tuple[str, str], float] = {}
-        for qid in sorted(by_query):
-            wanted = by_query[qid]
-            for did, score in self._db.execute(
-                    "SELECT doc_id, score FROM scores WHERE teacher=? AND query_id=?", (teacher, qid)):
-                if did in wanted:
-                    out[(qid, did)] = float(score)
-        return out
+        return {(q, d): s for q, found in self._stored(teacher, _docs_by_query(pairs)) for d, s in found.items()}
 
     def missing(self, teacher: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The pairs (in the given order, without repeats) that have no score yet.
@@ -214,18 +215,9 @@ class ScoreStore:
         about 50M pairs of a store that has most of them (a resumed run) held every score found and a set of
         every pair seen, 10 GB or more.
         """
-        by_query: dict[str, set[str]] = {}
-        for q, d in pairs:
-            by_query.setdefault(str(q), set()).add(str(d))
-        absent: dict[str, set[str]] = {}
-        for qid in list(by_query):
-            wanted = by_query.pop(qid)
-            stored = {d for (d,) in self._db.execute(
-                "SELECT doc_id FROM scores WHERE teacher=? AND query_id=?", (teacher, qid))}
-            if stored:
-                wanted -= stored
-            if wanted:
-                absent[qid] = wanted
+        absent = _docs_by_query(pairs)
+        for qid, found in self._stored(teacher, absent):
+            absent[qid] -= found.keys()
         out = []
         for pair in pairs:
             gone = absent.get(str(pair[0]))
@@ -249,16 +241,7 @@ class ScoreStore:
             for q, rows in itertools.groupby(self.iter_rows(t), key=lambda r: r[0]):
                 yield q, {d: float(s) for _, d, s in rows}
             return
-        by_query: dict[str, set[str]] = {}
-        for q, d in pairs:
-            by_query.setdefault(str(q), set()).add(str(d))
-        for q in sorted(by_query):
-            wanted = by_query[q]
-            docs = {d: float(s) for d, s in self._db.execute(
-                "SELECT doc_id, score FROM scores WHERE teacher=? AND query_id=? ORDER BY doc_id", (t, q))
-                if d in wanted}
-            if docs:
-                yield q, docs
+        yield from self._stored(t, _docs_by_query(pairs))
 
     def scores(self, teacher: str | None = None,
                pairs: Iterable[tuple[str, str]] | None = None) -> Run:
@@ -294,6 +277,14 @@ class ScoreStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def _docs_by_query(pairs: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """The pairs' document ids per query id, as the strings :meth:`ScoreStore.put` stores."""
+    out: dict[str, set[str]] = {}
+    for q, d in pairs:
+        out.setdefault(str(q), set()).add(str(d))
+    return out
 
 def remove_store(path: str | Path) -> None:
     """Delete a store file with its ``-wal`` and ``-shm`` files (those missing are skipped)."""

@@ -226,8 +226,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
 
     def prepare(chunk: list[Pair]) -> Any:
-        return teacher.prepare_pairs([texts.query(q) for q, _ in chunk], [texts.doc(d) for _, d in chunk],
-                                     [q for q, _ in chunk])
+        return teacher.prepare_pairs(*chunk_inputs(chunk, texts))
 
     scored = 0
     bar = tqdm(total=len(todo), desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,
@@ -280,6 +279,11 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
 
 
 
+def chunk_inputs(chunk: Sequence[Pair], texts: PairTexts) -> tuple[list[str], list[str], list[str]]:
+    """A chunk's query texts, document texts and query ids: what a teacher scores it from."""
+    return [texts.query(q) for q, _ in chunk], [texts.doc(d) for _, d in chunk], [q for q, _ in chunk]
+
+
 class ChunkTasks(Sequence):
     """The arguments of :func:`score_chunk` for each chunk, built when an executor takes them: the texts of
     every chunk at once would be tens of GB at MS MARCO scale (100M pairs)."""
@@ -293,9 +297,8 @@ class ChunkTasks(Sequence):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        chunk = self.chunks[i]
-        return (self.config, [self.texts.query(q) for q, _ in chunk], [self.texts.doc(d) for _, d in chunk],
-                [q for q, _ in chunk])
+        return (self.config, *chunk_inputs(self.chunks[i], self.texts))
+
 
 @dataclass(frozen=True)
 class EnsembleConfig:

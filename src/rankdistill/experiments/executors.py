@@ -19,6 +19,18 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+def feeder(tasks: Sequence[tuple], launch: Callable[[int, tuple], None]) -> Callable[[int], None]:
+    """``submit(n)`` launches the next ``n`` tasks (index and arguments); a task's arguments are taken from
+    ``tasks`` only then, so a lazy sequence is built as the executor goes, never all at once."""
+    queued = iter(enumerate(tasks))
+
+    def submit(n: int) -> None:
+        for i, args in itertools.islice(queued, n):
+            launch(i, args)
+
+    return submit
+
+
 class LocalExecutor:
     """Runs tasks one after another in this process."""
 
@@ -70,12 +82,7 @@ class ProcessExecutor:
 
         futures: dict[Any, int] = {}
         results: dict[int, Any] = {}
-        queued = iter(enumerate(tasks))
-
-        def submit(n: int) -> None:  # a few tasks per worker at a time: the rest's arguments are not built yet
-            for i, args in itertools.islice(queued, n):
-                futures[self._pool.submit(fn, *args)] = i
-
+        submit = feeder(tasks, lambda i, args: futures.__setitem__(self._pool.submit(fn, *args), i))
         submit(self.in_flight_per_worker * self.workers)
         try:
             while futures:
@@ -140,14 +147,13 @@ class RayExecutor:
         index: dict[Any, int] = {}
         results: dict[int, Any] = {}
         pending: list = []
-        queued = iter(enumerate(tasks))
 
-        def submit(n: int) -> None:  # at most max_in_flight tasks' arguments in the object store at once
-            for i, args in itertools.islice(queued, n):
-                ref = remote.remote(*args)
-                index[ref] = i
-                pending.append(ref)
+        def launch(i: int, args: tuple) -> None:
+            ref = remote.remote(*args)
+            index[ref] = i
+            pending.append(ref)
 
+        submit = feeder(tasks, launch)  # at most max_in_flight tasks' arguments in the object store at once
         submit(self.max_in_flight)
         try:
             while pending:

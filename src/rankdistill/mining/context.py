@@ -27,6 +27,7 @@ class MiningContext:
     teacher: Any = None
     show_progress: bool = True
     _retrievers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _runs: dict[tuple[str, str], Run] = field(default_factory=dict, repr=False)
 
     @cached_property
     def corpus(self) -> Any:
@@ -55,6 +56,14 @@ class MiningContext:
             else:
                 raise UserInputError(f"unknown retriever {name!r}; known: bm25, dense")
         return self._retrievers[name]
+
+    def run_file(self, path: str | Path, option: str) -> Run:
+        """A TREC run given with ``option`` (:func:`read_checked_run`), read once: the miner asks a strategy
+        for candidates block by block."""
+        key = (str(path), option)
+        if key not in self._runs:
+            self._runs[key] = read_checked_run(path, self.corpus, option)
+        return self._runs[key]
 
     def retrieve(self, name: str, queries: list[MiningQuery], depth: int) -> dict[str, list[str]]:
         """Top-``depth`` rankings (doc ids, best first; ties by doc id) of a named first stage."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rankdistill.errors import UserInputError
 from rankdistill.mining.base import MiningQuery, Strategy, register_strategy
-from rankdistill.mining.context import rankings, read_checked_run
+from rankdistill.mining.context import rankings
 from rankdistill.mining.filters import ensemble_filter
 from rankdistill.retrieval.fusion import rrf_scores
 
@@ -40,15 +40,12 @@ class EnsembleStrategy(Strategy):
                 raise UserInputError(f"unknown retriever {name!r} in --retrievers; known: bm25, dense")
         if len(c.systems) + len(self.retrievers) < 1:
             raise UserInputError("--strategy ensemble needs systems", fix="give --systems runs and/or --retrievers")
-        self._runs: dict[str, dict] = {}
 
     def _system_rankings(self, queries: Sequence[MiningQuery]) -> list[tuple[str, dict[str, list[str]]]]:
         wanted = {q.query_id for q in queries}
         systems = []
         for path in self.config.systems:
-            if path not in self._runs:  # read once: the miner asks block by block
-                self._runs[path] = read_checked_run(path, self.context.corpus, "--systems")
-            run = {q: docs for q, docs in self._runs[path].items() if q in wanted}
+            run = {q: docs for q, docs in self.context.run_file(path, "--systems").items() if q in wanted}
             systems.append((Path(path).name, rankings(run, self.config.depth)))
         for name in self.retrievers:
             systems.append((name, self.context.retrieve(name, list(queries), self.config.depth)))

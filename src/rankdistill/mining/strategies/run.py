@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rankdistill.errors import UserInputError
 from rankdistill.mining.base import MiningQuery, Strategy, register_strategy
-from rankdistill.mining.context import rankings, read_checked_run
+from rankdistill.mining.context import rankings
 
 
 @register_strategy("run")
@@ -17,12 +17,9 @@ class RunStrategy(Strategy):
         super().__init__(context)
         if not self.config.candidates:
             raise UserInputError("--strategy run needs --candidates FILE (a TREC run)")
-        self._run: dict | None = None
 
     def candidates(self, queries: Sequence[MiningQuery]) -> dict[str, list[str]]:
-        if self._run is None:  # read once: the miner asks block by block
-            self._run = read_checked_run(self.config.candidates, self.context.corpus, "--candidates")
-        run = self._run
+        run = self.context.run_file(self.config.candidates, "--candidates")
         wanted = {q.query_id for q in queries}
         missing = len(wanted - set(run))
         self.counts["queries_missing_from_run"] = self.counts.get("queries_missing_from_run", 0) + missing

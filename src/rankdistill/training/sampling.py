@@ -74,10 +74,6 @@ class TrainingPlan:
         """Full steps per pass over the queries (the remainder of an epoch is left out)."""
         return len(self.groups) // self.groups_per_step
 
-    def epoch_steps(self, epoch: int) -> list[list[SampledGroup]]:
-        """All steps of one epoch."""
-        return [self.step(epoch * self.steps_per_epoch + k) for k in range(self.steps_per_epoch)]
-
     def _window(self, epoch: int, w: int) -> list[list[SampledGroup]]:
         """The steps of bucketing window ``w`` of ``epoch`` (memoised for the current epoch). Windows are built
         when a step of theirs is asked for: sorting a window asks for its documents' lengths, and a budget of a

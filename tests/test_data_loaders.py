@@ -72,6 +72,25 @@ def test_docstore_lookup_matches_corpus_file(scifact_dir):
         bm25.search({"q1": "cancer"}, k=-5)
 
 
+def test_document_ids_are_looked_up_in_batches_as_one_at_a_time(scifact_dir, monkeypatch):
+    """``DocStore.positions`` answers a batch of ids as ``_position`` answers each (absent, too long for the
+    id array, not a string, empty, non-ASCII); ``unknown_ids`` keeps their order and repeats, batch by batch."""
+    from rankdistill.data import docstore
+
+    corpus = load_dataset(scifact_dir).corpus
+    ids = corpus.ids()
+    longest = max(ids, key=len)
+    asked = [ids[7], "nope", ids[0], longest + "0", ids[-1], "", "\u00e9t\u00e9", 31715, ids[7], longest, "x" * 500]
+    want = [corpus._position(d) if isinstance(d, str) else None for d in asked]
+    assert corpus.positions(asked).tolist() == [-1 if p is None else p for p in want]
+    assert corpus.positions(asked)[[0, 2, 4]].tolist() == [7, 0, len(ids) - 1]
+    assert corpus.positions([]).tolist() == []
+    unknown = ["nope", longest + "0", "", "\u00e9t\u00e9", 31715, "x" * 500]
+    assert docstore.unknown_ids(corpus, asked) == unknown == docstore.unknown_ids(set(ids), asked)
+    monkeypatch.setattr(docstore, "LOOKUP_BATCH", 3)
+    assert docstore.unknown_ids(corpus, iter(asked * 2)) == unknown * 2
+
+
 def _write(path: Path, text: str, gz: bool = False) -> Path:
     if gz:
         with gzip.open(path, "wt", encoding="utf-8") as fh:

@@ -35,6 +35,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rankdistill.data.docstore import unknown_ids
     from rankdistill.models.scoring import load_student, score_candidates, top_k
     from rankdistill.teachers.crossfit import is_crossfit, read_crossfit
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("%d of %d candidate queries are not in split %s of %s; left out", len(foreign),
                        len(candidates), args.split, ds.name)
     candidates = kept
-    unknown = sorted({d for docs in candidates.values() for d in docs if d not in ds.corpus})
+    unknown = sorted(set(unknown_ids(ds.corpus, (d for docs in candidates.values() for d in docs))))
     if unknown:
         raise UserInputError(f"{len(unknown)} candidate document(s) are not in the corpus of {ds.name} "
                              f"(e.g. {', '.join(unknown[:3])})", path=args.candidates,

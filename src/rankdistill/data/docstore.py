@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import tempfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Container, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ from rankdistill.errors import UserInputError
 from rankdistill.io import require_file
 
 logger = logging.getLogger(__name__)
+
+LOOKUP_BATCH = 1_000_000
+"""Document ids looked up together by :func:`unknown_ids`."""
 
 FORMAT_VERSION = 1
 
@@ -134,6 +138,23 @@ class DocStore:
             return int(self._order[i])
         return None
 
+    def positions(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """The corpus positions of ``doc_ids`` (-1 where an id is not in the corpus), found together: one sorted
+        search of the batch, where ``in`` costs about 10 us an id (8 minutes for MS MARCO's 50M pool pairs)."""
+        out = np.full(len(doc_ids), -1, dtype=np.int64)
+        size = self._ids.dtype.itemsize
+        encoded = [d.encode() if isinstance(d, str) else None for d in doc_ids]
+        fit = np.array([e is not None and len(e) <= size for e in encoded], dtype=bool)
+        if not len(self._ids) or not fit.any():
+            return out
+        rows = np.flatnonzero(fit)
+        keys = np.array([encoded[i] for i in rows], dtype=self._ids.dtype)
+        found = np.searchsorted(self._ids, keys)
+        at = np.minimum(found, len(self._ids) - 1)
+        hit = (found < len(self._ids)) & (self._ids[at] == keys)
+        out[rows[hit]] = self._order[at[hit]]
+        return out
+
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self._position(doc_id) is not None
 
@@ -192,3 +213,15 @@ class _DecodedView:
 
     def __getitem__(self, i: int) -> str:
         return bytes(self.array[i]).decode()
+
+
+def unknown_ids(corpus: Container[str], doc_ids: Iterable[str]) -> list[str]:
+    """The ids among ``doc_ids`` that are not in ``corpus``, in their order (repeats kept): batch lookups of
+    :data:`LOOKUP_BATCH` ids for a :class:`DocStore` (:meth:`DocStore.positions`), ``in`` for any other corpus."""
+    if not isinstance(corpus, DocStore):
+        return [d for d in doc_ids if d not in corpus]
+    out: list[str] = []
+    it = iter(doc_ids)
+    while batch := list(itertools.islice(it, LOOKUP_BATCH)):
+        out.extend(batch[i] for i in np.flatnonzero(corpus.positions(batch) < 0).tolist())
+    return out

@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rankdistill.data.docstore import unknown_ids
 from rankdistill.data.runs import Run, ranked, read_run
 from rankdistill.errors import UserInputError
 from rankdistill.io import iter_lines, require_file
@@ -81,7 +82,7 @@ def read_checked_run(path: str | Path, corpus: Any, option: str) -> Run:
     """Read a TREC run whose documents must all be in the corpus; an unknown one is reported with its line."""
     path = require_file(path, f"{option} run file")
     run = read_run(path)
-    unknown = {d for docs in run.values() for d in docs if d not in corpus}
+    unknown = set(unknown_ids(corpus, (d for docs in run.values() for d in docs)))
     if unknown:
         for n, line in iter_lines(path):
             parts = line.split()

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Container, Iterable
 from pathlib import Path
 
+from rankdistill.data.docstore import unknown_ids
 from rankdistill.data.groups import Group
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write, iter_json_objects, require_file
@@ -73,9 +74,9 @@ def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Conta
         if queries is not None and qid not in queries:
             raise UserInputError(f"query id {qid!r} is not in the dataset's queries", path=path, line=n)
         if corpus is not None:
-            for d in (*a, *b):
-                if d not in corpus:
-                    raise UserInputError(f"document id {d!r} is not in the corpus", path=path, line=n)
+            bad = unknown_ids(corpus, (*a, *b))
+            if bad:
+                raise UserInputError(f"document id {bad[0]!r} is not in the corpus", path=path, line=n)
         if qid not in pos:
             order.append(qid)
             pos[qid], neg[qid] = {}, {}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rankdistill.data.docstore import unknown_ids
 from rankdistill.data.groups import iter_groups
 from rankdistill.errors import UserInputError
 from rankdistill.models.inputs import TokenBatch
@@ -107,11 +108,10 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
         if not g.positive_ids:
             raise UserInputError(f"group of query {g.query_id!r} has no positive", path=path, line=line,
                                  fix="every training group needs a labelled positive (positive_ids)")
-        for d in (*g.positive_ids, *g.negative_ids):
-            if d not in corpus:
-                n_unknown_docs += 1
-                if len(unknown_docs) < 3:
-                    unknown_docs.append(f"line {line}: {d!r}")
+        for d in unknown_ids(corpus, (*g.positive_ids, *g.negative_ids)):
+            n_unknown_docs += 1
+            if len(unknown_docs) < 3:
+                unknown_docs.append(f"line {line}: {d!r}")
         positives = tuple(one.setdefault(d, d) for d in dict.fromkeys(g.positive_ids))
         pos_set = set(positives)
         pool = tuple(one.setdefault(d, d) for d in dict.fromkeys(g.negative_ids) if d not in pos_set)

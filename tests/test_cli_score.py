@@ -71,6 +71,51 @@ def test_score_caches_and_exports(tmp_path, cranfield_dir, tiny_cross_encoder_di
                                                                 abs=1e-6)
 
 
+def test_score_reads_the_groups_a_block_at_a_time(tmp_path, cranfield_dir, tiny_cross_encoder_dir, capsys,
+                                                 monkeypatch):
+    """A groups file's pairs are checked in one pass and scored a block at a time; a block ends only where the
+    query id changes, and a query met again in a later block finds its pairs stored. The store and the exports
+    are those of one block."""
+    from rankdistill.teachers import pairs as pairs_mod
+    from rankdistill.teachers.store import _docs_by_query
+
+    ds = load_dataset(cranfield_dir)
+    docs = ds.corpus.ids()
+    groups = [Group("1", ["184"], docs[:4]), Group("1", ["29"], docs[2:6]), Group("2", ["12"], docs[:3]),
+              Group("3", ["5"], docs[5:8]), Group("1", ["184"], docs[:2])]
+    write_groups(groups, tmp_path / "groups.jsonl")
+    unique = list(dict.fromkeys((g.query_id, d) for g in groups for d in (*g.positive_ids, *g.negative_ids)))
+    gp = pairs_mod.read_group_pairs(tmp_path / "groups.jsonl", ds.all_queries("train"), ds.corpus, block_pairs=4)
+    blocks = list(gp.blocks())
+    assert [len(b) for b in blocks] == [8, 4, 4, 3]  # query 1's two groups stay together, past the 4 pairs
+    assert [b[0] for b in blocks] == [("1", "184"), ("2", "12"), ("3", "5"), ("1", "184")]
+    assert gp.pairs == 19 and gp.groups == 5 and gp.empty_pools == 0 and list(gp) == [p for b in blocks for p in b]
+    assert list(dict.fromkeys(gp)) == unique
+
+    base = ["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
+            "--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "tiny", "--max-length", "64",
+            "--batch-size", "4", "--device", "cpu"]
+    assert main([*base, "--output", str(tmp_path / "one.db"), "--export-json-gz", str(tmp_path / "one.json.gz"),
+                 "--export-run", str(tmp_path / "one.trec")]) == 0
+    assert f"tiny: {len(unique)} pairs, 0 already stored, {len(unique)} scored" in capsys.readouterr().out
+    monkeypatch.setattr(pairs_mod, "PAIR_BLOCK", 4)
+    assert main([*base, "--output", str(tmp_path / "blocks.db"), "--export-json-gz",
+                 str(tmp_path / "blocks.json.gz"), "--export-run", str(tmp_path / "blocks.trec")]) == 0
+    assert "tiny: 19 pairs, 3 already stored, 16 scored" in capsys.readouterr().out
+    one, blocked = _rows(tmp_path / "one.db", "tiny"), _rows(tmp_path / "blocks.db", "tiny")
+    assert list(one) == list(blocked) and np.allclose(list(one.values()), list(blocked.values()), atol=1e-6)
+    # the exports read the pairs through a temporary table: the same bytes as a set of documents per query
+    with ScoreStore(tmp_path / "blocks.db") as store:
+        assert list(store.iter_scores("tiny", gp)) == list(store._stored("tiny", _docs_by_query(unique)))
+        store.export_json_gz(tmp_path / "again.json.gz", "tiny", unique)
+        store.export_json_gz(tmp_path / "some.json.gz", "tiny", unique[:5])
+        assert store.scores("tiny", [("3", "5"), ("3", "no-such-doc"), ("9", "1")]) == {"3": {"5": blocked[("3", "5")]}}
+    assert (tmp_path / "again.json.gz").read_bytes() == (tmp_path / "blocks.json.gz").read_bytes()
+    assert json.loads(gzip.decompress((tmp_path / "some.json.gz").read_bytes())) == {
+        "1": {d: blocked[("1", d)] for _, d in unique[:5]}}
+    assert len((tmp_path / "blocks.trec").read_text().splitlines()) == len(unique)
+
+
 @pytest.mark.parametrize("executor", ["processes", "ray"])
 def test_scoring_fans_out_to_workers_with_the_same_scores(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
                                                           capsys, executor):

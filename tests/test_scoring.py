@@ -224,6 +224,60 @@ def test_ensemble_is_the_mean_of_frozen_z_scores(tmp_path, cranfield, tiny_cross
         EnsembleConfig((_config(other),))
 
 
+def test_an_ensemble_over_blocks_standardises_each_pair_once(tmp_path, monkeypatch):
+    """A groups file read in blocks may ask for a pair in two blocks (a query whose groups are apart): the
+    members' z-statistics are still over the unique pairs, as for the list of them."""
+    from rankdistill.data.groups import Group, write_groups
+    from rankdistill.teachers import engine
+    from rankdistill.teachers.pairs import read_group_pairs
+
+    class Fixed(Teacher):
+        def __init__(self, config: TeacherConfig) -> None:
+            self.config, self.teacher_id = config, config.teacher_id
+            self.k = 1.0 if config.teacher_id == "a" else -3.0
+
+        def identity(self) -> dict:
+            return {"kind": "fixed", "k": self.k}
+
+        def info(self) -> dict:
+            return self.identity()
+
+        needs_query_ids = True
+
+        def prepare(self, queries, docs, query_ids=None):
+            return np.array([self.k * (int(q) * 10 + int(d[1:])) ** 1.5 for q, d in zip(query_ids, docs)])
+
+        def run(self, prepared) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            yield np.arange(len(prepared)), prepared
+
+    class Names:
+        def query(self, q: str) -> str:
+            return q
+
+        def doc(self, d: str) -> str:
+            return d
+
+    monkeypatch.setattr(engine, "load_teacher", Fixed)
+    write_groups([Group("1", ["d0"], ["d1", "d2", "d3"]), Group("2", ["d4"], ["d5"]), Group("1", ["d0"], ["d1"])],
+                 tmp_path / "groups.jsonl")
+    blocks = read_group_pairs(tmp_path / "groups.jsonl", {"1", "2"}, {f"d{i}" for i in range(6)}, block_pairs=4)
+    assert [len(b) for b in blocks.blocks()] == [4, 4]  # the second: query 2's pairs, then query 1's again
+    config = EnsembleConfig((TeacherConfig("x", teacher_id="a"), TeacherConfig("y", teacher_id="b")))
+    stats, ens = [], []
+    for name, pairs in (("list", unique_pairs(blocks)), ("blocks", blocks)):
+        with ScoreStore(tmp_path / f"{name}.db") as store:
+            reports = score_ensemble(config, pairs, Names(), store, show_progress=False)
+            stats.append(store.teacher_info(config.id)["zstats"])
+            ens.append({(q, d): v for q, d, v in store.iter_rows(config.id)})
+        counts = [(r.requested, r.cached, r.scored) for r in reports]
+        assert counts == ([(6, 0, 6)] * 3 if name == "list" else [(8, 2, 6)] * 3)
+    assert stats[1]["a"]["n"] == stats[1]["b"]["n"] == 6
+    for m in ("a", "b"):
+        assert stats[1][m]["mean"] == pytest.approx(stats[0][m]["mean"], rel=1e-12)
+        assert stats[1][m]["std"] == pytest.approx(stats[0][m]["std"], rel=1e-12)
+    assert list(ens[1]) == list(ens[0]) and np.allclose(list(ens[1].values()), list(ens[0].values()), atol=1e-12)
+
+
 def test_teacher_scores_computes_only_what_the_store_lacks(tmp_path, cranfield, tiny_cross_encoder_dir):
     _, texts, pairs = cranfield
     with ScoreStore(tmp_path / "s.db") as store:

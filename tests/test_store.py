@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import re
 import sqlite3
 
+import numpy as np
 import pytest
 
 from rankdistill.errors import UserInputError
@@ -200,6 +203,60 @@ def test_json_gz_import_rejects_bad_files(tmp_path, content, message):
     path.write_bytes(gzip.compress(content))
     with ScoreStore(tmp_path / "s.db") as store, pytest.raises(UserInputError, match=message):
         store.import_json_gz(path, "t")
+
+
+def test_a_json_object_is_read_an_item_at_a_time_as_json_loads_reads_it():
+    """The teacher file's reader: the items of ``json.loads`` (order, NaN, big ints, escapes) whatever the chunk
+    size, a value longer than many chunks included; malformed text names its position in the whole text."""
+    import io
+    import random
+
+    from rankdistill.io import iter_object_items
+
+    rng = random.Random(0)
+    for _ in range(60):
+        obj = {f"q{rng.randrange(10 ** rng.randrange(1, 6))}\u00e9\"": {
+            f"d{j}": rng.choice([rng.gauss(0, 3), rng.randrange(-5, 5), 1e300, -0.0, 12345678901234567890])
+            for j in range(rng.randrange(0, 6))} for _ in range(rng.randrange(0, 8))}
+        text = json.dumps(obj, indent=rng.choice([None, 1]))
+        for chunk in (1, 2, 7, 1 << 20):
+            got = list(iter_object_items(io.StringIO(text), chunk))
+            assert got == list(obj.items()), (text, chunk)
+    long = {"q": {f"d{j}": j / 7 for j in range(5000)}, "r": {}}
+    assert dict(iter_object_items(io.StringIO(json.dumps(long)), 16)) == long
+    nan = dict(iter_object_items(io.StringIO('{"a": {"x": NaN}, "b": -Infinity}'), 3))
+    assert math.isnan(nan["a"]["x"]) and nan["b"] == -math.inf
+    for text, message in (("[1, 2]", "expected a JSON object at character 0"),
+                          ('{"a": 1} x', "extra data after the object at character 9"),
+                          ('{"a" 1}', "expected ':' at character 5"), ('{"a": 1,}', "property name"),
+                          ('{"a": {"b": 12', "at character 14"), ("", "expected a JSON object at character 0"),
+                          ('  \n{"a": 1, "b": [1, 2}', "at character 22")):
+        for chunk in (1, 4, 100):
+            with pytest.raises(ValueError, match=re.escape(message)):
+                list(iter_object_items(io.StringIO(text), chunk))
+
+
+def test_json_gz_import_streams_and_stores_nothing_of_a_bad_file(tmp_path):
+    """A teacher file of several read chunks gives the scores of ``json.loads``; a bad query at its end, or a
+    query given twice, stores nothing of it (nor the teacher's info) and names the file."""
+    rng = np.random.default_rng(0)
+    data = {f"q{i}": {f"d{j}": float(rng.normal()) for j in rng.choice(9000, 50, replace=False)} for i in range(900)}
+    text = json.dumps(data)
+    assert len(text) > 1 << 20  # more than one chunk of the reader
+    (tmp_path / "t.json.gz").write_bytes(gzip.compress(text.encode()))
+    with ScoreStore(tmp_path / "s.db") as store:
+        assert store.import_json_gz(tmp_path / "t.json.gz", "paper", info={"kind": "imported"}) == 45_000
+        assert store.scores("paper") == {q: dict(sorted(d.items())) for q, d in sorted(data.items())}
+    for tail, message in ((', "q900": {"d1": "x"}}', "query 'q900', doc 'd1': score 'x' is not a number"),
+                          (', "q0": {"d1": 1.0}}', "query 'q0' is given twice"),
+                          (', "q900": {"d1": 1.0}', "not a JSON teacher file (expected ',' or '}' at character")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text[:-1] + tail, encoding="utf-8")
+        with ScoreStore(tmp_path / "fresh.db") as store:
+            with pytest.raises(UserInputError, match=re.escape(message)) as e:
+                store.import_json_gz(bad, "paper", info={"kind": "imported"})
+            assert str(bad) in str(e.value)
+            assert store.count() == 0 and store.teachers() == []
 
 
 def test_keep_only_drops_other_pairs_of_every_teacher_and_compacts(tmp_path):

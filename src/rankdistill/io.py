@@ -128,6 +128,85 @@ def iter_json_objects(path: str | Path, fix: str = "each line must be one JSON o
         yield n, obj
 
 
+_NUMBER_CHARS = "0123456789.eE+-"
+
+
+def iter_object_items(fh: IO[str], chunk_chars: int = 1 << 20) -> Iterator[tuple[str, object]]:
+    """The ``(key, value)`` items of a file holding one JSON object, read ``chunk_chars`` at a time: one value in
+    memory at a time, where ``json.load`` would hold the whole object (the paper's teacher file for MS MARCO,
+    ``{qid: {docid: score}}``, is tens of millions of scores).
+
+    Values are parsed by :class:`json.JSONDecoder`, so they are what ``json.loads`` gives (``NaN`` included).
+    Raises :class:`ValueError` for malformed content, naming the character position in the whole text.
+    """
+    decoder = json.JSONDecoder()
+    buf, base, pos, eof = "", 0, 0, False  # base: the position in the whole text of buf[0]
+
+    def more() -> None:
+        nonlocal buf, base, pos, eof
+        text = fh.read(max(chunk_chars, len(buf) - pos))  # doubling: a value longer than a chunk is read
+        # in a number of steps that grows with the log of its length, not its length
+        eof = not text
+        base += pos
+        buf, pos = buf[pos:] + text, 0
+
+    def skip_space() -> str:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\n\r":
+                pos += 1
+            if pos < len(buf):
+                return buf[pos]
+            if eof:
+                return ""
+            more()
+
+    def value() -> object:
+        nonlocal pos
+        while True:
+            try:
+                got, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as e:
+                # text cut off by the chunk fails at its end, or at the start of an unterminated string; an error
+                # elsewhere is in the file (so a bad value early in a big file does not read the rest first)
+                if eof or not (e.pos >= len(buf) - 16 or e.msg.startswith("Unterminated string")):
+                    raise json.JSONDecodeError(e.msg, buf, e.pos) from None
+                more()
+                continue
+            if not eof and not isinstance(got, (str, dict, list)) and not buf[end:].lstrip(_NUMBER_CHARS):
+                more()  # a number or literal may go on in the next chunk ("1." or "1e" parse as 1)
+                continue
+            pos = end
+            return got
+
+    def expect(chars: str, what: str) -> str:
+        nonlocal pos
+        c = skip_space()
+        if not c or c not in chars:
+            raise json.JSONDecodeError(f"expected {what}", buf, pos)
+        pos += 1
+        return c
+
+    try:
+        expect("{", "a JSON object")
+        if skip_space() == "}":
+            pos += 1
+        else:
+            while True:
+                if skip_space() != '"':
+                    raise json.JSONDecodeError("expected a property name in double quotes", buf, pos)
+                key = value()
+                expect(":", "':'")
+                skip_space()
+                yield key, value()  # type: ignore[misc]
+                if expect(",}", "',' or '}'") == "}":
+                    break
+        if skip_space():
+            raise json.JSONDecodeError("extra data after the object", buf, pos)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{e.msg} at character {base + e.pos}") from None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
                  compress: bool | None = None) -> Iterator[IO]:

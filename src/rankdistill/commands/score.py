@@ -155,18 +155,18 @@ def run(args: argparse.Namespace) -> int:
     texts = CorpusTexts(queries, ds.corpus)
     with scoring_stores(args, spec, args.output) as (store, cache, executor):
         if isinstance(spec, EnsembleConfig):
-            reports = score_ensemble(spec, gp.pairs, texts, store, chunk_size=args.chunk_size, executor=executor)
+            reports = score_ensemble(spec, gp, texts, store, chunk_size=args.chunk_size, executor=executor)
         else:
             teacher = load_teacher(spec)
             try:
-                reports = [score_pairs(teacher, gp.pairs, texts, store, chunk_size=args.chunk_size, cache=cache,
+                reports = [score_pairs(teacher, gp, texts, store, chunk_size=args.chunk_size, cache=cache,
                                        executor=executor)]
             finally:
                 teacher.close()
         if args.export_run:
-            store.export_run(args.export_run, spec.id, gp.pairs)
+            store.export_run(args.export_run, spec.id, gp)
         if args.export_json_gz:
-            store.export_json_gz(args.export_json_gz, spec.id, gp.pairs)
+            store.export_json_gz(args.export_json_gz, spec.id, gp)
     for r in reports:
         shared = f", {r.reused} from the cache" if cache is not None else ""
         print(f"{r.teacher_id}: {r.requested} pairs, {r.cached} already stored{shared}, {r.scored} scored "

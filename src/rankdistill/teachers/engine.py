@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,11 +32,10 @@ from rankdistill import __version__
 from rankdistill.errors import UserInputError, is_integer
 from rankdistill.teachers.ensemble import ZStats, mean_z, zstats
 from rankdistill.teachers.models import Teacher, TeacherConfig, load_teacher
+from rankdistill.teachers.pairs import Pair
 from rankdistill.teachers.store import ScoreStore
 
 logger = logging.getLogger(__name__)
-
-Pair = tuple[str, str]
 
 DEFAULT_CHUNK = 8192
 
@@ -72,7 +71,12 @@ class CorpusTexts:
 
 @dataclass(frozen=True)
 class ScoringReport:
-    """What one scoring job did: unique pairs asked for, found in the store, newly scored, and time taken."""
+    """What one scoring job did: pairs asked for, found in the store, newly scored, and time taken.
+
+    Pairs are counted once per block of :class:`PairBlocks` (once in all for a sequence of pairs): a pair asked
+    for again in a later block (a query whose groups are apart in a file of more than one block) is counted
+    again, as found in the store.
+    """
 
     teacher_id: str
     requested: int
@@ -184,14 +188,43 @@ def score_chunk(config: TeacherConfig, queries: Sequence[str], docs: Sequence[st
     return teacher.score(list(queries), list(docs), list(query_ids))
 
 
-def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store: ScoreStore, *,
+class PairBlocks(Protocol):
+    """Pairs too many to hold at once, given a block at a time (a groups file's
+    :class:`~rankdistill.teachers.pairs.GroupPairs`): ``pairs`` is the sum of the blocks' sizes, and
+    :meth:`blocks` may be called again for a second pass."""
+
+    pairs: int
+
+    def blocks(self) -> Iterator[list[Pair]]: ...
+
+
+@dataclass(frozen=True)
+class _OneBlock:
+    block: list[Pair]
+
+    @property
+    def pairs(self) -> int:
+        return len(self.block)
+
+    def blocks(self) -> Iterator[list[Pair]]:
+        return iter([self.block])
+
+
+def as_pair_blocks(pairs: Sequence[Pair] | PairBlocks) -> PairBlocks:
+    """``pairs`` itself when it comes in blocks, else its unique pairs as one block."""
+    return pairs if hasattr(pairs, "blocks") else _OneBlock(unique_pairs(pairs))  # type: ignore[arg-type]
+
+
+def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: PairTexts, store: ScoreStore, *,
                 chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True,
                 cache: ScoreStore | None = None, executor=None) -> ScoringReport:
     """Score the pairs the store lacks with ``teacher`` and commit them batch by batch.
 
     Args:
         teacher: a loaded teacher (:func:`~rankdistill.teachers.models.load_teacher`).
-        pairs: ``(query_id, doc_id)`` pairs; repeats are scored once.
+        pairs: ``(query_id, doc_id)`` pairs (repeats are scored once), or :class:`PairBlocks`, scored a block at
+            a time (which pairs the store lacks is asked per block, so a pair repeated in a later block is found
+            stored there).
         texts: query and document texts.
         store: the score store; the teacher's id and info are recorded (and checked) there.
         chunk_size: pairs tokenised at a time (the length sort works within a chunk).
@@ -210,27 +243,15 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
     start = time.perf_counter()
     tid = teacher.teacher_id
     claim_teacher_id(store, tid, teacher.identity(), teacher.info())
-    wanted = unique_pairs(pairs)
-    todo = store.missing(tid, wanted)
-    cached = len(wanted) - len(todo)
-    if cached:
-        logger.info("teacher %s: %d of %d pairs already in %s", tid, cached, len(wanted), store.path)
-    reused = 0
-    if cache is not None and todo:
-        claim_teacher_id(cache, tid, teacher.identity(), teacher.info())
-        found = cache.get_many(tid, todo)
-        if found:
-            reused = store.put(tid, [(q, d, v) for (q, d), v in found.items()])
-            todo = [p for p in todo if p not in found]
-            logger.info("teacher %s: %d pairs copied from the shared store %s", tid, reused, cache.path)
-    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
+    blocks = as_pair_blocks(pairs)
+    cached = reused = scored = 0
+    cache_claimed = False
+    # the bar counts every pair asked for: those found stored or in the cache advance it at once
+    bar = tqdm(total=blocks.pairs, desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,
+               disable=None if show_progress else True, mininterval=1.0)
 
     def prepare(chunk: list[Pair]) -> Any:
         return teacher.prepare_pairs(*chunk_inputs(chunk, texts))
-
-    scored = 0
-    bar = tqdm(total=len(todo), desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,
-               disable=None if show_progress else True, mininterval=1.0)
 
     def keep(chunk: list[Pair], index: np.ndarray, scores: np.ndarray) -> None:
         nonlocal scored
@@ -244,9 +265,8 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
             cache.put(tid, rows)
         bar.update(len(rows))
 
-    pool = None
-    try:
-        if executor is not None and chunks:
+    def score_chunks(chunks: list[list[Pair]]) -> None:
+        if executor is not None:
             from dataclasses import replace as _replace
 
             from rankdistill.teachers.runtime import dtype_name
@@ -255,11 +275,11 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
             # would otherwise store their bf16 scores as float32 ones
             dtype = getattr(teacher, "dtype", None)
             config = teacher.config if dtype is None else _replace(teacher.config, dtype=dtype_name(dtype))
-            tasks = ChunkTasks(config, chunks, texts)
-            executor.map(score_chunk, tasks,
+            executor.map(score_chunk, ChunkTasks(config, chunks, texts),
                          on_done=lambda i, scores: keep(chunks[i], np.arange(len(chunks[i])), np.asarray(scores)))
-        elif chunks:
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankdistill-tokenize")
+            return
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankdistill-tokenize")
+        try:
             future = pool.submit(prepare, chunks[0])
             for i, chunk in enumerate(chunks):
                 prepared = future.result()
@@ -267,16 +287,36 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair], texts: PairTexts, store
                     future = pool.submit(prepare, chunks[i + 1])
                 for index, scores in teacher.run(prepared):
                     keep(chunk, index, scores)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    try:
+        for block in blocks.blocks():
+            todo = store.missing(tid, block)
+            cached += len(block) - len(todo)
+            bar.update(len(block) - len(todo))
+            if cache is not None and todo:
+                if not cache_claimed:
+                    claim_teacher_id(cache, tid, teacher.identity(), teacher.info())
+                    cache_claimed = True
+                found = cache.get_many(tid, todo)
+                if found:
+                    reused += store.put(tid, [(q, d, v) for (q, d), v in found.items()])
+                    todo = [p for p in todo if p not in found]
+                    bar.update(len(found))
+            if todo:
+                score_chunks([todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)])
     finally:
         bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    report = ScoringReport(tid, len(wanted), cached, scored, time.perf_counter() - start, reused)
+    if cached:
+        logger.info("teacher %s: %d of %d pairs already in %s", tid, cached, blocks.pairs, store.path)
+    if reused:
+        logger.info("teacher %s: %d pairs copied from the shared store %s", tid, reused, cache.path)  # type: ignore[union-attr]
+    report = ScoringReport(tid, blocks.pairs, cached, scored, time.perf_counter() - start, reused)
     if scored:
         logger.info("teacher %s: scored %d pairs in %.1fs (%.0f pairs/s)", tid, scored, report.seconds,
                     report.pairs_per_second)
     return report
-
 
 
 def chunk_inputs(chunk: Sequence[Pair], texts: PairTexts) -> tuple[list[str], list[str], list[str]]:
@@ -319,23 +359,24 @@ class EnsembleConfig:
         return self.teacher_id or "zmean(" + "+".join(m.id for m in self.members) + ")"
 
 
-def score_ensemble(config: EnsembleConfig, pairs: Sequence[Pair], texts: PairTexts, store: ScoreStore, *,
-                   chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True, executor=None
+def score_ensemble(config: EnsembleConfig, pairs: Sequence[Pair] | PairBlocks, texts: PairTexts,
+                   store: ScoreStore, *, chunk_size: int = DEFAULT_CHUNK, show_progress: bool = True, executor=None
                    ) -> list[ScoringReport]:
-    """Score ``pairs`` with every member (each stored under its own id), then store the ensemble's scores.
+    """Score ``pairs`` (or :class:`PairBlocks`) with every member (each stored under its own id), then store the
+    ensemble's scores.
 
-    The members' means and standard deviations are computed over this job's pairs the first time and then
+    The members' means and standard deviations are computed over this job's unique pairs the first time and then
     frozen in the ensemble's teacher info, so later (or resumed) jobs give each pair the same ensemble score.
     Returns the members' reports followed by the ensemble's.
     """
     start = time.perf_counter()
-    wanted = unique_pairs(pairs)
+    blocks = as_pair_blocks(pairs)
     reports: list[ScoringReport] = []
     identities: list[dict] = []
     for member in config.members:
         teacher = load_teacher(member)
         try:
-            reports.append(score_pairs(teacher, wanted, texts, store, chunk_size=chunk_size,
+            reports.append(score_pairs(teacher, blocks, texts, store, chunk_size=chunk_size,
                                        show_progress=show_progress, executor=executor))
             identities.append({"teacher_id": member.id, **teacher.identity()})
         finally:
@@ -348,20 +389,28 @@ def score_ensemble(config: EnsembleConfig, pairs: Sequence[Pair], texts: PairTex
         if "zstats" in info:
             stats = [ZStats.from_dict(info["zstats"][m.id]) for m in config.members]
     if stats is None:
-        member_scores = _member_matrix(store, config, wanted)
-        stats = [zstats(row) for row in member_scores]
+        stats = [zstats(_member_values(store, m.id, blocks)) for m in config.members]
         info = {**identity, "teacher_id": eid, "rankdistill": __version__, "score_space": "mean_z",
                 "zstats": {m.id: s.to_dict() for m, s in zip(config.members, stats)},
                 "normalisation": "global z-score per member (population std) over the first job's pairs, frozen"}
         store.set_teacher_info(eid, info)
-    todo = store.missing(eid, wanted)
-    scored = 0
-    for i in range(0, len(todo), chunk_size):
-        chunk = todo[i:i + chunk_size]
-        ens = mean_z(_member_matrix(store, config, chunk), stats)
-        scored += store.put(eid, [(q, d, float(s)) for (q, d), s in zip(chunk, ens)])
-    reports.append(ScoringReport(eid, len(wanted), len(wanted) - len(todo), scored, time.perf_counter() - start))
+    cached = scored = 0
+    for block in blocks.blocks():
+        todo = store.missing(eid, block)
+        cached += len(block) - len(todo)
+        for i in range(0, len(todo), chunk_size):
+            chunk = todo[i:i + chunk_size]
+            ens = mean_z(_member_matrix(store, config, chunk), stats)
+            scored += store.put(eid, [(q, d, float(s)) for (q, d), s in zip(chunk, ens)])
+    reports.append(ScoringReport(eid, blocks.pairs, cached, scored, time.perf_counter() - start))
     return reports
+
+
+def _member_values(store: ScoreStore, member: str, blocks: PairBlocks) -> np.ndarray:
+    """One member's scores of the unique pairs of every block, in (query id, doc id) order: a pair repeated in
+    two blocks counts once, and the order does not depend on the file's."""
+    pairs = (p for block in blocks.blocks() for p in block)
+    return np.fromiter((v for _, docs in store.iter_scores(member, pairs) for v in docs.values()), dtype=np.float64)
 
 
 def _member_matrix(store: ScoreStore, config: EnsembleConfig, pairs: Sequence[Pair]) -> np.ndarray:

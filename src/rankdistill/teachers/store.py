@@ -13,6 +13,7 @@ silently mixed in.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import math
@@ -21,9 +22,11 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from rankdistill.data.runs import Run, run_tag, write_run_by_query
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write, open_binary
+from rankdistill.io import atomic_write, iter_object_items, open_binary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (
@@ -34,6 +37,7 @@ CREATE TABLE IF NOT EXISTS teachers (teacher TEXT PRIMARY KEY, info TEXT NOT NUL
 """
 
 _PUT_CHUNK = 50_000
+_TEMP_TABLES = itertools.count()
 
 
 class ScoreStore:
@@ -78,15 +82,24 @@ class ScoreStore:
     # -- writing -------------------------------------------------------------------------------------
     def set_teacher_info(self, teacher: str, info: dict) -> None:
         """Record how a teacher's scores were made (model, score space, max length, ...)."""
-        self._db.execute("INSERT OR REPLACE INTO teachers VALUES (?, ?)",
-                         (teacher, json.dumps(info, sort_keys=True)))
-        self._db.commit()
+        with self._db:
+            self._set_info(teacher, info)
+
+    def _set_info(self, teacher: str, info: dict) -> None:
+        self._db.execute("INSERT OR REPLACE INTO teachers VALUES (?, ?)", (teacher, json.dumps(info, sort_keys=True)))
 
     def put(self, teacher: str, rows: Iterable[tuple[str, str, float]]) -> int:
         """Store ``(query_id, doc_id, score)`` rows in one transaction; returns how many were new.
 
         NaN or infinite scores are refused (nothing of the batch is written) with the offending pairs named.
         """
+        before = self._db.total_changes
+        with self._db:
+            self._insert(teacher, rows)
+        return self._db.total_changes - before
+
+    def _insert(self, teacher: str, rows: Iterable[tuple[str, str, float]]) -> None:
+        """:meth:`put` within the caller's transaction."""
         if not teacher:
             raise ValueError("teacher id must be a non-empty string")
         batch = [(teacher, str(q), str(d), float(s)) for q, d, s in rows]
@@ -96,23 +109,16 @@ class ScoreStore:
             raise UserInputError(f"teacher {teacher!r} gave {len(bad)} non-finite score(s), e.g. {shown}; "
                                  "nothing of this batch was stored",
                                  fix="check the model and its inputs (max length, dtype)")
-        before = self._db.total_changes
-        with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?)", batch)
-        return self._db.total_changes - before
+        self._db.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?)", batch)
 
     def keep_only(self, pairs: Iterable[tuple[str, str]]) -> int:
         """Delete the scores (of every teacher) whose ``(query_id, doc_id)`` is not in ``pairs`` and compact the
         file; returns how many were deleted. A study's labelling store keeps the pairs its groups train on,
         not everything the teacher scored while mining."""
-        with self._db:
-            self._db.execute("CREATE TEMP TABLE keep (query_id TEXT NOT NULL, doc_id TEXT NOT NULL, "
-                             "PRIMARY KEY (query_id, doc_id)) WITHOUT ROWID")
-            self._db.executemany("INSERT OR IGNORE INTO keep VALUES (?, ?)", ((str(q), str(d)) for q, d in pairs))
+        with self._pairs_table(pairs) as keep, self._db:
             removed = self._db.execute(
-                "DELETE FROM scores WHERE NOT EXISTS (SELECT 1 FROM keep WHERE keep.query_id = scores.query_id "
-                "AND keep.doc_id = scores.doc_id)").rowcount
-            self._db.execute("DROP TABLE keep")
+                f"DELETE FROM scores WHERE NOT EXISTS (SELECT 1 FROM {keep} AS k WHERE k.query_id = scores.query_id "
+                "AND k.doc_id = scores.doc_id)").rowcount
         if removed:
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -121,31 +127,35 @@ class ScoreStore:
     def import_json_gz(self, path: str | Path, teacher: str, info: dict | None = None) -> int:
         """Load the paper's teacher file (``{qid: {docid: score}}``, JSON, gzipped or not) under ``teacher``.
 
-        Returns the number of new scores. Malformed content raises :class:`UserInputError` naming the file.
+        The file is read a query at a time (:func:`~rankdistill.io.iter_object_items`) and stored in one
+        transaction: malformed content anywhere (or a query id given twice) raises :class:`UserInputError`
+        naming the file, and nothing of it, nor ``info``, is stored. Returns the number of new scores.
         """
-        with open_binary(path) as fh:
-            try:
-                data = json.loads(fh.read().decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError, zlib.error) as e:  # a bad gzip
-                raise UserInputError(f"not a JSON teacher file ({e})", path=path,
-                                     fix="expected {qid: {docid: score}}, gzipped or not") from None
-        if not isinstance(data, dict):
-            raise UserInputError("expected a JSON object {qid: {docid: score}}", path=path)
-        rows: list[tuple[str, str, float]] = []
-        for qid, docs in data.items():
-            if not isinstance(docs, dict):
-                raise UserInputError(f"query {qid!r}: expected an object {{docid: score}}", path=path)
-            for did, score in docs.items():
-                if isinstance(score, bool) or not isinstance(score, (int, float)):
-                    raise UserInputError(f"query {qid!r}, doc {did!r}: score {score!r} is not a number",
-                                         path=path)
-                rows.append((str(qid), str(did), float(score)))
-        if info is not None:
-            self.set_teacher_info(teacher, info)
-        new = 0
-        for start in range(0, len(rows), _PUT_CHUNK):
-            new += self.put(teacher, rows[start:start + _PUT_CHUNK])
-        return new
+        seen: set[str] = set()
+        batch: list[tuple[str, str, float]] = []
+        with self._db, contextlib.ExitStack() as stack, \
+                tqdm(desc=f"importing {Path(path).name}", unit="query", disable=None, mininterval=1.0) as bar:
+            if info is not None:
+                self._set_info(teacher, info)
+            before = self._db.total_changes
+            for qid, docs in stack.enter_context(contextlib.closing(_teacher_file_items(path))):
+                if qid in seen:
+                    raise UserInputError(f"query {qid!r} is given twice", path=path,
+                                         fix="give each query's scores once, in one object {docid: score}")
+                seen.add(qid)
+                if not isinstance(docs, dict):
+                    raise UserInputError(f"query {qid!r}: expected an object {{docid: score}}", path=path)
+                for did, score in docs.items():
+                    if isinstance(score, bool) or not isinstance(score, (int, float)):
+                        raise UserInputError(f"query {qid!r}, doc {did!r}: score {score!r} is not a number",
+                                             path=path)
+                    batch.append((qid, did, float(score)))
+                if len(batch) >= _PUT_CHUNK:
+                    self._insert(teacher, batch)
+                    batch = []
+                bar.update()
+            self._insert(teacher, batch)
+        return self._db.total_changes - before
 
     # -- reading -------------------------------------------------------------------------------------
     def teachers(self) -> list[str]:
@@ -241,7 +251,42 @@ class ScoreStore:
             for q, rows in itertools.groupby(self.iter_rows(t), key=lambda r: r[0]):
                 yield q, {d: float(s) for _, d, s in rows}
             return
-        yield from self._stored(t, _docs_by_query(pairs))
+        yield from self._stored_pairs(t, pairs)
+
+    def _stored_pairs(self, teacher: str, pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, dict[str, float]]]:
+        """What :meth:`_stored` gives for ``pairs``, with the pairs in a temporary table of SQLite's (on disk,
+        not in memory) rather than a Python set per query: an export of 50M pairs would otherwise hold them
+        all, about 5 GB. Same order: query ids, then document ids, both as their UTF-8 bytes sort (which is how
+        Python sorts strings)."""
+        with self._pairs_table(pairs) as wanted:
+            # CROSS JOIN keeps the wanted pairs the outer loop: read in key order, each looked up in the scores
+            rows = self._db.execute(
+                f"SELECT w.query_id, w.doc_id, s.score FROM {wanted} AS w CROSS JOIN scores AS s "
+                "ON s.teacher = ? AND s.query_id = w.query_id AND s.doc_id = w.doc_id "
+                "ORDER BY w.query_id, w.doc_id", (teacher,))
+            try:
+                for q, group in itertools.groupby(rows, key=lambda r: r[0]):
+                    yield q, {d: float(v) for _, d, v in group}
+            finally:
+                rows.close()  # an open cursor would keep the table from being dropped
+
+    @contextlib.contextmanager
+    def _pairs_table(self, pairs: Iterable[tuple[str, str]]) -> Iterator[str]:
+        """The name of a temporary table holding the unique ``(query_id, doc_id)`` pairs (as strings), keyed by
+        them; dropped on the way out."""
+        table = f"pairs_{next(_TEMP_TABLES)}"
+        self._db.execute(f"CREATE TEMP TABLE {table} (query_id TEXT NOT NULL, doc_id TEXT NOT NULL, "
+                         "PRIMARY KEY (query_id, doc_id)) WITHOUT ROWID")
+        try:
+            with self._db:
+                self._db.executemany(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)",
+                                     ((str(q), str(d)) for q, d in pairs))
+            yield table
+        finally:
+            # a generator closed after its store was, or a reader of the table still open: it goes with the
+            # connection
+            with contextlib.suppress(sqlite3.ProgrammingError, sqlite3.OperationalError):
+                self._db.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
     def scores(self, teacher: str | None = None,
                pairs: Iterable[tuple[str, str]] | None = None) -> Run:
@@ -277,6 +322,17 @@ class ScoreStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def _teacher_file_items(path: str | Path) -> Iterator[tuple[str, object]]:
+    """The ``(query_id, {doc_id: score})`` items of a teacher file, its read and decoding errors as one
+    :class:`UserInputError` naming the file."""
+    with open_binary(path) as raw:
+        try:
+            yield from iter_object_items(io.TextIOWrapper(raw, encoding="utf-8"))
+        except (ValueError, OSError, EOFError, zlib.error) as e:  # JSON, UTF-8, a bad gzip
+            raise UserInputError(f"not a JSON teacher file ({e})", path=path,
+                                 fix="expected {qid: {docid: score}}, gzipped or not") from None
 
 
 def _docs_by_query(pairs: Iterable[tuple[str, str]]) -> dict[str, set[str]]:

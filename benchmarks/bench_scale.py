@@ -16,7 +16,14 @@ Each part runs in a fresh interpreter and records its wall time and peak residen
 - ``dense-topk``: the exact torch top-100 of 2,048 queries against ``--docs`` document vectors of 384 floats
   (the search of a GPU machine without faiss);
 - ``embed-cache``: 50 calls of ``encode_texts`` on 4,000 cached texts each, with a cache of ``--docs`` texts
-  (what a bi-encoder teacher or the diagnostics do chunk by chunk).
+  (what a bi-encoder teacher or the diagnostics do chunk by chunk);
+- ``score-pairs``: what ``rankdistill score`` does around its model for the ``--queries`` groups (10.1M pairs):
+  check the groups file, ask the store which pairs it lacks, score them (a hash of the texts' lengths in place
+  of a model) into a fresh store, and export them as the paper's teacher file;
+- ``import-teacher``: ``ScoreStore.import_json_gz`` of the paper's teacher file that ``score-pairs`` exported
+  (10.1M scores, 51 MB gzipped) into a fresh store, as ``rankdistill convert from-paper --teacher-file`` does;
+- ``bm25-index``: building the BM25 index of ``--docs`` passages of 40 words drawn from a Zipf vocabulary of
+  30,000 made-up words (MS MARCO passages average 56 words), then the top-100 of 1,000 queries.
 
 ``--peer-src DIR`` runs every part a second time with another checkout's ``src`` first on ``sys.path`` (e.g. a
 ``git worktree`` of the commit before a change), side by side in the same run.
@@ -36,7 +43,8 @@ from pathlib import Path
 
 logger = logging.getLogger("bench_scale")
 
-PARTS = ("train-data", "store-missing", "mine-guard", "dense-topk", "embed-cache")
+PARTS = ("train-data", "store-missing", "mine-guard", "dense-topk", "embed-cache", "score-pairs", "import-teacher",
+         "bm25-index")
 
 PRELUDE = """
 import json, sys, time
@@ -116,6 +124,58 @@ for call in range(50):
                                 max_length=32).sum())
 check = [round(total, 2)]
 """,
+    "score-pairs": """
+import hashlib, os
+import numpy as np
+from rankdistill.data import load_dataset
+from rankdistill.teachers.engine import CorpusTexts, score_pairs
+from rankdistill.teachers.pairs import dataset_queries, read_group_pairs
+from rankdistill.teachers.store import ScoreStore, remove_store
+
+class LengthTeacher:
+    teacher_id = "lengths"
+    def identity(self):
+        return {"kind": "lengths"}
+    def info(self):
+        return {"kind": "lengths"}
+    def prepare_pairs(self, queries, docs, query_ids):
+        return np.array([len(q) * 31 + len(d) for q, d in zip(queries, docs)], dtype=np.float32) / 7
+    def run(self, prepared):
+        yield np.arange(len(prepared)), prepared
+
+ds = load_dataset(work + "/data/dataset.toml")
+queries = dataset_queries(ds, "train")
+gp = read_group_pairs(work + "/groups.jsonl", queries, ds.corpus)
+pairs = gp if hasattr(gp, "blocks") else gp.pairs  # the peer: a list of every pair
+db = work + "/score-part.db"
+remove_store(db)
+with ScoreStore(db) as store:
+    report = score_pairs(LengthTeacher(), pairs, CorpusTexts(queries, ds.corpus), store, show_progress=False)
+    store.export_json_gz(work + "/score-part.json.gz", "lengths", pairs)
+remove_store(db)
+with open(work + "/score-part.json.gz", "rb") as fh:
+    check = [report.requested, report.scored, hashlib.sha1(fh.read()).hexdigest()]
+""",
+    "import-teacher": """
+from rankdistill.teachers.store import ScoreStore, remove_store
+db = work + "/import-part.db"
+remove_store(db)
+with ScoreStore(db) as store:
+    new = store.import_json_gz(work + "/score-part.json.gz", "paper")
+    first = next(store.iter_rows("paper"))
+remove_store(db)
+check = [new, first[0], first[1], first[2]]
+""",
+    "bm25-index": """
+import hashlib
+from rankdistill.data import load_dataset
+from rankdistill.retrieval.bm25 import BM25Retriever
+ds = load_dataset(work + "/zipf/dataset.toml")
+bm25 = BM25Retriever(ds.corpus, cache=False)
+built = round(time.perf_counter() - t0, 1)
+run = bm25.search(dict(ds.all_queries("test")), k=100)
+check = [built, hashlib.sha1(json.dumps([[q, list(r.items())] for q, r in sorted(run.items())]).encode()).hexdigest()]
+""",
 }
 
 
@@ -161,7 +221,7 @@ def prepare(work: Path, queries: int, pool: int, docs: int, parts: tuple[str, ..
         r = random.Random(q)
         return [f"D{d}" for d in r.sample(range(docs), pool + 1) if d != q * 7 % docs][:pool]
 
-    if {"train-data", "store-missing"} & set(parts) and not (work / "scores.db").exists():
+    if {"train-data", "store-missing", "score-pairs"} & set(parts) and not (work / "scores.db").exists():
         write_groups((Group(f"Q{q}", [f"D{q * 7 % docs}"], pool_of(q), "random", 0) for q in range(queries)),
                      work / "groups.jsonl")
         with ScoreStore(work / "scores.tmp.db") as store:
@@ -187,6 +247,36 @@ def prepare(work: Path, queries: int, pool: int, docs: int, parts: tuple[str, ..
         (work / "vectors.tmp.npy").rename(work / "vectors.npy")
     if "embed-cache" in parts and not (work / "cached-texts.txt").exists():
         _fill_embedding_cache(work, docs)
+    if "bm25-index" in parts and not (work / "zipf" / "dataset.toml").exists():
+        _zipf_corpus(work / "zipf", docs)
+
+
+def _zipf_corpus(out: Path, n: int) -> None:
+    """``n`` passages of 40 words and 1,000 queries of 4, drawn from a Zipf vocabulary of 30,000 made-up words,
+    with the document store built (as a cached corpus is before an index is)."""
+    import numpy as np
+
+    from rankdistill.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "pa", "den", "gor", "bel"]
+    words = np.array(["".join(syllables[s] for s in rng.integers(0, len(syllables), 4)) + str(i % 10)
+                      for i in range(30_000)])
+    p = 1.0 / np.arange(1, len(words) + 1)
+    p /= p.sum()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "corpus.tsv", "w", encoding="utf-8") as fh:
+        for start in range(0, n, 100_000):
+            rows = rng.choice(len(words), size=(min(n, start + 100_000) - start, 40), p=p)
+            fh.writelines(f"P{start + i}\t{' '.join(words[r])}\n" for i, r in enumerate(rows))
+    rows = rng.choice(len(words), size=(1000, 4), p=p)
+    (out / "queries.tsv").write_text("".join(f"Z{i}\t{' '.join(words[r])}\n" for i, r in enumerate(rows)),
+                                     encoding="utf-8")
+    (out / "qrels.txt").write_text("".join(f"Z{i} 0 P{i} 1\n" for i in range(1000)), encoding="utf-8")
+    (out / "dataset.toml").write_text('name = "zipf"\ncorpus = "corpus.tsv"\n\n[splits.test]\n'
+                                      'queries = "queries.tsv"\nqrels = "qrels.txt"\n')
+    load_dataset(out / "dataset.toml").corpus.ids()
+    logger.info("generated %d Zipf passages in %s", n, out)
 
 
 def _fill_embedding_cache(work: Path, n: int) -> None:

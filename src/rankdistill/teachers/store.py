@@ -133,12 +133,12 @@ class ScoreStore:
         """
         seen: set[str] = set()
         batch: list[tuple[str, str, float]] = []
-        with self._db, contextlib.ExitStack() as stack, \
+        with self._db, contextlib.closing(_teacher_file_items(path)) as items, \
                 tqdm(desc=f"importing {Path(path).name}", unit="query", disable=None, mininterval=1.0) as bar:
             if info is not None:
                 self._set_info(teacher, info)
             before = self._db.total_changes
-            for qid, docs in stack.enter_context(contextlib.closing(_teacher_file_items(path))):
+            for qid, docs in items:
                 if qid in seen:
                     raise UserInputError(f"query {qid!r} is given twice", path=path,
                                          fix="give each query's scores once, in one object {docid: score}")

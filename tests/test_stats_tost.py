@@ -95,6 +95,17 @@ def test_tost_zero_variance_and_bad_margin():
     assert tost_verdict(-0.01, 0.005, 0.01) == "inconclusive"  # touching the margin is not inside
 
 
+def test_constant_difference_on_the_margin_is_on_it_up_to_rounding():
+    # 0.3 + 0.01 - 0.3 is 0.010000000000000009: a constant difference of the margin itself, not one past it
+    y = np.array([0.3, 0.5, 0.7])
+    assert float(np.mean((y + 0.01) - y)) > 0.01
+    for sign in (1, -1):
+        r = paired_tost(y + sign * 0.01, y, 0.01, 0.1)
+        assert (r.verdict, r.p_tost) == ("inconclusive", 1.0)
+        assert r.mean_diff == pytest.approx(sign * 0.01)
+    assert paired_tost(y + 0.0100001, y, 0.01).verdict == "different"  # past it by more than rounding
+
+
 def test_margins():
     assert resolve_margin(0.01).value == 0.01
     m = resolve_margin(margin_rel=0.02, baseline_mean=0.5)

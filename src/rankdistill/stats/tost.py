@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from rankdistill.errors import UserInputError
-from rankdistill.stats.paired import is_constant, paired_arrays
+from rankdistill.stats.paired import is_constant, is_zero, paired_arrays
 
 VERDICTS: tuple[str, ...] = ("equivalent", "different", "inconclusive")
 
@@ -122,12 +122,14 @@ def paired_tost(x: ArrayLike, y: ArrayLike, margin: float, alpha: float = 0.05) 
     n = d.size
     mean = float(np.mean(d))
     if is_constant(a, b):  # zero variance: the interval is the point itself
-        p_lower = 0.0 if mean > -margin else 1.0
-        p_upper = 0.0 if mean < margin else 1.0
-        t_lower = math.inf if mean > -margin else -math.inf
-        t_upper = -math.inf if mean < margin else math.inf
+        # a point on a bound up to float rounding is on it (0.31 - 0.30 is 0.010000000000000009, not past 0.01)
+        m = math.copysign(margin, mean) if is_zero(abs(mean) - margin, a, b) else mean
+        p_lower = 0.0 if m > -margin else 1.0
+        p_upper = 0.0 if m < margin else 1.0
+        t_lower = math.inf if m > -margin else -math.inf
+        t_upper = -math.inf if m < margin else math.inf
         return TostResult(n, mean, 0.0, n - 1, margin, alpha, t_lower, p_lower, t_upper, p_upper, mean, mean,
-                          tost_verdict(mean, mean, margin))
+                          tost_verdict(m, m, margin))
     lower = stats.ttest_1samp(d, popmean=-margin, alternative="greater")
     upper = stats.ttest_1samp(d, popmean=margin, alternative="less")
     ci = stats.ttest_1samp(d, popmean=0.0).confidence_interval(confidence_level=1.0 - 2.0 * alpha)

@@ -167,8 +167,16 @@ def test_config_refuses_min_relevance_below_1_and_min_rank_past_the_default_wind
                             "would be left (use --min-rank 50 or less, or a larger --depth)")
     MiningConfig("bm25", group_size=4, depth=50, min_rank=50).validate()  # the window's last rank alone
     MiningConfig("bm25", group_size=4, depth=50, min_rank=100, max_rank=120).validate()  # an explicit window
-    MiningConfig("random", group_size=4, depth=50, min_rank=100).validate()  # unranked: no window
-    MiningConfig("ensemble", group_size=4, depth=50, min_rank=100).validate()  # filter fusion: unranked
+    # unranked candidates (random; the ensemble's filter fusion): a window or --sample top would be ignored
+    with pytest.raises(UserInputError) as e:
+        MiningConfig("random", group_size=4, depth=50, min_rank=100).validate()
+    assert str(e.value) == ("--min-rank applies to a ranking, and --strategy random gives an unordered candidate "
+                            "set (sampled uniformly) (leave it out)")
+    for kw in ({"min_rank": 2}, {"max_rank": 30}, {"sample": "top"}):
+        with pytest.raises(UserInputError, match=r"ensemble with --fusion filter gives an unordered .*--fusion rrf"):
+            MiningConfig("ensemble", group_size=4, depth=50, **kw).validate()
+    MiningConfig("ensemble", group_size=4, depth=50, min_rank=2, sample="top", fusion="rrf").validate()  # a ranking
+    MiningConfig("random", group_size=4, depth=50, sample="random").validate()
     for strategy in ("dense", "run", "ensemble"):
         with pytest.raises(UserInputError, match=r"--min-rank 60 is past the last rank of the window, 50 \(--depth\)"):
             MiningConfig(strategy, group_size=4, depth=50, min_rank=60, candidates="r.trec", fusion="rrf").validate()

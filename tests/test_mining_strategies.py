@@ -458,6 +458,12 @@ def test_a_positive_is_never_a_negative_even_at_grade_0(tmp_path, monkeypatch, s
     (["--strategy", "teacher", "--min-rank", "101", "--teacher", "no-such-model"],
      "--min-rank 101 is past the last rank of the window, 100 (the default --max-rank of --strategy teacher), so "
      "no candidate would be left (use --min-rank 100 or less, or a larger --max-rank)"),
+    (["--strategy", "random", "--sample", "top"],
+     "--sample top applies to a ranking, and --strategy random gives an unordered candidate set (sampled "
+     "uniformly) (leave it out)"),
+    (["--strategy", "ensemble", "--max-rank", "20", "--teacher", "no-such-model"],
+     "--max-rank applies to a ranking, and --strategy ensemble with --fusion filter gives an unordered candidate "
+     "set (sampled uniformly) (leave it out, or use --fusion rrf)"),
 ])
 def test_mine_refuses_min_relevance_below_1_and_min_rank_past_the_window(tmp_path, monkeypatch, capsys, extra,
                                                                           message):

@@ -50,7 +50,9 @@ def register(sub) -> None:
     p.add_argument("--pool", type=int, default=None, metavar="P",
                    help="negatives kept per query (default 2 x group size)")
     p.add_argument("--depth", type=int, default=200, metavar="N", help="first-stage depth (default 200)")
-    p.add_argument("--min-rank", type=int, default=1, metavar="R", help="first rank of the window (default 1)")
+    p.add_argument("--min-rank", type=int, default=1, metavar="R",
+                   help="first rank of the window (default 1); a window and --sample top need a ranking: not random, "
+                        "nor the ensemble's filter fusion")
     p.add_argument("--max-rank", type=int, default=None, metavar="R",
                    help="last rank of the window (default: --depth; teacher: 100, its top-m)")
     p.add_argument("--sample", choices=("random", "top"), default="random",

@@ -112,10 +112,23 @@ class MiningConfig:
         self.check_window(strategy)
 
     def check_window(self, strategy: Strategy) -> None:
-        """Refuse a ``--min-rank`` past the last rank of ``strategy``'s default window (``--depth``; 100 for
-        ``teacher``), which would leave every query without candidates. An explicit ``--max-rank`` below
-        ``--min-rank`` is refused by :meth:`validate`."""
-        if not strategy.ranked or self.max_rank is not None:
+        """Refuse a rank window or ``--sample top`` for a strategy whose candidates are not a ranking (they
+        would be ignored, or take an arbitrary order for a ranking), and a ``--min-rank`` past the last rank of
+        ``strategy``'s default window (``--depth``; 100 for ``teacher``), which would leave every query without
+        candidates. An explicit ``--max-rank`` below ``--min-rank`` is refused by :meth:`validate`."""
+        if not strategy.ranked:
+            flags = (("--min-rank", self.min_rank != 1), ("--max-rank", self.max_rank is not None),
+                     ("--sample top", self.sample == "top"))
+            given = [flag for flag, on in flags if on]
+            if given:
+                what = f"--strategy {self.strategy}" + (" with --fusion filter" if self.strategy == "ensemble" else "")
+                one = len(given) == 1
+                raise UserInputError(f"{' and '.join(given)} {'applies' if one else 'apply'} to a ranking, and {what} "
+                                     "gives an unordered candidate set (sampled uniformly)",
+                                     fix=f"leave {'it' if one else 'them'} out"
+                                     + (", or use --fusion rrf" if self.strategy == "ensemble" else ""))
+            return
+        if self.max_rank is not None:
             return
         end = strategy.default_max_rank()
         if end is not None and self.min_rank > end:

@@ -35,6 +35,21 @@ def test_several_positives_and_merging_lines_of_one_query(tmp_path):
     assert read_paper_triples(tmp_path / "mixed.jsonl") == [Group("7", ["a", "b"], ["c", "d"], "paper", 0)]
 
 
+def test_documents_judged_relevant_leave_the_negatives_of_an_import(tmp_path, cranfield_dir, capsys, caplog):
+    # a line names one positive; Cranfield's train query 1 has more (184, 29 and 31 among them)
+    (tmp_path / "t.jsonl").write_text('{"query_id": "1", "doc_id_a": "184", "doc_id_b": ["1", "29", "2", "31"]}\n'
+                                      '{"query_id": "2", "doc_id_a": "12", "doc_id_b": ["4", "5"]}\n')
+    assert read_paper_triples(tmp_path / "t.jsonl")[0].negative_ids == ["1", "29", "2", "31"]  # no qrels: kept
+    judged = {"1": {"184", "29", "31"}, "2": {"12"}}
+    with caplog.at_level("WARNING", logger="rankdistill.mining.paper"):
+        groups = read_paper_triples(tmp_path / "t.jsonl", judged=judged)
+    assert groups == [Group("1", ["184"], ["1", "2"], "paper", 0), Group("2", ["12"], ["4", "5"], "paper", 0)]
+    assert "2 negatives of" in caplog.text
+    assert main(["convert", "from-paper", "--triples", str(tmp_path / "t.jsonl"), "--output",
+                 str(tmp_path / "g.jsonl"), "--dataset", str(cranfield_dir)]) == 0
+    assert read_groups(tmp_path / "g.jsonl") == groups  # the dataset's qrels, of every split
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ('{"query_id": "1", "doc_id_a": "2"}\n', r"t\.jsonl:1: expected an object with query_id, doc_id_a and doc_id_b"),
     ('{"query_id": "1", "doc_id_a": "2", "doc_id_b": [1]}\n{oops\n', r"t\.jsonl:2: not valid JSON"),

@@ -190,6 +190,30 @@ def test_missing_scores_skip_drops_and_reports(scifact_dir, scifact_groups, tiny
 
 
 
+def test_documents_judged_relevant_never_stay_in_a_negative_pool(scifact_dir, scifact_groups, tiny_bert_dir,  # noqa: F811
+                                                                 tmp_path, caplog):
+    """A groups file not mined here (the paper's triples name one positive per line) may list a query's other
+    judged positives as negatives: SciFact train query 946 has four, and the file names one."""
+    import logging
+
+    from rankdistill.data import Group, write_groups
+    from rankdistill.training import data as tdata
+
+    _, groups = scifact_groups
+    others = [d for g in groups for d in g.negative_ids][:3]
+    mixed = Group("946", ["8428935"], ["26112696", others[0], "4463588", others[1], others[2]], "paper", 0)
+    write_groups([*groups, mixed], tmp_path / "groups.jsonl")
+    cfg = config(scifact_dir, tmp_path / "groups.jsonl", tmp_path / "out", model=tiny_bert_dir, loss="lce")
+    with caplog.at_level(logging.WARNING, logger="rankdistill.training.data"):
+        data = tdata.load_training_data(cfg)
+    kept = next(g for g in data.groups if g.query_id == "946")
+    assert kept.positive_ids == ("8428935",) and kept.negative_ids == tuple(others)
+    assert data.dropped == {"judged_relevant_negatives": 2}
+    assert "2 negatives in" in caplog.text
+    assert "judged relevant to their query in the qrels of split 'train'" in caplog.text
+    assert [g.negative_ids for g in data.groups if g.query_id != "946"] == [tuple(g.negative_ids) for g in groups]
+
+
 def test_teacher_scores_are_read_block_by_block_into_one_array_per_query(scifact_dir, scifact_groups,  # noqa: F811
                                                                         tiny_bert_dir, tmp_path, monkeypatch):
     """The scores were a dict per (query, document): 50M pairs at MS MARCO scale were about 8 GB of Python

@@ -36,7 +36,9 @@ def register(sub) -> None:
     fr.add_argument("--triples", required=True, metavar="TRIPLES", help="triples JSONL (gzipped or not)")
     fr.add_argument("--output", required=True, metavar="GROUPS", help="groups JSONL to write")
     fr.add_argument("--strategy", default="paper", help="strategy name recorded in the groups (default paper)")
-    fr.add_argument("--dataset", default=None, metavar="D", help="check query and doc ids against this dataset")
+    fr.add_argument("--dataset", default=None, metavar="D",
+                    help="check query and doc ids against this dataset, and leave documents its qrels judge "
+                         "relevant out of the negatives")
     fr.add_argument("--data-dir", default=None, metavar="DIR", help="folder to resolve relative dataset names")
     fr.add_argument("--teacher-file", default=None, metavar="FILE", help="teacher file to import into --scores")
     fr.add_argument("--scores", default=None, metavar="STORE", help="score store to import the teacher file into")
@@ -86,14 +88,14 @@ def run_from_paper(args: argparse.Namespace) -> int:
 
     if args.teacher_file and not args.scores:
         raise UserInputError("--teacher-file needs --scores STORE to import it into")
-    queries = corpus = None
+    queries = corpus = judged = None
     if args.dataset:
         from rankdistill.commands.common import open_dataset
         from rankdistill.teachers.pairs import dataset_queries
 
         ds = open_dataset(args)
-        queries, corpus = dataset_queries(ds), ds.corpus
-    groups = read_paper_triples(args.triples, args.strategy, queries, corpus)
+        queries, corpus, judged = dataset_queries(ds), ds.corpus, ds.judged_relevant()
+    groups = read_paper_triples(args.triples, args.strategy, queries, corpus, judged)
     if args.teacher_file:  # imported first: a bad teacher file leaves neither a groups file nor a new store
         name = Path(require_file(args.teacher_file, "teacher file")).name
         tid = args.teacher_id or name.removesuffix(".gz").removesuffix(".json")

@@ -67,6 +67,15 @@ class Dataset:
             self._cache[key] = read_qrels(self._split(split).qrels)
         return self._cache[key]
 
+    def judged_relevant(self, split: str | None = None) -> dict[str, set[str]]:
+        """``{query_id: documents judged relevant (grade > 0)}`` of one split, or of every split when ``split``
+        is None: the documents no training group may use as a negative."""
+        out: dict[str, set[str]] = {}
+        for name in [split] if split is not None else self.split_names():
+            for qid, rels in self.qrels(name).items():
+                out.setdefault(qid, set()).update(d for d, r in rels.items() if r > 0)
+        return out
+
     def all_queries(self, split: str) -> dict[str, str]:
         """Every query in the split's query file (judged or not)."""
         files = self._split(split)

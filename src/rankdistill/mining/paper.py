@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 
 from rankdistill.data.docstore import unknown_ids
@@ -56,10 +56,15 @@ def _ids(value: object, key: str, path: Path, line: int) -> list[str]:
 
 
 def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Container[str] | None = None,
-                       corpus: Container[str] | None = None) -> list[Group]:
+                       corpus: Container[str] | None = None,
+                       judged: Mapping[str, Container[str]] | None = None) -> list[Group]:
     """Read paper triples into groups (one per query, in first-seen order).
 
-    When ``queries`` / ``corpus`` are given, unknown query or doc ids raise naming the file and line.
+    When ``queries`` / ``corpus`` are given, unknown query or doc ids raise naming the file and line. A line
+    names one positive, so a query's other judged relevant documents may stand among its negatives (MS MARCO
+    train queries with several positives): when ``judged`` (``{query_id: relevant doc ids}``, e.g.
+    :meth:`~rankdistill.data.dataset.Dataset.judged_relevant`) is given, they leave the negatives, with a
+    logged count.
     """
     path = require_file(path, "triples file")
     order: list[str] = []
@@ -84,4 +89,15 @@ def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Conta
         neg[qid].update(dict.fromkeys(b))
     if not order:
         raise UserInputError("the triples file holds no lines", path=path)
-    return [Group(q, list(pos[q]), [d for d in neg[q] if d not in pos[q]], strategy, 0) for q in order]
+    groups = []
+    n_judged = 0
+    for q in order:
+        relevant = judged.get(q, ()) if judged is not None else ()
+        negatives = [d for d in neg[q] if d not in pos[q]]
+        kept = [d for d in negatives if d not in relevant]
+        n_judged += len(negatives) - len(kept)
+        groups.append(Group(q, list(pos[q]), kept, strategy, 0))
+    if n_judged:
+        logger.warning("%d negatives of %s are judged relevant to their query in the dataset's qrels and were left "
+                       "out of the negatives", n_judged, path)
+    return groups

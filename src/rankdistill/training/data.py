@@ -1,10 +1,10 @@
 """Training data: groups validated against the dataset and the score store, and batches built from them.
 
 :func:`load_training_data` reads the groups file, checks every query and document, cleans each pool (no
-positive among the negatives, no repeats), looks up the teacher scores and enforces the group size, with
-errors that name the file, line and fix. :class:`BatchBuilder` turns a list of
-:class:`~rankdistill.training.sampling.SampledGroup` into a :class:`TrainBatch` from cached token ids, and
-:class:`StepBatches` serves one device's micro-batches per optimizer step to a ``DataLoader``.
+positive among the negatives, nor any document the split's qrels judge relevant, no repeats), looks up the
+teacher scores and enforces the group size, with errors that name the file, line and fix. :class:`BatchBuilder`
+turns a list of :class:`~rankdistill.training.sampling.SampledGroup` into a :class:`TrainBatch` from cached
+token ids, and :class:`StepBatches` serves one device's micro-batches per optimizer step to a ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
     dc = config.data
     ds = dataset if dataset is not None else load_dataset(dc.dataset, data_dir=dc.data_dir)
     queries = ds.queries(dc.split)
+    judged = ds.judged_relevant(dc.split)
+    n_judged = 0
     corpus = ds.corpus
     path = Path(dc.groups)
     groups: list[TrainGroup] = []
@@ -114,7 +116,13 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
                 unknown_docs.append(f"line {line}: {d!r}")
         positives = tuple(one.setdefault(d, d) for d in dict.fromkeys(g.positive_ids))
         pos_set = set(positives)
-        pool = tuple(one.setdefault(d, d) for d in dict.fromkeys(g.negative_ids) if d not in pos_set)
+        negatives = [d for d in dict.fromkeys(g.negative_ids) if d not in pos_set]
+        relevant = judged.get(g.query_id)  # never a negative either (a groups file not mined here may have them)
+        if relevant:
+            n = len(negatives)
+            negatives = [d for d in negatives if d not in relevant]
+            n_judged += n - len(negatives)
+        pool = tuple(one.setdefault(d, d) for d in negatives)
         groups.append(TrainGroup(g.query_id, positives, pool, line))
     del one
     if unknown_queries:
@@ -128,6 +136,10 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
     if not groups:
         raise UserInputError("the groups file holds no groups", path=path, fix="mine groups with `rankdistill mine`")
     data = TrainingData(groups, {g.query_id: queries[g.query_id] for g in groups}, corpus)
+    if n_judged:
+        logger.warning("%d negatives in %s are judged relevant to their query in the qrels of split %r and were "
+                       "left out of the negative pools", n_judged, path, dc.split)
+        data.dropped["judged_relevant_negatives"] = n_judged
     if config.needs_teacher:
         _attach_teacher(config, data)
     _check_sizes(config, data, path)

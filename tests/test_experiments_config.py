@@ -188,21 +188,31 @@ def test_budget_study_is_validated_and_adds_its_cells_last_without_touching_the_
             load_config(_write(tmp_path, shared_data, extra))
 
 
-def test_an_ensemble_that_cannot_fill_its_pools_is_warned_about(tmp_path, shared_data, caplog):
-    """Two systems with 10 negatives each cannot fill pools of 32: at least 12 slots (38%) go to random documents."""
+def test_an_ensemble_that_cannot_fill_its_groups_is_warned_about(tmp_path, shared_data, caplog):
+    """Random documents pad the ensemble's union only to the 7 negatives a group of 8 needs: two systems with 3
+    negatives each leave at least 1 of the 7 (14%) to random documents; with 10 each the pools of 32 hold at
+    most 20, which is said, not warned about."""
     import logging
 
     teacher = "[teacher]\nmodel = 'x'\n"
     base = MINIMAL.replace('strategies = ["random", "bm25"]', 'strategies = ["random", "ensemble"]')
-    with caplog.at_level(logging.WARNING, logger="rankdistill.experiments.config"):
-        load_config(_write(tmp_path, shared_data, teacher + "[mining]\npool = 32\n", base=base))
-    assert "at most 20 negatives per query for pools of 32, so at least 38% of every ensemble pool" in caplog.text
-    assert "mining.ensemble_per_system to at least 16" in caplog.text
+    with caplog.at_level(logging.INFO, logger="rankdistill.experiments.config"):
+        load_config(_write(tmp_path, shared_data, teacher + "[mining]\npool = 32\nensemble_per_system = 3\n",
+                           base=base))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and ("at most 6 negatives per query for groups of 8, so at least 14% of every ensemble "
+                                 "group will be random documents") in warned[0]
+    assert "mining.ensemble_per_system to at least 4" in warned[0]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="rankdistill.experiments.config"):
+    with caplog.at_level(logging.INFO, logger="rankdistill.experiments.config"):
+        load_config(_write(tmp_path, shared_data, teacher + "[mining]\npool = 32\n", base=base))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "its pools hold at most 20 of the 32 asked for (random documents pad a union only to the 7" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rankdistill.experiments.config"):
         load_config(_write(tmp_path, shared_data, teacher + "[mining]\npool = 32\nensemble_per_system = 16\n",
                            base=base))
-    assert "ensemble pool" not in caplog.text
+    assert "ensemble" not in caplog.text
 
 
 @pytest.mark.parametrize(("override", "message"), [

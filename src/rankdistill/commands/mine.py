@@ -59,8 +59,8 @@ def register(sub) -> None:
                    help="take the pool uniformly from the window (random, default) or from its top")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--on-short", choices=("topup", "skip"), default="topup",
-                   help="a query with fewer candidates than the pool: top up with random documents (default) "
-                        "or skip it")
+                   help="a query with fewer candidates than the pool (ensemble's filter: than a group needs, "
+                        "as the paper pads its union): top up with random documents (default) or skip it")
     p.add_argument("--fn-margin", type=float, default=None, metavar="M",
                    help="false-negative guard: drop candidates the teacher scores above (lowest positive - M)")
     p.add_argument("--min-relevance", type=int, default=None, metavar="R",

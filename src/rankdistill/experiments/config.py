@@ -601,15 +601,20 @@ def validate(cfg: StudyConfig, path: Path, data_dir: str | None = None) -> None:
         if sys_name not in ("bm25", "dense") and not Path(path.parent, sys_name).is_file():
             raise UserInputError(f"'mining.ensemble_systems[{i}]' is neither bm25, dense nor an existing run file",
                                  path=path)
-    if "ensemble" in g.strategies:
+    if "ensemble" in g.strategies:  # its union is padded with random documents to the group's need, not the pool
         pool = cfg.mining.pool or 2 * max(g.group_sizes)
-        most = cfg.mining.ensemble_per_system * len(cfg.mining.ensemble_systems)
-        if most < pool:
-            logger.warning("%s: the ensemble's %d systems give at most %d negatives per query for pools of %d, so at "
-                           "least %.0f%% of every ensemble pool will be random documents; set "
+        need = max(g.group_sizes) - 1
+        n_systems = len(cfg.mining.ensemble_systems)
+        most = cfg.mining.ensemble_per_system * n_systems
+        if most < need:
+            logger.warning("%s: the ensemble's %d systems give at most %d negatives per query for groups of %d, so "
+                           "at least %.0f%% of every ensemble group will be random documents; set "
                            "mining.ensemble_per_system to at least %d to let the systems fill it", path.name,
-                           len(cfg.mining.ensemble_systems), most, pool, 100 * (pool - most) / pool,
-                           -(-pool // len(cfg.mining.ensemble_systems)))
+                           n_systems, most, need + 1, 100 * (need - most) / need, -(-need // n_systems))
+        elif most < pool:
+            logger.info("%s: the ensemble's %d systems give at most %d negatives per query, so its pools hold at "
+                        "most %d of the %d asked for (random documents pad a union only to the %d a group needs)",
+                        path.name, n_systems, most, most, pool, need)
     if cfg.comparison.baseline not in g.strategies:
         raise UserInputError(f"'comparison.baseline' {cfg.comparison.baseline!r} is not one of grid.strategies",
                              path=path)

@@ -531,6 +531,8 @@ class Study:
             if s in ("dense", "ensemble"):
                 settings["encoder"] = _model_identity(m.dense_model)
             if s == "ensemble":
+                # random documents pad the union only to the group's need (before: to the pool; keys changed)
+                settings["ensemble_fill"] = "group"
                 files = [n for n in m.ensemble_systems if n not in ("bm25", "dense")]
                 if files:  # run files as systems: their content, not only their names
                     settings["system_files"] = [fingerprint(Path(self.cfg.source).parent / n) for n in files]

@@ -32,8 +32,9 @@ class MiningConfig:
             1..100 for ``teacher``: the teacher's top-m).
         sample: ``random`` (uniform over the window) or ``top`` (best first).
         seed: seed of every random choice (per query, see :mod:`rankdistill.mining.seeding`).
-        on_short: a query with fewer than ``pool_size`` candidates is topped up with random documents
-            (``topup``) or left out (``skip``).
+        on_short: a query with fewer than ``pool_size`` candidates (:meth:`Strategy.fill_target`; the
+            ensemble's filter fusion: ``group_size - 1``) is topped up with random documents (``topup``) or left
+            out (``skip``).
         fn_margin: false-negative guard: drop candidates the teacher scores above (lowest positive - margin);
             ``None`` = off.
         min_relevance: qrels level of a positive (default: the split's ``rel_threshold``).
@@ -179,6 +180,11 @@ class Strategy(abc.ABC):
     def default_max_rank(self) -> int | None:
         """The end of the rank window when ``--max-rank`` is not given."""
         return self.config.depth
+
+    def fill_target(self) -> int:
+        """The size below which a query's pool is short: topped up with random documents to it (``--on-short
+        topup``) or left out (``skip``). The pool size, unless a strategy says otherwise."""
+        return self.config.pool
 
     def settings(self) -> dict:
         """Strategy-specific resolved settings for the sidecar."""

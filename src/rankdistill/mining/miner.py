@@ -7,8 +7,9 @@ queries (so that memory stays bounded at MS MARCO's 500k queries, whose BM25 top
 2. rank window, exclusions (judged relevant documents: a positive is never a negative), and the optional
    false-negative guard (one batched teacher call per block);
 3. the pool (``pool_size`` negatives) is sampled with the query's own random stream;
-4. queries with fewer than ``pool_size`` candidates are topped up with random documents (guarded too) or
-   skipped (``on_short``); both are counted and logged.
+4. queries with fewer candidates than the strategy's fill target (:meth:`Strategy.fill_target`: the pool size;
+   for the ensemble's filter fusion only the ``group_size - 1`` a group needs) are topped up with random
+   documents to it (guarded too) or skipped (``on_short``); both are counted and logged.
 
 Determinism: every random choice comes from :func:`rankdistill.mining.seeding.query_rng` (seed, query id,
 use), and candidates are ranked with ties broken by doc id, so identical inputs and seed give identical groups.
@@ -141,14 +142,15 @@ class Miner:
                           disable=len(blocks) == 1 or not self.context.show_progress or None):
             short.extend(self._mine_block(block, by_id, max_rank, pools, counts))
         counts["queries_short"] = len(short)
+        target = self.strategy.fill_target()
         if short and c.on_short == "skip":
             counts["queries_skipped"] = len(short)
             logger.warning("%d of %d queries had fewer than %d candidates and were skipped (--on-short skip)",
-                           len(short), len(queries), c.pool)
+                           len(short), len(queries), target)
         elif short:
             still = counts["queries_short_after_topup"]
             logger.warning("%d of %d queries had fewer than %d candidates and were topped up with %d random "
-                           "documents (--on-short topup)%s", len(short), len(queries), c.pool,
+                           "documents (--on-short topup)%s", len(short), len(queries), target,
                            counts["random_negatives_added"],
                            f"; {still} of them are still short (too few documents to draw from)" if still else "")
         empty = [qid for qid, pool in pools.items() if not pool]
@@ -178,6 +180,7 @@ class Miner:
                     pools: dict[str, list[str]], counts: dict[str, int]) -> list[MiningQuery]:
         """Mine one block of queries into ``pools`` (short ones skipped or topped up); returns the short ones."""
         c = self.config
+        target = self.strategy.fill_target()
         proposed = self.strategy.candidates(block)
         candidates = {}
         for q in block:
@@ -190,7 +193,7 @@ class Miner:
         guarded = self._guard(candidates, by_id, counts)
         mined = {qid: sample(docs, c.pool, c.sample, query_rng(c.seed, qid, "sample"))
                  for qid, docs in guarded.items()}
-        short = [q for q in block if len(mined[q.query_id]) < c.pool]
+        short = [q for q in block if len(mined[q.query_id]) < target]
         if short and c.on_short == "skip":
             for q in short:
                 del mined[q.query_id]
@@ -204,6 +207,7 @@ class Miner:
         """Fill short pools with uniformly drawn documents; with the guard on, drawn documents are guarded too
         and up to :data:`TOPUP_ROUNDS` rounds draw replacements for the dropped ones."""
         c = self.config
+        target = self.strategy.fill_target()
         guard = c.fn_margin is not None
         rngs = {q.query_id: query_rng(c.seed, q.query_id, "topup") for q in short}
         taken = {q.query_id: set(pools[q.query_id]) | set(candidates[q.query_id]) | q.excluded for q in short}
@@ -211,18 +215,18 @@ class Miner:
         for _ in range(TOPUP_ROUNDS if guard else 1):
             draws: dict[str, list[str]] = {}
             for q in todo:
-                need = c.pool - len(pools[q.query_id])
+                need = target - len(pools[q.query_id])
                 # with the guard on, draw twice what is missing: some draws may be dropped as false negatives
                 draws[q.query_id] = draw_random(rngs[q.query_id], self.context.corpus_ids, need * 2 if guard else need,
                                                 taken[q.query_id])
                 taken[q.query_id].update(draws[q.query_id])
             kept = self._guard(draws, {q.query_id: q for q in todo}, counts)
             for q in todo:
-                added = kept[q.query_id][:c.pool - len(pools[q.query_id])]
+                added = kept[q.query_id][:target - len(pools[q.query_id])]
                 pools[q.query_id] = pools[q.query_id] + added
                 counts["random_negatives_added"] += len(added)
-            todo = [q for q in todo if len(pools[q.query_id]) < c.pool and draws[q.query_id]]
+            todo = [q for q in todo if len(pools[q.query_id]) < target and draws[q.query_id]]
             if not todo:
                 break
         counts["queries_topped_up"] += len(short)
-        counts["queries_short_after_topup"] += sum(1 for q in short if len(pools[q.query_id]) < c.pool)
+        counts["queries_short_after_topup"] += sum(1 for q in short if len(pools[q.query_id]) < target)

@@ -74,6 +74,14 @@ class EnsembleStrategy(Strategy):
         self.counts["ensemble_negatives_kept"] = self.counts.get("ensemble_negatives_kept", 0) + kept
         return out
 
+    def fill_target(self) -> int:
+        """The filter fusion pads its union with random documents only as far as one group needs (group size
+        - 1), as the paper's rule does ("union, pad with random, sample 15"): a union of 20 in a pool of 32 is
+        kept as 20 hard negatives, not diluted with 12 random ones. ``rrf``'s ranking fills the pool like any
+        ranked strategy."""
+        c = self.config
+        return c.pool if self.ranked else min(c.pool, c.group_size - 1)
+
     def settings(self) -> dict:
         c = self.config
         d = {"systems": [Path(p).name for p in c.systems], "retrievers": list(self.retrievers), "fusion": c.fusion}

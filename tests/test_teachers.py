@@ -223,3 +223,22 @@ def test_cached_pair_tokens_equal_the_tokenizers_longest_first(tiny_cross_encode
     assert longest_first_lengths(100, 40, 61) == (31, 30)
     assert longest_first_lengths(50, 50, 61) == (30, 31)
     assert longest_first_lengths(10, 20, 61) == (10, 20)
+
+
+def test_loading_a_teacher_or_an_encoder_prints_no_progress_bar(tmp_path, tiny_bert_dir, tiny_cross_encoder_dir,
+                                                                 capfd):
+    """transformers draws a "Loading weights" bar on stderr at every load, terminal or not (`rankdistill score
+    2> log` wrote two lines of it): our loaders silence it, as the students' loaders do."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from rankdistill.models.embeddings import load_sentence_transformer
+
+    hf_logging.enable_progress_bar()
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_cross_encoder_dir))
+    assert "Loading weights" in capfd.readouterr().err  # what the loaders below must not print
+    load_teacher(TeacherConfig(str(tiny_cross_encoder_dir), device="cpu"))
+    load_sentence_transformer(str(shutil.copytree(tiny_bert_dir, tmp_path / "bi")), device="cpu")  # not memoised
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err
+    assert hf_logging.is_progress_bar_enabled()  # restored afterwards

@@ -61,7 +61,8 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level)
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "transformers", "bm25s", "matplotlib"):
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "transformers", "sentence_transformers", "bm25s",
+                  "matplotlib"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -181,7 +181,10 @@ def load_sentence_transformer(model: str | None = None, device: str | None = Non
     resolved = resolve_model(model)
     key = (resolved, device)
     if key not in _MODELS:
-        _MODELS[key] = SentenceTransformer(resolved, device=device)
+        from rankdistill.models.backbone import quiet_transformers
+
+        with quiet_transformers():
+            _MODELS[key] = SentenceTransformer(resolved, device=device)
         _OWN_MAX_LENGTH[key] = _MODELS[key].max_seq_length  # type: ignore[attr-defined]
     st = _MODELS[key]
     # the memoised model is shared: every call sets the limit it asks for (None = the model's own), so an

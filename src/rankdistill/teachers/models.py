@@ -30,6 +30,7 @@ import torch
 from rankdistill import __version__
 from rankdistill.errors import UserInputError, check_field_types
 from rankdistill.models import model_id, resolve_model, weights_digest
+from rankdistill.models.backbone import quiet_transformers
 from rankdistill.teachers.batching import length_sorted_batches, pad_batch
 from rankdistill.teachers.options import SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
 from rankdistill.teachers.runtime import dtype_name, resolve_device, resolve_dtype
@@ -224,8 +225,9 @@ class CrossEncoderTeacher(Teacher):
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
-            self.path, num_labels=self.num_labels, output_loading_info=True, dtype=self.dtype)
+        with quiet_transformers():  # its load report is read below; no progress bar on stderr
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                self.path, num_labels=self.num_labels, output_loading_info=True, dtype=self.dtype)
         head_missing = sorted(k for k in loading.get("missing_keys", ()) if "embeddings.position_ids" not in k)
         if head_missing and not config.allow_untrained_head:
             raise UserInputError(

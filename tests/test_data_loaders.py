@@ -396,3 +396,28 @@ def test_a_group_given_one_string_for_its_ids_is_refused():
         Group("q1", "doc12", ["d2"])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Group\.negative_ids"):
         Group("q1", ["doc12"], "d2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not gzipped"])
+def test_a_broken_gz_file_is_named_with_the_fix(tmp_path, capsys, kind):
+    """A truncated download, or a plain file named .gz, raised EOFError / BadGzipFile from every reader."""
+    from rankdistill.cli import main
+    from rankdistill.data.runs import read_run
+
+    text = "".join(f"q{i} Q0 d{j} {j + 1} {10 - j} bm25\n" for i in range(40) for j in range(10)).encode()
+    path = tmp_path / "run.trec.gz"
+    path.write_bytes(gzip.compress(text)[:300] if kind == "truncated" else text)
+    reason = "it ends before its end-of-stream marker" if kind == "truncated" else "Not a gzipped file"
+    with pytest.raises(UserInputError, match=f"run.trec.gz: not a whole gzip file \\({reason}"):
+        read_run(path)
+    queries = "".join(f'{{"_id": "{i}", "text": "query {i} text"}}\n' for i in range(2000)).encode()
+    (tmp_path / "queries.jsonl.gz").write_bytes(gzip.compress(queries)[:2000])
+    with pytest.raises(UserInputError, match=r"queries\.jsonl\.gz: not a whole gzip file"):
+        read_queries(tmp_path / "queries.jsonl.gz")
+    pq = tmp_path / "pq.tsv.gz"
+    rows = "query_id\tmeasure\tvalue\n" + "".join(f"q{i}\tnDCG@10\t0.{i:04d}\n" for i in range(3000))
+    pq.write_bytes(gzip.compress(rows.encode())[:3000] if kind == "truncated" else rows.encode())
+    assert main(["compare", "--per-query", str(pq), str(pq), "--metric", "nDCG@10", "--margin", "0.01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a whole gzip file" in err[0] and err[0].endswith(
+        "(compress it again, or give the uncompressed file without .gz)")

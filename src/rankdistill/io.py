@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -55,6 +56,21 @@ def _warn_decoding_once(path: Path) -> None:
                        path)
 
 
+@contextlib.contextmanager
+def _whole_gzip(path: Path) -> Iterator[None]:
+    """Turn the errors of reading a truncated or corrupt ``.gz`` file (or one that is not gzipped) into one
+    :class:`UserInputError` naming it."""
+    if path.suffix != ".gz":
+        yield
+        return
+    try:
+        yield
+    except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        reason = "it ends before its end-of-stream marker" if isinstance(e, EOFError) else str(e)
+        raise UserInputError(f"not a whole gzip file ({reason})", path=path,
+                             fix="compress it again, or give the uncompressed file without .gz") from None
+
+
 class _ReplacingDecoder(io.TextIOBase):
     """Line iterator over a binary stream that decodes UTF-8 and warns once per file on bad bytes."""
 
@@ -63,15 +79,17 @@ class _ReplacingDecoder(io.TextIOBase):
         self._path = path
 
     def __iter__(self) -> Iterator[str]:  # type: ignore[override]
-        for chunk in self._raw:
-            try:
-                yield chunk.decode("utf-8")
-            except UnicodeDecodeError:
-                _warn_decoding_once(self._path)
-                yield chunk.decode("utf-8", errors="replace")
+        with _whole_gzip(self._path):
+            for chunk in self._raw:
+                try:
+                    yield chunk.decode("utf-8")
+                except UnicodeDecodeError:
+                    _warn_decoding_once(self._path)
+                    yield chunk.decode("utf-8", errors="replace")
 
     def read(self, size: int | None = -1) -> str:  # type: ignore[override]
-        data = self._raw.read() if size is None or size < 0 else self._raw.read(size)
+        with _whole_gzip(self._path):
+            data = self._raw.read() if size is None or size < 0 else self._raw.read(size)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:

@@ -167,6 +167,8 @@ def test_measures_without_rel_evaluate_on_graded_qrels(trecdl_manifest):
     ("NumRel", 2, r"read as NumRel\(rel=2\) .* e\.g\. NumRel\(rel=1\)"),
     ("RBP", 1, "'RBP' is not computed by any"),
     ("alpha_nDCG@10", 1, r"pip install ir-measures\[pyndeval\]"),
+    ("P@0", 1, r"'P@0': the cutoff must be a whole number of at least 1, got 0 \(e\.g\. P@10\)"),  # trec_eval aborts
+    ("nDCG@0", 1, "the cutoff must be a whole number of at least 1"),
 ])
 def test_measures_that_cannot_be_computed_are_user_errors(name, threshold, message):
     with pytest.raises(UserInputError, match=message) as e:
@@ -187,6 +189,7 @@ def _cli_error(capsys, argv) -> str:
     ("trec-dl/dataset.toml", "dl19", "run.dl19.bm25.top100.trec", ["nDCG@10", "SDCG@10"], "'SDCG@10' needs"),
     ("trec-dl/dataset.toml", "dl19", "run.dl19.bm25.top100.trec", ["NumRel"], "NumRel(rel=1)"),
     ("cranfield", "test", "run.dl19.bm25.top100.trec", ["RBP"], "'RBP' is not computed by any"),
+    ("trec-dl/dataset.toml", "dl19", "run.dl19.bm25.top100.trec", ["AP@0"], "'AP@0': the cutoff must be"),
 ])
 def test_cli_bad_measure_exit_2(shared_data, capsys, dataset, split, run, metrics, message):
     argv = ["evaluate", "--dataset", str(shared_data / dataset), "--split", split, "--run",

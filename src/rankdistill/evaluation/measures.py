@@ -38,6 +38,10 @@ def _check_params(name: str, measure) -> None:
     if unknown:
         raise UserInputError(f"measure {name!r} has no parameter {', '.join(unknown)} (it takes: {takes})",
                              fix=f"drop {', '.join(unknown)}= from {name!r}")
+    cutoff = measure.params.get("cutoff")
+    if cutoff is not None and not (isinstance(cutoff, int) and cutoff >= 1):  # trec_eval aborts the process on 0
+        raise UserInputError(f"measure {name!r}: the cutoff must be a whole number of at least 1, got {cutoff!r}",
+                             fix=f"e.g. {measure.NAME}@10")
     for key, info in supported.items():
         if key in measure.params:
             if not info.validate(measure.params[key]):

@@ -189,3 +189,23 @@ def test_irds_records_without_a_text_field_take_their_default_text():
     assert _doc_from(NoTitle("D2", "10.1/x", "Abstract")) == Doc("D2", "", "Abstract")
     assert _doc_from(Plain("D3", "T", "x")) == Doc("D3", "T", "x")
     assert _doc_from(Bare("D4", "a", "b")) == Doc("D4", "", "a b")
+
+
+@pytest.mark.parametrize("loader", ["encoder", "classifier", "sentence_transformer"])
+def test_a_folder_that_is_not_a_model_is_one_user_error_line(tmp_path, loader):
+    """transformers raises ValueError ("Unrecognized model") for a folder without a usable config.json: that was a
+    traceback from train, retrieve --retriever dense, mine --strategy dense and diagnose --encoder."""
+    from rankdistill.errors import UserInputError
+    from rankdistill.models.backbone import load_classifier, load_encoder
+    from rankdistill.models.embeddings import load_sentence_transformer
+
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    load = {"encoder": load_encoder, "classifier": load_classifier,
+            "sentence_transformer": load_sentence_transformer}[loader]
+    with pytest.raises(UserInputError) as e:
+        load(str(folder))
+    message = str(e.value)
+    assert message.startswith(f"cannot load model {str(folder)!r} (") and "Unrecognized model" in message
+    assert "\n" not in message and message.count("(") == message.count(")")

@@ -44,6 +44,20 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def model_load_errors(name: str | None, fix: str = "give a local model directory (no network here) or the default "
+                                                   "encoder") -> Iterator[None]:
+    """What transformers and sentence-transformers raise for a folder that is not a model (no usable config: a
+    ``ValueError``) or a name that cannot be fetched (an ``OSError``), as one :class:`UserInputError` line."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"cannot load model {name!r} ({first})", fix=fix) from None
+
+
 def layer_list(model: nn.Module) -> nn.ModuleList:
     """The transformer's stack of layers: the shallowest ``ModuleList`` as long as ``num_hidden_layers``."""
     n = getattr(model.config, "num_hidden_layers", None)
@@ -90,13 +104,9 @@ def load_encoder(name_or_path: str | None, layers: int | None = None) -> tuple[n
     from transformers import AutoModel, AutoTokenizer
 
     path = _transformer_dir(resolve_model(name_or_path))
-    try:
-        with quiet_transformers():  # float32 master weights whatever the checkpoint's dtype (see above)
-            model = AutoModel.from_pretrained(path, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise UserInputError(f"cannot load model {name_or_path!r} ({e})".splitlines()[0],
-                             fix="give a local model directory (no network here) or the default encoder") from None
+    with model_load_errors(name_or_path), quiet_transformers():  # float32 master weights (see above)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     truncate_layers(model, layers)
     return model, tokenizer, path
 
@@ -108,7 +118,7 @@ def load_classifier(name_or_path: str | None, layers: int | None = None, pooling
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = _transformer_dir(resolve_model(name_or_path))
-    try:
+    with model_load_errors(name_or_path):
         config = AutoConfig.from_pretrained(path)
         archs = getattr(config, "architectures", None) or []
         has_head = any(a.endswith("ForSequenceClassification") for a in archs)
@@ -118,9 +128,6 @@ def load_classifier(name_or_path: str | None, layers: int | None = None, pooling
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise UserInputError(f"cannot load model {name_or_path!r} ({e})".splitlines()[0],
-                             fix="give a local model directory (no network here) or the default encoder") from None
     truncate_layers(model, layers)
     if not has_head:
         pooled = pooling_layer and add_mean_pooling_layer(model)

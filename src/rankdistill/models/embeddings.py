@@ -181,9 +181,9 @@ def load_sentence_transformer(model: str | None = None, device: str | None = Non
     resolved = resolve_model(model)
     key = (resolved, device)
     if key not in _MODELS:
-        from rankdistill.models.backbone import quiet_transformers
+        from rankdistill.models.backbone import model_load_errors, quiet_transformers
 
-        with quiet_transformers():
+        with model_load_errors(model), quiet_transformers():
             _MODELS[key] = SentenceTransformer(resolved, device=device)
         _OWN_MAX_LENGTH[key] = _MODELS[key].max_seq_length  # type: ignore[attr-defined]
     st = _MODELS[key]

@@ -30,7 +30,7 @@ import torch
 from rankdistill import __version__
 from rankdistill.errors import UserInputError, check_field_types
 from rankdistill.models import model_id, resolve_model, weights_digest
-from rankdistill.models.backbone import quiet_transformers
+from rankdistill.models.backbone import model_load_errors, quiet_transformers
 from rankdistill.teachers.batching import length_sorted_batches, pad_batch
 from rankdistill.teachers.options import SCORE_SPACES, SIMILARITIES, TEACHER_KINDS
 from rankdistill.teachers.runtime import dtype_name, resolve_device, resolve_dtype
@@ -148,12 +148,8 @@ class Teacher(abc.ABC):
 def read_model_config(path: str) -> Any:
     from transformers import AutoConfig
 
-    try:
+    with model_load_errors(path, fix="give a local model directory or a Hugging Face name"):
         return AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"cannot load model {path!r} ({first})",
-                             fix="give a local model directory or a Hugging Face name") from None
 
 
 def _is_sentence_transformer(path: str) -> bool:

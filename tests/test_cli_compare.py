@@ -166,8 +166,8 @@ def test_study_over_seeds(tmp_path, capsys):
     assert comp["systems"][0]["mean_diff"] == pytest.approx(1.7 / 3 - 0.5)
 
 
-@pytest.mark.parametrize("case", ["measures", "overlap", "margin0", "margin_neg", "nan", "constant", "same_file",
-                                  "no_margin", "bad_baseline", "one_file"])
+@pytest.mark.parametrize("case", ["measures", "overlap", "margin0", "margin_neg", "margin_inf", "seed", "nan",
+                                  "constant", "same_file", "no_margin", "bad_baseline", "one_file"])
 def test_bad_input_exits_2(pq, tmp_path, capsys, case):
     a, b = str(pq["dl19/bm25"]), str(pq["dl19/rm3"])
     args = ["--metric", "nDCG@10", "--margin", "0.01"]
@@ -178,9 +178,13 @@ def test_bad_input_exits_2(pq, tmp_path, capsys, case):
     elif case == "overlap":
         argv, expect = ["--per-query", a, str(pq["dl20/rm3"]), *args], "no query in common"
     elif case == "margin0":
-        argv, expect = ["--per-query", a, b, "--margin", "0"], "margin must be > 0"
+        argv, expect = ["--per-query", a, b, "--margin", "0"], "margin must be a finite number > 0, got 0"
     elif case == "margin_neg":
-        argv, expect = ["--per-query", a, b, "--margin-rel", "-0.02"], "relative margin must be > 0"
+        argv, expect = ["--per-query", a, b, "--margin-rel", "-0.02"], "relative margin must be a finite number > 0"
+    elif case == "margin_inf":
+        argv, expect = ["--per-query", a, b, "--margin", "inf"], "margin must be a finite number > 0, got inf"
+    elif case == "seed":  # was a ValueError traceback from numpy's generator
+        argv, expect = ["--per-query", a, b, *args, "--seed", "-1"], "--seed must be >= 0, got -1 (e.g. --seed 0)"
     elif case == "nan":
         bad = tmp_path / "nan.tsv"
         bad.write_text("query_id\tmeasure\tvalue\nq1\tnDCG@10\t0.5\nq2\tnDCG@10\tnan\n")

@@ -58,6 +58,8 @@ class ComparisonConfig:
             raise UserInputError(f"unknown test(s) {', '.join(unknown)}; known: {', '.join(PAIRED_TESTS)}")
         if self.bootstrap < 0:
             raise UserInputError(f"--bootstrap must be >= 0 resamples, got {self.bootstrap}")
+        if self.seed < 0:
+            raise UserInputError(f"--seed must be >= 0, got {self.seed}", fix="e.g. --seed 0")
         check_confidence(self.confidence)
         if self.bootstrap_method not in BOOTSTRAP_METHODS:
             raise UserInputError(f"unknown bootstrap method {self.bootstrap_method!r}; known: "

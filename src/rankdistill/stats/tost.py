@@ -59,12 +59,12 @@ def resolve_margin(margin: float | None = None, margin_rel: float | None = None,
         raise UserInputError("give exactly one equivalence margin", fix="use --margin 0.01 or --margin-rel 0.02")
     if margin is not None:
         if not (math.isfinite(margin) and margin > 0):
-            raise UserInputError(f"the margin must be > 0, got {margin}",
+            raise UserInputError(f"the margin must be a finite number > 0, got {margin}",
                                  fix="fix it in advance, e.g. --margin 0.01 (absolute, in metric units)")
         return Margin(float(margin), "absolute", float(margin))
     assert margin_rel is not None
     if not (math.isfinite(margin_rel) and margin_rel > 0):
-        raise UserInputError(f"the relative margin must be > 0, got {margin_rel}",
+        raise UserInputError(f"the relative margin must be a finite number > 0, got {margin_rel}",
                              fix="e.g. --margin-rel 0.02 for 2% of the baseline mean")
     if baseline_mean is None or not (math.isfinite(baseline_mean) and baseline_mean > 0):
         raise UserInputError(f"a relative margin needs a positive baseline mean, got {baseline_mean}",

@@ -140,3 +140,14 @@ def test_a_mistyped_teacher_name_fails_before_the_mining(tmp_path, cranfield_dir
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot load model 'nosuchteacher'" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sidecar_path_taken_by_a_folder_is_refused_before_the_groups_are_written(tmp_path, cranfield_dir, capsys):
+    """The groups file was written, then the sidecar's IsADirectoryError was a traceback: half an output."""
+    (tmp_path / "g.jsonl.meta.json").mkdir()
+    assert main(["mine", "--dataset", str(cranfield_dir), "--strategy", "random", "--group-size", "4",
+                 "--max-queries", "3", "--output", str(tmp_path / "g.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rankdistill mine: error: {tmp_path / 'g.jsonl.meta.json'}: --output's sidecar is a directory "
+                   "(give a file name)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.jsonl.meta.json"]

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from rankdistill import __version__
-from rankdistill.commands.common import add_dataset_args, declare_outputs, open_dataset
+from rankdistill.commands.common import add_dataset_args, check_writable, declare_outputs, open_dataset
 from rankdistill.commands.score import add_teacher_args, scoring_stores, teacher_spec
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = mining_config(args)
     config.validate()
+    check_writable(sidecar_path(args.output), "--output's sidecar", "file", probe=False)  # written beside it
     if config.strategy == "run" and not config.candidates:
         raise UserInputError("--strategy run needs --candidates FILE (a TREC run)")
     spec = teacher_spec(args) if args.teacher else None

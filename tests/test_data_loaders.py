@@ -398,6 +398,30 @@ def test_a_group_given_one_string_for_its_ids_is_refused():
         Group("q1", ["doc12"], "d2")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"query_id": null, "positive_ids": ["d1"], "negative_ids": ["d2"]}', r"query_id must be a string \(or an "
+                                                                          r"integer\) id, found null"),
+    ('{"query_id": ["53"], "positive_ids": ["d1"], "negative_ids": ["d2"]}', 'query_id .* found \\["53"\\]'),
+    ('{"query_id": "q", "positive_ids": ["d1"], "negative_ids": [null, "d2"]}', "negative_ids must be a string"),
+    ('{"query_id": "q", "positive_ids": [true], "negative_ids": ["d2"]}', "positive_ids .* found true"),
+    ('{"query_id": "q", "positive_ids": [1.5], "negative_ids": ["d2"]}', "positive_ids .* found 1.5"),
+])
+def test_ids_that_are_not_strings_or_integers_are_refused_not_stringified(tmp_path, line, message):
+    """str() turned a null id into the id "None" (and a list into "['53']"), silently."""
+    from rankdistill.data.groups import read_groups
+    from rankdistill.mining.paper import read_paper_triples
+
+    (tmp_path / "g.jsonl").write_text('{"query_id": 7, "positive_ids": [1], "negative_ids": ["d2"]}\n' + line + "\n")
+    with pytest.raises(UserInputError, match=r"g\.jsonl:2: " + message):
+        read_groups(tmp_path / "g.jsonl")
+    (tmp_path / "t.jsonl").write_text('{"query_id": null, "doc_id_a": "a", "doc_id_b": ["b", null]}\n')
+    with pytest.raises(UserInputError, match=r"t\.jsonl:1: query_id must be a string \(or an integer\) id, found null"):
+        read_paper_triples(tmp_path / "t.jsonl")
+    (tmp_path / "q.jsonl").write_text('{"_id": "1", "text": "a"}\n{"_id": null, "text": "b"}\n')
+    with pytest.raises(UserInputError, match=r"q\.jsonl:2: _id must be a string \(or an integer\) id, found null"):
+        read_queries(tmp_path / "q.jsonl")
+
+
 @pytest.mark.parametrize("kind", ["truncated", "not gzipped"])
 def test_a_broken_gz_file_is_named_with_the_fix(tmp_path, capsys, kind):
     """A truncated download, or a plain file named .gz, raised EOFError / BadGzipFile from every reader."""

@@ -146,6 +146,18 @@ def iter_json_objects(path: str | Path, fix: str = "each line must be one JSON o
         yield n, obj
 
 
+def json_id(value: object, key: str, path: str | Path, line: int) -> str:
+    """An id read from JSON as a string: a string, or an integer (the paper's files write ids as numbers);
+    ``null``, booleans, floats, lists and objects raise naming the file and line (``str()`` made ``null`` the
+    id ``"None"``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise UserInputError(f"{key} must be a string (or an integer) id, found {json.dumps(value)[:40]}", path=path,
+                         line=line)
+
+
 _NUMBER_CHARS = "0123456789.eE+-"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankdistill.errors import UserInputError
-from rankdistill.io import iter_json_objects, iter_lines
+from rankdistill.io import iter_json_objects, iter_lines, json_id
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def _json_records(path: Path, kind: str) -> Iterator[tuple[int, dict]]:
 def _record_id(obj: dict, path: Path, n: int) -> str:
     for k in _ID_KEYS:
         if k in obj:
-            return str(obj[k])
+            return json_id(obj[k], k, path, n)
     raise UserInputError("record has no id field (_id)", path=path, line=n)
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write, iter_json_objects
+from rankdistill.io import atomic_write, iter_json_objects, json_id
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,14 @@ def iter_groups(path: str | Path) -> Iterator[tuple[int, Group]]:
         pos, neg = obj.pop("positive_ids"), obj.pop("negative_ids")
         if not isinstance(pos, list) or not isinstance(neg, list):
             raise UserInputError("positive_ids and negative_ids must be lists", path=path, line=n)
-        qid = str(obj.pop("query_id"))
+        qid = json_id(obj.pop("query_id"), "query_id", path, n)
         strategy = str(obj.pop("strategy", "unknown"))
         seed = obj.pop("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise UserInputError(f"seed must be an integer, found {json.dumps(seed)}", path=path, line=n,
                                  fix='use an integer such as "seed": 0, or leave the key out')
-        yield n, Group(qid, [str(x) for x in pos], [str(x) for x in neg], strategy, seed, obj)
+        yield n, Group(qid, [json_id(x, "positive_ids", path, n) for x in pos],
+                       [json_id(x, "negative_ids", path, n) for x in neg], strategy, seed, obj)
 
 
 def read_groups(path: str | Path) -> list[Group]:

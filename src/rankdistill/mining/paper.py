@@ -19,7 +19,7 @@ from pathlib import Path
 from rankdistill.data.docstore import unknown_ids
 from rankdistill.data.groups import Group
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write, iter_json_objects, require_file
+from rankdistill.io import atomic_write, iter_json_objects, json_id, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,10 @@ def write_paper_triples(groups: Iterable[Group], path: str | Path, all_positives
 
 
 def _ids(value: object, key: str, path: Path, line: int) -> list[str]:
-    if isinstance(value, (str, int)):
+    if isinstance(value, list):
+        return [json_id(v, key, path, line) for v in value]
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
         return [str(value)]
-    if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
-        return [str(v) for v in value]
     raise UserInputError(f"{key} must be a doc id or a list of doc ids", path=path, line=line)
 
 
@@ -73,7 +73,7 @@ def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Conta
     for n, obj in iter_json_objects(path, fix="each line must be {\"query_id\", \"doc_id_a\", \"doc_id_b\"}"):
         if not {"query_id", "doc_id_a", "doc_id_b"} <= set(obj):
             raise UserInputError("expected an object with query_id, doc_id_a and doc_id_b", path=path, line=n)
-        qid = str(obj["query_id"])
+        qid = json_id(obj["query_id"], "query_id", path, n)
         a = _ids(obj["doc_id_a"], "doc_id_a", path, n)
         b = _ids(obj["doc_id_b"], "doc_id_b", path, n)
         if queries is not None and qid not in queries:

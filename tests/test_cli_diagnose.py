@@ -188,7 +188,7 @@ def test_diagnose_bad_input_exits_2(study, tmp_path, capsys, case):
     if case == "duplicate":
         groups = tmp_path / "dup.jsonl"
         write_groups([*gs[:3], gs[1]], groups)
-        expect = f"dup.jsonl:4: query {gs[1].query_id!r} appears again (first on line 2)"
+        expect = f"dup.jsonl:4: query {gs[1].query_id!r} has a second group (first on line 2)"
     elif case == "no_store":
         store, expect = tmp_path / "nope.db", "score store not found"
     elif case == "teacher":

@@ -97,6 +97,10 @@ def test_cli_convert_bad_input(tmp_path, cranfield_dir, capsys):
     assert code == 2
     assert "t.jsonl:2: document id 'no-such-doc' is not in the corpus" in capsys.readouterr().err
     assert not (tmp_path / "g.jsonl").exists()
+    write_groups([Group("1", ["184"], ["1"], "bm25", 0), Group("1", ["29"], ["2"], "bm25", 0)], tmp_path / "d.jsonl")
+    assert main(["convert", "to-paper", "--groups", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "x")]) == 2
+    assert "d.jsonl:2: query '1' has a second group (first on line 1)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     assert main(["convert", "to-paper", "--groups", str(tmp_path / "t.jsonl"), "--output", str(tmp_path / "x"),
                  "--teacher-output", str(tmp_path / "t.json.gz")]) == 2
     assert "--teacher-output needs --scores STORE" in capsys.readouterr().err

@@ -209,3 +209,9 @@ def test_select_groups_file(tmp_path):
         select_groups(tmp_path / "g.jsonl", tmp_path / "s.parquet", "x", SELECTIONS["keep_below_median"],
                       tmp_path / "k2.jsonl")
     assert not (tmp_path / "k2.jsonl").exists()
+    # a query with two groups (counted twice in "kept 16 of 34 queries") is refused, as diagnose and train do
+    write_groups([*groups, groups[2]], tmp_path / "dup.jsonl")
+    with pytest.raises(UserInputError, match=r"dup\.jsonl:9: query 'q3' has a second group \(first on line 3\)"):
+        select_groups(tmp_path / "dup.jsonl", tmp_path / "s.parquet", "h", SELECTIONS["keep_below_median"],
+                      tmp_path / "k3.jsonl")
+    assert not (tmp_path / "k3.jsonl").exists()

@@ -58,7 +58,7 @@ def run_to_paper(args: argparse.Namespace) -> int:
 
     if args.teacher_output and not args.scores:
         raise UserInputError("--teacher-output needs --scores STORE")
-    groups = read_groups(require_file(args.groups, "groups file"))
+    groups = read_groups(require_file(args.groups, "groups file"), unique=True)
     if not groups:
         raise UserInputError("the groups file holds no groups", path=args.groups)
     with contextlib.ExitStack() as stack:  # the store and teacher are checked before anything is written

@@ -43,8 +43,11 @@ class Group:
 _REQUIRED = ("query_id", "positive_ids", "negative_ids")
 
 
-def iter_groups(path: str | Path) -> Iterator[tuple[int, Group]]:
-    """Yield ``(line_number, Group)`` from a groups JSONL file; malformed lines raise with file:line."""
+def iter_groups(path: str | Path, unique: bool = False) -> Iterator[tuple[int, Group]]:
+    """Yield ``(line_number, Group)`` from a groups JSONL file; malformed lines raise with file:line, and with
+    ``unique`` so does a second group of a query (for readers that take one group per query: training,
+    diagnostics, selections, the paper's export)."""
+    seen: dict[str, int] = {}
     for n, obj in iter_json_objects(path):
         missing = [k for k in _REQUIRED if k not in obj]
         if missing:
@@ -54,6 +57,11 @@ def iter_groups(path: str | Path) -> Iterator[tuple[int, Group]]:
         if not isinstance(pos, list) or not isinstance(neg, list):
             raise UserInputError("positive_ids and negative_ids must be lists", path=path, line=n)
         qid = json_id(obj.pop("query_id"), "query_id", path, n)
+        if unique:
+            if qid in seen:
+                raise UserInputError(f"query {qid!r} has a second group (first on line {seen[qid]})", path=path,
+                                     line=n, fix="keep one group per query")
+            seen[qid] = n
         strategy = str(obj.pop("strategy", "unknown"))
         seed = obj.pop("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -63,9 +71,9 @@ def iter_groups(path: str | Path) -> Iterator[tuple[int, Group]]:
                        [json_id(x, "negative_ids", path, n) for x in neg], strategy, seed, obj)
 
 
-def read_groups(path: str | Path) -> list[Group]:
+def read_groups(path: str | Path, unique: bool = False) -> list[Group]:
     """Read a whole groups file (see :func:`iter_groups`)."""
-    return [g for _, g in iter_groups(path)]
+    return [g for _, g in iter_groups(path, unique)]
 
 
 def write_groups(groups: Iterable[Group], path: str | Path) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rankdistill.data.groups import Group, iter_groups
+from rankdistill.data.groups import Group, read_groups
 from rankdistill.diagnostics.entropy import (
     UndefinedStatistic,
     normalized_softmax_entropy,
@@ -309,14 +309,7 @@ def _add_locality(rows: list[dict], pending: list[tuple[dict, str, list[str], in
 
 
 def _read_groups_unique(path: str | Path) -> list[Group]:
-    seen: dict[str, int] = {}
-    groups = []
-    for n, g in iter_groups(path):
-        if g.query_id in seen:
-            raise UserInputError(f"query {g.query_id!r} appears again (first on line {seen[g.query_id]})",
-                                 path=path, line=n, fix="diagnose one groups file per strategy")
-        seen[g.query_id] = n
-        groups.append(g)
+    groups = read_groups(path, unique=True)
     if not groups:
         raise UserInputError("the groups file has no groups", path=path)
     return groups

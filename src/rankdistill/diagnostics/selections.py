@@ -221,7 +221,7 @@ def select_groups(groups_path: str | Path, stats_path: str | Path, column: str, 
     Thresholds are quantiles over the queries of the groups file that have a finite value (groups skipped
     by ``diagnose`` have none and are dropped, and counted). Returns the sidecar's content.
     """
-    groups = read_groups(groups_path)
+    groups = read_groups(groups_path, unique=True)
     if not groups:
         raise UserInputError("the groups file is empty", path=groups_path)
     values = read_statistic(stats_path, column)

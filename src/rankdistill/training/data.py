@@ -95,15 +95,10 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
     unknown_queries: list[str] = []
     unknown_docs: list[str] = []
     n_unknown_docs = 0
-    seen: dict[str, int] = {}
     # one string per document id, however many pools name it: each JSON line parses to its own copies, and
     # MS MARCO's 50M pool entries name a few million documents (about 2 GB of strings less)
     one: dict[str, str] = {}
-    for line, g in iter_groups(path):
-        if g.query_id in seen:
-            raise UserInputError(f"query {g.query_id!r} has a second group (first on line {seen[g.query_id]})",
-                                 path=path, line=line, fix="keep one group per query")
-        seen[g.query_id] = line
+    for line, g in iter_groups(path, unique=True):
         if g.query_id not in queries:
             unknown_queries.append(f"line {line}: {g.query_id!r}")
             continue

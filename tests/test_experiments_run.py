@@ -203,6 +203,33 @@ def test_bad_config_exit_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_bad_input_found_before_any_stage_finished_leaves_no_output_folder(tmp_path, capsys):
+    """A corpus line cut short is found by the first stage: the run stopped with exit 2 but left its folder,
+    config.resolved.json and an empty artifacts/candidates/ behind. An existing folder (a run to resume) stays."""
+    data = tmp_path / "tiny"
+    (data / "qrels").mkdir(parents=True)
+    docs = [json.dumps({"_id": f"d{i}", "title": "", "text": f"document {i} about wings"}) for i in range(8)]
+    docs[4] = docs[4][:20]
+    (data / "corpus.jsonl").write_text("\n".join(docs) + "\n")
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"wings {i}"}) + "\n"
+                                                for i in range(4)))
+    for split in ("train", "test"):
+        (data / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+            f"q{i}\td{i}\t1\n" for i in ((0, 1) if split == "train" else (2, 3))))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'name = "c"\n[train]\ndataset = "{data}"\n[[test]]\nname = "t"\ndataset = "{data}"\n'
+                   '[grid]\nstrategies = ["random", "bm25"]\nlosses = ["lce"]\n')
+    os.environ["RANKDISTILL_CACHE"] = str(tmp_path / "cache")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--output", str(out)]) == 2
+    assert "corpus.jsonl:5: not valid JSON" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier run's\n")
+    assert main(["run", str(cfg), "--output", str(out)]) == 2
+    assert (out / "keep.txt").is_file()
+
+
 def test_changing_one_axis_reruns_only_what_depends_on_it(reference, tmp_path):
     import shutil
 

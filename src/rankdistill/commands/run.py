@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -71,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
         check_writable(output, "the default --output (runs/<config name>)", "dir")
     # a SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so that worker processes are stopped too
     previous = signal.signal(signal.SIGTERM, _terminate)
+    fresh = not output.exists()
     try:
         report = Study(cfg, output, data_dir=args.data_dir).run()
+    except UserInputError:
+        # bad input found before any stage finished leaves nothing behind; finished artifacts are kept for
+        # the run that resumes them
+        if fresh and output.is_dir() and not any(output.glob("artifacts/*/*/manifest.json")):
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.stdout.write(f"{report}\n")

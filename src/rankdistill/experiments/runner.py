@@ -32,7 +32,7 @@ from rankdistill.data.dataset import dataset_fingerprint, resolve_spec
 from rankdistill.errors import UserInputError
 from rankdistill.experiments.artifacts import Artifact, ArtifactStore, stable_hash
 from rankdistill.experiments.config import TEACHER_LOSSES, StudyConfig, TestCollection
-from rankdistill.io import fingerprint
+from rankdistill.io import atomic_write, fingerprint
 
 logger = logging.getLogger("rankdistill.run")
 
@@ -781,7 +781,8 @@ class Study:
         from rankdistill.experiments.report import write_report
 
         start = time.perf_counter()
-        (self.output / "config.resolved.json").write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str))
+        with atomic_write(self.output / "config.resolved.json") as fh:
+            fh.write(json.dumps(self.cfg.to_dict(), indent=2, default=str))
         e = self.cfg.executor
         # Ray is started (or joined) once, before the stages whose teacher scoring fans out over it too; the
         # other executors start when the cells do

@@ -70,6 +70,22 @@ def test_bad_values_name_the_key(tmp_path, shared_data, extra, message):
     assert str(p) in str(e.value)
 
 
+@pytest.mark.parametrize(("line", "message"), [
+    ('modee = "rerank"', "unknown key 'test[0].modee' (known keys in [test[0]]: name, dataset, split, mode,"),
+    ('depth = "x"', "'test[0].depth' must be an integer"),
+])
+def test_test_tables_are_named_as_written(tmp_path, shared_data, line, message):
+    """The tables are [[test]] in the file: messages said 'tests[0]' (the field's name) and listed 'tests'."""
+    p = tmp_path / "c.toml"
+    p.write_text(MINIMAL.format(data=shared_data).replace('name = "sf"', f'name = "sf"\n{line}'))
+    with pytest.raises(UserInputError) as e:
+        load_config(p)
+    assert message in str(e.value) and "tests" not in str(e.value)
+    p.write_text(MINIMAL.format(data=shared_data) + "[[tset]]\nname = 'x'\n")
+    with pytest.raises(UserInputError, match=r"unknown key 'tset' \(known keys: name, .*, test, "):
+        load_config(p)
+
+
 def test_impossible_combinations(tmp_path, shared_data):
     kl = MINIMAL.replace('losses = ["lce"]', 'losses = ["lce", "kl"]')
     with pytest.raises(UserInputError, match="loss 'kl' needs teacher scores"):

@@ -300,17 +300,23 @@ def _coerce(value: Any, tp: Any, key: str, path: Path) -> Any:
     return value  # pragma: no cover
 
 
+_TOML_NAMES = {"tests": "test"}
+"""Fields whose name in the TOML file differs (``[[test]]`` tables fill ``StudyConfig.tests``): messages use it."""
+
+
 def _build(cls: type, table: dict, prefix: str, path: Path) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("source", "overrides")}
     unknown = sorted(set(table) - set(fields))
     if unknown:
         where = f"{prefix}." if prefix else ""
+        known = ", ".join(_TOML_NAMES.get(n, n) for n in fields)
         raise UserInputError(f"unknown key '{where}{unknown[0]}'", path=path,
-                             fix=f"known keys{' in [' + prefix + ']' if prefix else ''}: {', '.join(fields)}")
+                             fix=f"known keys{' in [' + prefix + ']' if prefix else ''}: {known}")
     kwargs = {}
     for name, f in fields.items():
-        key = f"{prefix}.{name}" if prefix else name
+        shown = _TOML_NAMES.get(name, name)
+        key = f"{prefix}.{shown}" if prefix else shown
         if name in table:
             kwargs[name] = _coerce(table[name], hints[name], key, path)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

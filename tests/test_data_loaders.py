@@ -264,6 +264,12 @@ def test_qrels_integral_floats_and_headerless_beir(tmp_path):
     p = _write(tmp_path / "c.tsv", "q1\td1\tinf\n")
     with pytest.raises(UserInputError, match=r"c\.tsv:1: relevance 'inf' is not an integer"):
         read_qrels(p)
+    # a judgement repeated with its grade is harmless (Cranfield's train qrels do it); another grade is refused,
+    # where the last line silently won
+    assert read_qrels(_write(tmp_path / "d.txt", "q2 0 d3 2\nq2 0 d4 0\nq2 0 d3 2\n")) == {"q2": {"d3": 2, "d4": 0}}
+    with pytest.raises(UserInputError, match=r"e\.txt:3: document 'd3' of query 'q2' is judged 1 here and 2 on an "
+                                             r"earlier line \(keep one grade per \(query, document\)\)"):
+        read_qrels(_write(tmp_path / "e.txt", "q2 0 d3 2\nq2 0 d4 0\nq2 0 d3 1\n"))
 
 
 @pytest.mark.parametrize(("seed", "shown"), [('"abc"', '"abc"'), ("null", "null"), ("true", "true"),

@@ -235,7 +235,11 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             raise UserInputError(f"expected {width} fields like the first line, found {len(parts)}", path=p,
                                  line=n, fix="fix or remove the line")
         qid, did, rel = (parts[0], parts[1], parts[2]) if width == 3 else (parts[0], parts[2], parts[3])
-        qrels.setdefault(qid, {})[did] = _relevance(rel, p, n)
+        grade = _relevance(rel, p, n)
+        judged = qrels.setdefault(qid, {})
+        if judged.setdefault(did, grade) != grade:  # a repeated line with the same grade is harmless
+            raise UserInputError(f"document {did!r} of query {qid!r} is judged {grade} here and {judged[did]} on an "
+                                 "earlier line", path=p, line=n, fix="keep one grade per (query, document)")
     return qrels
 
 

@@ -216,8 +216,16 @@ def test_manifest_unknown_key_and_missing_file(tmp_path):
     with pytest.raises(UserInputError, match="unknown key"):
         load_dataset(tmp_path / "a.toml")
     (tmp_path / "b.toml").write_text('corpus = "missing.tsv"\n[splits.s]\nqueries = "q"\nqrels = "r"\n')
-    with pytest.raises(UserInputError, match=r"missing\.tsv"):
+    with pytest.raises(UserInputError, match=r"file named by 'corpus' not found: .*missing\.tsv"):
         load_dataset(tmp_path / "b.toml")
+    # a folder where a file is expected is said to be one, not "not found" / "missing"
+    (tmp_path / "c.toml").write_text('corpus = "."\n[splits.s]\nqueries = "q"\nqrels = "r"\n')
+    with pytest.raises(UserInputError, match=r"file named by 'corpus' is a directory: "):
+        load_dataset(tmp_path / "c.toml")
+    beir = tmp_path / "beir"
+    (beir / "corpus.jsonl").mkdir(parents=True)
+    with pytest.raises(UserInputError, match=r"corpus\.jsonl: corpus\.jsonl is a directory \(give a file\)"):
+        load_dataset(beir)
 
 
 TREC_TOPICS_CLOSED = """<top>

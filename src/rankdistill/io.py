@@ -31,13 +31,15 @@ def bar_on_terminal(show: bool) -> bool:
     return bool(show) and sys.stderr.isatty()
 
 
-def require_file(path: str | Path, what: str = "file") -> Path:
-    """Return ``path`` as a :class:`Path`, or raise :class:`UserInputError` if it is not a readable file."""
+def require_file(path: str | Path, what: str = "file", fix: str = "check the path") -> Path:
+    """Return ``path`` as a :class:`Path`, or raise :class:`UserInputError` if it is not a readable file (not
+    there: ``fix``; a folder or another kind of file: said so)."""
     p = Path(path)
     if not p.exists():
-        raise UserInputError(f"{what} not found", path=p, fix="check the path")
+        raise UserInputError(f"{what} not found", path=p, fix=fix)
     if not p.is_file():
-        raise UserInputError(f"{what} is not a regular file", path=p)
+        kind = "a directory" if p.is_dir() else "not a regular file"
+        raise UserInputError(f"{what} is {kind}", path=p, fix="give a file")
     return p
 
 

@@ -13,6 +13,7 @@ from rankdistill.data.docstore import DocStore
 from rankdistill.data.formats import read_qrels, read_queries
 from rankdistill.data.runs import Run, read_run
 from rankdistill.errors import UserInputError
+from rankdistill.io import require_file
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def _find(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (folder / name).is_file():
             return folder / name
+        if (folder / name).exists():
+            require_file(folder / name, name)  # a folder by that name: said so, not "missing"
     return None
 
 
@@ -152,7 +155,8 @@ def _load_manifest(path: Path) -> Dataset:
             raise UserInputError(f"'{key}' must be a path string", path=path)
         p = (base / value).resolve()
         if not p.is_file():
-            raise UserInputError(f"file named by '{key}' not found: {p}", path=path, fix="fix the path")
+            kind = "is a directory" if p.is_dir() else "is not a regular file" if p.exists() else "not found"
+            raise UserInputError(f"file named by '{key}' {kind}: {p}", path=path, fix="fix the path")
         return p
 
     corpus = resolve(cfg["corpus"], "corpus")

@@ -27,7 +27,7 @@ import numpy as np
 
 from rankdistill.data.groups import read_groups, write_groups
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write
+from rankdistill.io import atomic_write, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,7 @@ def default_column(stats_path: str | Path) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    p = Path(stats_path)
-    if not p.is_file():
-        raise UserInputError("statistics file not found", path=p, fix="create it with `rankdistill diagnose`")
+    p = require_file(stats_path, "statistics file", fix="create it with `rankdistill diagnose`")
     try:
         names = pq.read_schema(p).names
     except (OSError, pa.ArrowException) as e:
@@ -199,9 +197,7 @@ def read_statistic(stats_path: str | Path, column: str) -> dict[str, float]:
     import pandas as pd
     import pyarrow as pa
 
-    p = Path(stats_path)
-    if not p.is_file():
-        raise UserInputError("statistics file not found", path=p, fix="create it with `rankdistill diagnose`")
+    p = require_file(stats_path, "statistics file", fix="create it with `rankdistill diagnose`")
     try:
         frame = pd.read_parquet(p)
     except (OSError, ValueError, pa.ArrowException) as e:

@@ -281,7 +281,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, c
 
 def test_bm25_parameters_outside_their_meaning_are_refused(tmp_path, capsys):
     manifest = _tiny_dataset(tmp_path)
-    for flag, value, message in (("--k1", "-1", "BM25 --k1 must be 0 or more, got -1.0"),
+    for flag, value, message in (("--k1", "-1", "BM25 --k1 must be a finite number, 0 or more, got -1.0"),
+                                 ("--k1", "inf", "BM25 --k1 must be a finite number, 0 or more, got inf"),
                                  ("--b", "5", "BM25 --b must be between 0 and 1, got 5.0")):
         assert main(["retrieve", "--dataset", str(manifest), "--split", "s", flag, value,
                      "--output", str(tmp_path / "x.trec")]) == 2

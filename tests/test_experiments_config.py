@@ -251,7 +251,7 @@ def test_an_ensemble_that_cannot_fill_its_groups_is_warned_about(tmp_path, share
     ("train.split='dev'", "'train.split' 'dev' is not a split of"),
     ("test.sf.candidates='dataset'", "'test[0].candidates' is 'dataset' but split 'test' of"),
     ("teacher.train=none", "'teacher.train' has"),
-    ("first_stage.k1=-0.5", "BM25 'first_stage.k1' must be 0 or more, got -0.5"),
+    ("first_stage.k1=-0.5", "BM25 'first_stage.k1' must be a finite number, 0 or more, got -0.5"),
     ("first_stage.b=1.5", "BM25 'first_stage.b' must be between 0 and 1, got 1.5"),
 ])
 def test_what_a_run_would_meet_late_is_refused_up_front(tmp_path, shared_data, override, message):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -52,8 +53,9 @@ def check_bm25_parameters(k1: float, b: float, names: tuple[str, str] = ("--k1",
     (the share of document-length normalisation; Robertson & Zaragoza 2009)."""
     from rankdistill.errors import UserInputError
 
-    if not k1 >= 0:
-        raise UserInputError(f"BM25 {names[0]} must be 0 or more, got {k1!r}", path=path, fix="the usual value is 1.2")
+    if not 0 <= k1 < math.inf:  # NaN fails too; an infinite k1 makes every score inf - inf
+        raise UserInputError(f"BM25 {names[0]} must be a finite number, 0 or more, got {k1!r}", path=path,
+                             fix="the usual value is 1.2")
     if not 0 <= b <= 1:
         raise UserInputError(f"BM25 {names[1]} must be between 0 and 1, got {b!r}", path=path,
                              fix="the usual value is 0.75")

@@ -113,3 +113,8 @@ def test_rerank_bad_input(scifact_dir, candidates, tiny_bert_dir, tmp_path, caps
     assert "no query of the run is in split 'test'" in capsys.readouterr().err
     assert not caplog.records, "a warning before the one-line error that says the same"
     assert not (tmp_path / "o.trec").exists()
+    # --arch cross on a bi-encoder folder re-ranked with a freshly initialised head, silently
+    assert _rerank(scifact_dir, tiny_bert_dir, path, tmp_path / "o.trec", "--arch", "cross") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--arch cross on a model without a ranking head" in err[0]
+    assert not (tmp_path / "o.trec").exists()

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rankdistill.data.runs import Run, check_cutoff, ranked
+from rankdistill.errors import UserInputError
 from rankdistill.models.backbone import detect_arch
 from rankdistill.models.bi_encoder import BiEncoder
 from rankdistill.models.cross_encoder import CrossEncoder
@@ -24,7 +25,12 @@ logger = logging.getLogger(__name__)
 
 def load_student(directory: str | Path, arch: str | None = None) -> BiEncoder | CrossEncoder:
     """Load a saved student, detecting bi- or cross-encoder from the folder unless ``arch`` is given."""
-    kind = arch or detect_arch(directory)
+    detected = detect_arch(directory)
+    if arch == "cross" and detected == "bi":
+        raise UserInputError("--arch cross on a model without a ranking head: it would re-rank with a new, untrained "
+                             "head", path=directory,
+                             fix="leave out --arch (this folder is a bi-encoder), or give a trained cross-encoder")
+    kind = arch or detected
     if kind == "bi":
         return BiEncoder.from_pretrained(str(directory))
     return CrossEncoder.from_pretrained(str(directory))

@@ -10,6 +10,7 @@ import pytest
 from statsmodels.stats.weightstats import ttost_paired
 
 from rankdistill.cli import main
+from rankdistill.errors import UserInputError
 
 SYSTEMS = {"bm25": "bm25", "rm3": "bm25_rm3", "tasb": "d_bert_kd_tasb", "splade": "splade_p_p_ensemble_distil",
            "ada2": "open_ai_ada2"}
@@ -106,6 +107,18 @@ def test_missing_queries_are_reported(pq, tmp_path, capsys):
     assert f"missing: rm3-short lacks {len(dropped)} queries" in capsys.readouterr().out
     assert main([*base, "--missing", "error"]) == 2
     assert "lacks 3 queries" in capsys.readouterr().err
+
+
+def test_a_manifest_row_without_a_system_name_is_refused(pq, tmp_path):
+    """An empty strategy and loss made the system 'None/None'."""
+    from rankdistill.stats.study import read_manifest
+
+    manifest = tmp_path / "study.tsv"
+    manifest.write_text(f"path\tstrategy\tloss\tcollection\n{pq['dl19/bm25']}\tbm25\tnone\tdl19\n"
+                        f"{pq['dl19/rm3']}\t\tnone\tdl19\n")
+    with pytest.raises(UserInputError, match=r"study\.tsv:3: a row needs a system name, or a strategy and a loss "
+                                             r"\(it would be system 'None/none'\)"):
+        read_manifest(manifest)
 
 
 def test_study_manifest_tables_and_plots(pq, tmp_path, capsys):

@@ -78,6 +78,10 @@ def read_manifest(path: str | Path) -> list[StudyEntry]:
             raise UserInputError(f"per-query file {rec['path']!r} not found", path=p, line=n,
                                  fix="paths are relative to the manifest")
         strategy, loss = rec.get("strategy") or None, rec.get("loss") or None
+        if not rec.get("system") and not (strategy and loss):
+            raise UserInputError("a row needs a system name, or a strategy and a loss (it would be system "
+                                 f"'{strategy}/{loss}')", path=p, line=n, fix="fill the system column, or both "
+                                 "strategy and loss")
         system = rec.get("system") or f"{strategy}/{loss}"
         try:
             seed = int(rec.get("seed") or 0)

@@ -86,6 +86,26 @@ def test_test_tables_are_named_as_written(tmp_path, shared_data, line, message):
         load_config(p)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("student.layers=99", "'student.layers' is 99, but student.model has 6 layers"),
+    ("student.budget_docs=1", "'student.budget_docs': --budget-docs 1 is smaller than one optimizer step"),
+    ("budget_study.budgets=[5]", "'budget_study.budgets': --budget-docs 5 is smaller than one optimizer step"),
+    ("student.max_length=2", "'student.max_length': max length 2 must exceed the query length 32"),
+    ("teacher.train.layers=99", "'teacher.train.layers' is 99, but teacher.train.model has 6 layers"),
+    ("teacher.train.budget_docs=100", "'teacher.train.budget_docs': --budget-docs 67 is smaller than one optimizer"),
+])
+def test_what_the_train_verb_would_refuse_is_refused_before_the_run(shared_data, tmp_path, override, message):
+    """These validated, then failed minutes into a run (the teacher's or a cell's training), naming a verb flag."""
+    with pytest.raises(UserInputError) as e:
+        load_config(EXAMPLES / "scifact-study.toml", data_dir=str(shared_data), overrides=[override])
+    assert message in str(e.value) and f"as given by --set {override}" in str(e.value)
+    model = tmp_path / "not-a-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(UserInputError, match=r"'student\.model': cannot load model .*Unrecognized model"):
+        load_config(EXAMPLES / "scifact-study.toml", data_dir=str(shared_data), overrides=[f"student.model='{model}'"])
+
+
 def test_impossible_combinations(tmp_path, shared_data):
     kl = MINIMAL.replace('losses = ["lce"]', 'losses = ["lce", "kl"]')
     with pytest.raises(UserInputError, match="loss 'kl' needs teacher scores"):
@@ -170,21 +190,21 @@ def test_budget_study_is_validated_and_adds_its_cells_last_without_touching_the_
     teacher = "[teacher]\nmodel = 'x'\n"
     plain = load_config(_write(tmp_path, shared_data, ""))
     ok = load_config(_write(tmp_path, shared_data, "[student]\nbudget_docs = 100\n"
-                            "[budget_study]\nbudgets = [50, 400]\nstrategies = ['bm25']\nseeds = [0, 1]\n"))
+                            "[budget_study]\nbudgets = [64, 400]\nstrategies = ['bm25']\nseeds = [0, 1]\n"))
     assert ok.budget_study is not None and ok.budget_study.axes(ok.grid) == (("bi",), ("lce",), ("bm25",), (0, 1), 8)
     cells = study_cells(ok)
-    # the grid's 2 cells first, unchanged; then bm25 at 50 and 400 documents for seeds 0 and 1, and the reference
+    # the grid's 2 cells first, unchanged; then bm25 at 64 and 400 documents for seeds 0 and 1, and the reference
     # at the study's budget for seed 1, which the grid (seed 0 only) lacks
     assert cells[:2] == study_cells(plain) == [Cell("bi", "lce", s, 8, "all", 0) for s in ("random", "bm25")]
-    assert cells[2:] == [Cell("bi", "lce", "bm25", 8, "all", 1), Cell("bi", "lce", "bm25", 8, "all", 0, 50),
-                         Cell("bi", "lce", "bm25", 8, "all", 1, 50), Cell("bi", "lce", "bm25", 8, "all", 0, 400),
+    assert cells[2:] == [Cell("bi", "lce", "bm25", 8, "all", 1), Cell("bi", "lce", "bm25", 8, "all", 0, 64),
+                         Cell("bi", "lce", "bm25", 8, "all", 1, 64), Cell("bi", "lce", "bm25", 8, "all", 0, 400),
                          Cell("bi", "lce", "bm25", 8, "all", 1, 400)]
     # a cell at the study's budget keys on the same settings as before budget studies existed
     assert cells[0].settings() == {"arch": "bi", "loss": "lce", "strategy": "random", "group_size": 8,
                                    "selection": "all", "seed": 0}
-    assert cells[3].settings()["budget"] == 50 and cells[3].label == "bi/lce/bm25/g8 50docs/s0"
+    assert cells[3].settings()["budget"] == 64 and cells[3].label == "bi/lce/bm25/g8 64docs/s0"
     # an optional table can be left out from the command line (e.g. a report without the budget study's cells)
-    path = _write(tmp_path, shared_data, "[budget_study]\nbudgets = [50]\n")
+    path = _write(tmp_path, shared_data, "[budget_study]\nbudgets = [64]\n")
     assert load_config(path).budget_study is not None
     assert load_config(path, overrides=["budget_study=none"]).budget_study is None
     with pytest.raises(UserInputError, match=r"override 'grid=none': only an optional table can be left "

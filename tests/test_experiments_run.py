@@ -501,7 +501,7 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
 
     # a trained teacher whose model is unset keys on the default encoder's weights
     text = re.sub(r'\[teacher\]\nmodel = "[^"]*"\n', "[teacher]\n", cfg.read_text())
-    (tmp_path / "trained.toml").write_text(text + '\n[teacher.train]\nloss = "lce"\nbudget_docs = 32\n')
+    (tmp_path / "trained.toml").write_text(text + '\n[teacher.train]\nloss = "lce"\nbudget_docs = 64\n')
     study = Study(load_config(tmp_path / "trained.toml"), tmp_path / "out")
     seen: dict[str, dict] = {}
 
@@ -561,7 +561,7 @@ def test_mine_keys_hold_the_teachers_scoring_length_and_the_system_files_content
 
     # a trained teacher scoring at its training length: the keys studies had before this setting was keyed
     trained = re.sub(r'\[teacher\]\nmodel = "[^"]*"\n', "[teacher]\n", text)
-    (tmp_path / "c.toml").write_text(trained + '\n[teacher.train]\nloss = "lce"\nbudget_docs = 32\nmax_length = 64\n')
+    (tmp_path / "c.toml").write_text(trained + '\n[teacher.train]\nloss = "lce"\nbudget_docs = 64\nmax_length = 64\n')
     assert "teacher_max_length" not in mine_settings([])["teacher"]
     assert mine_settings(["teacher.max_length=32"])["teacher"]["teacher_max_length"] == 32
 

@@ -417,9 +417,56 @@ def _validate_values(cfg: StudyConfig, path: Path) -> None:
             resolve_model(local)
         except UserInputError as e:
             raise UserInputError(f"'{key}': {e.message}", path=path, fix=e.fix) from None
+    _validate_training(cfg, path)
     for i, t in enumerate(cfg.tests):
         if t.depth < 1:
             raise UserInputError(f"'test[{i}].depth' must be at least 1, got {t.depth}", path=path)
+
+
+def _validate_training(cfg: StudyConfig, path: Path) -> None:
+    """What the ``train`` verb would refuse only when the teacher or a cell comes to be trained, checked by the
+    same code (:class:`~rankdistill.training.budget.Budget`, the cross-encoder's token budget, the model's layer
+    count) and named by config key: a budget below one optimizer step, a cross-encoder length that leaves the
+    document no tokens, more layers than a local model has, a model folder without a usable config."""
+    from rankdistill.models import resolve_model
+    from rankdistill.models.cross_encoder import CrossEncoderSettings
+    from rankdistill.teachers.models import read_model_config
+    from rankdistill.training.budget import Budget
+
+    def check(key: str, make) -> Any:
+        try:
+            return make()
+        except UserInputError as e:
+            raise UserInputError(f"'{key}': {e.message}", path=path, fix=e.fix) from None
+
+    st, tt = cfg.student, cfg.teacher.train if cfg.teacher is not None else None
+    group = max(cfg.grid.group_sizes)
+    budgets = [st.budget_docs, *(cfg.budget_study.budgets if cfg.budget_study is not None else ())]
+    for b in budgets:
+        key = "student.budget_docs" if b == st.budget_docs else "budget_study.budgets"
+        check(key, lambda b=b: Budget(b, st.batch_size, st.grad_accum, 1, group))
+    if "cross" in cfg.grid.archs or (cfg.entropy_study is not None and "cross" in cfg.entropy_study.archs):
+        check("student.max_length", lambda: CrossEncoderSettings(st.max_length, st.query_max_length))
+    layered = [("student.layers", st.layers, "student.model", st.model)]
+    if "cross" in cfg.grid.archs and st.cross_model:
+        layered.append(("student.layers", st.layers, "student.cross_model", st.cross_model))
+    if tt is not None:
+        per_member = round(tt.budget_docs * (tt.folds - 1) / tt.folds) if tt.folds > 1 else tt.budget_docs
+        check("teacher.train.budget_docs", lambda: Budget(per_member, tt.batch_size, 1, 1, tt.group_size))
+        if tt.arch == "cross":
+            check("teacher.train.max_length", lambda: CrossEncoderSettings(tt.max_length, tt.query_max_length))
+        layered.append(("teacher.train.layers", tt.layers, "teacher.train.model", tt.model))
+    for key, layers, model_key, model in layered:
+        local = model if model is None or Path(model).is_absolute() or not (path.parent / model).exists() \
+            else str(path.parent / model)
+        resolved = check(model_key, lambda local=local: resolve_model(local))
+        if not Path(resolved).is_dir():  # a hub name: its config is not fetched to validate (the stage will)
+            continue
+        config = check(model_key, lambda resolved=resolved: read_model_config(resolved))
+        have = getattr(config, "num_hidden_layers", None)
+        if layers and have is not None and layers > have:
+            raise UserInputError(f"'{key}' is {layers}, but {model_key} has {have} layers", path=path,
+                                 fix=f"use 1 to {have}, or 0 for all of them")
 
 
 def _validate_tests(cfg: StudyConfig, path: Path, root: str | None) -> None:

@@ -195,7 +195,8 @@ def test_exports_stream_a_query_at_a_time_with_the_bytes_of_the_whole_dict(tmp_p
     (b"[1, 2]", "expected a JSON object"),
     (b'{"q1": [1]}', "query 'q1': expected an object"),
     (b'{"q1": {"d1": "high"}}', "score 'high' is not a number"),
-    (b'{"q1": {"d1": NaN}}', "non-finite"),
+    (b'{"q1": {"d1": NaN}}', r"teacher\.json\.gz: query 'q1', doc 'd1': score nan is not finite \(give every score"),
+    (b'{"q1": {"d1": Infinity}}', "score inf is not finite"),
     (b"{not json", "not a JSON teacher file"),
 ])
 def test_json_gz_import_rejects_bad_files(tmp_path, content, message):

@@ -146,9 +146,11 @@ class ScoreStore:
                 if not isinstance(docs, dict):
                     raise UserInputError(f"query {qid!r}: expected an object {{docid: score}}", path=path)
                 for did, score in docs.items():
-                    if isinstance(score, bool) or not isinstance(score, (int, float)):
-                        raise UserInputError(f"query {qid!r}, doc {did!r}: score {score!r} is not a number",
-                                             path=path)
+                    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                        what = "is not a number" if not isinstance(score, (int, float)) or isinstance(score, bool) \
+                            else "is not finite"
+                        raise UserInputError(f"query {qid!r}, doc {did!r}: score {score!r} {what}", path=path,
+                                             fix="give every score as a finite number")
                     batch.append((qid, did, float(score)))
                 if len(batch) >= _PUT_CHUNK:
                     self._insert(teacher, batch)

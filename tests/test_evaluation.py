@@ -203,6 +203,8 @@ def test_run_sharing_no_query_with_the_split_is_a_user_error(trecdl_manifest, sh
         evaluate_run(ds.candidates("dl20"), ds.qrels("dl19"), ["nDCG@10"], 2, split="dl19")
     with pytest.raises(UserInputError, match="the run holds no results"):
         evaluate_run({}, ds.qrels("dl19"), ["nDCG@10"], 2)
+    with pytest.raises(UserInputError, match="the qrels of split 'dl19' hold no judgements"):  # a header-only file
+        evaluate_run(ds.candidates("dl19"), {}, ["nDCG@10"], 2, split="dl19")
     dl20 = shared_data / "trec-dl" / "runs" / "run.dl20.bm25.top100.trec"
     args = ["evaluate", "--dataset", str(trecdl_manifest), "--split", "dl19", "--json", "--run"]
     line = _cli_error(capsys, [*args, str(dl20)])

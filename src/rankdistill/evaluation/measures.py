@@ -191,7 +191,8 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     run = {str(q): docs for q, docs in run.items()}  # document ids become str where the run is copied below
     judged = {str(q): {str(d): r for d, r in docs.items()} for q, docs in qrels.items() if docs}
     if not judged:
-        raise UserInputError("the qrels hold no judgements", fix="check the --split and the qrels file")
+        of = f" of split {split!r}" if split else ""
+        raise UserInputError(f"the qrels{of} hold no judgements", fix="check the --split and the qrels file")
     unjudged = [q for q in run if q not in judged]
     if unjudged:
         logger.info("dropped %d run queries without judgements", len(unjudged))

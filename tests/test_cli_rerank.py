@@ -118,3 +118,17 @@ def test_rerank_bad_input(scifact_dir, candidates, tiny_bert_dir, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--arch cross on a model without a ranking head" in err[0]
     assert not (tmp_path / "o.trec").exists()
+
+
+def test_arch_cross_still_overrides_a_guess_the_folder_does_not_contradict(tiny_cross_encoder_dir, tmp_path):
+    """A classifier saved without ``architectures`` in its config is guessed "bi"; --arch cross overrides that."""
+    import json
+    import shutil
+
+    from rankdistill.models.scoring import load_student
+
+    d = shutil.copytree(tiny_cross_encoder_dir, tmp_path / "no-archs")
+    config = json.loads((d / "config.json").read_text())
+    del config["architectures"]
+    (d / "config.json").write_text(json.dumps(config))
+    assert isinstance(load_student(d, "cross"), CrossEncoder)

@@ -448,6 +448,10 @@ def test_a_broken_gz_file_is_named_with_the_fix(tmp_path, capsys, kind):
     reason = "it ends before its end-of-stream marker" if kind == "truncated" else "Not a gzipped file"
     with pytest.raises(UserInputError, match=f"run.trec.gz: not a whole gzip file \\({reason}"):
         read_run(path)
+    from rankdistill.io import content_digest
+
+    with pytest.raises(UserInputError, match=r"run\.trec\.gz: not a whole gzip file"):  # a dataset's fingerprint
+        content_digest(path)
     queries = "".join(f'{{"_id": "{i}", "text": "query {i} text"}}\n' for i in range(2000)).encode()
     (tmp_path / "queries.jsonl.gz").write_bytes(gzip.compress(queries)[:2000])
     with pytest.raises(UserInputError, match=r"queries\.jsonl\.gz: not a whole gzip file"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,18 @@ def test_what_the_train_verb_would_refuse_is_refused_before_the_run(shared_data,
     (model / "config.json").write_text("{}")
     with pytest.raises(UserInputError, match=r"'student\.model': cannot load model .*Unrecognized model"):
         load_config(EXAMPLES / "scifact-study.toml", data_dir=str(shared_data), overrides=[f"student.model='{model}'"])
+    # what the verb accepts is accepted: a budget-study budget that fits its own (smaller) group size, and a
+    # sentence-transformers folder whose transformer sits in 0_Transformer/
+    load_config(EXAMPLES / "scifact-study.toml", data_dir=str(shared_data),
+                overrides=["grid.group_sizes=[4, 16]", "budget_study.group_size=4", "budget_study.budgets=[64]"])
+    from rankdistill.models import bundled_model_path
+
+    st = tmp_path / "st"
+    shutil.copytree(bundled_model_path(), st / "0_Transformer", ignore=shutil.ignore_patterns("modules.json", "1_*"))
+    (st / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "0_Transformer",
+                                                  "type": "sentence_transformers.models.Transformer"}]))
+    load_config(EXAMPLES / "scifact-study.toml", data_dir=str(shared_data),
+                overrides=[f"student.model='{st}'", "student.layers=3"])
 
 
 def test_impossible_combinations(tmp_path, shared_data):

@@ -307,7 +307,7 @@ def content_digest(path: Path) -> str:
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _DIGESTS:
         h = hashlib.blake2b(digest_size=16)
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+        with _whole_gzip(path), (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         _DIGESTS[key] = h.hexdigest()

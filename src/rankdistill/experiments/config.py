@@ -429,6 +429,7 @@ def _validate_training(cfg: StudyConfig, path: Path) -> None:
     count) and named by config key: a budget below one optimizer step, a cross-encoder length that leaves the
     document no tokens, more layers than a local model has, a model folder without a usable config."""
     from rankdistill.models import resolve_model
+    from rankdistill.models.backbone import transformer_dir
     from rankdistill.models.cross_encoder import CrossEncoderSettings
     from rankdistill.teachers.models import read_model_config
     from rankdistill.training.budget import Budget
@@ -440,15 +441,23 @@ def _validate_training(cfg: StudyConfig, path: Path) -> None:
             raise UserInputError(f"'{key}': {e.message}", path=path, fix=e.fix) from None
 
     st, tt = cfg.student, cfg.teacher.train if cfg.teacher is not None else None
+    # the grid's cells at every group size (the entropy study's group size is one of them), the budget study's
+    # at its own
     group = max(cfg.grid.group_sizes)
-    budgets = [st.budget_docs, *(cfg.budget_study.budgets if cfg.budget_study is not None else ())]
-    for b in budgets:
-        key = "student.budget_docs" if b == st.budget_docs else "budget_study.budgets"
-        check(key, lambda b=b: Budget(b, st.batch_size, st.grad_accum, 1, group))
-    if "cross" in cfg.grid.archs or (cfg.entropy_study is not None and "cross" in cfg.entropy_study.archs):
+    check("student.budget_docs", lambda: Budget(st.budget_docs, st.batch_size, st.grad_accum, 1, group))
+    archs = set(cfg.grid.archs)
+    for study in (cfg.entropy_study, cfg.budget_study):
+        if study is not None:
+            archs.update(study.archs)
+    bs = cfg.budget_study
+    if bs is not None:
+        for b in bs.budgets:
+            check("budget_study.budgets",
+                  lambda b=b: Budget(b, st.batch_size, st.grad_accum, 1, bs.group_size or group))
+    if "cross" in archs:
         check("student.max_length", lambda: CrossEncoderSettings(st.max_length, st.query_max_length))
     layered = [("student.layers", st.layers, "student.model", st.model)]
-    if "cross" in cfg.grid.archs and st.cross_model:
+    if "cross" in archs and st.cross_model:
         layered.append(("student.layers", st.layers, "student.cross_model", st.cross_model))
     if tt is not None:
         per_member = round(tt.budget_docs * (tt.folds - 1) / tt.folds) if tt.folds > 1 else tt.budget_docs
@@ -462,7 +471,7 @@ def _validate_training(cfg: StudyConfig, path: Path) -> None:
         resolved = check(model_key, lambda local=local: resolve_model(local))
         if not Path(resolved).is_dir():  # a hub name: its config is not fetched to validate (the stage will)
             continue
-        config = check(model_key, lambda resolved=resolved: read_model_config(resolved))
+        config = check(model_key, lambda resolved=resolved: read_model_config(transformer_dir(resolved)))
         have = getattr(config, "num_hidden_layers", None)
         if layers and have is not None and layers > have:
             raise UserInputError(f"'{key}' is {layers}, but {model_key} has {have} layers", path=path,

@@ -82,7 +82,7 @@ def truncate_layers(model: nn.Module, layers: int | None) -> None:
     model.config.num_hidden_layers = layers
 
 
-def _transformer_dir(path: str) -> str:
+def transformer_dir(path: str) -> str:
     """For a sentence-transformers folder whose transformer sits in a sub-folder (``0_Transformer``), that
     sub-folder; otherwise ``path``."""
     modules = Path(path) / "modules.json"
@@ -103,7 +103,7 @@ def load_encoder(name_or_path: str | None, layers: int | None = None) -> tuple[n
     learn); mixed precision comes from autocast instead."""
     from transformers import AutoModel, AutoTokenizer
 
-    path = _transformer_dir(resolve_model(name_or_path))
+    path = transformer_dir(resolve_model(name_or_path))
     with model_load_errors(name_or_path), quiet_transformers():  # float32 master weights (see above)
         model = AutoModel.from_pretrained(path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -117,7 +117,7 @@ def load_classifier(name_or_path: str | None, layers: int | None = None, pooling
     a new mean-pooling layer (:func:`add_mean_pooling_layer`) unless ``pooling_layer`` is false."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    path = _transformer_dir(resolve_model(name_or_path))
+    path = transformer_dir(resolve_model(name_or_path))
     with model_load_errors(name_or_path):
         config = AutoConfig.from_pretrained(path)
         archs = getattr(config, "architectures", None) or []

@@ -48,6 +48,16 @@ def test_documents_judged_relevant_leave_the_negatives_of_an_import(tmp_path, cr
     assert main(["convert", "from-paper", "--triples", str(tmp_path / "t.jsonl"), "--output",
                  str(tmp_path / "g.jsonl"), "--dataset", str(cranfield_dir)]) == 0
     assert read_groups(tmp_path / "g.jsonl") == groups  # the dataset's qrels, of every split
+    assert main(["convert", "from-paper", "--triples", str(tmp_path / "t.jsonl"), "--output",
+                 str(tmp_path / "s.jsonl"), "--dataset", str(cranfield_dir), "--split", "train"]) == 0
+    assert read_groups(tmp_path / "s.jsonl") == groups  # those of one split
+    assert main(["convert", "from-paper", "--triples", str(tmp_path / "t.jsonl"), "--output",
+                 str(tmp_path / "t2.jsonl"), "--dataset", str(cranfield_dir), "--split", "test"]) == 0
+    assert read_groups(tmp_path / "t2.jsonl")[0].negative_ids == ["1", "29", "2", "31"]  # not judged in test
+    assert main(["convert", "from-paper", "--triples", str(tmp_path / "t.jsonl"), "--output",
+                 str(tmp_path / "x.jsonl"), "--split", "train"]) == 2
+    assert "--split names a split of --dataset" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -40,6 +40,9 @@ def register(sub) -> None:
                     help="check query and doc ids against this dataset, and leave documents its qrels judge "
                          "relevant out of the negatives")
     fr.add_argument("--data-dir", default=None, metavar="DIR", help="folder to resolve relative dataset names")
+    fr.add_argument("--split", default=None, metavar="S",
+                    help="with --dataset: the split whose queries and qrels the triples belong to (default: every "
+                         "split)")
     fr.add_argument("--teacher-file", default=None, metavar="FILE", help="teacher file to import into --scores")
     fr.add_argument("--scores", default=None, metavar="STORE", help="score store to import the teacher file into")
     fr.add_argument("--teacher-id", default=None, metavar="ID",
@@ -94,7 +97,9 @@ def run_from_paper(args: argparse.Namespace) -> int:
         from rankdistill.teachers.pairs import dataset_queries
 
         ds = open_dataset(args)
-        queries, corpus, judged = dataset_queries(ds), ds.corpus, ds.judged_relevant()
+        queries, corpus, judged = dataset_queries(ds, args.split), ds.corpus, ds.judged_relevant(args.split)
+    elif args.split:
+        raise UserInputError("--split names a split of --dataset", fix="give --dataset too, or leave out --split")
     groups = read_paper_triples(args.triples, args.strategy, queries, corpus, judged)
     if args.teacher_file:  # imported first: a bad teacher file leaves neither a groups file nor a new store
         name = Path(require_file(args.teacher_file, "teacher file")).name

@@ -207,8 +207,10 @@ def write_metadata(directory: str | Path, meta: dict) -> None:
         fh.write("\n")
 
 
-def detect_arch(directory: str | Path) -> str:
-    """``"bi"`` or ``"cross"`` for a model directory (rankdistill metadata, else the library configs)."""
+def detect_arch(directory: str | Path, guess: bool = True) -> str | None:
+    """``"bi"`` or ``"cross"`` for a model directory (rankdistill metadata, else the library configs). A
+    ``config.json`` that names no architectures (or cannot be read) says neither: ``"bi"`` is then a guess, and
+    with ``guess`` false the answer is None, for a caller that lets the user say (``rerank --arch``)."""
     d = Path(directory)
     meta = read_metadata(d)
     if meta is not None:
@@ -222,11 +224,12 @@ def detect_arch(directory: str | Path) -> str:
         return "bi"
     config = d / "config.json"
     if config.is_file():
+        archs = []
         with contextlib.suppress(json.JSONDecodeError):
             archs = json.loads(config.read_text()).get("architectures") or []
-            if any(str(a).endswith("ForSequenceClassification") for a in archs):
-                return "cross"
-        return "bi"
+        if any(str(a).endswith("ForSequenceClassification") for a in archs):
+            return "cross"
+        return "bi" if archs or guess else None
     raise UserInputError("not a model directory (no config.json)", path=d,
                          fix="give the --output folder of `rankdistill train` or a Hugging Face model folder")
 

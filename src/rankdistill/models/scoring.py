@@ -6,7 +6,6 @@ distinct query and document once and scores by its similarity, a cross-encoder s
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 
 from rankdistill.data.runs import Run, check_cutoff, ranked
 from rankdistill.errors import UserInputError
-from rankdistill.models.backbone import detect_arch, read_metadata
+from rankdistill.models.backbone import detect_arch
 from rankdistill.models.bi_encoder import BiEncoder
 from rankdistill.models.cross_encoder import CrossEncoder
 from rankdistill.teachers.runtime import resolve_device
@@ -24,27 +23,14 @@ from rankdistill.teachers.runtime import resolve_device
 logger = logging.getLogger(__name__)
 
 
-def _says_bi_encoder(d: Path) -> bool:
-    """Whether the folder itself says it holds no ranking head: rankdistill's metadata, a sentence-transformers
-    bi-encoder layout, or a ``config.json`` naming architectures none of which is a sequence classifier. A
-    config without ``architectures`` says nothing, and ``--arch cross`` may override the guess."""
-    if read_metadata(d) is not None or (d / "modules.json").is_file():
-        return True
-    try:
-        archs = json.loads((d / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        return False
-    return bool(archs) and not any(str(a).endswith("ForSequenceClassification") for a in archs)
-
-
 def load_student(directory: str | Path, arch: str | None = None) -> BiEncoder | CrossEncoder:
     """Load a saved student, detecting bi- or cross-encoder from the folder unless ``arch`` is given."""
-    detected = detect_arch(directory)
-    if arch == "cross" and detected == "bi" and _says_bi_encoder(Path(directory)):
+    said = detect_arch(directory, guess=False)  # None: the folder does not say, and --arch may
+    if arch == "cross" and said == "bi":
         raise UserInputError("--arch cross on a model without a ranking head: it would re-rank with a new, untrained "
                              "head", path=directory,
                              fix="leave out --arch (this folder is a bi-encoder), or give a trained cross-encoder")
-    kind = arch or detected
+    kind = arch or said or "bi"
     if kind == "bi":
         return BiEncoder.from_pretrained(str(directory))
     return CrossEncoder.from_pretrained(str(directory))

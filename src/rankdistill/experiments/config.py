@@ -381,7 +381,6 @@ def _validate_values(cfg: StudyConfig, path: Path) -> None:
     """Ranges of the numeric settings and the choices and model paths the stages would only meet later (after
     the teacher, mining or every cell), checked before anything runs."""
     from rankdistill.diagnostics.locality import METRICS
-    from rankdistill.models import resolve_model
     from rankdistill.retrieval.bm25 import check_bm25_parameters
 
     for key, get, bound in _POSITIVE:
@@ -410,17 +409,25 @@ def _validate_values(cfg: StudyConfig, path: Path) -> None:
               ("teacher.train.model", tt.model if tt else None), ("mining.dense_model", cfg.mining.dense_model),
               ("diagnostics.encoder", cfg.diagnostics.encoder)]
     for key, model in models:
-        if model is None:
-            continue
-        local = model if Path(model).is_absolute() or not (path.parent / model).exists() else str(path.parent / model)
-        try:
-            resolve_model(local)
-        except UserInputError as e:
-            raise UserInputError(f"'{key}': {e.message}", path=path, fix=e.fix) from None
+        if model is not None:
+            _resolved_model(key, model, path)
     _validate_training(cfg, path)
     for i, t in enumerate(cfg.tests):
         if t.depth < 1:
             raise UserInputError(f"'test[{i}].depth' must be at least 1, got {t.depth}", path=path)
+
+
+def _resolved_model(key: str, model: str | None, path: Path) -> str:
+    """The model a config's ``key`` names (a folder relative to the config, a path, a hub name; None: the
+    default encoder), as :func:`~rankdistill.models.resolve_model` gives it; its errors name ``key``."""
+    from rankdistill.models import resolve_model
+
+    local = model if model is None or Path(model).is_absolute() or not (path.parent / model).exists() \
+        else str(path.parent / model)
+    try:
+        return resolve_model(local)
+    except UserInputError as e:
+        raise UserInputError(f"'{key}': {e.message}", path=path, fix=e.fix) from None
 
 
 def _validate_training(cfg: StudyConfig, path: Path) -> None:
@@ -428,7 +435,6 @@ def _validate_training(cfg: StudyConfig, path: Path) -> None:
     same code (:class:`~rankdistill.training.budget.Budget`, the cross-encoder's token budget, the model's layer
     count) and named by config key: a budget below one optimizer step, a cross-encoder length that leaves the
     document no tokens, more layers than a local model has, a model folder without a usable config."""
-    from rankdistill.models import resolve_model
     from rankdistill.models.backbone import transformer_dir
     from rankdistill.models.cross_encoder import CrossEncoderSettings
     from rankdistill.teachers.models import read_model_config
@@ -466,9 +472,7 @@ def _validate_training(cfg: StudyConfig, path: Path) -> None:
             check("teacher.train.max_length", lambda: CrossEncoderSettings(tt.max_length, tt.query_max_length))
         layered.append(("teacher.train.layers", tt.layers, "teacher.train.model", tt.model))
     for key, layers, model_key, model in layered:
-        local = model if model is None or Path(model).is_absolute() or not (path.parent / model).exists() \
-            else str(path.parent / model)
-        resolved = check(model_key, lambda local=local: resolve_model(local))
+        resolved = _resolved_model(model_key, model, path)
         if not Path(resolved).is_dir():  # a hub name: its config is not fetched to validate (the stage will)
             continue
         config = check(model_key, lambda resolved=resolved: read_model_config(transformer_dir(resolved)))

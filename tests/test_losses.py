@@ -180,6 +180,28 @@ def test_left_out_documents_and_nan_teachers():
         assert math.isnan(loss(s, nan).item()), loss.__name__
 
 
+def test_pairwise_losses_leave_out_the_pairs_of_a_document_the_teacher_scores_minus_inf():
+    """margin_mse and ranknet drop every pair with a teacher -inf (padding), as kl and listnet drop the document:
+    they were inf or NaN. Golden: margins s0 - s_j = [1, 1.5], t0 - t_j = [2.5, 4] -> (1.5^2 + 2.5^2) / 2 = 4.25;
+    the gradient stays finite whatever the student scores the left-out document (even -inf)."""
+    s = torch.tensor([[2.0, 1.0, 0.5]], requires_grad=True)
+    t = torch.tensor([[3.0, 0.5, -1.0]])
+    pad = torch.tensor([[-math.inf]])
+    assert margin_mse(s, t).item() == pytest.approx(4.25)
+    for loss, kwargs in ((margin_mse, {}), (margin_mse, {"pairs": "all_pairs"}), (ranknet, {}),
+                         (ranknet, {"targets": "soft"}), (ranknet, {"ties": "include"})):
+        for student_pad in (7.0, -math.inf):
+            padded = loss(torch.cat([s, torch.tensor([[student_pad]])], 1), torch.cat([t, pad], 1), **kwargs)
+            assert padded.item() == pytest.approx(loss(s, t, **kwargs).item(), abs=1e-7), (loss.__name__, kwargs)
+            (grad,) = torch.autograd.grad(padded, s)
+            assert torch.isfinite(grad).all() and grad.abs().sum() > 0, (loss.__name__, kwargs, student_pad)
+    # every document but one left out: no pair remains, the loss is 0 with a graph (a step changes nothing)
+    only = torch.tensor([[0.5, -math.inf, -math.inf]])
+    for loss in (margin_mse, ranknet):
+        zero = loss(s, only)
+        assert zero.item() == 0.0 and zero.requires_grad
+
+
 # --- parity with sentence-transformers -------------------------------------------------------------------
 
 def _as_embeddings(scores: torch.Tensor) -> list[torch.Tensor]:

@@ -113,6 +113,11 @@ def test_rerank_bad_input(scifact_dir, candidates, tiny_bert_dir, tmp_path, caps
     assert "no query of the run is in split 'test'" in capsys.readouterr().err
     assert not caplog.records, "a warning before the one-line error that says the same"
     assert not (tmp_path / "o.trec").exists()
+    empty = tmp_path / "empty.trec"
+    empty.write_text("")  # was "no query of the run is in split 'test'", as if the split were wrong
+    assert _rerank(scifact_dir, tiny_bert_dir, empty, tmp_path / "o.trec") == 2
+    assert "the candidates run holds no results" in capsys.readouterr().err
+    assert not (tmp_path / "o.trec").exists()
     # --arch cross on a bi-encoder folder re-ranked with a freshly initialised head, silently
     assert _rerank(scifact_dir, tiny_bert_dir, path, tmp_path / "o.trec", "--arch", "cross") == 2
     err = capsys.readouterr().err.strip().splitlines()

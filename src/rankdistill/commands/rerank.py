@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     candidates = top_k(read_run(args.candidates), args.k)
     foreign = [q for q in candidates if q not in queries]
     kept = {q: docs for q, docs in candidates.items() if q in queries}
+    if not candidates:
+        raise UserInputError("the candidates run holds no results, so there is nothing to re-rank",
+                             path=args.candidates, fix="give a first-stage run, e.g. from `rankdistill retrieve`")
     if not kept:
         raise UserInputError(f"no query of the run is in split {args.split!r} of {ds.name}", path=args.candidates,
                              fix="pass the --split the run was made for")

@@ -302,6 +302,31 @@ def test_what_a_run_would_meet_late_is_refused_up_front(tmp_path, shared_data, o
     assert message in str(e.value) and str(e.value).count("\n") == 0
 
 
+def test_a_candidates_run_file_is_read_when_the_config_is(tmp_path, shared_data):
+    """A malformed run, or one made for another split, passed `run --validate-only`; the run then failed in its
+    candidates stage, or (no judged query) at the first evaluation with a message about an empty run. The
+    runner, given such candidates anyway, says so in one line."""
+    p = _write(tmp_path, shared_data)
+    (tmp_path / "bad.trec").write_text("1 Q0 4983 1 0.5 x\n2 Q0 4983 1 zero x\n")
+    with pytest.raises(UserInputError, match=r"bad\.trec:2: score 'zero' is not a number"):
+        load_config(p, overrides=["test.sf.candidates='bad.trec'"])
+    (tmp_path / "train.trec").write_text("0 Q0 4983 1 0.5 x\n")  # query 0 is a training query of SciFact
+    with pytest.raises(UserInputError, match=r"'test\[0\]\.candidates' \(train\.trec\) holds no judged query of "
+                                             r"split 'test'"):
+        load_config(p, overrides=["test.sf.candidates='train.trec'"])
+    (tmp_path / "test.trec").write_text("1 Q0 4983 1 0.5 x\n")
+    assert load_config(p, overrides=["test.sf.candidates='test.trec'"]).tests[0].candidates == "test.trec"
+
+    from rankdistill.data import load_dataset
+    from rankdistill.experiments.runner import _keep_judged
+
+    run = tmp_path / "run.trec"
+    shutil.copy(tmp_path / "train.trec", run)
+    with pytest.raises(UserInputError, match=r"test 'sf': the candidates \(train\.trec\) hold no judged query"):
+        _keep_judged(run, load_dataset(shared_data / "scifact").qrels("test"), tag="x", test="sf",
+                     source="train.trec")
+
+
 def test_run_refuses_a_config_it_cannot_read_and_an_output_that_is_a_file(tmp_path, capsys, monkeypatch):
     from rankdistill.cli import main
 

@@ -43,6 +43,13 @@ def read_run(path: str | Path) -> Run:
     return run
 
 
+def judged_part(run: Run, qrels: Mapping[str, Mapping[str, int]]) -> Run:
+    """The queries of ``run`` that ``qrels`` judges (a query with at least one judgement); all of them when the
+    qrels judge nothing (a split without judgements, e.g. for inference)."""
+    judged = {q for q, docs in qrels.items() if docs}
+    return {q: docs for q, docs in run.items() if q in judged} if judged else run
+
+
 def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
     """Sort ``{docid: score}`` by score descending, ties by doc id, for a deterministic order."""
     return sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))

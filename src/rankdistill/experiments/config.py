@@ -487,6 +487,7 @@ def _validate_tests(cfg: StudyConfig, path: Path, root: str | None) -> None:
     candidates where a test asks for them), its measures parse, and the comparison's measure is among them
     (else the report fails after every cell has run)."""
     from rankdistill.data import load_dataset
+    from rankdistill.data.runs import judged_part, read_run
     from rankdistill.evaluation.measures import default_metrics, parse_metrics
 
     def split_of(spec: str, split: str, key: str):
@@ -508,6 +509,12 @@ def _validate_tests(cfg: StudyConfig, path: Path, root: str | None) -> None:
         if t.candidates == "dataset" and ds.splits[t.split].candidates is None:
             raise UserInputError(f"'test[{i}].candidates' is 'dataset' but split {t.split!r} of {t.dataset} names no "
                                  "candidates", path=path, fix="use bm25 or a TREC run file")
+        if t.candidates != "bm25":  # parsed now (file:line errors), not first when the study reaches the tests
+            given = ds.candidates(t.split) if t.candidates == "dataset" else read_run(path.parent / t.candidates)
+            if not judged_part(given or {}, ds.qrels(t.split)):
+                raise UserInputError(f"'test[{i}].candidates' ({t.candidates}) holds no judged query of split "
+                                     f"{t.split!r} of {t.dataset}", path=path,
+                                     fix="give candidates made for the test's dataset and split")
         names = list(t.metrics) or default_metrics(threshold)
         try:
             parse_metrics(names, threshold)

@@ -120,15 +120,18 @@ def resolve_datasets(cfg: StudyConfig, data_dir: str | None) -> Resolved:
     return Resolved(train, tests, fps)
 
 
-def _keep_judged(run_file: Path, qrels, tag: str) -> dict:
+def _keep_judged(run_file: Path, qrels, tag: str, test: str, source: str) -> dict:
     """Drop the candidate queries without judgements (e.g. the 146 unjudged DL 2020 topics): they cannot be
-    scored, and re-ranking them would only cost time. Returns the counts kept and dropped."""
-    from rankdistill.data.runs import read_run, write_run
+    scored, and re-ranking them would only cost time. Returns the counts kept and dropped; none kept is bad
+    input (the config check says the same before any stage)."""
+    from rankdistill.data.runs import judged_part, read_run, write_run
 
     run = read_run(run_file)
-    judged = {q for q, docs in qrels.items() if docs}
-    kept = {q: docs for q, docs in run.items() if q in judged}
-    if judged and len(kept) < len(run):
+    kept = judged_part(run, qrels)
+    if not kept:
+        raise UserInputError(f"test {test!r}: the candidates ({source}) hold no judged query of the split",
+                             fix="give candidates made for the test's dataset and split")
+    if len(kept) < len(run):
         write_run(kept, run_file, tag=tag)
     return {"queries": len(kept), "unjudged_dropped": len(run) - len(kept)}
 
@@ -377,7 +380,7 @@ class Study:
                 raise UserInputError(f"test {t.name!r}: the dataset has no candidates for split {t.split!r}",
                                      fix="use candidates = \"bm25\" or give a run file")
             write_run(source, run, tag=tag, k=t.depth)
-        return _keep_judged(run, ds.qrels(t.split), tag=tag)
+        return _keep_judged(run, ds.qrels(t.split), tag=tag, test=t.name, source=t.candidates)
 
 
     def teacher(self) -> None:

@@ -209,3 +209,43 @@ def test_a_folder_that_is_not_a_model_is_one_user_error_line(tmp_path, loader):
     message = str(e.value)
     assert message.startswith(f"cannot load model {str(folder)!r} (") and "Unrecognized model" in message
     assert "\n" not in message and message.count("(") == message.count(")")
+
+
+def test_an_unreachable_hub_is_probed_once_and_then_only_the_local_cache_is_asked(monkeypatch, tmp_path,
+                                                                                   tiny_bert_dir):
+    """Without a network, huggingface_hub retried every request with back-off: a hub name not in the cache took
+    90 s to fail. One TCP probe now switches it to offline mode; none is made for a local folder, under a proxy,
+    or where HF_HUB_OFFLINE is set already."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from rankdistill.errors import UserInputError
+    from rankdistill.models import backbone
+    from rankdistill.models.backbone import load_encoder
+
+    calls = []
+
+    def unreachable(address, timeout=None):
+        calls.append((address, timeout))
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    for variable in backbone._PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example:8443")
+    monkeypatch.setattr(backbone, "_HUB_PROBED", False)
+    load_encoder(str(tiny_bert_dir))  # a local folder: no probe
+    assert calls == [] and constants.HF_HUB_OFFLINE is False
+    with pytest.raises(UserInputError, match=r"^cannot load model 'no-such-org/no-such-model' \("):
+        load_encoder("no-such-org/no-such-model")
+    assert calls == [(("hub.example", 8443), 3.0)] and constants.HF_HUB_OFFLINE is True
+    with pytest.raises(UserInputError):
+        load_encoder("no-such-org/another-model")
+    assert len(calls) == 1, "probed once per process"
+    # a proxy: a direct connection says nothing about the hub, so no probe and no offline switch
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(backbone, "_HUB_PROBED", False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert backbone.offline_unless_hub_reachable() is False and len(calls) == 1

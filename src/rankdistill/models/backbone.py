@@ -44,11 +44,49 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def offline_unless_hub_reachable(timeout: float = 3.0) -> bool:
+    """Switch huggingface_hub to offline mode (the local cache only) when its endpoint cannot be reached.
+
+    Without a network every hub request is retried with back-off, for each file a load asks for: a name that
+    is not cached took 90 s to fail, and a cached one waited as long before the cache was used. One TCP
+    connection to the endpoint (``HF_ENDPOINT``, ``timeout`` seconds) decides instead, once per process. No
+    probe where ``HF_HUB_OFFLINE`` is already set or a proxy is configured (a direct connection says nothing
+    then). Returns whether the hub is taken as offline."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    global _HUB_PROBED
+    if constants.HF_HUB_OFFLINE or _HUB_PROBED or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return bool(constants.HF_HUB_OFFLINE)
+    _HUB_PROBED = True
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as e:
+        constants.HF_HUB_OFFLINE = True
+        logger.info("the Hugging Face hub (%s) cannot be reached (%s): models are loaded from the local cache "
+                    "only (set HF_HUB_OFFLINE=1 to skip this check)", url.hostname, e.strerror or e)
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+_HUB_PROBED = False
+
+
 @contextlib.contextmanager
 def model_load_errors(name: str | None, fix: str = "give a local model directory (no network here) or the default "
                                                    "encoder") -> Iterator[None]:
     """What transformers and sentence-transformers raise for a folder that is not a model (no usable config: a
-    ``ValueError``) or a name that cannot be fetched (an ``OSError``), as one :class:`UserInputError` line."""
+    ``ValueError``) or a name that cannot be fetched (an ``OSError``), as one :class:`UserInputError` line.
+    Before a hub name is loaded, :func:`offline_unless_hub_reachable` decides whether the hub is asked at all."""
+    if name is not None and not Path(str(name)).expanduser().is_dir():
+        offline_unless_hub_reachable()
     try:
         yield
     except UserInputError:

@@ -142,3 +142,28 @@ def test_a_stage_that_fails_before_writing_leaves_no_folder_and_a_folder_without
     (tmp_path / "mine" / key / "groups.jsonl").write_text("stale")
     art, reused = store.run("mine", {"s": 3}, {}, lambda work: (work / "groups.jsonl").write_text("new") and None)
     assert not reused and art.file("groups.jsonl").read_text() == "new"
+
+
+def test_finished_artifacts_lists_only_what_has_a_manifest(tmp_path):
+    """One listing serves the results bundle and `run`'s clean-up after bad input: a work folder (crashed mid
+    stage) and a folder without a manifest (the remains of a failure) are not finished artifacts."""
+    from rankdistill.experiments.artifacts import finished_artifacts
+
+    assert list(finished_artifacts(tmp_path / "absent")) == []
+    store = ArtifactStore(tmp_path / "a")
+    b, _ = store.run("mine", {"s": 2}, {}, lambda w: {"n": 2})
+    a, _ = store.run("mine", {"s": 1}, {}, lambda w: {"n": 1})
+    c, _ = store.run("candidates", {}, {}, lambda w: None)
+
+    def crash(work):
+        (work / "part").write_text("x")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        store.run("score", {}, {}, crash)
+    assert any((tmp_path / "a" / "score").glob(".*.partial"))
+    (tmp_path / "a" / "score" / "deadbeef").mkdir()
+    assert [(x.stage, x.hash) for x in finished_artifacts(tmp_path / "a")] == \
+        [("candidates", c.hash), *sorted([("mine", a.hash), ("mine", b.hash)])]
+    assert {x.hash: x.info for x in finished_artifacts(tmp_path / "a") if x.stage == "mine"} == \
+        {a.hash: {"n": 1}, b.hash: {"n": 2}}

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from rankdistill.errors import UserInputError
+    from rankdistill.experiments.artifacts import ARTIFACTS, finished_artifacts
     from rankdistill.experiments.config import load_config
     from rankdistill.experiments.runner import Study
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     except UserInputError:
         # bad input found before any stage finished leaves nothing behind; finished artifacts are kept for
         # the run that resumes them
-        if fresh and output.is_dir() and not any(output.glob("artifacts/*/*/manifest.json")):
+        if fresh and output.is_dir() and not any(finished_artifacts(output / ARTIFACTS)):
             shutil.rmtree(output, ignore_errors=True)
         raise
     finally:

@@ -16,7 +16,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +25,12 @@ from typing import Any
 from rankdistill.errors import UserInputError
 
 logger = logging.getLogger(__name__)
+
+ARTIFACTS = "artifacts"
+"""The folder of a study's output that holds its :class:`ArtifactStore`."""
+
+MANIFEST = "manifest.json"
+"""Written last into an artifact's work folder: a folder ``<stage>/<hash>/`` with it is a finished artifact."""
 
 PRUNED = "PRUNED"
 """The file listing what a results bundle left out of an artifact; its presence marks the artifact as pruned
@@ -90,6 +96,18 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def finished_artifacts(root: str | os.PathLike) -> Iterator[Artifact]:
+    """The finished artifacts under store folder ``root``, by stage then hash (none where ``root`` does not
+    exist). Work folders (``.<hash>.partial``) and the remains of a failed stage (no manifest) are left out."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if (path / MANIFEST).is_file():
+                yield Artifact(stage_dir.name, path.name, path, json.loads((path / MANIFEST).read_text()))
+
+
 class ArtifactStore:
     """Runs stage functions once per (stage, settings, inputs) and remembers their outputs."""
 
@@ -103,7 +121,7 @@ class ArtifactStore:
 
     def get(self, stage: str, key: str) -> Artifact | None:
         path = self.root / stage / key
-        manifest = path / "manifest.json"
+        manifest = path / MANIFEST
         if not manifest.is_file():
             return None
         return Artifact(stage, key, path, json.loads(manifest.read_text()))
@@ -136,9 +154,9 @@ class ArtifactStore:
         }
         tmp = work / ".manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, work / "manifest.json")
+        os.replace(tmp, work / MANIFEST)
         final = stage_dir / key
-        if final.is_dir() and not (final / "manifest.json").is_file():  # no artifact: the remains of a failure
+        if final.is_dir() and not (final / MANIFEST).is_file():  # no artifact: the remains of a failure
             shutil.rmtree(final, ignore_errors=True)
         try:
             os.replace(work, final)

@@ -46,12 +46,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rankdistill.errors import UserInputError
-from rankdistill.experiments.artifacts import PRUNED
+from rankdistill.experiments.artifacts import ARTIFACTS, MANIFEST, PRUNED, finished_artifacts
 
 logger = logging.getLogger(__name__)
 
 KEEP: dict[str, frozenset[str]] = {
-    "*": frozenset({"manifest.json", "groups.jsonl", "groups.jsonl.meta.json", "scores.db", "stats.parquet",
+    "*": frozenset({MANIFEST, "groups.jsonl", "groups.jsonl.meta.json", "scores.db", "stats.parquet",
                     "per_query.tsv", "model/training.json", "model/losses.tsv"}),
     "candidates": frozenset({"run.trec"}),
     "teacher": frozenset({"model/crossfit.json", "model/member-*/training.json", "model/member-*/losses.tsv"}),
@@ -85,7 +85,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
     """Write the bundle of study folder ``output`` to ``dest``; return counts and sizes."""
     root = Path(output)
-    artifacts = root / "artifacts"
+    artifacts = root / ARTIFACTS
     if not artifacts.is_dir():
         raise UserInputError("not a study folder: it has no artifacts/", path=root,
                              fix="give the --output folder of `rankdistill run`")
@@ -98,26 +98,23 @@ def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
     for name in STUDY_FILES:
         if (root / name).is_file():
             entries.append((name, root / name))
-    for stage_dir in sorted(p for p in artifacts.iterdir() if p.is_dir()):
-        for art in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if not (art / "manifest.json").is_file():
-                continue
-            counts["artifacts"] += 1
-            left = []
-            for f in sorted(p for p in art.rglob("*") if p.is_file()):
-                rel = f.relative_to(art).as_posix()
-                if rel == PRUNED:
-                    left.extend(json.loads(f.read_text()))
-                elif _kept(stage_dir.name, rel):
-                    entries.append((f"artifacts/{stage_dir.name}/{art.name}/{rel}", f))
-                    counts["files"] += 1
-                    counts["bytes_in"] += f.stat().st_size
-                else:
-                    left.append(rel)
-            if left:
-                counts["pruned"] += 1
-                entries.append((f"artifacts/{stage_dir.name}/{art.name}/{PRUNED}",
-                                json.dumps(sorted(set(left)), indent=0).encode()))
+    for art in finished_artifacts(artifacts):
+        counts["artifacts"] += 1
+        left = []
+        for f in sorted(p for p in art.path.rglob("*") if p.is_file()):
+            rel = f.relative_to(art.path).as_posix()
+            if rel == PRUNED:
+                left.extend(json.loads(f.read_text()))
+            elif _kept(art.stage, rel):
+                entries.append((f"{ARTIFACTS}/{art.stage}/{art.hash}/{rel}", f))
+                counts["files"] += 1
+                counts["bytes_in"] += f.stat().st_size
+            else:
+                left.append(rel)
+        if left:
+            counts["pruned"] += 1
+            entries.append((f"{ARTIFACTS}/{art.stage}/{art.hash}/{PRUNED}",
+                            json.dumps(sorted(set(left)), indent=0).encode()))
     index = [[name, len(e) if isinstance(e, bytes) else e.stat().st_size] for name, e in entries]
     try:
         with tarfile.open(tmp, mode) as tar:
@@ -140,7 +137,7 @@ def pack(output: str | os.PathLike, dest: str | os.PathLike) -> dict[str, int]:
 def _artifact_of(name: str) -> str | None:
     """``artifacts/<stage>/<hash>`` for a member inside an artifact, ``None`` for the study's own files."""
     parts = Path(name).parts
-    return "/".join(parts[:3]) if parts[0] == "artifacts" and len(parts) >= 4 else None
+    return "/".join(parts[:3]) if parts[0] == ARTIFACTS and len(parts) >= 4 else None
 
 
 def _read_checked(src: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
@@ -171,7 +168,7 @@ def _read_checked(src: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
         raise UserInputError(f"the bundle holds {len(content)} of the {len(index)} files its index lists, or other "
                              "ones", path=src, fix=fix)
     groups = {a for m in content if (a := _artifact_of(m.name)) is not None}
-    whole = {a for m in content if (a := _artifact_of(m.name)) is not None and m.name == f"{a}/manifest.json"}
+    whole = {a for m in content if (a := _artifact_of(m.name)) is not None and m.name == f"{a}/{MANIFEST}"}
     if groups - whole:
         tar.close()
         raise UserInputError(f"the bundle is incomplete: {len(groups - whole)} artifact(s) have no manifest.json, "
@@ -202,7 +199,7 @@ def unpack(src: str | os.PathLike, output: str | os.PathLike) -> dict[str, int]:
         tar.extractall(root, members=top, filter="data")
         for name, ms in sorted(by_artifact.items()):
             target = root / name
-            if (target / "manifest.json").is_file():
+            if (target / MANIFEST).is_file():
                 counts["kept_local"] += 1
                 continue
             partial = target.with_name(f".{target.name}.unpack")
@@ -226,7 +223,7 @@ def check(src: str | os.PathLike) -> dict[str, int]:
     tar, members = _read_checked(src)
     tar.close()
     counts = Counter(a.split("/")[1] for m in members
-                     if (a := _artifact_of(m.name)) is not None and m.name == f"{a}/manifest.json")
+                     if (a := _artifact_of(m.name)) is not None and m.name == f"{a}/{MANIFEST}")
     logger.info("%s is whole: %s", src, ", ".join(f"{n} {stage}" for stage, n in sorted(counts.items())) or "empty")
     return dict(counts)
 

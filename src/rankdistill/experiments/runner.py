@@ -30,7 +30,7 @@ from typing import Any
 
 from rankdistill.data.dataset import dataset_fingerprint, resolve_spec
 from rankdistill.errors import UserInputError
-from rankdistill.experiments.artifacts import Artifact, ArtifactStore, stable_hash
+from rankdistill.experiments.artifacts import ARTIFACTS, Artifact, ArtifactStore, stable_hash
 from rankdistill.experiments.config import TEACHER_LOSSES, StudyConfig, TestCollection
 from rankdistill.io import atomic_write, fingerprint
 
@@ -308,7 +308,7 @@ class Study:
             logger.setLevel(logging.INFO)
         self.output = Path(output)
         self.output.mkdir(parents=True, exist_ok=True)
-        self.store = ArtifactStore(self.output / "artifacts")
+        self.store = ArtifactStore(self.output / ARTIFACTS)
         self.data = resolve_datasets(cfg, data_dir)
         self.teacher_given: str | None = None
         self.teacher_art: Artifact | None = None

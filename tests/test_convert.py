@@ -116,6 +116,29 @@ def test_cli_convert_bad_input(tmp_path, cranfield_dir, capsys):
     assert "--teacher-output needs --scores STORE" in capsys.readouterr().err
 
 
+def test_to_paper_streams_the_groups_and_counts_the_pairs_without_a_score(tmp_path, capsys, caplog):
+    """The groups are read twice, never held (MS MARCO's 500k groups of 100 ids were a list, every pair a tuple
+    and every score a dict entry): the counts are what the groups say, and an empty file leaves nothing."""
+    write_groups([Group("1", ["184", "29"], ["1", "2", "184"], "bm25", 0), Group("2", ["12"], ["4"], "bm25", 0)],
+                 tmp_path / "groups.jsonl")
+    with ScoreStore(tmp_path / "s.db") as store:
+        store.put("ce", [("1", "184", -0.1), ("1", "1", -3.0), ("2", "12", -0.3), ("2", "4", -5.0)])
+    to_paper = ["convert", "to-paper", "--groups", str(tmp_path / "groups.jsonl"), "--output",
+                str(tmp_path / "triples.jsonl"), "--scores", str(tmp_path / "s.db"),
+                "--teacher-output", str(tmp_path / "t.json.gz")]
+    with caplog.at_level("WARNING"):
+        assert main(to_paper) == 0
+    # distinct pairs: query 1 has {184, 29, 1, 2} (184 twice), query 2 has {12, 4}: 6, of which 4 are scored
+    assert "2 of the groups' 6 pairs have no score from teacher ce" in caplog.text
+    assert "wrote 2 triples for 2 groups" in capsys.readouterr().out
+    (tmp_path / "groups.jsonl").write_text("")
+    (tmp_path / "triples.jsonl").unlink()
+    (tmp_path / "t.json.gz").unlink()
+    assert main(to_paper) == 2
+    assert "holds no" in capsys.readouterr().err
+    assert not (tmp_path / "triples.jsonl").exists() and not (tmp_path / "t.json.gz").exists()
+
+
 def test_cli_convert_failures_leave_no_outputs(tmp_path, cranfield_dir, capsys):
     """A missing store, an unknown teacher id or a file that is not gzipped JSON: exit 2 with one line, and
     neither the triples/groups file nor a new store left behind."""

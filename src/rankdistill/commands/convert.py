@@ -54,32 +54,41 @@ def register(sub) -> None:
 
 
 def run_to_paper(args: argparse.Namespace) -> int:
-    from rankdistill.data.groups import read_groups
+    """Stream the groups file: once into the triples, and once more (only with ``--teacher-output``) into the
+    store's export, so that neither holds the groups (MS MARCO's 500k queries of 100 documents) in memory."""
+    from rankdistill.data.groups import iter_groups
     from rankdistill.io import require_file
     from rankdistill.mining.paper import write_paper_triples
     from rankdistill.teachers.store import ScoreStore
 
     if args.teacher_output and not args.scores:
         raise UserInputError("--teacher-output needs --scores STORE")
-    groups = read_groups(require_file(args.groups, "groups file"), unique=True)
-    if not groups:
-        raise UserInputError("the groups file holds no groups", path=args.groups)
+    path = require_file(args.groups, "groups file")
+    groups = distinct = 0
+
+    def counted():
+        nonlocal groups, distinct
+        for _, g in iter_groups(path, unique=True):
+            groups += 1
+            distinct += len({*g.positive_ids, *g.negative_ids})
+            yield g
+        if not groups:  # raised inside the write: the triples file is not left behind
+            raise UserInputError("the groups file holds no groups", path=path)
+
     with contextlib.ExitStack() as stack:  # the store and teacher are checked before anything is written
         store = tid = None
         if args.teacher_output:
             store = stack.enter_context(ScoreStore(require_file(args.scores, "score store"), readonly=True))
             tid = store.resolve_teacher(args.teacher_id)
-        lines = write_paper_triples(groups, args.output, all_positives=args.all_positives)
-        print(f"wrote {lines} triples for {len(groups)} groups -> {args.output}")
+        lines = write_paper_triples(counted(), args.output, all_positives=args.all_positives)
+        print(f"wrote {lines} triples for {groups} groups -> {args.output}")
         if store is not None and tid is not None:
-            pairs = [(g.query_id, d) for g in groups for d in (*g.positive_ids, *g.negative_ids)]
-            have = store.get_many(tid, pairs)
-            missing = len(set(pairs)) - len(have)
-            if missing:
+            pairs = ((g.query_id, d) for _, g in iter_groups(path) for d in (*g.positive_ids, *g.negative_ids))
+            have = store.export_json_gz(args.teacher_output, tid, pairs)
+            if have < distinct:
                 logger.warning("%d of the groups' %d pairs have no score from teacher %s; they are not in %s",
-                               missing, len(set(pairs)), tid, args.teacher_output)
-            store.export_json_gz(args.teacher_output, tid, pairs)
-            print(f"wrote {len(have)} scores of teacher {tid} -> {args.teacher_output}")
+                               distinct - have, distinct, tid, args.teacher_output)
+            print(f"wrote {have} scores of teacher {tid} -> {args.teacher_output}")
     return 0
 
 

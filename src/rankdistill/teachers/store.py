@@ -303,17 +303,21 @@ class ScoreStore:
         write_run_by_query(self.iter_scores(t, pairs), path, tag=run_tag(t))
 
     def export_json_gz(self, path: str | Path, teacher: str | None = None,
-                       pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        """Write the paper's teacher format: gzipped JSON ``{qid: {docid: score}}``, a query at a time.
+                       pairs: Iterable[tuple[str, str]] | None = None) -> int:
+        """Write the paper's teacher format: gzipped JSON ``{qid: {docid: score}}``, a query at a time; returns
+        the number of scores written.
 
         Byte-stable: the bytes of ``json.dumps(scores, sort_keys=True)`` (queries come in id order), and a
         gzip header without file name or time stamp.
         """
+        written = 0
         with atomic_write(path, "wb", encoding=None, compress=True) as gz:  # gzipped whatever the name
             gz.write(b"{")
             for n, (q, docs) in enumerate(self.iter_scores(teacher, pairs)):
                 gz.write(((", " if n else "") + json.dumps(q) + ": " + json.dumps(docs, sort_keys=True)).encode())
+                written += len(docs)
             gz.write(b"}")
+        return written
 
     def close(self) -> None:
         self._db.close()

@@ -41,6 +41,20 @@ def test_irds_dataset_with_splits(local_irds):
         one.qrels("dev")
 
 
+def test_an_irds_subset_of_a_conventional_split_answers_to_its_name(local_irds, tmp_path):
+    """irds:msmarco-passage/train/judged had the one split "judged", so mine's and train's default --split train
+    failed on the design's own example; a subset id now also answers to the split it is a subset of."""
+    import ir_datasets
+
+    subset = ir_datasets.create_dataset(docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"),
+                                        qrels_trec=str(tmp_path / "qrels.txt"))
+    ir_datasets.registry.register(f"{local_irds}/train/judged", subset)
+    ds = load_dataset(f"irds:{local_irds}/train/judged")
+    assert ds.split_names() == ["judged", "train"]
+    assert ds.queries("train") == ds.queries("judged") == {"q1": "wing flutter", "q2": "boundary layers"}
+    assert load_dataset(f"irds:{local_irds}/test").split_names() == ["test"]  # no alias where the id is a split
+
+
 def test_irds_files_that_cannot_be_fetched_are_one_line_of_bad_input(local_irds, tmp_path, capsys):
     """ir_datasets fetches a dataset's files on first use; without the network (or, here, with the files gone)
     its errors are OSErrors (requests' too), reported as one line naming the dataset and what to do, exit 2."""

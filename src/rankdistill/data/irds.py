@@ -187,6 +187,10 @@ class IrdsDataset(Dataset):
         return self._thresholds.get(split, 1)
 
 
+_SPLIT_NAMES = ("train", "dev", "validation", "test")
+"""Split names that a dataset id naming a subset of one (``msmarco-passage/train/judged``) also answers to."""
+
+
 def load_irds(ident: str) -> IrdsDataset:
     """Resolve ``ident`` in the ir_datasets registry into a dataset with named splits."""
     try:
@@ -202,6 +206,11 @@ def load_irds(ident: str) -> IrdsDataset:
     split_ids: dict[str, str] = {}
     if ds.has_queries():
         split_ids[ident.rsplit("/", 1)[-1]] = ident
+        # a subset of a conventional split (msmarco-passage/train/judged, .../dev/small) also answers to that
+        # split's name, the default --split of mine and train: "judged" alone made `--split train` fail
+        for part in ident.split("/")[1:-1]:
+            if part in _SPLIT_NAMES:
+                split_ids.setdefault(part, ident)
     prefix = ident.rstrip("/") + "/"
     for name in list(registry):
         if name.startswith(prefix) and "/" not in name[len(prefix):]:

@@ -1,4 +1,5 @@
-"""``bm25``: negatives from the BM25 top-``depth`` of the query (bm25s; k1 1.2, b 0.75; stemmed, no stop words)."""
+"""``bm25``: negatives from the BM25 top-``depth`` of the query (bm25s; k1 1.2, b 0.75; English stop words
+removed, Snowball-stemmed)."""
 
 from __future__ import annotations
 

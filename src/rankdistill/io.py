@@ -157,7 +157,7 @@ def json_id(value: object, key: str, path: str | Path, line: int) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise UserInputError(f"{key} must be a string (or an integer) id, found {json.dumps(value)[:40]}", path=path,
-                         line=line)
+                         line=line, fix=f'write it as a JSON string, e.g. "{key}": "123"')
 
 
 _NUMBER_CHARS = "0123456789.eE+-"

@@ -67,7 +67,8 @@ def _record_id(obj: dict, path: Path, n: int) -> str:
     for k in _ID_KEYS:
         if k in obj:
             return json_id(obj[k], k, path, n)
-    raise UserInputError("record has no id field (_id)", path=path, line=n)
+    raise UserInputError("record has no id field (_id)", path=path, line=n,
+                         fix='give each record an "_id" (BEIR layout)')
 
 
 def iter_corpus(path: str | Path) -> Iterator[tuple[int, Doc]]:
@@ -88,7 +89,7 @@ def iter_corpus(path: str | Path) -> Iterator[tuple[int, Doc]]:
                 yield n, Doc(parts[0].strip(), parts[1], parts[2])
             else:
                 raise UserInputError(f"expected 'id<TAB>text' (or id, title, text), found {len(parts)} field(s)",
-                                     path=p, line=n)
+                                     path=p, line=n, fix="replace tabs inside the text with spaces")
     else:
         yield from _iter_trec_docs(p)
 
@@ -119,7 +120,8 @@ def _iter_trec_docs(path: Path) -> Iterator[tuple[int, Doc]]:
             else:
                 buf.append(line)
     if in_doc:
-        raise UserInputError("<DOC> without closing </DOC>", path=path, line=start)
+        raise UserInputError("<DOC> without closing </DOC>", path=path, line=start,
+                             fix="close the document with </DOC> (is the file cut short?)")
 
 
 def _field(body: str, tag: str) -> str | None:
@@ -130,7 +132,8 @@ def _field(body: str, tag: str) -> str | None:
 def _parse_trec_doc(body: str, path: Path, line: int) -> Doc:
     docno = _field(body, "DOCNO")
     if not docno:
-        raise UserInputError("<DOC> without <DOCNO>", path=path, line=line)
+        raise UserInputError("<DOC> without <DOCNO>", path=path, line=line,
+                             fix="give each document its id in <DOCNO>...</DOCNO>")
     title = _field(body, "TITLE") or _field(body, "HEADLINE") or ""
     rest = re.sub(r"<DOCNO>.*?</DOCNO>", " ", body, flags=re.S | re.I)
     rest = re.sub(r"<(TITLE|HEADLINE)[^>]*>.*?</\1>", " ", rest, flags=re.S | re.I)
@@ -153,7 +156,8 @@ def read_queries(path: str | Path) -> dict[str, str]:
             raise UserInputError(f"query {qid!r} has empty text", path=p, line=n,
                                  fix="remove the query or give it a text")
         if qid in out:
-            raise UserInputError(f"query id {qid!r} appears twice (first at line {lines[qid]})", path=p, line=n)
+            raise UserInputError(f"query id {qid!r} appears twice (first at line {lines[qid]})", path=p, line=n,
+                                 fix="give each query one line")
         out[qid] = text.strip()
         lines[qid] = n
 
@@ -166,7 +170,8 @@ def read_queries(path: str | Path) -> dict[str, str]:
                 continue
             parts = line.split("\t", 1)
             if len(parts) != 2:
-                raise UserInputError("expected 'id<TAB>text'", path=p, line=n)
+                raise UserInputError("expected 'id<TAB>text'", path=p, line=n,
+                                     fix="separate the query id from its text with a tab")
             add(parts[0].strip(), parts[1], n)
     else:
         for n, qid, text in _iter_trec_topics(p):
@@ -198,7 +203,8 @@ def _iter_trec_topics(path: Path) -> Iterator[tuple[int, str, str]]:
             num = _TOPIC_NUM.search(body)
             title = _TOPIC_TITLE.search(body)
             if not num:
-                raise UserInputError("<top> without <num>", path=path, line=start)
+                raise UserInputError("<top> without <num>", path=path, line=start,
+                                     fix="give each topic '<num> Number: ID'")
             text = " ".join(title.group(1).split()) if title else ""
             yield start, num.group(1), text
             in_top = False
@@ -206,7 +212,8 @@ def _iter_trec_topics(path: Path) -> Iterator[tuple[int, str, str]]:
         if in_top:
             buf.append(line)
     if in_top:
-        raise UserInputError("<top> without closing </top>", path=path, line=start)
+        raise UserInputError("<top> without closing </top>", path=path, line=start,
+                             fix="close the topic with </top> (is the file cut short?)")
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -229,7 +236,7 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                 continue
             if len(parts) not in (3, 4):
                 raise UserInputError(f"a qrels line needs 3 (BEIR) or 4 (TREC) fields, found {len(parts)}",
-                                     path=p, line=n)
+                                     path=p, line=n, fix="give 'query-id corpus-id score' or 'qid 0 docid rel'")
             width = len(parts)
         if len(parts) != width:
             raise UserInputError(f"expected {width} fields like the first line, found {len(parts)}", path=p,

@@ -55,7 +55,8 @@ def iter_groups(path: str | Path, unique: bool = False) -> Iterator[tuple[int, G
                                  fix="a group needs query_id, positive_ids and negative_ids")
         pos, neg = obj.pop("positive_ids"), obj.pop("negative_ids")
         if not isinstance(pos, list) or not isinstance(neg, list):
-            raise UserInputError("positive_ids and negative_ids must be lists", path=path, line=n)
+            raise UserInputError("positive_ids and negative_ids must be lists", path=path, line=n,
+                                 fix='write them as JSON lists, e.g. "positive_ids": ["d1"]')
         qid = json_id(obj.pop("query_id"), "query_id", path, n)
         if unique:
             if qid in seen:

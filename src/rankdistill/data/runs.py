@@ -34,9 +34,10 @@ def read_run(path: str | Path) -> Run:
         try:
             score = float(score_s)
         except ValueError:
-            raise UserInputError(f"score {score_s!r} is not a number", path=path, line=n) from None
+            raise UserInputError(f"score {score_s!r} is not a number", path=path, line=n,
+                                 fix="the fifth field of a TREC run line is its score") from None
         if math.isnan(score):
-            raise UserInputError("score is NaN", path=path, line=n)
+            raise UserInputError("score is NaN", path=path, line=n, fix="give every candidate a finite score")
         docs = run.setdefault(qid, {})
         if did not in docs or score > docs[did]:
             docs[did] = score

@@ -256,13 +256,15 @@ def read_per_query(path: str | Path) -> dict[str, dict[str, float]]:
             continue
         if len(parts) != 3:
             raise UserInputError(f"expected 3 tab-separated fields query_id, measure, value; found {len(parts)}",
-                                 path=path, line=n)
+                                 path=path, line=n, fix="give a per-query file of `evaluate --per-query`")
         try:
             value = float(parts[2])
         except ValueError:
-            raise UserInputError(f"value {parts[2]!r} is not a number", path=path, line=n) from None
+            raise UserInputError(f"value {parts[2]!r} is not a number", path=path, line=n,
+                                 fix="the third field is the query's value of the measure") from None
         if not math.isfinite(value):
-            raise UserInputError(f"value {parts[2]!r} is not finite", path=path, line=n)
+            raise UserInputError(f"value {parts[2]!r} is not finite", path=path, line=n,
+                                 fix="give every query a finite value")
         values = out.setdefault(parts[1], {})
         if parts[0] in values:
             raise UserInputError(f"query {parts[0]!r} has a second {parts[1]} value", path=path, line=n,

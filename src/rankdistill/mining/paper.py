@@ -52,7 +52,8 @@ def _ids(value: object, key: str, path: Path, line: int) -> list[str]:
         return [json_id(v, key, path, line) for v in value]
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         return [str(value)]
-    raise UserInputError(f"{key} must be a doc id or a list of doc ids", path=path, line=line)
+    raise UserInputError(f"{key} must be a doc id or a list of doc ids", path=path, line=line,
+                         fix='e.g. "doc_id_b": ["d1", "d2"]')
 
 
 def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Container[str] | None = None,
@@ -72,16 +73,19 @@ def read_paper_triples(path: str | Path, strategy: str = "paper", queries: Conta
     neg: dict[str, dict[str, None]] = {}
     for n, obj in iter_json_objects(path, fix="each line must be {\"query_id\", \"doc_id_a\", \"doc_id_b\"}"):
         if not {"query_id", "doc_id_a", "doc_id_b"} <= set(obj):
-            raise UserInputError("expected an object with query_id, doc_id_a and doc_id_b", path=path, line=n)
+            raise UserInputError("expected an object with query_id, doc_id_a and doc_id_b", path=path, line=n,
+                                 fix="give the paper's triples (one query, positive and negatives per line)")
         qid = json_id(obj["query_id"], "query_id", path, n)
         a = _ids(obj["doc_id_a"], "doc_id_a", path, n)
         b = _ids(obj["doc_id_b"], "doc_id_b", path, n)
         if queries is not None and qid not in queries:
-            raise UserInputError(f"query id {qid!r} is not in the dataset's queries", path=path, line=n)
+            raise UserInputError(f"query id {qid!r} is not in the dataset's queries", path=path, line=n,
+                                 fix="give the --dataset (and --split) the triples were made for")
         if corpus is not None:
             bad = unknown_ids(corpus, (*a, *b))
             if bad:
-                raise UserInputError(f"document id {bad[0]!r} is not in the corpus", path=path, line=n)
+                raise UserInputError(f"document id {bad[0]!r} is not in the corpus", path=path, line=n,
+                                 fix="give the --dataset the triples were made for")
         if qid not in pos:
             order.append(qid)
             pos[qid], neg[qid] = {}, {}

@@ -233,7 +233,8 @@ def read_metadata(directory: str | Path) -> dict | None:
     try:
         meta = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise UserInputError(f"not valid JSON ({e.msg})", path=p, line=e.lineno) from None
+        raise UserInputError(f"not valid JSON ({e.msg})", path=p, line=e.lineno,
+                             fix="repair it, or save the model again with `train`") from None
     if not isinstance(meta, dict) or meta.get("arch") not in ("bi", "cross"):
         raise UserInputError("expected an object with \"arch\": \"bi\" or \"cross\"", path=p)
     return meta

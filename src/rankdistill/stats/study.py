@@ -69,7 +69,8 @@ def read_manifest(path: str | Path) -> list[StudyEntry]:
     for n, text in rows[1:]:
         values = next(csv.reader([text], delimiter="\t"))
         if len(values) != len(header):
-            raise UserInputError(f"expected {len(header)} tab-separated fields, found {len(values)}", path=p, line=n)
+            raise UserInputError(f"expected {len(header)} tab-separated fields, found {len(values)}", path=p, line=n,
+                                 fix="give every row a value (empty allowed) for each header column")
         rec = dict(zip(header, (v.strip() for v in values), strict=True))
         file = Path(rec["path"])
         if not file.is_absolute():
@@ -87,9 +88,11 @@ def read_manifest(path: str | Path) -> list[StudyEntry]:
             seed = int(rec.get("seed") or 0)
             cost = float(rec["cost"]) if rec.get("cost") else None
         except ValueError:
-            raise UserInputError(f"seed must be an integer and cost a number: {rec}", path=p, line=n) from None
+            raise UserInputError(f"seed must be an integer and cost a number: {rec}", path=p, line=n,
+                                 fix="e.g. seed 0 and cost 12.5, or leave them empty") from None
         if cost is not None and not (math.isfinite(cost) and cost >= 0):
-            raise UserInputError(f"cost must be a finite number >= 0, got {cost}", path=p, line=n)
+            raise UserInputError(f"cost must be a finite number >= 0, got {cost}", path=p, line=n,
+                                 fix="give the system's cost (e.g. GPU-seconds), or leave it empty")
         entry = StudyEntry(file, system, rec.get("collection") or "default", seed, strategy, loss, cost)
         key = (entry.system, entry.collection, entry.seed)
         if key in seen:

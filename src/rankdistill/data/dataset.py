@@ -137,14 +137,26 @@ _SPLIT_KEYS = {"queries", "qrels", "candidates", "rel_threshold"}
 
 
 def _load_manifest(path: Path) -> Dataset:
+    """The dataset a TOML manifest describes; an error about one of its keys names the key's line."""
+    from rankdistill.tomlines import located
+
+    try:
+        return _read_manifest(path)
+    except UserInputError as e:
+        raise located(e, path) from None
+
+
+def _read_manifest(path: Path) -> Dataset:
+    from rankdistill.tomlines import decode_error
+
     try:
         with open(path, "rb") as fh:
             cfg = tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
-        raise UserInputError(f"invalid TOML ({e})", path=path) from None
+        raise decode_error(e, path) from None
     unknown = set(cfg) - _MANIFEST_KEYS
     if unknown:
-        raise UserInputError(f"unknown key(s) {', '.join(sorted(unknown))}", path=path,
+        raise UserInputError(f"unknown key(s) {', '.join(repr(k) for k in sorted(unknown))}", path=path,
                              fix=f"known keys: {', '.join(sorted(_MANIFEST_KEYS))}")
     if "corpus" not in cfg:
         raise UserInputError("manifest has no 'corpus' key", path=path)
@@ -169,14 +181,16 @@ def _load_manifest(path: Path) -> Dataset:
             raise UserInputError(f"'splits.{name}' must be a table", path=path)
         bad = set(sc) - _SPLIT_KEYS
         if bad:
-            raise UserInputError(f"unknown key(s) in [splits.{name}]: {', '.join(sorted(bad))}", path=path,
+            raise UserInputError(f"unknown key(s) {', '.join(repr(f'splits.{name}.{k}') for k in sorted(bad))}",
+                                 path=path,
                                  fix=f"known keys: {', '.join(sorted(_SPLIT_KEYS))}")
         q = sc.get("queries", cfg.get("queries"))
         if q is None or "qrels" not in sc:
             raise UserInputError(f"[splits.{name}] needs 'queries' and 'qrels'", path=path)
         thr = sc.get("rel_threshold", cfg.get("rel_threshold", 1))
         if not isinstance(thr, int) or isinstance(thr, bool):
-            raise UserInputError(f"'splits.{name}.rel_threshold' must be an integer", path=path)
+            raise UserInputError(f"'splits.{name}.rel_threshold' must be an integer", path=path,
+                                 fix="the lowest relevance grade that counts as relevant, e.g. rel_threshold = 2")
         splits[name] = SplitFiles(
             queries=resolve(q, f"splits.{name}.queries"),
             qrels=resolve(sc["qrels"], f"splits.{name}.qrels"),

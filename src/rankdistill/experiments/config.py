@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.errors import UserInputError
+from rankdistill.tomlines import decode_error, located
 
 logger = logging.getLogger(__name__)
 
@@ -598,13 +599,21 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
         with open(p, "rb") as fh:
             raw = tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
-        raise UserInputError(f"invalid TOML ({e})", path=p) from None
+        raise decode_error(e, p) from None
     except UnicodeDecodeError as e:
         raise UserInputError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=p,
                              fix="save the config as UTF-8") from None
     except OSError as e:
         raise UserInputError(f"cannot read the config ({e.strerror})", path=p) from None
     raw = _short_forms(apply_overrides(_short_forms(dict(raw)), overrides, p))  # in the file, or set whole
+    try:
+        return _config_from(raw, p, data_dir, overrides)
+    except UserInputError as e:  # one about a value given by --set says so; else the key's line in the file
+        blamed = _blame_override(e, overrides)
+        raise (located(e, p) if blamed is e else blamed) from None
+
+
+def _config_from(raw: dict, p: Path, data_dir: str | None, overrides: list[str] | tuple[str, ...]) -> StudyConfig:
     tests = raw.pop("test", None)
     if tests is None:
         raise UserInputError("missing [[test]] tables", path=p, fix="add at least one test collection")
@@ -613,12 +622,9 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
     raw["tests"] = tests
     if "name" not in raw:
         raw["name"] = p.stem
-    try:
-        cfg: StudyConfig = _build(StudyConfig, raw, "", p)
-        cfg = dataclasses.replace(cfg, source=str(p.resolve()), overrides=tuple(overrides))
-        validate(cfg, p, data_dir)
-    except UserInputError as e:
-        raise _blame_override(e, overrides) from None
+    cfg: StudyConfig = _build(StudyConfig, raw, "", p)
+    cfg = dataclasses.replace(cfg, source=str(p.resolve()), overrides=tuple(overrides))
+    validate(cfg, p, data_dir)
     return cfg
 
 

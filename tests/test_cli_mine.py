@@ -92,6 +92,10 @@ def test_mine_ensemble_with_comma_separated_systems(tmp_path, cranfield_dir, tin
     (["--strategy", "bm25", "--group-size", "4", "--fn-margin", "1"], "the false-negative guard (--fn-margin) needs"),
     (["--strategy", "run", "--candidates", "missing.trec", "--group-size", "4"], "--candidates run file not found"),
     (["--strategy", "bm25", "--group-size", "4", "--min-relevance", "9"], "no query of split 'train' has a judged"),
+    (["--strategy", "bm25", "--group-size", "4", "--systems", "a.trec"],  # was silently ignored
+     "--systems is only used by --strategy ensemble, not bm25"),
+    (["--strategy", "random", "--group-size", "4", "--systems", "a.trec", "--retrievers", "bm25"],
+     "--systems and --retrievers are only used by --strategy ensemble, not random"),
 ])
 def test_mine_bad_input_exits_2_with_one_line(tmp_path, cranfield_dir, capsys, extra, message):
     code = main(["mine", "--dataset", str(cranfield_dir), *extra, "--output", str(tmp_path / "g.jsonl")])
@@ -151,3 +155,30 @@ def test_a_sidecar_path_taken_by_a_folder_is_refused_before_the_groups_are_writt
     assert err == [f"rankdistill mine: error: {tmp_path / 'g.jsonl.meta.json'}: --output's sidecar is a directory "
                    "(give a file name)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.jsonl.meta.json"]
+
+
+def test_mining_fans_out_over_an_executor_with_the_same_groups_and_counts(tmp_path, cranfield_dir):
+    """`mine --executor` only fanned out a teacher's scoring: bm25, random and run mined in the one process
+    whatever the flag said. Shards of queries now go to the workers; a run of 3 candidates per query makes
+    every pool short, so the top-up's counts are summed over the shards too."""
+    run = tmp_path / "three.trec"
+    from rankdistill.data import load_dataset
+    from rankdistill.data.runs import write_run
+
+    ds = load_dataset(cranfield_dir)
+    docs = ds.corpus.ids()
+    write_run({q: {docs[(i * 7 + j) % len(docs)]: 3.0 - j for j in range(3)} for i, q in
+               enumerate(sorted(ds.queries("train")))}, run)
+    for strategy, extra in (("bm25", ["--depth", "50"]), ("run", ["--candidates", str(run)])):
+        outputs = {}
+        for executor in ("local", "processes"):
+            out = tmp_path / f"{strategy}-{executor}.jsonl"
+            assert main(["mine", "--dataset", str(cranfield_dir), "--split", "train", "--strategy", strategy,
+                         "--group-size", "4", *extra, "--executor", executor, "--workers", "2",
+                         "--output", str(out)]) == 0
+            outputs[executor] = (out.read_bytes(), json.loads((tmp_path / f"{out.name}.meta.json").read_text()))
+        (local, local_meta), (fanned, fanned_meta) = outputs["local"], outputs["processes"]
+        assert fanned == local and fanned_meta["counts"] == local_meta["counts"], strategy
+        assert fanned_meta["executor"] == {"name": "processes", "mining_shards": 15}  # 150 queries, 16 shards at most
+        assert local_meta["executor"] == {"name": "local", "mining_shards": 0}
+    assert local_meta["counts"]["queries_topped_up"] == 150 and local_meta["counts"]["random_negatives_added"] == 750

@@ -106,7 +106,8 @@ def test_teacher_strategies_on_real_data(tmp_path, datasets, emb_cache, tiny_cro
                                          strategy):
     ds = datasets[name]
     kw = dict(strategy=strategy, group_size=4, depth=20, max_queries=8, ensemble_margin=0.0,
-              retrievers=("bm25", "dense"), encoder=str(tiny_bert_dir), embedding_cache=emb_cache)
+              retrievers=("bm25", "dense") if strategy == "ensemble" else (), encoder=str(tiny_bert_dir),
+              embedding_cache=emb_cache)
     texts = CorpusTexts(ds.all_queries("train"), ds.corpus)
     with ScoreStore(tmp_path / "scores.db") as store:
         teacher = TeacherScores(TeacherConfig(str(tiny_cross_encoder_dir), max_length=64, device="cpu"), store, texts,
@@ -349,7 +350,8 @@ def test_mining_in_blocks_of_queries_gives_the_same_groups_and_counts(tmp_path, 
               for n, q in enumerate(queries[:7])}  # short pools, and three queries missing from the run
     write_run(sparse, tmp_path / "sparse.trec")
     kw = dict(strategy=strategy, group_size=4, pool_size=6, depth=30, max_queries=10, seed=2, fn_margin=0.5,
-              candidates=str(tmp_path / "sparse.trec"), systems=(str(bm25_runs["cranfield"]),), ensemble_n=2)
+              candidates=str(tmp_path / "sparse.trec"), ensemble_n=2,
+              systems=(str(bm25_runs["cranfield"]),) if strategy == "ensemble" else ())
     positives = {(q.query_id, d) for q in queries for d in q.positives}
 
     def f(q: str, d: str) -> float:  # the guard drops every fourth document as a likely false negative

@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rankdistill import __version__
 from rankdistill.commands.common import add_dataset_args, check_writable, declare_outputs, open_dataset
-from rankdistill.commands.score import add_teacher_args, scoring_stores, teacher_spec
+from rankdistill.commands.score import add_teacher_args, scoring_executor, scoring_stores, teacher_spec
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write
 
@@ -110,6 +112,17 @@ def mining_config(args: argparse.Namespace):
         embedding_cache=args.embedding_cache)
 
 
+@contextlib.contextmanager
+def _executor_only(args: argparse.Namespace) -> Iterator[tuple[None, None, Any]]:
+    """``(None, None, executor)`` for mining without a teacher: the ``--executor`` mines shards of queries."""
+    executor = scoring_executor(args)
+    try:
+        yield None, None, executor
+    finally:
+        if executor is not None:
+            executor.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from rankdistill.data.groups import write_groups
     from rankdistill.mining import Miner, MiningContext
@@ -124,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     teacher = None
     store_path = Path(args.scores) if args.scores else default_store_path(args.output)
     work: dict[str, int] = {}
-    with scoring_stores(args, spec, store_path) if spec is not None else contextlib.nullcontext((None,) * 3) \
+    with scoring_stores(args, spec, store_path) if spec is not None else _executor_only(args) \
             as (store, cache, executor):
         try:
             if spec is not None:
@@ -133,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
                 teacher = TeacherScores(spec, store, CorpusTexts(dataset_queries(ds, args.split), ds.corpus),
                                         chunk_size=args.chunk_size, cache=cache, executor=executor)
-            miner = Miner(MiningContext(config, ds, args.split, teacher))
+            miner = Miner(MiningContext(config, ds, args.split, teacher), executor=executor)
             if teacher is not None and not miner.uses_teacher:
                 raise UserInputError(f"--teacher is not used by --strategy {config.strategy} without --fn-margin",
                                      fix="leave out --teacher, or add --fn-margin to guard against false "
@@ -153,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         "teacher": None if spec is None else {"id": spec.id, "store": str(store_path), "info": teacher_info,
                                               "pairs": work},
         "counts": result.counts, "seconds": round(result.seconds, 3),
+        "executor": {"name": args.executor, "mining_shards": result.shards},
     }
     with atomic_write(sidecar_path(args.output)) as fh:
         json.dump(meta, fh, indent=2, sort_keys=True)

@@ -54,7 +54,8 @@ def add_teacher_args(p: argparse.ArgumentParser, required: bool, batch_size: int
                         "scores are added to it (one teacher's scores, e.g. across every strategy of a study)")
     p.add_argument("--executor", choices=("local", "processes", "ray"), default="local",
                    help="where the teacher scores: here (default), in --workers local processes, or as Ray tasks "
-                        "(one chunk of --chunk-size pairs each, the teacher loaded once per worker)")
+                        "(one chunk of --chunk-size pairs each, the teacher loaded once per worker); `mine` "
+                        "without a teacher mines shards of queries there instead")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="--executor processes: processes (2)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="--executor ray: the cluster (default: start or join a local instance)")

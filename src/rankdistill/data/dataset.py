@@ -40,6 +40,13 @@ class Dataset:
     source: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
 
+    def __getstate__(self) -> dict:
+        """Pickled (for a worker process) without the opened document store and the loaded queries and qrels,
+        which the worker opens and loads again: a few hundred bytes rather than the corpus' ids and more."""
+        state = {k: v for k, v in self.__dict__.items() if k != "corpus"}
+        state["_cache"] = {}
+        return state
+
     def split_names(self) -> list[str]:
         return sorted(self.splits)
 

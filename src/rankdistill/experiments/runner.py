@@ -494,7 +494,7 @@ class Study:
                      "--max-length", tc.max_length if tc else 256, "--batch-size", tc.batch_size if tc else 64]
             if m.false_negative_margin is not None:
                 argv += ["--fn-margin", m.false_negative_margin]
-            argv += self._scoring_executor()
+        argv += self._scoring_executor()
         call_verb(argv)
         meta = json.loads((work / "groups.jsonl.meta.json").read_text())
         computed = ((meta.get("teacher") or {}).get("pairs") or {}).get("scored", 0)
@@ -502,9 +502,9 @@ class Study:
                 "teacher_calls_computed": computed}
 
     def _scoring_executor(self) -> list:
-        """With ``executor.kind = "ray"`` the teacher's scoring in mining and labelling fans out over Ray too
-        (chunks of pairs as tasks, each asking for ``executor.gpus_per_cell`` GPUs), as the cells do; the other
-        executors score in this process (a process pool would only share the one GPU)."""
+        """With ``executor.kind = "ray"`` mining and the teacher's scoring fan out over Ray too (shards of
+        queries, or chunks of pairs, as tasks, each asking for ``executor.gpus_per_cell`` GPUs), as the cells
+        do; the other executors mine and score in this process (a process pool would only share the one GPU)."""
         ex = self.cfg.executor
         if ex.kind != "ray":
             return []

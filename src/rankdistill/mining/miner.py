@@ -14,6 +14,13 @@ queries (so that memory stays bounded at MS MARCO's 500k queries, whose BM25 top
 Determinism: every random choice comes from :func:`rankdistill.mining.seeding.query_rng` (seed, query id,
 use), and candidates are ranked with ties broken by doc id, so identical inputs and seed give identical groups.
 Nothing depends on which block a query is in: every step is per query.
+
+Fan-out: given an executor (``mine --executor ray`` or ``processes``), the blocks of a strategy that does not
+ask the teacher (random, bm25, dense, run) are mined as tasks (:func:`mine_shard`), each worker opening the
+dataset and the first stage once; the first stage is built here first, so that the workers only load its
+cached index (BM25) or embeddings (dense). Since every step is per query, the groups are the same as mined in
+one process (dense: up to the float rounding of how the queries are batched for encoding). With the teacher,
+its scoring is what fans out (:class:`~rankdistill.teachers.engine.TeacherScores`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,14 @@ TOPUP_ROUNDS = 4
 MINING_BLOCK = 10_000
 """Queries mined together: their first-stage rankings, teacher scores and pools are in memory at once."""
 
+SHARDS = 16
+"""With an executor, the queries are cut into at least this many shards (of at most :data:`MINING_BLOCK`), so
+that a small set still spreads over the workers."""
+
+_BLOCK_COUNTS = ("candidates_total", "false_negatives_dropped", "random_negatives_added", "queries_topped_up",
+                 "queries_short_after_topup")
+"""The counts :meth:`Miner._mine_block` adds to, summed over the shards of a fanned-out run."""
+
 
 @dataclass(frozen=True)
 class MiningResult:
@@ -55,6 +70,8 @@ class MiningResult:
     counts: dict[str, int]
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    shards: int = 0
+    """Shards of queries mined on an executor's workers (0: mined in this process)."""
 
 
 def mining_queries(dataset, split: str, min_relevance: int | None = None,
@@ -89,8 +106,10 @@ def mining_queries(dataset, split: str, min_relevance: int | None = None,
 class Miner:
     """Mine groups with the strategy ``context.config.strategy``."""
 
-    def __init__(self, context: MiningContext) -> None:
+    def __init__(self, context: MiningContext, executor=None) -> None:
         self.context = context
+        self.executor = executor
+        """An executor of :mod:`rankdistill.experiments.executors` to mine the blocks on (see the module)."""
         self.config: MiningConfig = context.config
         self.config.validate()
         self.strategy: Strategy = get_strategy(self.config.strategy)(context)
@@ -137,10 +156,14 @@ class Miner:
         counts["candidates_total"] = 0
         pools: dict[str, list[str]] = {}
         short: list[MiningQuery] = []
-        blocks = [queries[i:i + MINING_BLOCK] for i in range(0, len(queries), MINING_BLOCK)]
-        for block in tqdm(blocks, desc=f"mining ({c.strategy})", unit=" blocks",
-                          disable=len(blocks) == 1 or not self.context.show_progress or None):
-            short.extend(self._mine_block(block, by_id, max_rank, pools, counts))
+        shards = 0
+        if self.executor is not None and not self.uses_teacher:
+            short, shards = self._fan_out(queries, max_rank, pools, counts)
+        else:
+            blocks = [queries[i:i + MINING_BLOCK] for i in range(0, len(queries), MINING_BLOCK)]
+            for block in tqdm(blocks, desc=f"mining ({c.strategy})", unit=" blocks",
+                              disable=len(blocks) == 1 or not self.context.show_progress or None):
+                short.extend(self._mine_block(block, by_id, max_rank, pools, counts))
         counts["queries_short"] = len(short)
         target = self.strategy.fill_target()
         if short and c.on_short == "skip":
@@ -174,7 +197,38 @@ class Miner:
                            counts["groups_below_group_size"], len(groups), c.group_size - 1, c.group_size)
         counts.update(self.strategy.counts)
         settings = {**self.strategy.settings(), "max_rank": max_rank if self.strategy.ranked else None}
-        return MiningResult(groups, counts, settings, time.perf_counter() - start)
+        return MiningResult(groups, counts, settings, time.perf_counter() - start, shards)
+
+    def _fan_out(self, queries: list[MiningQuery], max_rank: int | None, pools: dict[str, list[str]],
+                 counts: dict[str, int]) -> tuple[list[MiningQuery], int]:
+        """Mine ``queries`` in shards on :attr:`executor` (see the module); returns the short queries and the
+        number of shards."""
+        c = self.config
+        self.strategy.candidates([])  # builds (and caches) the first stage here, once, before any worker
+        size = max(1, min(MINING_BLOCK, -(-len(queries) // SHARDS)))
+        shards = [queries[i:i + size] for i in range(0, len(queries), size)]
+        dataset = self.context.dataset
+        tasks = [(c, dataset, self.context.split, shard, max_rank) for shard in shards]
+        bar = tqdm(total=len(queries), desc=f"mining ({c.strategy}, {self.executor.name})", unit=" queries",
+                   disable=not self.context.show_progress or None)
+        by_id = {q.query_id: q for q in queries}
+        short: list[MiningQuery] = []
+
+        def done(i: int, result: ShardResult) -> None:
+            pools.update(result.pools)
+            short.extend(by_id[q] for q in result.short)
+            for k, v in result.counts.items():
+                counts[k] = counts.get(k, 0) + v
+            for k, v in result.strategy_counts.items():
+                self.strategy.counts[k] = self.strategy.counts.get(k, 0) + v
+            bar.update(len(shards[i]))
+
+        try:
+            self.executor.map(mine_shard, tasks, done)
+        finally:
+            bar.close()
+        order = {q.query_id: n for n, q in enumerate(queries)}
+        return sorted(short, key=lambda q: order[q.query_id]), len(shards)
 
     def _mine_block(self, block: list[MiningQuery], by_id: dict[str, MiningQuery], max_rank: int | None,
                     pools: dict[str, list[str]], counts: dict[str, int]) -> list[MiningQuery]:
@@ -230,3 +284,37 @@ class Miner:
                 break
         counts["queries_topped_up"] += len(short)
         counts["queries_short_after_topup"] += sum(1 for q in short if len(pools[q.query_id]) < target)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What :func:`mine_shard` sends back: the shard's pools, its short query ids, and the counts it added."""
+
+    pools: dict[str, list[str]]
+    short: list[str]
+    counts: dict[str, int]
+    strategy_counts: dict[str, int]
+
+
+_WORKER_MINERS: dict[str, Miner] = {}
+"""A worker process's miners, by settings: the dataset and first stage are opened once for all its shards."""
+
+
+def mine_shard(config: MiningConfig, dataset, split: str, shard: list[MiningQuery],
+               max_rank: int | None) -> ShardResult:
+    """Mine one shard of queries in a worker (a Ray task or a pool process), as :meth:`Miner._mine_block`
+    does in the driver. ``dataset`` arrives without its opened store (:meth:`Dataset.__getstate__`)."""
+    import json
+
+    key = json.dumps([config.to_dict(), getattr(dataset, "source", ""), dataset.name, split], sort_keys=True,
+                     default=str)
+    miner = _WORKER_MINERS.get(key)
+    if miner is None:  # only the latest: a long-lived Ray worker would otherwise keep every index it opened
+        _WORKER_MINERS.clear()
+        miner = _WORKER_MINERS[key] = Miner(MiningContext(config, dataset, split, None, show_progress=False))
+    before = dict(miner.strategy.counts)
+    pools: dict[str, list[str]] = {}
+    counts = dict.fromkeys(_BLOCK_COUNTS, 0)
+    short = miner._mine_block(shard, {q.query_id: q for q in shard}, max_rank, pools, counts)
+    grown = {k: v - before.get(k, 0) for k, v in miner.strategy.counts.items() if v != before.get(k, 0)}
+    return ShardResult(pools, [q.query_id for q in short], counts, grown)

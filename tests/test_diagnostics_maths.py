@@ -222,3 +222,13 @@ def test_rank_properties(scores):
     r = positive_rank(scores)
     assert 1 <= r <= len(scores)
     assert r == 1 + sum(1 for s in scores[1:] if s >= scores[0])
+
+
+def test_the_default_alpha_and_kappa_never_below_one():
+    """Found by mutation: every test passed alpha, so another default passed; and kappa's clamp at 1 was never
+    reached. Cosine distances of [1,0], [0,1], [-1,0] are 1, 2, 1: the 0.95-quantile (linear) is 1.9. A group
+    whose last-bit differences make log kappa -4.4e-16 must still give kappa >= 1 (its minimum is 1/k)."""
+    e = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert robust_diameter(e) == pytest.approx(1.9, abs=1e-12)
+    t = [0.805613735463265] * 27 + [0.8056137354632651, 0.805613735463265]
+    assert log_kappa(t) >= 0.0 and kappa(t) >= 1.0

@@ -223,3 +223,16 @@ def test_run_covering_some_judged_queries_scores_the_others_zero(trecdl_manifest
     assert part.queries_missing_from_run == 33 and part.judged_queries == 43
     assert part.per_query["nDCG@10"] == {q: (full[q] if q in kept else 0.0) for q in full}
     assert part.means["nDCG@10"] == pytest.approx(sum(full[q] for q in kept) / 43)
+
+
+def test_empty_entries_and_numpy_grades():
+    """Found by mutation: a run entry without documents counted as present, a qrels entry without judgements
+    as judged, and a numpy grade (from a DataFrame) was not made an int (ir_measures then raised TypeError)."""
+    import numpy as np
+
+    r = evaluate_run({"q1": {"a": 1.0}, "q2": {}}, {"q1": {"a": 1}, "q2": {"x": 1}}, ["RR@10"])
+    assert r.queries_missing_from_run == 1
+    r = evaluate_run({"q1": {"a": 1.0}}, {"q1": {"a": 1}, "q2": {}}, ["RR@10"])
+    assert r.judged_queries == 1 and r.means == {"RR@10": 1.0}  # q2 judges nothing: not a 0 in the mean
+    r = evaluate_run({"q1": {"b": 3.0, "a": 2.0}}, {"q1": {"a": np.int64(2), "b": 0}}, ["nDCG@10"])
+    assert r.means["nDCG@10"] == pytest.approx(1 / math.log2(3))  # the relevant document at rank 2

@@ -242,3 +242,22 @@ def test_margin_mse_matches_sentence_transformers_margin_mse():
     ref.backward()
     ours.backward()
     assert torch.allclose(s.grad, s_ref.grad, atol=1e-7)
+
+
+def test_temperatures_ties_and_one_document_groups_change_the_value():
+    """Found by mutation: no test used listnet or soft ranknet at T != 1 (with a uniform student a dropped
+    temperature gives the same value), the tie target of ties="include" (a student margin of 0 gives ln 2
+    whatever the target), or a group of one document (lce was 0)."""
+    # listnet, T = 2: softmax([ln2, 0, 0]) = [1/2, 1/4, 1/4], softmax([ln3, 0, 0]) = [3/5, 1/5, 1/5];
+    # L = -(3/5 ln 1/2 + 2/5 ln 1/4) = 1.4 ln 2
+    assert listnet(t([[2 * LN2, 0, 0]]), t([[2 * LN3, 0, 0]]), temperature=2.0).item() == \
+        pytest.approx(1.4 * LN2, abs=1e-6)
+    # soft ranknet, T = 2: pairs (0,1), (0,2) with d = 1 and target sigmoid(1/2); the tied pair is dropped
+    assert ranknet(t([[1, 0, 0]]), t([[2, 1, 1]]), targets="soft", temperature=2.0).item() == \
+        pytest.approx(math.log1p(math.e) - 1 / (1 + math.exp(-0.5)), abs=1e-6)  # 0.6908024
+    # a tie kept with target 1/2, student margin -1: softplus(-1) + 1/2
+    assert ranknet(t([[0, 1]]), t([[1, 1]]), ties="include").item() == \
+        pytest.approx(math.log1p(math.exp(-1)) + 0.5, abs=1e-6)  # 0.8132617
+    for loss in (lce, kl, margin_mse, ranknet, listnet):
+        with pytest.raises(ValueError, match="needs at least 2 documents per group"):
+            loss(torch.zeros(2, 1), torch.zeros(2, 1))

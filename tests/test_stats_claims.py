@@ -166,3 +166,25 @@ def test_study_means_are_those_of_the_queries_compared(tmp_path, missing):
     by_hand_a = np.mean([a[q] + 0.002 for q in qs])
     assert res.over_seeds["B"].mean == pytest.approx(by_hand_b)
     assert res.over_seeds["A"].mean == pytest.approx(by_hand_a)
+
+
+def test_worse_beyond_the_margin_and_the_edges_of_the_one_sided_tests():
+    """Found by mutation: `worse` was never checked (the wrong side passed), nor `beyond_margin` against the
+    margin rather than 0, a constant difference exactly at mu0, a df below 1, a zero difference counted as
+    smaller, two queries (the least that has an interval), or `significant`'s default correction."""
+    r = adds_little([("b", Est(0.004, 0.002, 99)), ("e", Est(-0.05, 0.005, 99))], 0.01, 0.05)
+    assert [f.label for f in r.worse] == ["e"]
+    one = adds_little([("b", Est(0.012, 0.002, 99))], 0.01, 0.05)  # better than the baseline, not beyond 0.01
+    assert one.beyond_margin == () and one.verdict == "undetermined"
+    for alternative in ("greater", "less"):
+        assert one_sided_p(0.01, 0.0, 5, 0.01, alternative) == 1.0  # a constant on the bound rejects nothing
+    assert one_sided_p(0.02, 0.01, 0, 0.0, "greater") == 0.0  # no df: the constant (se as given) decides
+    shift = paired_shift("x", {"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 1.0, "b": 1.0, "c": 4.0}, 0.05)
+    assert shift.share_smaller == pytest.approx(1 / 3)  # d = (0, 1, -1): only -1 is smaller
+    two = paired_shift("x", {"a": 1.0, "b": 2.0}, {"a": 0.0, "b": 0.0}, 0.05)
+    t95 = 6.313752  # t_{0.95, 1}; mean 1.5, se = sd / sqrt(2) = 0.5, a 90% interval
+    assert (two.ci_low, two.ci_high) == pytest.approx((1.5 - t95 * 0.5, 1.5 + t95 * 0.5), abs=1e-6)
+    # twenty comparisons each at p = 0.0253 one-sided: significant alone, none after Holm (the default)
+    family = [(str(i), Est(0.02, 0.01, 49)) for i in range(20)]
+    assert significant(family, "greater", 0.05) == ()
+    assert len(significant(family, "greater", 0.05, correction="none")) == 20

@@ -86,3 +86,40 @@ def test_meta_and_interval_inputs_are_checked():
                  lambda: mean_interval([0.3, 0.32, 0.31], 95)):
         with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), e.g. 0.95, got 95"):
             call()
+
+
+def test_meta_analysis_weights_q_pvalue_and_paule_mandel_by_hand():
+    """Found by mutation: only the estimate, se and I^2 were pinned, so fixed-effect weights in a random-effects
+    result, a Q p-value on k degrees of freedom, or DerSimonian-Laird in place of Paule-Mandel all passed.
+    The expected values are worked out here from the definitions, not from statsmodels."""
+    from scipy.optimize import brentq
+
+    y, v = np.array([0.1, 0.5, 0.2]), np.array([0.001, 0.002, 0.0015])
+    w = 1 / v
+    q = float(np.sum(w * (y - np.sum(w * y) / w.sum()) ** 2))
+    tau2_dl = max(0.0, (q - 2) / (w.sum() - np.sum(w**2) / w.sum()))
+    dl = random_effects(y, v, method="dl")
+    assert dl.q == pytest.approx(q) and dl.tau2 == pytest.approx(tau2_dl)
+    assert dl.q_pvalue == pytest.approx(math.exp(-q / 2), rel=1e-9)  # chi^2 with 2 df: sf(q) = exp(-q/2)
+    re = 1 / (v + tau2_dl)
+    np.testing.assert_allclose(dl.weights, re / re.sum(), atol=1e-9)  # (0.337631, 0.329072, 0.333297)
+
+    def generalised_q(t2: float) -> float:  # Paule-Mandel: the tau^2 at which the weighted Q equals k - 1
+        wt = 1 / (v + t2)
+        return float(np.sum(wt * (y - np.sum(wt * y) / wt.sum()) ** 2)) - 2
+
+    tau2_pm = brentq(generalised_q, 0.0, 1.0, xtol=1e-14)
+    pm = random_effects(y, v, method="pm")
+    wt = 1 / (v + tau2_pm)
+    assert pm.tau2 == pytest.approx(tau2_pm, abs=1e-6)  # 0.041681 (DL: 0.037444)
+    assert pm.estimate == pytest.approx(np.sum(wt * y) / wt.sum(), abs=1e-6)  # 0.265126
+    assert pm.se == pytest.approx(math.sqrt(1 / wt.sum()), abs=1e-6)
+
+
+def test_an_inconclusive_pair_is_not_equivalent_in_the_letters():
+    """Found by mutation: no test had an inconclusive pair, so letting one join a class passed."""
+    rng = np.random.default_rng(5)
+    v = rng.uniform(0.2, 0.8, 300)
+    ec = equivalence_classes({"A": v, "B": v + 0.01 + rng.normal(0, 0.005, 300)}, 0.01, 0.05)
+    assert ec.pairwise[("A", "B")].verdict == "inconclusive"
+    assert ec.letters == {"B": "a", "A": "b"}

@@ -141,3 +141,27 @@ def test_comparison_config_is_validated_on_construction():
         ComparisonConfig(metric="nDCG@10", margin=0.01, bootstrap_method="bca")
     # one test named bare is that test, not its letters
     assert ComparisonConfig(metric="nDCG@10", margin=0.01, tests="wilcoxon").tests == ("wilcoxon",)
+
+
+def test_zero_differences_infinite_statistics_defaults_and_the_bootstrap_method():
+    """Found by mutation: the golden data had no zero difference (Wilcoxon's zero_method), no constant
+    difference below zero or on the rounding tolerance, no call with the default correction, and the
+    bootstrap's tolerance was wider than the change from BCa to percentile or to a 97.5% interval."""
+    # Wilcoxon drops the zero ("wilcox"): |d| ranks 0.5 -> 1, 1 -> 2, 2 -> 3, 3 -> 4; W- = 1; exact p = 2 * 2/16
+    r = wilcoxon_test(np.array([1.0, 2, 3, -0.5, 0]), np.zeros(5))
+    assert (r.statistic, r.pvalue) == (1.0, 0.25)  # "pratt" ranks the zero too: statistic 2
+    y = np.array([0.2, 0.5, 0.1])
+    worse = paired_t_test(y - 0.1, y)
+    assert worse.statistic == -math.inf and worse.pvalue == 0.0  # a constant shift down keeps its sign
+    assert paired_t_test(y + 1e-9, y).pvalue == 0.0  # 1e-9 is a real constant shift, not float rounding
+    # the default correction is Holm: sorted 0.01, 0.03, 0.04 -> 3 x 0.01, 2 x 0.03, max(0.06, 0.04)
+    np.testing.assert_allclose(adjust_pvalues([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    rng = np.random.default_rng(3)
+    b = rng.uniform(0.2, 0.8, 150)
+    a = b + rng.normal(0.02, 0.05, 150)
+    ci = bootstrap_mean_diff(a, b, n_resamples=2000, seed=7)  # defaults: BCa, 95%
+    ref = stats.bootstrap((a - b,), np.mean, n_resamples=2000, confidence_level=0.95, method="BCa",
+                          rng=np.random.default_rng(7), vectorized=True).confidence_interval
+    assert ci.method == "BCa" and ci.confidence == 0.95
+    assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert (ci.low, ci.high) == pytest.approx((0.0190045, 0.0339057), abs=1e-6)  # percentile: 0.01898, 0.03370

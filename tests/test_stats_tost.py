@@ -114,3 +114,12 @@ def test_margins():
                {"margin": 0.01, "margin_rel": 0.02}, {"margin_rel": 0.02, "baseline_mean": 0.0}):
         with pytest.raises(UserInputError):
             resolve_margin(**kw)
+
+
+def test_a_constant_difference_below_the_margin_gives_both_statistics_minus_infinity():
+    """Found by mutation: the lower statistic of a constant difference was only checked above the margin.
+    d = -0.02 everywhere, margin 0.01: (d + 0.01) / 0 = -inf and (d - 0.01) / 0 = -inf, so "different"."""
+    y = np.array([0.2, 0.3, 0.4])
+    r = paired_tost(y - 0.02, y, 0.01)
+    assert (r.t_lower, r.t_upper) == (-math.inf, -math.inf)
+    assert r.verdict == "different"

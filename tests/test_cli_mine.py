@@ -179,6 +179,20 @@ def test_mining_fans_out_over_an_executor_with_the_same_groups_and_counts(tmp_pa
             outputs[executor] = (out.read_bytes(), json.loads((tmp_path / f"{out.name}.meta.json").read_text()))
         (local, local_meta), (fanned, fanned_meta) = outputs["local"], outputs["processes"]
         assert fanned == local and fanned_meta["counts"] == local_meta["counts"], strategy
-        assert fanned_meta["executor"] == {"name": "processes", "mining_shards": 15}  # 150 queries, 16 shards at most
+        assert fanned_meta["executor"] == {"name": "processes", "mining_shards": 2}  # one shard per worker
         assert local_meta["executor"] == {"name": "local", "mining_shards": 0}
     assert local_meta["counts"]["queries_topped_up"] == 150 and local_meta["counts"]["random_negatives_added"] == 750
+
+
+def test_mining_shards_without_a_model_ask_for_no_gpu(tmp_path, cranfield_dir, monkeypatch):
+    """Ray tasks took --gpus-per-task's default (1 where there is a GPU) for bm25, random and run shards too,
+    which queued them one GPU at a time; only a dense first stage runs a model."""
+    from rankdistill.commands import mine
+
+    asked = []
+    monkeypatch.setattr(mine, "scoring_executor", lambda args: asked.append(args.gpus_per_task))  # returns None
+    base = ["mine", "--dataset", str(cranfield_dir), "--strategy", "bm25", "--group-size", "4", "--max-queries", "5",
+            "--executor", "ray"]
+    assert main([*base, "--output", str(tmp_path / "a.jsonl")]) == 0
+    assert main([*base, "--gpus-per-task", "0.5", "--output", str(tmp_path / "b.jsonl")]) == 0
+    assert asked == [0.0, 0.5]

@@ -50,8 +50,11 @@ def test_an_irds_subset_of_a_conventional_split_answers_to_its_name(local_irds, 
                                         qrels_trec=str(tmp_path / "qrels.txt"))
     ir_datasets.registry.register(f"{local_irds}/train/judged", subset)
     ds = load_dataset(f"irds:{local_irds}/train/judged")
-    assert ds.split_names() == ["judged", "train"]
-    assert ds.queries("train") == ds.queries("judged") == {"q1": "wing flutter", "q2": "boundary layers"}
+    assert ds.split_names() == ["judged"]  # listed once: data info, diagnostics and judged_relevant read it once
+    assert ds.queries("train") is ds.queries("judged")
+    assert ds.queries("train") == {"q1": "wing flutter", "q2": "boundary layers"} and ds.rel_threshold("train") == 1
+    with pytest.raises(UserInputError, match=r"known splits: judged \(also as train\)"):
+        ds.qrels("dev")
     assert load_dataset(f"irds:{local_irds}/test").split_names() == ["test"]  # no alias where the id is a split
 
 
@@ -245,7 +248,7 @@ def test_an_unreachable_hub_is_probed_once_and_then_only_the_local_cache_is_aske
         raise OSError(-2, "Name or service not known")
 
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    for variable in backbone._PROXY_VARIABLES:
+    for variable in (*backbone._PROXY_VARIABLES, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example:8443")
@@ -263,3 +266,25 @@ def test_an_unreachable_hub_is_probed_once_and_then_only_the_local_cache_is_aske
     monkeypatch.setattr(backbone, "_HUB_PROBED", False)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert backbone.offline_unless_hub_reachable() is False and len(calls) == 1
+    # HF_HUB_OFFLINE=0 given by the user: their choice, not probed over
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert backbone.offline_unless_hub_reachable() is False and len(calls) == 1
+
+
+def test_bm25_mining_over_an_irds_corpus_stays_in_this_process(local_irds, caplog):
+    """An ir_datasets corpus has no document store folder to keep the BM25 index in, so every worker built it
+    again; such mining now stays in this process (the random strategy, with nothing to build, still fans out)."""
+    from rankdistill.experiments.executors import LocalExecutor
+    from rankdistill.mining import Miner, MiningConfig, MiningContext
+
+    ds = load_dataset(f"irds:{local_irds}")
+
+    def mine(strategy: str):
+        config = MiningConfig(strategy=strategy, group_size=2, pool_size=1, depth=2)
+        return Miner(MiningContext(config, ds, "test", None, show_progress=False), executor=LocalExecutor()).run()
+
+    with caplog.at_level("INFO", logger="rankdistill.mining.miner"):
+        assert mine("bm25").shards == 0
+    assert "is not kept on disk, so each worker would build it again" in caplog.text
+    assert mine("random").shards == 2

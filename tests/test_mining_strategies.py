@@ -486,3 +486,31 @@ def test_mine_refuses_min_relevance_below_1_and_min_rank_past_the_window(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1] == f"rankdistill mine: error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+def test_fanned_out_mining_keeps_no_state_between_runs(tmp_path, datasets):
+    """A worker cached its miner (dataset, first stage, run files) across tasks, keyed on settings: a run file
+    rewritten between two mining runs on the same (Ray) workers gave the old file's negatives, and the index
+    stayed in the worker's memory after mining. Each shard now opens what it needs and lets it go."""
+    from rankdistill.experiments.executors import LocalExecutor
+
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=20)
+    docs = ds.corpus.ids()
+    run = tmp_path / "r.trec"
+    config = MiningConfig(strategy="run", group_size=3, pool_size=2, candidates=str(run), max_queries=20,
+                          on_short="skip")
+
+    def mine(offset: int):
+        write_run({q.query_id: {docs[offset + j]: 9.0 - j for j in range(6)} for q in queries}, run)
+        return Miner(MiningContext(config, ds, "train", None, show_progress=False), executor=LocalExecutor()).run()
+
+    for offset in (100, 300):  # the same process each time, the run file rewritten in between; 20 queries in
+        # shards of ceil(20 / 16) = 2
+        fanned, here = mine(offset), _mine(ds, **config.to_dict())
+        assert fanned.shards == 10 and [g.to_json() for g in fanned.groups] == [g.to_json() for g in here.groups]
+        assert {d for g in fanned.groups for d in g.negative_ids} <= set(docs[offset:offset + 6])
+    import rankdistill.mining.miner as miner
+
+    module_state = [k for k, v in vars(miner).items() if k[:1] == "_" != k[1:2] and isinstance(v, dict) and v]
+    assert not module_state, "a module-level cache outlives the tasks"

@@ -121,20 +121,29 @@ class IrdsDocStore:
 class IrdsDataset(Dataset):
     """A :class:`Dataset` whose parts come from ir_datasets."""
 
-    def __init__(self, ident: str, split_ids: dict[str, str], rel_thresholds: dict[str, int]) -> None:
+    def __init__(self, ident: str, split_ids: dict[str, str], rel_thresholds: dict[str, int],
+                 aliases: dict[str, str] | None = None) -> None:
         super().__init__(name=ident, corpus_path=None, splits={}, source=f"irds:{ident}")  # type: ignore[arg-type]
         self._split_ids = split_ids
         self._thresholds = rel_thresholds
+        self._aliases = dict(aliases or {})
+        """Other names of a split (``train`` for the one split of ``msmarco-passage/train/judged``): accepted
+        wherever a split is, but not listed, so that nothing reads or counts that split twice."""
 
     def split_names(self) -> list[str]:
         return sorted(self._split_ids)
 
+    def _split_name(self, split: str) -> str:
+        return self._aliases.get(split, split)
+
     def _irds(self, split: str):
         import ir_datasets
 
+        split = self._split_name(split)
         if split not in self._split_ids:
+            also = f" (also as {', '.join(sorted(self._aliases))})" if self._aliases else ""
             raise UserInputError(f"unknown split {split!r} for irds:{self.name}; known splits: "
-                                 f"{', '.join(self.split_names())}", fix="pass one of them with --split")
+                                 f"{', '.join(self.split_names())}{also}", fix="pass one of them with --split")
         return ir_datasets.load(self._split_ids[split])
 
     @cached_property
@@ -148,6 +157,7 @@ class IrdsDataset(Dataset):
         return IrdsDocStore(ds, self.name)
 
     def qrels(self, split: str) -> Qrels:
+        split = self._split_name(split)
         key = ("qrels", split)
         if key not in self._cache:
             out: Qrels = {}
@@ -158,6 +168,7 @@ class IrdsDataset(Dataset):
         return self._cache[key]
 
     def all_queries(self, split: str) -> dict[str, str]:
+        split = self._split_name(split)
         key = ("queries", split)
         if key not in self._cache:
             out = {}
@@ -173,6 +184,7 @@ class IrdsDataset(Dataset):
         return self.all_queries(split)
 
     def candidates(self, split: str) -> Run | None:
+        split = self._split_name(split)
         ds = self._irds(split)
         if not ds.has_scoreddocs():
             return None
@@ -184,7 +196,7 @@ class IrdsDataset(Dataset):
 
     def rel_threshold(self, split: str) -> int:
         self._irds(split)
-        return self._thresholds.get(split, 1)
+        return self._thresholds.get(self._split_name(split), 1)
 
 
 _SPLIT_NAMES = ("train", "dev", "validation", "test")
@@ -204,13 +216,15 @@ def load_irds(ident: str) -> IrdsDataset:
         raise UserInputError(f"ir_datasets has no dataset {ident!r}",
                              fix="see https://ir-datasets.com for the ids, e.g. irds:beir/scifact/test") from None
     split_ids: dict[str, str] = {}
+    aliases: dict[str, str] = {}
     if ds.has_queries():
-        split_ids[ident.rsplit("/", 1)[-1]] = ident
+        own = ident.rsplit("/", 1)[-1]
+        split_ids[own] = ident
         # a subset of a conventional split (msmarco-passage/train/judged, .../dev/small) also answers to that
         # split's name, the default --split of mine and train: "judged" alone made `--split train` fail
         for part in ident.split("/")[1:-1]:
-            if part in _SPLIT_NAMES:
-                split_ids.setdefault(part, ident)
+            if part in _SPLIT_NAMES and part != own:
+                aliases.setdefault(part, own)
     prefix = ident.rstrip("/") + "/"
     for name in list(registry):
         if name.startswith(prefix) and "/" not in name[len(prefix):]:
@@ -222,4 +236,5 @@ def load_irds(ident: str) -> IrdsDataset:
     if not split_ids:
         raise UserInputError(f"ir_datasets dataset {ident!r} has no queries", fix="name a dataset with queries")
     thresholds = {s: (2 if "trec-dl" in i else 1) for s, i in split_ids.items()}
-    return IrdsDataset(ident, split_ids, thresholds)
+    aliases = {a: n for a, n in aliases.items() if a not in split_ids}  # a real split of that name comes first
+    return IrdsDataset(ident, split_ids, thresholds, aliases)

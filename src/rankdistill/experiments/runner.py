@@ -494,21 +494,22 @@ class Study:
                      "--max-length", tc.max_length if tc else 256, "--batch-size", tc.batch_size if tc else 64]
             if m.false_negative_margin is not None:
                 argv += ["--fn-margin", m.false_negative_margin]
-        argv += self._scoring_executor()
+        # a first stage without a model (random, bm25) needs no GPU for its shards
+        argv += self._scoring_executor(None if teacher or strategy in ("dense", "ensemble") else 0.0)
         call_verb(argv)
         meta = json.loads((work / "groups.jsonl.meta.json").read_text())
         computed = ((meta.get("teacher") or {}).get("pairs") or {}).get("scored", 0)
         return {"counts": meta.get("counts", {}), "teacher_calls": _rows(work / "mining-scores.db"),
                 "teacher_calls_computed": computed}
 
-    def _scoring_executor(self) -> list:
+    def _scoring_executor(self, gpus: float | None = None) -> list:
         """With ``executor.kind = "ray"`` mining and the teacher's scoring fan out over Ray too (shards of
         queries, or chunks of pairs, as tasks, each asking for ``executor.gpus_per_cell`` GPUs), as the cells
         do; the other executors mine and score in this process (a process pool would only share the one GPU)."""
         ex = self.cfg.executor
         if ex.kind != "ray":
             return []
-        return ["--executor", "ray", "--gpus-per-task", ex.gpus_per_cell,
+        return ["--executor", "ray", "--gpus-per-task", ex.gpus_per_cell if gpus is None else gpus,
                 *(["--ray-address", ex.address] if ex.address else [])]
 
     def _teacher_cache(self) -> Path:

@@ -15,12 +15,13 @@ Determinism: every random choice comes from :func:`rankdistill.mining.seeding.qu
 use), and candidates are ranked with ties broken by doc id, so identical inputs and seed give identical groups.
 Nothing depends on which block a query is in: every step is per query.
 
-Fan-out: given an executor (``mine --executor ray`` or ``processes``), the blocks of a strategy that does not
-ask the teacher (random, bm25, dense, run) are mined as tasks (:func:`mine_shard`), each worker opening the
-dataset and the first stage once; the first stage is built here first, so that the workers only load its
-cached index (BM25) or embeddings (dense). Since every step is per query, the groups are the same as mined in
-one process (dense: up to the float rounding of how the queries are batched for encoding). With the teacher,
-its scoring is what fans out (:class:`~rankdistill.teachers.engine.TeacherScores`).
+Fan-out: given an executor (``mine --executor ray`` or ``processes``), a strategy that does not ask the
+teacher (random, bm25, dense, run) mines one shard of queries per worker (:func:`mine_shard`), each task
+opening the dataset and the first stage once and letting them go when done; the first stage is built here
+first, so that the workers only load its cached index (BM25) or embeddings (dense), and the queries stay in
+this process where it cannot be cached (BM25 over an ir_datasets corpus). Since every step is per query, the
+groups are the same as mined in one process (dense: up to the float rounding of how the queries are batched
+for encoding). With the teacher, its scoring is what fans out (:class:`~rankdistill.teachers.engine.TeacherScores`).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ MINING_BLOCK = 10_000
 """Queries mined together: their first-stage rankings, teacher scores and pools are in memory at once."""
 
 SHARDS = 16
-"""With an executor, the queries are cut into at least this many shards (of at most :data:`MINING_BLOCK`), so
-that a small set still spreads over the workers."""
+"""Shards of queries for an executor that does not say how many workers it has (Ray); a process pool gets one
+per worker. Each shard is one task that opens the first stage once and mines its queries in blocks."""
 
 _BLOCK_COUNTS = ("candidates_total", "false_negatives_dropped", "random_negatives_added", "queries_topped_up",
                  "queries_short_after_topup")
@@ -157,7 +158,7 @@ class Miner:
         pools: dict[str, list[str]] = {}
         short: list[MiningQuery] = []
         shards = 0
-        if self.executor is not None and not self.uses_teacher:
+        if self.executor is not None and not self.uses_teacher and self._first_stage_shareable():
             short, shards = self._fan_out(queries, max_rank, pools, counts)
         else:
             blocks = [queries[i:i + MINING_BLOCK] for i in range(0, len(queries), MINING_BLOCK)]
@@ -199,16 +200,28 @@ class Miner:
         settings = {**self.strategy.settings(), "max_rank": max_rank if self.strategy.ranked else None}
         return MiningResult(groups, counts, settings, time.perf_counter() - start, shards)
 
+    def _first_stage_shareable(self) -> bool:
+        """Build the first stage here, once, so that the workers find it cached; ``False`` (mine in this
+        process) where it cannot be cached: BM25 over a corpus without a document store folder (ir_datasets')
+        would be indexed again by every worker."""
+        self.strategy.candidates([])
+        bm25 = self.context._retrievers.get("bm25")
+        if bm25 is not None and not getattr(bm25, "cached", True):
+            logger.info("the BM25 index of %s is not kept on disk, so each worker would build it again: mining in "
+                        "this process", self.context.dataset.name)
+            return False
+        return True
+
     def _fan_out(self, queries: list[MiningQuery], max_rank: int | None, pools: dict[str, list[str]],
                  counts: dict[str, int]) -> tuple[list[MiningQuery], int]:
         """Mine ``queries`` in shards on :attr:`executor` (see the module); returns the short queries and the
         number of shards."""
         c = self.config
-        self.strategy.candidates([])  # builds (and caches) the first stage here, once, before any worker
-        size = max(1, min(MINING_BLOCK, -(-len(queries) // SHARDS)))
+        self.context._retrievers.clear()  # the workers search; this process need not hold an index meanwhile
+        n = max(1, min(getattr(self.executor, "workers", SHARDS), len(queries)))
+        size = -(-len(queries) // n)
         shards = [queries[i:i + size] for i in range(0, len(queries), size)]
-        dataset = self.context.dataset
-        tasks = [(c, dataset, self.context.split, shard, max_rank) for shard in shards]
+        tasks = [(c, self.context.dataset, self.context.split, shard, max_rank) for shard in shards]
         bar = tqdm(total=len(queries), desc=f"mining ({c.strategy}, {self.executor.name})", unit=" queries",
                    disable=not self.context.show_progress or None)
         by_id = {q.query_id: q for q in queries}
@@ -296,25 +309,18 @@ class ShardResult:
     strategy_counts: dict[str, int]
 
 
-_WORKER_MINERS: dict[str, Miner] = {}
-"""A worker process's miners, by settings: the dataset and first stage are opened once for all its shards."""
-
-
 def mine_shard(config: MiningConfig, dataset, split: str, shard: list[MiningQuery],
                max_rank: int | None) -> ShardResult:
-    """Mine one shard of queries in a worker (a Ray task or a pool process), as :meth:`Miner._mine_block`
-    does in the driver. ``dataset`` arrives without its opened store (:meth:`Dataset.__getstate__`)."""
-    import json
-
-    key = json.dumps([config.to_dict(), getattr(dataset, "source", ""), dataset.name, split], sort_keys=True,
-                     default=str)
-    miner = _WORKER_MINERS.get(key)
-    if miner is None:  # only the latest: a long-lived Ray worker would otherwise keep every index it opened
-        _WORKER_MINERS.clear()
-        miner = _WORKER_MINERS[key] = Miner(MiningContext(config, dataset, split, None, show_progress=False))
-    before = dict(miner.strategy.counts)
+    """Mine one shard of queries in a worker (a Ray task or a pool process), in blocks as
+    :meth:`Miner._mine_block` does in the driver. The worker opens the dataset (which arrives without its
+    opened store, :meth:`Dataset.__getstate__`) and the first stage itself, and lets both go when the shard is
+    done: nothing outlives the task, so a worker that later runs something else holds no index, and a later
+    mining run never meets a stale one."""
+    miner = Miner(MiningContext(config, dataset, split, None, show_progress=False))
     pools: dict[str, list[str]] = {}
     counts = dict.fromkeys(_BLOCK_COUNTS, 0)
-    short = miner._mine_block(shard, {q.query_id: q for q in shard}, max_rank, pools, counts)
-    grown = {k: v - before.get(k, 0) for k, v in miner.strategy.counts.items() if v != before.get(k, 0)}
-    return ShardResult(pools, [q.query_id for q in short], counts, grown)
+    short: list[MiningQuery] = []
+    by_id = {q.query_id: q for q in shard}
+    for i in range(0, len(shard), MINING_BLOCK):
+        short.extend(miner._mine_block(shard[i:i + MINING_BLOCK], by_id, max_rank, pools, counts))
+    return ShardResult(pools, [q.query_id for q in short], counts, dict(miner.strategy.counts))

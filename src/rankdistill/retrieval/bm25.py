@@ -87,6 +87,9 @@ class BM25Retriever:
         self._stem = _stemmer(self.config.stemmer)
         self.doc_ids = corpus.ids()
         cache_dir = self._cache_dir(corpus) if cache else None
+        self.cached = cache_dir is not None
+        """Whether the index is kept on disk (a corpus without a document store folder, e.g. ir_datasets', is
+        indexed again by every process that opens it)."""
         if cache_dir is not None and (cache_dir / "params.index.json").exists():
             self.index = bm25s.BM25.load(str(cache_dir), show_progress=False)
             logger.debug("loaded BM25 index from %s", cache_dir)

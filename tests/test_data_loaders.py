@@ -463,3 +463,11 @@ def test_a_broken_gz_file_is_named_with_the_fix(tmp_path, capsys, kind):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a whole gzip file" in err[0] and err[0].endswith(
         "(compress it again, or give the uncompressed file without .gz)")
+
+
+def test_a_tsv_corpus_line_without_a_tab_is_told_to_add_one(tmp_path):
+    """The fix said "replace tabs inside the text with spaces" for a line that has no tab at all."""
+    with pytest.raises(UserInputError, match=r"c\.tsv:2: .*found 1 field\(s\) \(separate the id from the text"):
+        list(iter_corpus(_write(tmp_path / "c.tsv", "a\tfirst\nb second\n")))
+    with pytest.raises(UserInputError, match=r"found 4 field\(s\) \(replace tabs inside the text with spaces\)"):
+        list(iter_corpus(_write(tmp_path / "d.tsv", "a\tt\tx\ty\n")))

@@ -167,3 +167,14 @@ def test_finished_artifacts_lists_only_what_has_a_manifest(tmp_path):
         [("candidates", c.hash), *sorted([("mine", a.hash), ("mine", b.hash)])]
     assert {x.hash: x.info for x in finished_artifacts(tmp_path / "a") if x.stage == "mine"} == \
         {a.hash: {"n": 1}, b.hash: {"n": 2}}
+
+
+def test_a_corrupt_manifest_is_one_line_naming_it(tmp_path):
+    from rankdistill.errors import UserInputError
+    from rankdistill.experiments.artifacts import finished_artifacts
+
+    store = ArtifactStore(tmp_path)
+    art, _ = store.run("mine", {}, {}, lambda w: None)
+    (art.path / "manifest.json").write_text("{cut sho")
+    with pytest.raises(UserInputError, match=r"manifest\.json: not a valid artifact manifest \(delete"):
+        list(finished_artifacts(tmp_path))

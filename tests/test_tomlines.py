@@ -43,9 +43,9 @@ def test_key_lines_number_tables_arrays_of_tables_and_dotted_keys():
     assert lines["teacher.train.layers"] == 18 and lines["teacher.train.grid.seeds"] == 19
     assert tomllib.loads(TEXT)["test"][1]["split"] == "dev"  # the text is valid TOML: the numbering is of real keys
     # a message names the key first, a value after it; an item index counts as its key; a table by [name]
-    assert key_line(TEXT, "'test[1].split' 'dev' is not a split of x") == 16
-    assert key_line(TEXT, "'test[0].metrics[1]' unknown measure") == 6
-    assert key_line(TEXT, "[teacher.train] needs 'layers'") == 17
+    assert key_line(TEXT, "'test[1].split' 'dev' is not a split of x") == ("test[1].split", 16)
+    assert key_line(TEXT, "'test[0].metrics[1]' unknown measure") == ("test[0].metrics", 6)
+    assert key_line(TEXT, "[teacher.train] needs 'layers'") == ("teacher.train", 17)
     assert key_line(TEXT, "'student.lr' must be positive") is None
 
 
@@ -61,6 +61,17 @@ def test_config_and_manifest_errors_name_the_line(tmp_path, shared_data):
     with pytest.raises(UserInputError, match=r"c\.toml:12: 'grid\.strategies' has unknown value 'x' \("):
         load_config(config, overrides=["test.two.split='test'"])
     config.write_text(config.read_text().replace('"x"', '"random"'))
+    # a test's key set as test.NAME.KEY is blamed on the --set too, not on the line of the file's value
+    with pytest.raises(UserInputError) as e:
+        load_config(config, overrides=["test.two.split=dev"])
+    assert e.value.line is None and "as given by --set test.two.split=dev" in str(e.value)
+    # an error that names a line always says what to do about it, if only which key to change
+    config.write_text(config.read_text().replace('split = "dev"', 'split = "test"') + "[comparison]\nmargin = 0.0\n")
+    with pytest.raises(UserInputError) as e:
+        load_config(config)
+    assert e.value.line == 17 and e.value.fix
+    config.write_text(config.read_text().replace("margin = 0.0", "margin = 0.01").replace('split = "test"',
+                                                                                           'split = "dev"'))
     # a value given by --set is blamed on the --set, with no line of the file
     with pytest.raises(UserInputError) as e:
         load_config(config, overrides=["test.two.split='test'", "student.lr=0.0"])

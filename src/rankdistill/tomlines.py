@@ -71,15 +71,15 @@ def key_lines(text: str) -> dict[str, int]:
     return out
 
 
-def key_line(text: str, message: str) -> int | None:
-    """The line of the first key or table that ``message`` names (``'a.b'``, ``'test[0].c'``, ``[a.b]``)
-    and ``text`` writes; a key's ``[i]`` item index counts as the key (``grid.seeds[2]`` is ``grid.seeds``)."""
+def key_line(text: str, message: str) -> tuple[str, int] | None:
+    """The first key or table that ``message`` names (``'a.b'``, ``'test[0].c'``, ``[a.b]``) and ``text``
+    writes, with its line; a key's ``[i]`` item index counts as the key (``grid.seeds[2]`` is ``grid.seeds``)."""
     lines = key_lines(text)
     for match in _NAMED.finditer(message):
         name = match.group(1) or match.group(2)
         for candidate in (name, re.sub(r"\[\d+\]$", "", name)):
             if candidate in lines:
-                return lines[candidate]
+                return candidate, lines[candidate]
     return None
 
 
@@ -92,10 +92,12 @@ def located(error: UserInputError, path: Path) -> UserInputError:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return error
-    line = key_line(text, error.message)
-    if line is None:
+    found = key_line(text, error.message)
+    if found is None:
         return error
-    return UserInputError(error.message, path=error.path, line=line, fix=error.fix)
+    key, line = found
+    return UserInputError(error.message, path=error.path, line=line,
+                          fix=error.fix or f"change '{key}' on that line")
 
 
 def decode_error(error: Exception, path: Path, fix: str | None = None) -> UserInputError:

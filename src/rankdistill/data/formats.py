@@ -89,7 +89,8 @@ def iter_corpus(path: str | Path) -> Iterator[tuple[int, Doc]]:
                 yield n, Doc(parts[0].strip(), parts[1], parts[2])
             else:
                 raise UserInputError(f"expected 'id<TAB>text' (or id, title, text), found {len(parts)} field(s)",
-                                     path=p, line=n, fix="replace tabs inside the text with spaces")
+                                     path=p, line=n, fix="separate the id from the text with a tab" if len(parts) == 1
+                                     else "replace tabs inside the text with spaces")
     else:
         yield from _iter_trec_docs(p)
 

@@ -105,7 +105,12 @@ def finished_artifacts(root: str | os.PathLike) -> Iterator[Artifact]:
     for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if (path / MANIFEST).is_file():
-                yield Artifact(stage_dir.name, path.name, path, json.loads((path / MANIFEST).read_text()))
+                try:
+                    manifest = json.loads((path / MANIFEST).read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise UserInputError("not a valid artifact manifest", path=path / MANIFEST,
+                                         fix="delete that artifact's folder; a run makes it again") from None
+                yield Artifact(stage_dir.name, path.name, path, manifest)
 
 
 class ArtifactStore:

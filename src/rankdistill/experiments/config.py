@@ -606,10 +606,12 @@ def load_config(path: str | os.PathLike, data_dir: str | None = None,
     except OSError as e:
         raise UserInputError(f"cannot read the config ({e.strerror})", path=p) from None
     raw = _short_forms(apply_overrides(_short_forms(dict(raw)), overrides, p))  # in the file, or set whole
+    tests = raw.get("test")
+    names = [t.get("name") for t in tests if isinstance(t, dict)] if isinstance(tests, list) else []
     try:
         return _config_from(raw, p, data_dir, overrides)
     except UserInputError as e:  # one about a value given by --set says so; else the key's line in the file
-        blamed = _blame_override(e, overrides)
+        blamed = _blame_override(e, overrides, names)
         raise (located(e, p) if blamed is e else blamed) from None
 
 
@@ -628,10 +630,16 @@ def _config_from(raw: dict, p: Path, data_dir: str | None, overrides: list[str] 
     return cfg
 
 
-def _blame_override(error: UserInputError, overrides: list[str] | tuple[str, ...]) -> UserInputError:
-    """``error`` saying which ``--set`` gave the value it is about (its message names the key), if one did."""
+def _blame_override(error: UserInputError, overrides: list[str] | tuple[str, ...],
+                    test_names: list | None = None) -> UserInputError:
+    """``error`` saying which ``--set`` gave the value it is about (its message names the key), if one did. A
+    test's key is set as ``test.NAME.KEY`` and named ``test[i].KEY`` in messages (``test_names`` in order)."""
+    names = list(test_names or [])
     for item in reversed(overrides):  # the last --set of a key is the one in force
         key = item.partition("=")[0].strip()
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] == "test" and parts[1] in names:
+            key = f"test[{names.index(parts[1])}].{'.'.join(parts[2:])}"
         if key and f"'{key}" in error.message:
             return UserInputError(f"{error.message}, as given by --set {item}", path=error.path, line=error.line,
                                   fix=error.fix)

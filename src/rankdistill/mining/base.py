@@ -106,7 +106,8 @@ class MiningConfig:
         given = [flag for flag, value in (("--systems", self.systems), ("--retrievers", self.retrievers)) if value]
         if given and self.strategy != "ensemble":  # were silently ignored
             raise UserInputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} only used by --strategy "
-                                 f"ensemble, not {self.strategy}", fix="leave it out, or use --strategy ensemble")
+                                 f"ensemble, not {self.strategy}",
+                                 fix=f"leave {'it' if len(given) == 1 else 'them'} out, or use --strategy ensemble")
         if self.min_relevance is not None and self.min_relevance < 1:
             raise UserInputError(f"--min-relevance must be at least 1, got {self.min_relevance}",
                                  fix="grade 0 means judged not relevant; give --min-relevance 1 or more")

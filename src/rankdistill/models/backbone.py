@@ -62,7 +62,8 @@ def offline_unless_hub_reachable(timeout: float = 3.0) -> bool:
     from huggingface_hub import constants
 
     global _HUB_PROBED
-    if constants.HF_HUB_OFFLINE or _HUB_PROBED or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+    chosen = any(v in os.environ for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))  # 0 too: the user decided
+    if constants.HF_HUB_OFFLINE or chosen or _HUB_PROBED or any(os.environ.get(v) for v in _PROXY_VARIABLES):
         return bool(constants.HF_HUB_OFFLINE)
     _HUB_PROBED = True
     url = urlparse(constants.ENDPOINT)

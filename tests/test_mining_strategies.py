@@ -514,3 +514,30 @@ def test_fanned_out_mining_keeps_no_state_between_runs(tmp_path, datasets):
 
     module_state = [k for k, v in vars(miner).items() if k[:1] == "_" != k[1:2] and isinstance(v, dict) and v]
     assert not module_state, "a module-level cache outlives the tasks"
+
+
+def test_fanned_out_tasks_carry_absolute_paths(tmp_path, datasets, monkeypatch):
+    """A Ray worker on another node does not run in this process's folder: relative --candidates and corpus
+    paths reached it as given."""
+    from rankdistill.experiments.executors import LocalExecutor
+
+    seen = []
+
+    class Recording(LocalExecutor):
+        def map(self, fn, tasks, on_done=None):
+            seen.extend(tasks)
+            return super().map(fn, tasks, on_done)
+
+    ds = datasets["cranfield"]
+    queries, _ = mining_queries(ds, "train", max_queries=4)
+    docs = ds.corpus.ids()
+    monkeypatch.chdir(tmp_path)
+    write_run({q.query_id: {docs[j]: 1.0 / (j + 1) for j in range(5)} for q in queries}, "r.trec")
+    import os
+
+    relative = load_dataset(os.path.relpath(Path(ds.source).absolute(), tmp_path))  # as `--dataset ../../x` gives
+    assert not relative.corpus_path.is_absolute()
+    config = MiningConfig(strategy="run", group_size=3, pool_size=2, candidates="r.trec", max_queries=4)
+    Miner(MiningContext(config, relative, "train", None, show_progress=False), executor=Recording()).run()
+    assert seen and all(Path(t[0].candidates).is_absolute() and Path(t[1].corpus_path).is_absolute() for t in seen)
+    assert Path(seen[0][0].candidates) == tmp_path / "r.trec"

@@ -47,6 +47,18 @@ class Dataset:
         state["_cache"] = {}
         return state
 
+    def with_absolute_paths(self) -> Dataset:
+        """The same dataset with every file path absolute, for a worker whose working folder is not this
+        process's (a Ray node); paths already resolved stay as they are."""
+        import dataclasses
+
+        def absolute(p: Path | None) -> Path | None:
+            return None if p is None else Path(p).absolute()
+
+        splits = {n: dataclasses.replace(sf, queries=absolute(sf.queries), qrels=absolute(sf.qrels),
+                                         candidates=absolute(sf.candidates)) for n, sf in self.splits.items()}
+        return Dataset(self.name, absolute(self.corpus_path), splits, self.source)
+
     def split_names(self) -> list[str]:
         return sorted(self.splits)
 

@@ -130,6 +130,10 @@ class IrdsDataset(Dataset):
         """Other names of a split (``train`` for the one split of ``msmarco-passage/train/judged``): accepted
         wherever a split is, but not listed, so that nothing reads or counts that split twice."""
 
+    def with_absolute_paths(self) -> IrdsDataset:
+        """An ir_datasets dataset is named by its id, not by paths: itself."""
+        return self
+
     def split_names(self) -> list[str]:
         return sorted(self._split_ids)
 

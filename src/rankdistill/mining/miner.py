@@ -26,9 +26,11 @@ for encoding). With the teacher, its scoring is what fans out (:class:`~rankdist
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -221,7 +223,12 @@ class Miner:
         n = max(1, min(getattr(self.executor, "workers", SHARDS), len(queries)))
         size = -(-len(queries) // n)
         shards = [queries[i:i + size] for i in range(0, len(queries), size)]
-        tasks = [(c, self.context.dataset, self.context.split, shard, max_rank) for shard in shards]
+        # paths absolute: a Ray worker on another node does not share this process's working folder
+        c = dataclasses.replace(c, candidates=_absolute(c.candidates), systems=tuple(map(_absolute, c.systems)),
+                                embedding_cache=_absolute(c.embedding_cache),
+                                encoder=_absolute(c.encoder) if c.encoder and Path(c.encoder).is_dir() else c.encoder)
+        dataset = self.context.dataset.with_absolute_paths()
+        tasks = [(c, dataset, self.context.split, shard, max_rank) for shard in shards]
         bar = tqdm(total=len(queries), desc=f"mining ({c.strategy}, {self.executor.name})", unit=" queries",
                    disable=not self.context.show_progress or None)
         by_id = {q.query_id: q for q in queries}
@@ -297,6 +304,10 @@ class Miner:
                 break
         counts["queries_topped_up"] += len(short)
         counts["queries_short_after_topup"] += sum(1 for q in short if len(pools[q.query_id]) < target)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).absolute())
 
 
 @dataclass(frozen=True)

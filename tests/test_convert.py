@@ -165,3 +165,27 @@ def test_cli_convert_failures_leave_no_outputs(tmp_path, cranfield_dir, capsys):
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "back.jsonl").exists()
         assert not any(tmp_path.glob("new.db*"))
+
+
+def test_export_scores_writes_a_stores_teacher_as_a_run_and_a_teacher_file(tmp_path, capsys):
+    """A store imported from the paper's teacher file could be exported as a TREC run only from Python (the
+    design's "exportable as a TREC run and as the paper's .json.gz"); `score --export-run` needs a model."""
+    from rankdistill.data import read_run
+
+    teacher = {"1": {"184": -0.1, "29": -0.2, "3": -4.0}, "2": {"12": -0.3, "5": -1.0}}
+    (tmp_path / "t.json.gz").write_bytes(gzip.compress(json.dumps(teacher).encode()))
+    (tmp_path / "tr.jsonl").write_text('{"query_id": "1", "doc_id_a": "184", "doc_id_b": ["29", "3"]}\n'
+                                       '{"query_id": "2", "doc_id_a": "12", "doc_id_b": ["5"]}\n')
+    assert main(["convert", "from-paper", "--triples", str(tmp_path / "tr.jsonl"), "--output",
+                 str(tmp_path / "g.jsonl"), "--teacher-file", str(tmp_path / "t.json.gz"), "--scores",
+                 str(tmp_path / "s.db")]) == 0
+    assert main(["convert", "export-scores", "--scores", str(tmp_path / "s.db"), "--run", str(tmp_path / "t.trec"),
+                 "--teacher-output", str(tmp_path / "back.json.gz")]) == 0
+    assert "wrote 5 scores of teacher t" in capsys.readouterr().out
+    assert read_run(tmp_path / "t.trec") == teacher
+    lines = (tmp_path / "t.trec").read_text().splitlines()
+    assert [line.split()[2:4] for line in lines[:3]] == [["184", "1"], ["29", "2"], ["3", "3"]]  # ranked by score
+    assert json.loads(gzip.decompress((tmp_path / "back.json.gz").read_bytes())) == teacher
+    assert main(["convert", "export-scores", "--scores", str(tmp_path / "s.db"), "--teacher-id", "nope",
+                 "--run", str(tmp_path / "n.trec")]) == 2
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "n.trec").exists()

@@ -52,6 +52,18 @@ def register(sub) -> None:
     fr.set_defaults(func=run_from_paper)
     declare_outputs(fr, reads=("triples", "teacher_file"), output="file", scores="file")
 
+    ex = verbs.add_parser("export-scores", help="a score store's teacher -> TREC run and/or teacher .json.gz",
+                          description="Export every score of one teacher of a store (one written by `score` or "
+                                      "`mine`, or imported by `from-paper`) as a TREC run, ranked per query by "
+                                      "the teacher's score, and/or as the paper's teacher file.")
+    ex.add_argument("--scores", required=True, metavar="STORE", help="the score store")
+    ex.add_argument("--teacher-id", default=None, metavar="ID", help="teacher in the store (default: its only one)")
+    ex.add_argument("--run", default=None, metavar="RUN", help="TREC run to write")
+    ex.add_argument("--teacher-output", default=None, metavar="FILE",
+                    help="teacher file to write ({qid: {docid: score}}, gzipped JSON)")
+    ex.set_defaults(func=run_export_scores)
+    declare_outputs(ex, reads=("scores",), run="file", teacher_output="file")
+
 
 def run_to_paper(args: argparse.Namespace) -> int:
     """Stream the groups file: once into the triples, and once more (only with ``--teacher-output``) into the
@@ -89,6 +101,23 @@ def run_to_paper(args: argparse.Namespace) -> int:
                 logger.warning("%d of the groups' %d pairs have no score from teacher %s; they are not in %s",
                                distinct - have, distinct, tid, args.teacher_output)
             print(f"wrote {have} scores of teacher {tid} -> {args.teacher_output}")
+    return 0
+
+
+def run_export_scores(args: argparse.Namespace) -> int:
+    from rankdistill.io import require_file
+    from rankdistill.teachers.store import ScoreStore
+
+    if not args.run and not args.teacher_output:
+        raise UserInputError("nothing to write", fix="give --run RUN and/or --teacher-output FILE")
+    with ScoreStore(require_file(args.scores, "score store"), readonly=True) as store:
+        tid = store.resolve_teacher(args.teacher_id)
+        if args.run:
+            store.export_run(args.run, tid)
+            print(f"wrote the scores of teacher {tid} as a TREC run -> {args.run}")
+        if args.teacher_output:
+            n = store.export_json_gz(args.teacher_output, tid)
+            print(f"wrote {n} scores of teacher {tid} -> {args.teacher_output}")
     return 0
 
 

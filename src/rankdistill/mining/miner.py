@@ -149,7 +149,6 @@ class Miner:
         if not queries:
             raise UserInputError(f"no query of split {self.context.split!r} has a judged positive in the corpus",
                                  fix="check --split and --min-relevance")
-        by_id = {q.query_id: q for q in queries}
         counts.update(queries_mined=len(queries), false_negatives_dropped=0, queries_short=0, queries_topped_up=0,
                       random_negatives_added=0, queries_short_after_topup=0, queries_skipped=0)
         logger.info("mining %d queries with strategy %s", len(queries), c.strategy)
@@ -158,15 +157,10 @@ class Miner:
             max_rank = min(max_rank, c.depth)
         counts["candidates_total"] = 0
         pools: dict[str, list[str]] = {}
-        short: list[MiningQuery] = []
-        shards = 0
         if self.executor is not None and not self.uses_teacher and self._first_stage_shareable():
             short, shards = self._fan_out(queries, max_rank, pools, counts)
         else:
-            blocks = [queries[i:i + MINING_BLOCK] for i in range(0, len(queries), MINING_BLOCK)]
-            for block in tqdm(blocks, desc=f"mining ({c.strategy})", unit=" blocks",
-                              disable=len(blocks) == 1 or not self.context.show_progress or None):
-                short.extend(self._mine_block(block, by_id, max_rank, pools, counts))
+            short, shards = self._mine_blocks(queries, max_rank, pools, counts), 0
         counts["queries_short"] = len(short)
         target = self.strategy.fill_target()
         if short and c.on_short == "skip":
@@ -208,7 +202,7 @@ class Miner:
         would be indexed again by every worker."""
         self.strategy.candidates([])
         bm25 = self.context._retrievers.get("bm25")
-        if bm25 is not None and not getattr(bm25, "cached", True):
+        if bm25 is not None and not bm25.cached:
             logger.info("the BM25 index of %s is not kept on disk, so each worker would build it again: mining in "
                         "this process", self.context.dataset.name)
             return False
@@ -231,12 +225,11 @@ class Miner:
         tasks = [(c, dataset, self.context.split, shard, max_rank) for shard in shards]
         bar = tqdm(total=len(queries), desc=f"mining ({c.strategy}, {self.executor.name})", unit=" queries",
                    disable=not self.context.show_progress or None)
-        by_id = {q.query_id: q for q in queries}
-        short: list[MiningQuery] = []
+        short: set[str] = set()
 
         def done(i: int, result: ShardResult) -> None:
             pools.update(result.pools)
-            short.extend(by_id[q] for q in result.short)
+            short.update(result.short)
             for k, v in result.counts.items():
                 counts[k] = counts.get(k, 0) + v
             for k, v in result.strategy_counts.items():
@@ -247,8 +240,18 @@ class Miner:
             self.executor.map(mine_shard, tasks, done)
         finally:
             bar.close()
-        order = {q.query_id: n for n, q in enumerate(queries)}
-        return sorted(short, key=lambda q: order[q.query_id]), len(shards)
+        return [q for q in queries if q.query_id in short], len(shards)
+
+    def _mine_blocks(self, queries: list[MiningQuery], max_rank: int | None, pools: dict[str, list[str]],
+                     counts: dict[str, int]) -> list[MiningQuery]:
+        """Mine ``queries`` here, :data:`MINING_BLOCK` at a time, into ``pools``; returns the short ones."""
+        by_id = {q.query_id: q for q in queries}
+        blocks = [queries[i:i + MINING_BLOCK] for i in range(0, len(queries), MINING_BLOCK)]
+        short: list[MiningQuery] = []
+        for block in tqdm(blocks, desc=f"mining ({self.config.strategy})", unit=" blocks",
+                          disable=len(blocks) == 1 or not self.context.show_progress or None):
+            short.extend(self._mine_block(block, by_id, max_rank, pools, counts))
+        return short
 
     def _mine_block(self, block: list[MiningQuery], by_id: dict[str, MiningQuery], max_rank: int | None,
                     pools: dict[str, list[str]], counts: dict[str, int]) -> list[MiningQuery]:
@@ -322,16 +325,13 @@ class ShardResult:
 
 def mine_shard(config: MiningConfig, dataset, split: str, shard: list[MiningQuery],
                max_rank: int | None) -> ShardResult:
-    """Mine one shard of queries in a worker (a Ray task or a pool process), in blocks as
-    :meth:`Miner._mine_block` does in the driver. The worker opens the dataset (which arrives without its
+    """Mine one shard of queries in a worker (a Ray task or a pool process) with :meth:`Miner._mine_blocks`, as
+    the driver does without an executor. The worker opens the dataset (which arrives without its
     opened store, :meth:`Dataset.__getstate__`) and the first stage itself, and lets both go when the shard is
     done: nothing outlives the task, so a worker that later runs something else holds no index, and a later
     mining run never meets a stale one."""
     miner = Miner(MiningContext(config, dataset, split, None, show_progress=False))
     pools: dict[str, list[str]] = {}
     counts = dict.fromkeys(_BLOCK_COUNTS, 0)
-    short: list[MiningQuery] = []
-    by_id = {q.query_id: q for q in shard}
-    for i in range(0, len(shard), MINING_BLOCK):
-        short.extend(miner._mine_block(shard[i:i + MINING_BLOCK], by_id, max_rank, pools, counts))
+    short = miner._mine_blocks(shard, max_rank, pools, counts)
     return ShardResult(pools, [q.query_id for q in short], counts, dict(miner.strategy.counts))

@@ -178,3 +178,5 @@ def test_a_corrupt_manifest_is_one_line_naming_it(tmp_path):
     (art.path / "manifest.json").write_text("{cut sho")
     with pytest.raises(UserInputError, match=r"manifest\.json: not a valid artifact manifest \(delete"):
         list(finished_artifacts(tmp_path))
+    with pytest.raises(UserInputError, match=r"manifest\.json: not a valid artifact manifest \(delete"):
+        store.get("mine", art.hash)  # the store's own lookup reads it the same way

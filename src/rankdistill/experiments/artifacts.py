@@ -96,6 +96,19 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _finished(stage: str, key: str, path: Path) -> Artifact | None:
+    """The artifact in folder ``path`` if it is finished (has its manifest), else ``None``; a manifest that is
+    not JSON is one line naming it."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        return Artifact(stage, key, path, json.loads(manifest.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserInputError("not a valid artifact manifest", path=manifest,
+                             fix="delete that artifact's folder; a run makes it again") from None
+
+
 def finished_artifacts(root: str | os.PathLike) -> Iterator[Artifact]:
     """The finished artifacts under store folder ``root``, by stage then hash (none where ``root`` does not
     exist). Work folders (``.<hash>.partial``) and the remains of a failed stage (no manifest) are left out."""
@@ -104,13 +117,9 @@ def finished_artifacts(root: str | os.PathLike) -> Iterator[Artifact]:
         return
     for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if (path / MANIFEST).is_file():
-                try:
-                    manifest = json.loads((path / MANIFEST).read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise UserInputError("not a valid artifact manifest", path=path / MANIFEST,
-                                         fix="delete that artifact's folder; a run makes it again") from None
-                yield Artifact(stage_dir.name, path.name, path, manifest)
+            art = _finished(stage_dir.name, path.name, path)
+            if art is not None:
+                yield art
 
 
 class ArtifactStore:
@@ -125,11 +134,7 @@ class ArtifactStore:
                             "inputs": {k: v.hash for k, v in sorted(inputs.items())}})
 
     def get(self, stage: str, key: str) -> Artifact | None:
-        path = self.root / stage / key
-        manifest = path / MANIFEST
-        if not manifest.is_file():
-            return None
-        return Artifact(stage, key, path, json.loads(manifest.read_text()))
+        return _finished(stage, key, self.root / stage / key)
 
     def run(self, stage: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact],
             fn: Callable[[Path], dict | None], seed: int | None = None, gpu: bool = False) -> tuple[Artifact, bool]:

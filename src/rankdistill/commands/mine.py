@@ -117,7 +117,9 @@ def _executor_only(args: argparse.Namespace) -> Iterator[tuple[None, None, Any]]
     """``(None, None, executor)`` for mining without a teacher: the ``--executor`` mines shards of queries.
     Only a dense first stage runs a model, so the other strategies' tasks ask for no GPU by default (one each
     would queue them behind the GPUs)."""
-    if args.gpus_per_task is None and args.strategy not in ("dense", "ensemble"):
+    from rankdistill.mining.base import MODEL_STRATEGIES
+
+    if args.gpus_per_task is None and args.strategy not in MODEL_STRATEGIES:
         args = argparse.Namespace(**{**vars(args), "gpus_per_task": 0.0})
     executor = scoring_executor(args)
     try:

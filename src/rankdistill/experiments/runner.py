@@ -495,7 +495,9 @@ class Study:
             if m.false_negative_margin is not None:
                 argv += ["--fn-margin", m.false_negative_margin]
         # a first stage without a model (random, bm25) needs no GPU for its shards
-        argv += self._scoring_executor(None if teacher or strategy in ("dense", "ensemble") else 0.0)
+        from rankdistill.mining.base import MODEL_STRATEGIES
+
+        argv += self._scoring_executor(None if teacher or strategy in MODEL_STRATEGIES else 0.0)
         call_verb(argv)
         meta = json.loads((work / "groups.jsonl.meta.json").read_text())
         computed = ((meta.get("teacher") or {}).get("pairs") or {}).get("scored", 0)

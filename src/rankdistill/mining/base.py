@@ -17,6 +17,9 @@ from rankdistill.errors import UserInputError, check_field_types
 SAMPLE_MODES = ("random", "top")
 SHORT_POLICIES = ("topup", "skip")
 FUSIONS = ("filter", "rrf")
+MODEL_STRATEGIES = ("dense", "ensemble")
+"""Strategies whose first stage may run a model (a dense retriever): only their fanned-out mining tasks ask
+for a GPU."""
 
 
 @dataclass(frozen=True)

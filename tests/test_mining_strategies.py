@@ -473,6 +473,14 @@ def test_a_positive_is_never_a_negative_even_at_grade_0(tmp_path, monkeypatch, s
     (["--strategy", "ensemble", "--max-rank", "20", "--teacher", "no-such-model"],
      "--max-rank applies to a ranking, and --strategy ensemble with --fusion filter gives an unordered candidate "
      "set (sampled uniformly) (leave it out, or use --fusion rrf)"),
+    # the ensemble's settings, given where they would be ignored (they have defaults, so they were not noticed)
+    (["--strategy", "bm25", "--fusion", "rrf", "--rrf-k", "10"],
+     "--fusion and --rrf-k are only used by --strategy ensemble, not bm25 (leave them out)"),
+    (["--strategy", "ensemble", "--rrf-k", "10", "--teacher", "no-such-model"],
+     "--rrf-k is only used by the ensemble's other fusion, not --fusion filter (leave it out)"),
+    (["--strategy", "ensemble", "--fusion", "rrf", "--ensemble-n", "5", "--ensemble-margin", "1"],
+     "--ensemble-n and --ensemble-margin are only used by the ensemble's other fusion, not --fusion rrf "
+     "(leave them out)"),
 ])
 def test_mine_refuses_min_relevance_below_1_and_min_rank_past_the_window(tmp_path, monkeypatch, capsys, extra,
                                                                           message):

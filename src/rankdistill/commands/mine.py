@@ -73,12 +73,14 @@ def register(sub) -> None:
                    help="TREC runs for --strategy ensemble (comma- or space-separated)")
     p.add_argument("--retrievers", nargs="+", default=None, metavar="NAME",
                    help="named first stages for --strategy ensemble: bm25, dense (default both, without --systems)")
-    p.add_argument("--fusion", choices=("filter", "rrf"), default="filter",
+    # the ensemble's settings default to None so that one given to a rule that ignores it can be refused
+    p.add_argument("--fusion", choices=("filter", "rrf"), default=None,
                    help="ensemble: per-system teacher filter + union (default) or reciprocal-rank fusion")
-    p.add_argument("--ensemble-n", type=int, default=10, metavar="N", help="ensemble: negatives per system (10)")
-    p.add_argument("--ensemble-margin", type=float, default=0.5, metavar="M",
-                   help="ensemble: keep negatives scoring <= lowest positive - M (default 0.5)")
-    p.add_argument("--rrf-k", type=int, default=60, metavar="K", help="ensemble --fusion rrf: constant k (60)")
+    p.add_argument("--ensemble-n", type=int, default=None, metavar="N",
+                   help="ensemble --fusion filter: negatives per system (default 10)")
+    p.add_argument("--ensemble-margin", type=float, default=None, metavar="M",
+                   help="ensemble --fusion filter: keep negatives scoring <= lowest positive - M (default 0.5)")
+    p.add_argument("--rrf-k", type=int, default=None, metavar="K", help="ensemble --fusion rrf: constant k (60)")
     p.add_argument("--encoder", default=None, metavar="MODEL",
                    help="bi-encoder for dense retrieval (default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--encoder-similarity", choices=("dot", "cosine"), default="dot",
@@ -106,10 +108,31 @@ def mining_config(args: argparse.Namespace):
         min_rank=args.min_rank, max_rank=args.max_rank, sample=args.sample, seed=args.seed, on_short=args.on_short,
         fn_margin=args.fn_margin, min_relevance=args.min_relevance, max_queries=args.max_queries,
         candidates=args.candidates, systems=_csv(args.systems), retrievers=_csv(args.retrievers),
-        fusion=args.fusion, ensemble_n=args.ensemble_n, ensemble_margin=args.ensemble_margin, rrf_k=args.rrf_k,
         encoder=args.encoder, encoder_batch_size=args.encoder_batch_size,
         encoder_max_length=args.encoder_max_length, similarity=args.encoder_similarity,
-        embedding_cache=args.embedding_cache)
+        embedding_cache=args.embedding_cache, **_ensemble_settings(args))
+
+
+ENSEMBLE_FLAGS = {"fusion": ("--fusion", None), "ensemble_n": ("--ensemble-n", "filter"),
+                  "ensemble_margin": ("--ensemble-margin", "filter"), "rrf_k": ("--rrf-k", "rrf")}
+"""The ensemble's settings: field -> (flag, the fusion that reads it; None: both)."""
+
+
+def _ensemble_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ensemble settings given on the command line (the others keep :class:`MiningConfig`'s defaults). One
+    that the chosen strategy or fusion would ignore is refused: a user who sets ``--rrf-k`` without ``--fusion
+    rrf`` expects it to change the groups."""
+    given = {field: getattr(args, field) for field in ENSEMBLE_FLAGS if getattr(args, field) is not None}
+    fusion = given.get("fusion", "filter")
+    ignored = [ENSEMBLE_FLAGS[f][0] for f in given
+               if args.strategy != "ensemble" or ENSEMBLE_FLAGS[f][1] not in (None, fusion)]
+    if ignored:
+        one = len(ignored) == 1
+        where = (f"--strategy ensemble, not {args.strategy}" if args.strategy != "ensemble"
+                 else f"the ensemble's other fusion, not --fusion {fusion}")
+        raise UserInputError(f"{' and '.join(ignored)} {'is' if one else 'are'} only used by {where}",
+                             fix=f"leave {'it' if one else 'them'} out")
+    return given
 
 
 @contextlib.contextmanager

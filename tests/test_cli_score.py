@@ -161,6 +161,15 @@ def test_score_with_two_teachers_stores_members_and_ensemble(tmp_path, cranfield
     zb = np.array([b[k] for k in keys])
     expected = ((za - za.mean()) / za.std() + (zb - zb.mean()) / zb.std()) / 2
     assert np.allclose([ens[k] for k in keys], expected)
+    # a --cache holds one teacher's scores: with an ensemble it was silently not used, now it is refused
+    capsys.readouterr()
+    assert main(["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
+                 "--teacher", str(tiny_cross_encoder_dir), str(other), "--cache", str(tmp_path / "cache.db"),
+                 "--output", str(tmp_path / "s2.db"), "--max-length", "64", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--cache holds one teacher's scores, and several --teacher "
+                                                    "models make an ensemble (leave --cache out, or score with "
+                                                    "each teacher on its own with --cache)")
+    assert not (tmp_path / "s2.db").exists() and not (tmp_path / "cache.db").exists()
 
 
 @pytest.mark.parametrize(("line", "message"), [

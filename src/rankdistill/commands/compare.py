@@ -41,10 +41,12 @@ def register(sub) -> None:
                      help="study manifest: path, system (or strategy + loss), collection, seed, cost columns")
     p.add_argument("--metric", default=None, metavar="M",
                    help="measure to compare, e.g. nDCG@10 (default: the one measure all files share)")
-    p.add_argument("--margin", type=float, default=None, help="equivalence margin in metric units, e.g. 0.01")
+    p.add_argument("--margin", type=float, default=None,
+                   help="equivalence margin in metric units, e.g. 0.01 (this or --margin-rel is required)")
     p.add_argument("--margin-rel", type=float, default=None, metavar="FRACTION",
-                   help="equivalence margin as a fraction of the baseline mean, e.g. 0.02")
-    p.add_argument("--alpha", type=float, default=0.05, help="test level; TOST reports the (1-2 alpha) interval")
+                   help="equivalence margin as a fraction of the baseline mean, e.g. 0.02 (or --margin)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="test level; TOST reports the (1-2 alpha) interval (default 0.05)")
     p.add_argument("--names", nargs="+", default=None, metavar="NAME", help="system names, one per --per-query file")
     p.add_argument("--baseline", default=None, metavar="NAME", help="baseline system (default: the first)")
     p.add_argument("--correction", choices=tuple(CORRECTIONS), default="holm",
@@ -52,15 +54,17 @@ def register(sub) -> None:
     p.add_argument("--tests", nargs="+", choices=tuple(PAIRED_TESTS), default=["t", "wilcoxon"],
                    help="paired tests against the baseline (default: t wilcoxon)")
     p.add_argument("--bootstrap", type=int, default=10_000, metavar="B",
-                   help="bootstrap resamples for the interval of the mean difference (0: none)")
-    p.add_argument("--bootstrap-method", choices=("BCa", "percentile"), default="BCa")
-    p.add_argument("--confidence", type=float, default=0.95, help="level of the bootstrap and seed intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+                   help="bootstrap resamples for the interval of the mean difference (0: none; default 10000)")
+    p.add_argument("--bootstrap-method", choices=("BCa", "percentile"), default="BCa",
+                   help="bootstrap interval: bias-corrected and accelerated (default) or percentile")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="level of the bootstrap and seed intervals (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--missing", choices=MISSING_POLICIES, default="drop",
-                   help="queries missing from some system: drop them (reported), score them 0, or refuse")
+                   help="queries missing from some system: drop them (reported; default), score them 0, or refuse")
     p.add_argument("--no-classes", action="store_true", help="skip the pairwise equivalence classes")
     p.add_argument("--meta-method", choices=("dl", "pm"), default="dl",
-                   help="random-effects estimator across collections: DerSimonian-Laird or Paule-Mandel")
+                   help="random-effects estimator across collections: DerSimonian-Laird (default) or Paule-Mandel")
     p.add_argument("--table-md", metavar="FILE", help="(manifest) write a Markdown results table")
     p.add_argument("--table-latex", metavar="FILE", help="(manifest) write a LaTeX results table")
     p.add_argument("--table-metrics", nargs="+", metavar="M", default=None,
@@ -71,7 +75,7 @@ def register(sub) -> None:
     p.add_argument("--diagnostics", metavar="PARQUET",
                    help="`rankdistill diagnose` output of the evaluated queries, for the entropy-vs-gain plot")
     p.add_argument("--entropy-column", default="softmax_entropy_nats_T1_with_pos", metavar="COL",
-                   help="diagnostics column on the x axis of the entropy-vs-gain plot")
+                   help="diagnostics column on the x axis of the entropy-vs-gain plot (default %(default)s)")
     p.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text table")
     p.set_defaults(func=run)

@@ -48,7 +48,7 @@ def register(sub) -> None:
     fr.add_argument("--teacher-id", default=None, metavar="ID",
                     help="id of the imported teacher (default: the teacher file's name without .json.gz)")
     fr.add_argument("--score-space", default="unknown",
-                    help="what the imported scores are (e.g. log_p_rel, logit); recorded with them")
+                    help="what the imported scores are (e.g. log_p_rel, logit; default unknown); recorded with them")
     fr.set_defaults(func=run_from_paper)
     declare_outputs(fr, reads=("triples", "teacher_file"), output="file", scores="file")
 

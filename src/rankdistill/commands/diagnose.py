@@ -42,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--group-size", type=int, default=None, metavar="G",
                    help="diagnose the positive(s) and the first G-1 negatives of each pool (default: whole pool)")
     p.add_argument("--no-locality", action="store_true", help="teacher statistics only (no encoder, no texts)")
-    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
+    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default 64)")
     p.add_argument("--max-length", type=int, default=None, help="encoder token limit (default: the model's)")
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalise embeddings before distances (matters for --metric l2)")

@@ -64,7 +64,8 @@ def register(sub) -> None:
                    help="a query with fewer candidates than the pool (ensemble's filter: than a group needs, "
                         "as the paper pads its union): top up with random documents (default) or skip it")
     p.add_argument("--fn-margin", type=float, default=None, metavar="M",
-                   help="false-negative guard: drop candidates the teacher scores above (lowest positive - M)")
+                   help="false-negative guard: drop candidates the teacher scores above (lowest positive - M); "
+                        "default off")
     p.add_argument("--min-relevance", type=int, default=None, metavar="R",
                    help="qrels level of a positive (default: the split's rel_threshold)")
     p.add_argument("--max-queries", type=int, default=None, metavar="N", help="mine only the first N queries")
@@ -92,8 +93,8 @@ def register(sub) -> None:
                    help="embedding cache folder (default $RANKDISTILL_CACHE/embeddings)")
     add_teacher_args(p, required=False)
     p.add_argument("--scores", default=None, metavar="STORE",
-                   help="score store for the teacher's scores (default: <output>.scores.db beside the output; "
-                        "pass it to `rankdistill score --output` to reuse them)")
+                   help="score store for the teacher's scores (default: beside the output, groups.jsonl -> "
+                        "groups.scores.db; pass it to `rankdistill score --output` to reuse them)")
     p.add_argument("--output", required=True, metavar="GROUPS", help="groups JSONL file to write")
     p.set_defaults(func=run)
     declare_outputs(p, reads=("candidates", "systems", "teacher", "encoder"), output="file", scores="file",

@@ -16,13 +16,15 @@ logger = logging.getLogger(__name__)
 def register(sub) -> None:
     p = sub.add_parser("retrieve", help="retrieve the top-k documents per query into a TREC run",
                        description="First-stage retrieval into a TREC run file: BM25 through bm25s, or exact "
-                                   "dense retrieval (FAISS inner product) with a bi-encoder.")
+                                   "dense retrieval (FAISS inner product, or a torch top-k where faiss is not "
+                                   "installed) with a bi-encoder.")
     add_dataset_args(p)
-    p.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="first-stage retriever")
+    p.add_argument("--retriever", default="bm25", choices=["bm25", "dense"],
+                   help="first-stage retriever (default bm25)")
     p.add_argument("--model", default=None, metavar="MODEL",
                    help="dense: bi-encoder directory or name (default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--similarity", choices=("dot", "cosine"), default="dot", help="dense: score (default dot)")
-    p.add_argument("--batch-size", type=int, default=64, help="dense: encoding batch size")
+    p.add_argument("--batch-size", type=int, default=64, help="dense: encoding batch size (default 64)")
     p.add_argument("--max-length", type=int, default=None, help="dense: token limit (default: the model's)")
     p.add_argument("--embedding-cache", default=None, metavar="DIR",
                    help="dense: embedding cache folder (default: $RANKDISTILL_CACHE/embeddings)")

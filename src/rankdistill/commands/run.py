@@ -26,7 +26,8 @@ def register(sub) -> None:
                    help="folder to resolve dataset names against (default: $RANKDISTILL_DATA)")
     p.add_argument("--executor", choices=("local", "processes", "ray"), default=None,
                    help="override the config's executor")
-    p.add_argument("--workers", type=int, default=None, help="cells at once with --executor processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="cells at once with --executor processes (default: the config's executor.workers)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (TOML syntax; repeatable), e.g. --set student.budget_docs=2048 "

@@ -60,7 +60,8 @@ def add_teacher_args(p: argparse.ArgumentParser, required: bool, batch_size: int
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="--executor ray: the cluster (default: start or join a local instance)")
     p.add_argument("--gpus-per-task", type=float, default=None, metavar="G",
-                   help="--executor ray: GPUs each task asks for (default 1 where this machine has a GPU, else 0)")
+                   help="--executor ray: GPUs each task asks for (default 1 where this machine has a GPU, else 0; "
+                        "0 for `mine` shards that run no model)")
 
 
 def scoring_executor(args: argparse.Namespace):
@@ -83,19 +84,21 @@ def scoring_executor(args: argparse.Namespace):
 def scoring_stores(args: argparse.Namespace, spec: TeacherSpec, store_path: str | Path
                    ) -> Iterator[tuple[ScoreStore, ScoreStore | None, Any]]:
     """``(store, cache, executor)`` for a command that scores with ``spec``: the store at ``store_path``, the
-    ``--cache`` store (``None`` for an ensemble, whose members' ids it would mix, or without ``--cache``) and
-    the ``--executor``. All are closed on the way out, and stores the command created are removed when it
+    ``--cache`` store (``None`` without ``--cache``; refused for an ensemble, whose members' ids it would mix)
+    and the ``--executor``. All are closed on the way out, and stores the command created are removed when it
     fails before they hold a score (:func:`~rankdistill.teachers.store.new_stores_removed_on_error`)."""
     from rankdistill.teachers.engine import EnsembleConfig
     from rankdistill.teachers.store import ScoreStore, new_stores_removed_on_error
 
-    use_cache = bool(args.cache) and not isinstance(spec, EnsembleConfig)
-    with new_stores_removed_on_error(store_path, args.cache if use_cache else None), \
+    if args.cache and isinstance(spec, EnsembleConfig):  # was silently ignored
+        raise UserInputError("--cache holds one teacher's scores, and several --teacher models make an ensemble",
+                             fix="leave --cache out, or score with each teacher on its own with --cache")
+    with new_stores_removed_on_error(store_path, args.cache), \
             contextlib.ExitStack() as stack:  # closed inside: a store is judged after it is closed
         executor = scoring_executor(args)
         if executor is not None:
             stack.callback(executor.close)
-        cache = stack.enter_context(ScoreStore(args.cache)) if use_cache else None
+        cache = stack.enter_context(ScoreStore(args.cache)) if args.cache else None
         yield stack.enter_context(ScoreStore(store_path)), cache, executor
 
 

@@ -55,7 +55,8 @@ def register(sub) -> None:
     lo = p.add_argument_group("loss")
     lo.add_argument("--loss", choices=sorted(LOSSES), default="kl", help="loss (default kl)")
     lo.add_argument("--group-size", type=int, default=16, help="documents per group, positive included (default 16)")
-    lo.add_argument("--temperature", type=float, default=None, help="temperature of kl, listnet, infonce, ranknet soft")
+    lo.add_argument("--temperature", type=float, default=None,
+                    help="temperature of kl, listnet, infonce, ranknet soft (default 1)")
     lo.add_argument("--margin-pairs", choices=MARGIN_PAIRS, default=None, help="margin_mse pairs (default pos_vs_negs)")
     lo.add_argument("--ranknet-targets", choices=RANKNET_TARGETS, default=None, help="ranknet targets (default sign)")
     lo.add_argument("--ranknet-ties", choices=RANKNET_TIES, default=None, help="ranknet teacher ties (default exclude)")

@@ -33,7 +33,7 @@ class TrainData:
     dataset: str
     split: str = "train"
     max_queries: int = 0
-    """Use only the first N training queries (sorted by id); 0 = all."""
+    """Use only the first N training queries (in the query file's order); 0 = all."""
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,32 @@ def test_run_with_unknown_documents_warns_and_evaluates(scifact_dir, tmp_path, c
     assert any("2 document(s) absent from the corpus" in r.getMessage() for r in caplog.records)
 
 
+def test_a_command_imports_only_what_its_own_verb_needs(cranfield_dir, tmp_path):
+    """Each verb's parser is built alone: building all of them imported torch (the losses' names), scipy and
+    statsmodels first, about 5 s before any command could start. BM25 retrieval and its evaluation need none of
+    torch, and BM25's thread count no longer loads it either. A typo still gets the list of verbs."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from rankdistill.cli import main
+assert main(["data", "info", {str(cranfield_dir)!r}]) == 0
+assert main(["retrieve", "--dataset", {str(cranfield_dir)!r}, "--split", "test", "--k", "10",
+             "--output", {str(tmp_path / "r.trec")!r}]) == 0
+assert main(["evaluate", "--dataset", {str(cranfield_dir)!r}, "--split", "test", "--run",
+             {str(tmp_path / "r.trec")!r}]) == 0
+print(sorted(m for m in ("torch", "transformers", "statsmodels") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "RANKDISTILL_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    typo = subprocess.run([sys.executable, "-m", "rankdistill.cli", "evalute"], capture_output=True, text=True)
+    assert typo.returncode == 2 and "invalid choice: 'evalute' (choose from 'retrieve', 'evaluate'" in typo.stderr
+
+
 def test_bad_flag_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["retrieve", "--dataset", "x", "--split", "test", "--output", "o", "--k", "many"])

@@ -10,6 +10,7 @@ call with the library's parallelism off and 2.4 s in two threads.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,13 +20,15 @@ MIN_PER_THREAD = 256
 
 
 def default_workers() -> int:
-    """This process's share of the cores: torch's intra-op thread count (the runner's process pool sets it)."""
-    try:
-        import torch
-
+    """This process's share of the cores: torch's intra-op thread count where torch is loaded (the runner's
+    process pool sets it), else ``OMP_NUM_THREADS`` or the cores this process may run on. torch is not
+    imported for this: a BM25 command would spend seconds loading it for one number."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
         return max(1, torch.get_num_threads())
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return os.cpu_count() or 1
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def tokenize_parallel(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None, *,

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
 from rankdistill.errors import UserInputError
 
@@ -49,6 +48,8 @@ def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> np.ndarray
         return p.copy()
     if method == "holm":
         return _holm(p)
+    from statsmodels.stats.multitest import multipletests  # here: it brings pandas, and holm needs neither
+
     return multipletests(p, method=CORRECTIONS[method])[1]
 
 

@@ -113,6 +113,34 @@ def test_default_encoder_resolves_offline():
         resolve_model("./no/such/dir")
 
 
+def test_a_killed_encoding_keeps_its_finished_shards(tiny_bert_dir, tmp_path, monkeypatch):
+    """Vectors are saved a shard at a time: an encoding stopped in its third shard keeps the first two, and the
+    next run encodes only the rest, to the same vectors as one uninterrupted run."""
+    from rankdistill.models import embeddings
+
+    texts = [f"text number {i}" for i in range(5)]
+    whole = embeddings.encode_texts(texts, model=str(tiny_bert_dir), cache_dir=False)
+    monkeypatch.setattr(embeddings, "SHARD_SIZE", 2)
+    st = embeddings.load_sentence_transformer(str(tiny_bert_dir))
+    encode, seen = st.encode, []
+
+    def dies_in_the_third_shard(batch, **kw):
+        seen.append(list(batch))
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return encode(batch, **kw)
+
+    monkeypatch.setattr(st, "encode", dies_in_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        embeddings.encode_texts(texts, model=str(tiny_bert_dir), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*/shard-*.npy"))) == 2
+    embeddings._CACHES.clear()  # as a new process sees the folder
+    seen.clear()
+    again = embeddings.encode_texts(texts, model=str(tiny_bert_dir), cache_dir=tmp_path)
+    assert seen == [texts[4:]]
+    np.testing.assert_allclose(again, whole, rtol=0, atol=1e-6)
+
+
 def test_embedding_cache_reuses_vectors(tiny_bert_dir, tmp_path, monkeypatch):
     from rankdistill.models import embeddings
 
@@ -137,18 +165,21 @@ def test_embedding_cache_reuses_vectors(tiny_bert_dir, tmp_path, monkeypatch):
 
 def test_encoding_draws_its_bar_only_on_a_terminal(tiny_bert_dir, capsys, monkeypatch):
     """sentence-transformers draws "Batches" whenever told to: into a log file, or a study worker's output (a
-    study on the CPU logged one bar per bi-encoder cell). The bar is asked for only where stderr is a terminal."""
+    study on the CPU logged one bar per bi-encoder cell). The bar is drawn only where stderr is a terminal, and
+    it is one bar over every shard of texts (sentence-transformers' own would start again at each)."""
     import sys
 
     from rankdistill.models import embeddings
 
     embeddings.encode_texts(["wing flutter", "boundary layer"], model=str(tiny_bert_dir), cache_dir=False,
                             show_progress=True)
-    assert "Batches" not in capsys.readouterr().err
+    assert "encoding" not in capsys.readouterr().err
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(embeddings, "SHARD_SIZE", 1)
     embeddings.encode_texts(["wing flutter", "boundary layer"], model=str(tiny_bert_dir), cache_dir=False,
                             show_progress=True)
-    assert "Batches" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "encoding: 100%" in err and "2.00/2.00" in err and "Batches" not in err
 
 
 def test_a_token_limit_does_not_leak_into_later_encodings(tiny_bert_dir, tmp_path):

@@ -24,7 +24,9 @@ from rankdistill.models import model_id, resolve_model, weights_digest
 
 logger = logging.getLogger(__name__)
 
-SHARD_SIZE = 50_000
+SHARD_SIZE = 8192
+"""Texts encoded and saved at a time: what a killed encoding can lose (at most a few minutes of a CPU, seconds
+of a GPU); the length sort of sentence-transformers still fills its batches within a shard."""
 
 
 def default_cache_dir() -> Path:
@@ -226,18 +228,23 @@ def encode_texts(texts: Sequence[str], model: str | None = None, *, batch_size: 
             todo[k] = t
     fresh: dict[str, np.ndarray] = {}
     if todo:
+        from tqdm.auto import tqdm
+
         st = load_sentence_transformer(model, device=device, max_length=max_length)
         todo_keys = list(todo)
-        for start in range(0, len(todo_keys), SHARD_SIZE):
-            chunk = todo_keys[start:start + SHARD_SIZE]
-            vecs = st.encode([todo[k] for k in chunk], batch_size=batch_size,  # type: ignore[attr-defined]
-                             convert_to_numpy=True, normalize_embeddings=normalize,
-                             show_progress_bar=bar_on_terminal(show_progress))
-            vecs = np.asarray(vecs, dtype=np.float32)
-            if cache is not None:
-                cache.add(chunk, vecs)
-            else:
-                fresh.update(zip(chunk, vecs))
+        # one bar over every shard (sentence-transformers' own would start again at each), on a terminal only
+        with tqdm(total=len(todo_keys), desc="encoding", unit="text", unit_scale=True, dynamic_ncols=True,
+                  disable=not bar_on_terminal(show_progress)) as bar:
+            for start in range(0, len(todo_keys), SHARD_SIZE):
+                chunk = todo_keys[start:start + SHARD_SIZE]
+                vecs = st.encode([todo[k] for k in chunk], batch_size=batch_size,  # type: ignore[attr-defined]
+                                 convert_to_numpy=True, normalize_embeddings=normalize, show_progress_bar=False)
+                vecs = np.asarray(vecs, dtype=np.float32)
+                if cache is not None:
+                    cache.add(chunk, vecs)  # saved now: a killed encoding keeps every finished shard
+                else:
+                    fresh.update(zip(chunk, vecs))
+                bar.update(len(chunk))
         logger.info("encoded %d new texts with %s", len(todo), model_id(model))
     if cache is not None:
         return cache.get(keys)

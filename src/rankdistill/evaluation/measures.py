@@ -198,7 +198,9 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         logger.info("dropped %d run queries without judgements", len(unjudged))
     unknown = 0
     if corpus is not None:
-        unknown = sum(1 for q, docs in run.items() if q in judged for d in docs if str(d) not in corpus)
+        from rankdistill.data.docstore import unknown_ids
+
+        unknown = len(unknown_ids(corpus, (str(d) for q, docs in run.items() if q in judged for d in docs)))
         if unknown:
             logger.warning("the run names %d document(s) absent from the corpus; evaluating anyway", unknown)
     sub_run = {q: {str(d): float(s) for d, s in run[q].items()} for q in judged if run.get(q)}

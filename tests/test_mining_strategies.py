@@ -268,6 +268,37 @@ def test_dense_search_checks_its_arguments(datasets, emb_cache, tiny_bert_dir):
     assert DenseConfig(model=str(tiny_bert_dir), batch_size=np.int64(64)).batch_size == 64  # a numpy count works
 
 
+def test_a_dense_index_is_read_back_whole_without_reading_the_corpus(datasets, tmp_path, tiny_bert_dir, monkeypatch):
+    """The corpus' embedding matrix is kept beside the model's shards: another process's index (a mining
+    worker's) reads it back instead of reading and hashing every document, and searches the same."""
+    from rankdistill.models import embeddings
+    from rankdistill.retrieval.dense import DenseConfig, DenseRetriever
+
+    ds = datasets["cranfield"]
+    config = DenseConfig(model=str(tiny_bert_dir), cache_dir=str(tmp_path / "emb"))
+    queries = {"q1": "wing flutter", "q2": "boundary layer transition"}
+    first = DenseRetriever(ds.corpus, config).search(queries, k=5)
+    assert not list((tmp_path / "emb").glob("*/corpus-*.npy"))  # not asked for: a student's, searched once
+    assert DenseRetriever(ds.corpus, config, keep_matrix=True).search(queries, k=5) == first
+    [matrix] = list((tmp_path / "emb").glob("*/corpus-*.npy"))
+    assert np.load(matrix).shape == (len(ds.corpus), 32)
+    embeddings._CACHES.clear()
+    monkeypatch.setattr(type(ds.corpus), "iter_docs", lambda self: pytest.fail("the corpus was read again"))
+    assert DenseRetriever(ds.corpus, config, keep_matrix=True).search(queries, k=5) == first
+    # a matrix of another length (a stale or foreign file) is not used: it is made again
+    np.save(matrix, np.zeros((3, 32), dtype=np.float32))
+    monkeypatch.undo()
+    assert DenseRetriever(ds.corpus, config, keep_matrix=True).search(queries, k=5) == first
+    assert np.load(matrix).shape == (len(ds.corpus), 32)
+    # mining's dense first stage keeps it
+    import shutil
+
+    shutil.rmtree(tmp_path / "emb")
+    _mine(ds, strategy="dense", group_size=4, max_queries=2, encoder=str(tiny_bert_dir),
+          embedding_cache=str(tmp_path / "emb"))
+    assert len(list((tmp_path / "emb").glob("*/corpus-*.npy"))) == 1
+
+
 def test_short_queries_are_topped_up_or_skipped(tmp_path, datasets):
     ds = datasets["cranfield"]
     queries, _ = mining_queries(ds, "train", max_queries=6)

@@ -53,7 +53,8 @@ class MiningContext:
                 self._retrievers[name] = DenseRetriever(
                     self.corpus, DenseConfig(model=c.encoder, similarity=c.similarity, batch_size=c.encoder_batch_size,
                                              max_length=c.encoder_max_length,
-                                             cache_dir=c.embedding_cache), show_progress=self.show_progress)
+                                             cache_dir=c.embedding_cache), show_progress=self.show_progress,
+                    keep_matrix=True)  # mining's encoder is searched again: by each worker, each seed, each run
             else:
                 raise UserInputError(f"unknown retriever {name!r}; known: bm25, dense")
         return self._retrievers[name]

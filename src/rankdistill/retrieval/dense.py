@@ -97,13 +97,20 @@ class DenseRetriever:
         corpus: a :class:`~rankdistill.data.docstore.DocStore` (``ids()`` and ``text()``).
         config: the encoder and its settings.
         show_progress: progress bar while encoding documents that are not cached yet.
+        keep_matrix: keep the corpus' whole embedding matrix in the cache, for an encoder searched again in
+            other processes (:func:`~rankdistill.models.embeddings.encode_corpus`).
     """
 
-    def __init__(self, corpus, config: DenseConfig | None = None, show_progress: bool = False) -> None:
-        self.config = config or DenseConfig()
+    def __init__(self, corpus, config: DenseConfig | None = None, show_progress: bool = False,
+                 keep_matrix: bool = False) -> None:
+        from rankdistill.models.embeddings import encode_corpus
+
+        self.config = c = config or DenseConfig()
         self.doc_ids = corpus.ids()
-        vectors = np.ascontiguousarray(self._encode([corpus.text(d) for d in self.doc_ids], show_progress),
-                                       dtype=np.float32)
+        vectors = np.ascontiguousarray(encode_corpus(
+            corpus, c.model, batch_size=c.batch_size, max_length=c.max_length, normalize=c.similarity == "cosine",
+            device=c.device, cache_dir=c.cache_dir, show_progress=show_progress, keep_matrix=keep_matrix),
+            dtype=np.float32)
         backend = self.config.backend
         if backend == "auto":
             backend = "faiss" if _faiss_available() else "torch"

@@ -63,7 +63,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _command(argv: Sequence[str]) -> str | None:
     """The verb ``argv`` names, or ``None`` where it names none (top-level ``--help``, a typo: the full parser
     then lists the verbs). The top-level options take no value, so the first other word is the verb."""
-    for word in argv:
+    for word in map(str, argv):
         if not word.startswith("-"):
             return word if word in COMMANDS else None
         if word in ("-h", "--help", "--version"):

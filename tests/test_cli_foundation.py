@@ -137,6 +137,15 @@ print(sorted(m for m in ("torch", "transformers", "statsmodels") if m in sys.mod
     assert typo.returncode == 2 and "invalid choice: 'evalute' (choose from 'retrieve', 'evaluate'" in typo.stderr
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--he", "evaluate"], ["-vh", "evaluate"], ["-q", "--hel"]])
+def test_the_top_level_help_lists_every_verb_however_it_is_asked_for(argv, capsys):
+    """argparse takes an abbreviated --help and -h in a cluster: the parser built then is the full one."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(f"    {verb} " in out for verb in ("retrieve", "compare", "run", "data"))
+
+
 def test_bad_flag_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["retrieve", "--dataset", "x", "--split", "test", "--output", "o", "--k", "many"])

@@ -268,7 +268,8 @@ def test_dense_search_checks_its_arguments(datasets, emb_cache, tiny_bert_dir):
     assert DenseConfig(model=str(tiny_bert_dir), batch_size=np.int64(64)).batch_size == 64  # a numpy count works
 
 
-def test_a_dense_index_is_read_back_whole_without_reading_the_corpus(datasets, tmp_path, tiny_bert_dir, monkeypatch):
+def test_a_dense_index_is_read_back_whole_without_reading_the_corpus(datasets, tmp_path, tiny_bert_dir, monkeypatch,
+                                                                     caplog):
     """The corpus' embedding matrix is kept beside the model's shards: another process's index (a mining
     worker's) reads it back instead of reading and hashing every document, and searches the same."""
     from rankdistill.models import embeddings
@@ -290,6 +291,18 @@ def test_a_dense_index_is_read_back_whole_without_reading_the_corpus(datasets, t
     monkeypatch.undo()
     assert DenseRetriever(ds.corpus, config, keep_matrix=True).search(queries, k=5) == first
     assert np.load(matrix).shape == (len(ds.corpus), 32)
+    # a matrix that cannot be written (a full disk) is a warning, not a failed search
+    matrix.unlink()
+
+    def full_disk(*args, **kwargs):  # every vector is in the shards by now: only the matrix is saved
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with caplog.at_level("WARNING", logger="rankdistill.models.embeddings"):
+        assert DenseRetriever(ds.corpus, config, keep_matrix=True).search(queries, k=5) == first
+    assert "could not keep the corpus' embedding matrix" in caplog.text and "No space left on device" in caplog.text
+    assert not matrix.exists()
+    monkeypatch.undo()
     # mining's dense first stage keeps it
     import shutil
 
@@ -509,6 +522,9 @@ def test_a_positive_is_never_a_negative_even_at_grade_0(tmp_path, monkeypatch, s
      "--fusion and --rrf-k are only used by --strategy ensemble, not bm25 (leave them out)"),
     (["--strategy", "ensemble", "--rrf-k", "10", "--teacher", "no-such-model"],
      "--rrf-k is only used by the ensemble's other fusion, not --fusion filter (leave it out)"),
+    (["--strategy", "bm25", "--cache", "c.db", "--max-length", "7"],
+     "--max-length and --cache are for the teacher's scores, and no --teacher is given (leave them out, or give "
+     "--teacher MODEL)"),
     (["--strategy", "ensemble", "--fusion", "rrf", "--ensemble-n", "5", "--ensemble-margin", "1"],
      "--ensemble-n and --ensemble-margin are only used by the ensemble's other fusion, not --fusion rrf "
      "(leave them out)"),

@@ -63,11 +63,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _command(argv: Sequence[str]) -> str | None:
     """The verb ``argv`` names, or ``None`` where it names none (top-level ``--help``, a typo: the full parser
     then lists the verbs). The top-level options take no value, so the first other word is the verb."""
-    for word in map(str, argv):
+    for word in argv:
         if not word.startswith("-"):
             return word if word in COMMANDS else None
-        if word in ("-h", "--help", "--version"):
-            return None
+        if word.startswith("--") and len(word) > 2 and ("--help".startswith(word) or "--version".startswith(word)):
+            return None  # argparse takes an abbreviation of a long option
+        if not word.startswith("--") and "h" in word:
+            return None  # -h, or a cluster with it (-vh)
     return None
 
 
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rankdistill`` console script; returns the exit code."""
     global _depth
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # paths and numbers too, as call_verb
     parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     if _depth == 0:

@@ -162,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
     check_writable(sidecar_path(args.output), "--output's sidecar", "file", probe=False)  # written beside it
     if config.strategy == "run" and not config.candidates:
         raise UserInputError("--strategy run needs --candidates FILE (a TREC run)")
+    if not args.teacher:  # the teacher's options would be silently ignored
+        given = [flag for flag, value in (("--teacher-id", args.teacher_id), ("--max-length", args.max_length),
+                                          ("--cache", args.cache), ("--scores", args.scores)) if value is not None]
+        if given:
+            raise UserInputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the teacher's "
+                                 "scores, and no --teacher is given",
+                                 fix=f"leave {'it' if len(given) == 1 else 'them'} out, or give --teacher MODEL")
     spec = teacher_spec(args) if args.teacher else None
     ds = open_dataset(args)
     teacher = None

@@ -64,7 +64,6 @@ class EmbeddingCache:
             with atomic_path(self.dir / "meta.json") as tmp:
                 tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         self._index: dict[str, int] = {}  # text key -> shard << 32 | row
-        self._shards: dict[int, np.ndarray] = {}
         self._seen: dict[int, tuple[int, int, int, int]] = {}  # shard -> its keys file's identity when read
         self._lock = threading.Lock()
         self.refresh()
@@ -90,7 +89,7 @@ class EmbeddingCache:
             for keys_file in self.dir.glob("shard-*.keys"):
                 found[int(keys_file.stem.split("-")[1])] = keys_file
             if any(n not in found or _identity(found[n]) != ident for n, ident in self._seen.items()):
-                self._index, self._shards, self._seen = {}, {}, {}
+                self._index, self._seen = {}, {}
             new = 0
             for n in sorted(set(found) - set(self._seen)):
                 if not (self.dir / f"shard-{n:05d}.npy").exists():  # the keys file is written last
@@ -102,9 +101,10 @@ class EmbeddingCache:
             return new
 
     def _shard(self, n: int) -> np.ndarray:
-        if n not in self._shards:
-            self._shards[n] = np.load(self.dir / f"shard-{n:05d}.npy", mmap_mode="r")
-        return self._shards[n]
+        """Shard ``n``, memory-mapped: the caller gathers its rows and lets it go. The maps are not kept: each
+        holds a file descriptor, and MS MARCO's 8.8M passages make over a thousand shards, past the usual limit
+        of 1,024 open files."""
+        return np.load(self.dir / f"shard-{n:05d}.npy", mmap_mode="r")
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
         """The vectors of ``keys`` in order, ``float32 [len(keys), dim]``; gathered shard by shard."""
@@ -207,7 +207,9 @@ def encode_corpus(corpus, model: str | None = None, *, batch_size: int = 64, max
     time) and read it back from there. Finding each document's vector otherwise reads and hashes every text
     (about 20 us a document, three minutes for MS MARCO's 8.8M passages), again in each process that searches
     the corpus, such as every worker of a fanned-out mining. It is for a first stage's encoder, searched again
-    and again; a student evaluated once would only store its vectors twice.
+    and again; a student evaluated once would only store its vectors twice. The matrix takes as much disk as
+    the shards that hold the corpus (13.5 GB for MS MARCO at 384 dimensions); where it cannot be written, a
+    warning says so and the vectors are returned all the same.
     """
     from rankdistill.data.docstore import DocStore
 
@@ -225,8 +227,12 @@ def encode_corpus(corpus, model: str | None = None, *, batch_size: int = 64, max
     vectors = encode_texts(texts, model, batch_size=batch_size, max_length=max_length, normalize=normalize,
                            device=device, cache_dir=cache_dir, show_progress=show_progress)
     if path is not None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, vectors)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, vectors)
+        except OSError as e:  # only a speed-up: the vectors are in the shards
+            logger.warning("could not keep the corpus' embedding matrix in %s (%s); the next search reads the "
+                           "corpus again", path, e.strerror or e)
     return vectors
 
 

@@ -30,6 +30,15 @@ class UserInputError(ValueError):
         self.fix = fix
 
 
+def unused_flags(flags: list[str], why: str, otherwise: str | None = None,
+                 verb: tuple[str, str] = ("is", "are")) -> UserInputError:
+    """The refusal of flags that the command would ignore, in one line: ``--a and --b are <why> (leave them
+    out, or <otherwise>)``; ``verb``: the singular and plural verb before ``why``."""
+    one = len(flags) == 1
+    return UserInputError(f"{' and '.join(flags)} {verb[0] if one else verb[1]} {why}",
+                          fix=f"leave {'it' if one else 'them'} out" + (f", or {otherwise}" if otherwise else ""))
+
+
 def is_integer(value: object) -> bool:
     """Whether ``value`` is an integer (a numpy one too) and not a ``bool``."""
     import numbers

@@ -13,7 +13,7 @@ from typing import Any
 from rankdistill import __version__
 from rankdistill.commands.common import add_dataset_args, check_writable, declare_outputs, open_dataset
 from rankdistill.commands.score import add_teacher_args, scoring_executor, scoring_stores, teacher_spec
-from rankdistill.errors import UserInputError
+from rankdistill.errors import UserInputError, unused_flags
 from rankdistill.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -128,11 +128,9 @@ def _ensemble_settings(args: argparse.Namespace) -> dict[str, Any]:
     ignored = [ENSEMBLE_FLAGS[f][0] for f in given
                if args.strategy != "ensemble" or ENSEMBLE_FLAGS[f][1] not in (None, fusion)]
     if ignored:
-        one = len(ignored) == 1
         where = (f"--strategy ensemble, not {args.strategy}" if args.strategy != "ensemble"
                  else f"the ensemble's other fusion, not --fusion {fusion}")
-        raise UserInputError(f"{' and '.join(ignored)} {'is' if one else 'are'} only used by {where}",
-                             fix=f"leave {'it' if one else 'them'} out")
+        raise unused_flags(ignored, f"only used by {where}")
     return given
 
 
@@ -166,9 +164,7 @@ def run(args: argparse.Namespace) -> int:
         given = [flag for flag, value in (("--teacher-id", args.teacher_id), ("--max-length", args.max_length),
                                           ("--cache", args.cache), ("--scores", args.scores)) if value is not None]
         if given:
-            raise UserInputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the teacher's "
-                                 "scores, and no --teacher is given",
-                                 fix=f"leave {'it' if len(given) == 1 else 'them'} out, or give --teacher MODEL")
+            raise unused_flags(given, "for the teacher's scores, and no --teacher is given", "give --teacher MODEL")
     spec = teacher_spec(args) if args.teacher else None
     ds = open_dataset(args)
     teacher = None

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
-from rankdistill.errors import UserInputError, check_field_types
+from rankdistill.errors import UserInputError, check_field_types, unused_flags
 
 SAMPLE_MODES = ("random", "top")
 SHORT_POLICIES = ("topup", "skip")
@@ -108,9 +108,8 @@ class MiningConfig:
             raise UserInputError(f"--rrf-k must be non-negative, got {self.rrf_k}")
         given = [flag for flag, value in (("--systems", self.systems), ("--retrievers", self.retrievers)) if value]
         if given and self.strategy != "ensemble":  # were silently ignored
-            raise UserInputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} only used by --strategy "
-                                 f"ensemble, not {self.strategy}",
-                                 fix=f"leave {'it' if len(given) == 1 else 'them'} out, or use --strategy ensemble")
+            raise unused_flags(given, f"only used by --strategy ensemble, not {self.strategy}",
+                               "use --strategy ensemble")
         if self.min_relevance is not None and self.min_relevance < 1:
             raise UserInputError(f"--min-relevance must be at least 1, got {self.min_relevance}",
                                  fix="grade 0 means judged not relevant; give --min-relevance 1 or more")
@@ -130,12 +129,10 @@ class MiningConfig:
                      ("--sample top", self.sample == "top"))
             given = [flag for flag, on in flags if on]
             if given:
-                what = f"--strategy {self.strategy}" + (" with --fusion filter" if self.strategy == "ensemble" else "")
-                one = len(given) == 1
-                raise UserInputError(f"{' and '.join(given)} {'applies' if one else 'apply'} to a ranking, and {what} "
-                                     "gives an unordered candidate set (sampled uniformly)",
-                                     fix=f"leave {'it' if one else 'them'} out"
-                                     + (", or use --fusion rrf" if self.strategy == "ensemble" else ""))
+                ensemble = self.strategy == "ensemble"
+                what = f"--strategy {self.strategy}" + (" with --fusion filter" if ensemble else "")
+                raise unused_flags(given, f"to a ranking, and {what} gives an unordered candidate set (sampled "
+                                   "uniformly)", "use --fusion rrf" if ensemble else None, verb=("applies", "apply"))
             return
         if self.max_rank is not None:
             return

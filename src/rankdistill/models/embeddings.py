@@ -36,6 +36,11 @@ def default_cache_dir() -> Path:
     return cache_root() / "embeddings"
 
 
+def _cache_root(cache_dir: str | Path | bool | None) -> Path:
+    """The cache folder a ``cache_dir`` argument names (``None`` or ``True``: :func:`default_cache_dir`)."""
+    return default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
+
+
 def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
@@ -216,8 +221,7 @@ def encode_corpus(corpus, model: str | None = None, *, batch_size: int = 64, max
     store = isinstance(corpus, DocStore)
     path = None
     if keep_matrix and store and cache_dir is not False:
-        root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
-        path = root / model_key(model, max_length, normalize) / f"corpus-{corpus.dir.name}.npy"
+        path = _cache_root(cache_dir) / model_key(model, max_length, normalize) / f"corpus-{corpus.dir.name}.npy"
         if path.is_file():
             matrix = np.load(path)
             if matrix.shape[0] == len(corpus):
@@ -260,8 +264,7 @@ def encode_texts(texts: Sequence[str], model: str | None = None, *, batch_size: 
     keys = [text_key(t) for t in texts]
     cache = None
     if cache_dir is not False:
-        root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
-        cache = open_cache(root, model_key(model, max_length, normalize),
+        cache = open_cache(_cache_root(cache_dir), model_key(model, max_length, normalize),
                            meta={"model": model_id(model), "max_length": max_length, "normalize": normalize})
     todo: dict[str, str] = {}
     for k, t in zip(keys, texts):

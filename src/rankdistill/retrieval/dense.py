@@ -105,12 +105,10 @@ class DenseRetriever:
                  keep_matrix: bool = False) -> None:
         from rankdistill.models.embeddings import encode_corpus
 
-        self.config = c = config or DenseConfig()
+        self.config = config or DenseConfig()
         self.doc_ids = corpus.ids()
-        vectors = np.ascontiguousarray(encode_corpus(
-            corpus, c.model, batch_size=c.batch_size, max_length=c.max_length, normalize=c.similarity == "cosine",
-            device=c.device, cache_dir=c.cache_dir, show_progress=show_progress, keep_matrix=keep_matrix),
-            dtype=np.float32)
+        vectors = np.ascontiguousarray(encode_corpus(corpus, **self._encoding(), show_progress=show_progress,
+                                                     keep_matrix=keep_matrix), dtype=np.float32)
         backend = self.config.backend
         if backend == "auto":
             backend = "faiss" if _faiss_available() else "torch"
@@ -124,13 +122,16 @@ class DenseRetriever:
             self.vectors = vectors
         logger.debug("dense index (%s): %d documents, dimension %d", backend, len(self.doc_ids), vectors.shape[1])
 
+    def _encoding(self) -> dict:
+        """The encoder settings of documents and queries alike."""
+        c = self.config
+        return {"model": c.model, "batch_size": c.batch_size, "max_length": c.max_length,
+                "normalize": c.similarity == "cosine", "device": c.device, "cache_dir": c.cache_dir}
+
     def _encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         from rankdistill.models.embeddings import encode_texts
 
-        c = self.config
-        return encode_texts(texts, c.model, batch_size=c.batch_size, max_length=c.max_length,
-                            normalize=c.similarity == "cosine", device=c.device, cache_dir=c.cache_dir,
-                            show_progress=show_progress)
+        return encode_texts(texts, **self._encoding(), show_progress=show_progress)
 
     def search(self, queries: Mapping[str, str], k: int = 100, show_progress: bool = False) -> Run:
         """Top-``k`` documents per query as ``{qid: {docid: inner product}}``."""

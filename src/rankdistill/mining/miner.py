@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,10 +60,6 @@ MINING_BLOCK = 10_000
 SHARDS = 16
 """Shards of queries for an executor that does not say how many workers it has (Ray); a process pool gets one
 per worker. Each shard is one task that opens the first stage once and mines its queries in blocks."""
-
-_BLOCK_COUNTS = ("candidates_total", "false_negatives_dropped", "random_negatives_added", "queries_topped_up",
-                 "queries_short_after_topup")
-"""The counts :meth:`Miner._mine_block` adds to, summed over the shards of a fanned-out run."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +329,6 @@ def mine_shard(config: MiningConfig, dataset, split: str, shard: list[MiningQuer
     mining run never meets a stale one."""
     miner = Miner(MiningContext(config, dataset, split, None, show_progress=False))
     pools: dict[str, list[str]] = {}
-    counts = dict.fromkeys(_BLOCK_COUNTS, 0)
+    counts: Counter[str] = Counter()  # whatever the blocks add to, summed over the shards by the driver
     short = miner._mine_blocks(shard, max_rank, pools, counts)
-    return ShardResult(pools, [q.query_id for q in short], counts, dict(miner.strategy.counts))
+    return ShardResult(pools, [q.query_id for q in short], dict(counts), dict(miner.strategy.counts))

@@ -125,6 +125,43 @@ def test_fingerprint_reads_every_file_of_a_large_folder(tmp_path):
     assert len(before["files"]) == 211 and fingerprint(tmp_path) != before
 
 
+def test_a_large_files_digest_is_kept_on_disk_for_the_next_process_and_dropped_when_the_file_changes(
+        tmp_path, monkeypatch):
+    """Each process (each worker of a fanned-out mining) read a whole teacher or collection again to hash it."""
+    import hashlib
+    import os
+
+    from rankdistill import io
+
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(io, "DISK_MEMO_BYTES", 5)
+    monkeypatch.setattr(io, "_DIGESTS", {})
+    big, small = tmp_path / "weights.bin", tmp_path / "config.json"
+    big.write_bytes(b"0123456789")
+    small.write_bytes(b"{}")
+    real = hashlib.blake2b(b"0123456789", digest_size=16).hexdigest()
+    assert io.content_digest(big) == real
+    assert io.content_digest(small) == hashlib.blake2b(b"{}", digest_size=16).hexdigest()
+    kept = [p for p in (tmp_path / "cache" / "digests").rglob("*") if p.is_file()]
+    assert [p.read_text() for p in kept] == [real + "\n"]  # the small file is not kept
+    kept[0].write_text("f" * 32 + "\n")  # a new process (empty memo) reads the kept digest, not the file
+    monkeypatch.setattr(io, "_DIGESTS", {})
+    assert io.content_digest(big) == "f" * 32
+    st = big.stat()
+    big.write_bytes(b"9876543210")  # same size, mtime restored: the ctime still changes
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert io.content_digest(big) == hashlib.blake2b(b"9876543210", digest_size=16).hexdigest()
+    for p in (tmp_path / "cache" / "digests").rglob("*"):
+        if p.is_file():
+            p.write_text("not a digest")  # a damaged memo is read past
+    monkeypatch.setattr(io, "_DIGESTS", {})
+    assert io.content_digest(big) == hashlib.blake2b(b"9876543210", digest_size=16).hexdigest()
+    (tmp_path / "not-a-folder").write_text("")  # a cache that cannot be written costs a re-read, not an error
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "not-a-folder"))
+    big.write_bytes(b"abcdefghij")
+    assert io.content_digest(big) == hashlib.blake2b(b"abcdefghij", digest_size=16).hexdigest()
+
+
 def test_a_stage_that_fails_before_writing_leaves_no_folder_and_a_folder_without_manifest_is_replaced(tmp_path):
     """A failure before the stage wrote anything left an empty ``.partial`` folder (its key, from the bad
     settings, is never met again); a final-named folder without a manifest (the remains of a broken copy)

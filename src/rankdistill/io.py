@@ -296,22 +296,63 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
+
+#: Files at least this large have their digest kept on disk too (``<cache root>/digests``), so that the next
+#: process, or each worker of a fanned-out job, does not read them again: hashing an 11 GB teacher takes about
+#: 25 s, a gzipped MS MARCO collection about 10 s. Smaller files are hashed faster than the memo is looked up.
+DISK_MEMO_BYTES = 16 << 20
+
+
+def cache_root() -> Path:
+    """``$RANKDISTILL_CACHE`` or ``~/.cache/rankdistill``: the folder of every cache this package keeps."""
+    return Path(os.environ.get("RANKDISTILL_CACHE") or Path.home() / ".cache" / "rankdistill")
+
+
+def _disk_memo(key: tuple) -> Path:
+    name = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+    return cache_root() / "digests" / name[:2] / name
+
+
+def _read_disk_memo(key: tuple) -> str | None:
+    try:
+        text = _disk_memo(key).read_text().strip()
+    except OSError:
+        return None
+    return text if len(text) == 32 and all(c in "0123456789abcdef" for c in text) else None
+
+
+def _write_disk_memo(key: tuple, digest: str) -> None:
+    try:
+        with atomic_write(_disk_memo(key)) as fh:
+            fh.write(digest + "\n")
+    except OSError as e:  # a read-only or full cache only costs the next process a re-read
+        logger.debug("could not keep the digest of %s: %s", key[0], e)
 
 
 def content_digest(path: Path) -> str:
     """BLAKE2b of a file's bytes, of the decompressed bytes for ``.gz`` (so a gzipped copy of a collection,
-    whatever its gzip header says, is the same dataset). Memoised per process by (path, inode, size, mtime,
-    ctime): a rewrite changes the ctime even where the size and a restored mtime stay the same."""
+    whatever its gzip header says, is the same dataset).
+
+    Memoised by (path, device, inode, size, mtime, ctime): a rewrite changes the ctime even where the size and a
+    restored mtime stay the same. The memo is per process, and on disk for files of at least
+    :data:`DISK_MEMO_BYTES` (see :func:`cache_root`); a copied or moved file is read again."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key not in _DIGESTS:
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    on_disk = st.st_size >= DISK_MEMO_BYTES
+    digest = _read_disk_memo(key) if on_disk else None
+    if digest is None:
         h = hashlib.blake2b(digest_size=16)
         with _whole_gzip(path), (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
+        digest = h.hexdigest()
+        if on_disk:
+            _write_disk_memo(key, digest)
+    _DIGESTS[key] = digest
+    return digest
 
 
 def value_digest(value: object) -> str:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from rankdistill.data.formats import Doc, iter_corpus
 from rankdistill.errors import UserInputError
-from rankdistill.io import require_file
+from rankdistill.io import cache_root, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ LOOKUP_BATCH = 1_000_000
 """Document ids looked up together by :func:`unknown_ids`."""
 
 FORMAT_VERSION = 1
-
-
-def cache_root() -> Path:
-    """``$RANKDISTILL_CACHE`` or ``~/.cache/rankdistill``."""
-    return Path(os.environ.get("RANKDISTILL_CACHE") or Path.home() / ".cache" / "rankdistill")
 
 
 def _store_key(path: Path) -> str:

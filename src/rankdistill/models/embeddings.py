@@ -31,7 +31,7 @@ of a GPU); the length sort of sentence-transformers still fills its batches with
 
 def default_cache_dir() -> Path:
     """``$RANKDISTILL_CACHE/embeddings`` or ``~/.cache/rankdistill/embeddings``."""
-    from rankdistill.data.docstore import cache_root
+    from rankdistill.io import cache_root
 
     return cache_root() / "embeddings"
 

@@ -9,6 +9,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rankdistill.data import load_dataset, read_qrels, read_queries
@@ -66,6 +67,11 @@ def test_docstore_lookup_matches_corpus_file(scifact_dir):
     from rankdistill.retrieval.bm25 import BM25Retriever
 
     bm25 = BM25Retriever(ds.corpus)
+    # the index kept on disk is mapped, not read, so a fanned-out mining's workers share one copy; it ranks the same
+    again = BM25Retriever(ds.corpus)
+    assert again.cached and isinstance(again.index.scores["data"], np.memmap)
+    queries = {"q1": "cancer cells", "q2": "vitamin D deficiency", "q3": "zzqx"}
+    assert again.search(queries, k=20) == bm25.search(queries, k=20) and len(bm25.search(queries, k=20)["q1"]) == 20
     with pytest.raises(TypeError, match="queries must map query ids to texts, got list"):
         bm25.search(["cancer"], k=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k must be >= 0, got -5"):

@@ -286,6 +286,23 @@ def test_a_dense_index_is_read_back_whole_without_reading_the_corpus(datasets, t
     embeddings._CACHES.clear()
     monkeypatch.setattr(type(ds.corpus), "iter_docs", lambda self: pytest.fail("the corpus was read again"))
     assert DenseRetriever(ds.corpus, config, keep_matrix=True).search(queries, k=5) == first
+    # nor were the corpus' keys indexed (1.3 GB per process for MS MARCO): the queries have a cache of their own
+    assert [p.parent.name for p in embeddings._CACHES] == ["queries"]
+    # the matrix is mapped, not read, so the processes searching it share its pages; a torch index is moved to
+    # its device once, not at every search
+    import torch
+
+    from rankdistill.retrieval import dense
+
+    made = []
+    monkeypatch.setattr(dense, "device_matrix", lambda docs, device=None: made.append(docs) or torch.from_numpy(
+        np.asarray(docs)))
+    index = DenseRetriever(ds.corpus, DenseConfig(model=str(tiny_bert_dir), cache_dir=str(tmp_path / "emb"),
+                                                  backend="torch"), keep_matrix=True)
+    got = index.search(queries, k=5)
+    assert index.search(queries, k=5) == got  # faiss's sums may differ in the last bits
+    assert {q: pytest.approx(r, rel=1e-5) for q, r in first.items()} == got
+    assert len(made) == 1 and isinstance(made[0].base, np.memmap)
     # a matrix of another length (a stale or foreign file) is not used: it is made again
     np.save(matrix, np.zeros((3, 32), dtype=np.float32))
     monkeypatch.undo()

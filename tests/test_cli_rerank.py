@@ -137,3 +137,33 @@ def test_arch_cross_still_overrides_a_guess_the_folder_does_not_contradict(tiny_
     del config["architectures"]
     (d / "config.json").write_text(json.dumps(config))
     assert isinstance(load_student(d, "cross"), CrossEncoder)
+
+
+def test_the_python_api_refuses_what_the_cli_refuses(scifact_dir, candidates, tiny_bert_dir, tiny_cross_encoder_dir):
+    """``load_student(d, arch="bi-encoder")`` gave a cross-encoder with a random head, silently; a cross-encoder
+    loaded with ``arch="bi"`` lost its head; ``score_candidates`` raised a bare KeyError from the tokenisation
+    for a document or query it did not know, and an AttributeError for a dataset or a {doc_id: text} dict."""
+    from rankdistill.errors import UserInputError
+    from rankdistill.models.scoring import load_student, score_candidates
+
+    with pytest.raises(UserInputError, match="unknown student architecture 'bi-encoder'"):
+        load_student(tiny_bert_dir, "bi-encoder")
+    with pytest.raises(UserInputError, match="--arch bi on a cross-encoder"):
+        load_student(tiny_cross_encoder_dir, "bi")
+    path, run, ds = candidates
+    model = load_student(tiny_bert_dir)
+    queries = ds.queries("test")
+    some = {q: run[q] for q in sorted(run)[:2]}
+    want = score_candidates(model, queries, ds.corpus, some, progress=False)
+    texts = {d: ds.corpus.text(d) for docs in some.values() for d in docs}
+    assert score_candidates(model, queries, ds, some, progress=False) == want
+    assert score_candidates(model, queries, texts, some, progress=False) == want
+    q = sorted(some)[0]
+    with pytest.raises(UserInputError, match=r"1 candidate document\(s\) are not in the corpus \(e.g. nope\)"):
+        score_candidates(model, queries, ds.corpus, {q: {**some[q], "nope": 1.0}}, progress=False)
+    with pytest.raises(UserInputError, match=r"1 candidate document\(s\) are not in the corpus"):
+        score_candidates(model, queries, texts, {q: {**some[q], "nope": 1.0}}, progress=False)
+    with pytest.raises(UserInputError, match=r"1 candidate queries have no text \(e.g. zzz\)"):
+        score_candidates(model, queries, ds.corpus, {"zzz": some[q]}, progress=False)
+    with pytest.raises(TypeError, match="corpus must be a document store"):
+        score_candidates(model, queries, [1, 2], some, progress=False)

@@ -67,6 +67,14 @@ def test_library_callers_get_the_same_values_or_a_clear_error():
     assert evaluate_run(ints, {1: {11: 2, 10: 0, 12: 1}}, ["nDCG@10"]).per_query["nDCG@10"] == {"1": want["q1"]}
     with pytest.raises(TypeError, match=r"qrels must map query ids to \{doc_id: relevance\}, got dict of list"):
         evaluate_run(run, {q: list(d) for q, d in qrels.items()}, ["nDCG@10"])
+    # a path, not its contents; the arguments swapped (a run's scores as grades scored a perfect 1.0)
+    with pytest.raises(TypeError, match=r"run is a path \(r.trec\); read it first with rankdistill.data.read_run"):
+        evaluate_run("r.trec", qrels, ["nDCG@10"])  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match=r"the qrels hold a relevance of 3.5 \(query q1, document b\); "
+                                             r"relevance grades are integers \(check that the run comes first"):
+        evaluate_run(qrels, {"q1": {"b": 3.5, "a": 2.0}}, ["nDCG@10"])
+    assert evaluate_run(run, {"q1": {"a": 2.0, "b": "0", "c": True}}, ["nDCG@10"]).per_query["nDCG@10"] == {
+        "q1": want["q1"]}  # whole grades of other types are still grades
     # a NaN score would be ranked anywhere by ir_measures and the query scored regardless
     with pytest.raises(UserInputError, match=r"1 NaN score\(s\) on judged queries, e.g. query q1 document b"):
         evaluate_run({**run, "q1": {**run["q1"], "b": math.nan}}, qrels, ["nDCG@10"])

@@ -65,6 +65,13 @@ def test_paired_input_validation():
     assert paired_t_test(x, y[::-1]) == paired_t_test(x.to_numpy(), y.to_numpy())
     with pytest.raises(ValueError, match="the same index"):
         paired_t_test(x, y.rename(index={"q4": "q9"}))
+    # so do mappings, as evaluate_run's per-query values come (a TypeError from float() of a dict)
+    from rankdistill.stats.tost import paired_tost
+
+    assert paired_t_test(x.to_dict(), dict(reversed(y.to_dict().items()))) == paired_t_test(x, y)
+    assert paired_tost(x.to_dict(), y.to_dict(), 0.1) == paired_tost(x.to_numpy(), y.to_numpy(), 0.1)
+    with pytest.raises(ValueError, match="need the same keys .query ids.; 2 are in one only, e.g. q4, q9"):
+        paired_t_test(x.to_dict(), y.rename(index={"q4": "q9"}).to_dict())
     with pytest.raises(ValueError, match="n_resamples must be >= 1"):
         bootstrap_mean_diff(x.to_numpy(), y.to_numpy(), n_resamples=0)
     with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), e.g. 0.95, got 95"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -183,6 +184,9 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     for measure, name in zip(parsed, names):
         labels.setdefault(measure, []).append(name)
     for what, given in (("run", run), ("qrels", qrels)):
+        if isinstance(given, (str, os.PathLike)):
+            reader = "read_run" if what == "run" else "read_qrels"
+            raise TypeError(f"{what} is a path ({given}); read it first with rankdistill.data.{reader}(path)")
         inner = next(iter(given.values()), {}) if isinstance(given, Mapping) else None
         if not isinstance(inner, Mapping):
             raise TypeError(f"{what} must map query ids to {{doc_id: {'score' if what == 'run' else 'relevance'}}}, "
@@ -223,6 +227,12 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         logger.warning("%d judged queries have no results in the run; they score 0", missing)
     per_query: dict[str, dict[str, float]] = {name: dict.fromkeys(judged, 0.0) for name in names}
     qrels_in = {q: {d: int(r) for d, r in docs.items()} for q, docs in judged.items()}
+    graded = next(((q, d, r) for q, docs in judged.items() for d, r in docs.items()
+                   if float(r) != qrels_in[q][d]), None)
+    if graded is not None:  # scores where grades belong: evaluate_run(qrels, run) scored a perfect 1.0
+        q, d, r = graded
+        raise UserInputError(f"the qrels hold a relevance of {r!r} (query {q}, document {d}); relevance grades are "
+                             "integers", fix="check that the run comes first and the qrels second")
     try:
         for m in ir_measures.iter_calc(list(labels), qrels_in, sub_run):
             for name in labels[m.measure]:

@@ -24,16 +24,62 @@ logger = logging.getLogger(__name__)
 
 
 def load_student(directory: str | Path, arch: str | None = None) -> BiEncoder | CrossEncoder:
-    """Load a saved student, detecting bi- or cross-encoder from the folder unless ``arch`` is given."""
+    """Load a saved student, detecting bi- or cross-encoder from the folder unless ``arch`` (``"bi"`` or
+    ``"cross"``) is given. An ``arch`` the folder contradicts is refused: a bi-encoder loaded as a cross-encoder
+    would score with a new, untrained head, and a cross-encoder loaded as a bi-encoder would lose its head."""
+    if arch not in (None, "bi", "cross"):
+        raise UserInputError(f"unknown student architecture {arch!r}", fix="use 'bi', 'cross', or None to detect it")
     said = detect_arch(directory, guess=False)  # None: the folder does not say, and --arch may
     if arch == "cross" and said == "bi":
         raise UserInputError("--arch cross on a model without a ranking head: it would re-rank with a new, untrained "
                              "head", path=directory,
                              fix="leave out --arch (this folder is a bi-encoder), or give a trained cross-encoder")
+    if arch == "bi" and said == "cross":
+        raise UserInputError("--arch bi on a cross-encoder: it would embed with its backbone and drop its trained "
+                             "head", path=directory, fix="leave out --arch (this folder is a cross-encoder)")
     kind = arch or said or "bi"
     if kind == "bi":
         return BiEncoder.from_pretrained(str(directory))
     return CrossEncoder.from_pretrained(str(directory))
+
+
+def _texts_of(corpus):
+    """``corpus`` as something with ``text(doc_id)``: a document store as it is, a dataset's corpus, or a
+    ``{doc_id: text}`` mapping."""
+    if hasattr(corpus, "text"):
+        return corpus
+    if hasattr(corpus, "corpus") and hasattr(corpus.corpus, "text"):  # a Dataset
+        return corpus.corpus
+    if isinstance(corpus, Mapping):
+        class _Texts:
+            text = staticmethod(corpus.__getitem__)
+
+            def __contains__(self, doc_id: object) -> bool:
+                return doc_id in corpus
+
+        return _Texts()
+    raise TypeError(f"corpus must be a document store (dataset.corpus), a dataset or a {{doc_id: text}} mapping, "
+                    f"got {type(corpus).__name__}")
+
+
+def _check_candidates(queries: Mapping[str, str], corpus, candidates: Run) -> None:
+    """Every query of ``candidates`` has a text and every document is in ``corpus`` (else a KeyError from the
+    middle of the tokenisation)."""
+    from rankdistill.data.docstore import unknown_ids
+
+    if not isinstance(candidates, Mapping) or not isinstance(queries, Mapping):
+        raise TypeError("queries must map query ids to texts and candidates query ids to {doc_id: score}, got "
+                        f"{type(queries).__name__} and {type(candidates).__name__}")
+    textless = [q for q in candidates if q not in queries]
+    if textless:
+        raise UserInputError(f"{len(textless)} candidate queries have no text (e.g. {', '.join(textless[:3])})",
+                             fix="pass the queries of the split the candidates were made for")
+    if not hasattr(corpus, "__contains__"):  # an object with text() alone: its own errors stand
+        return
+    unknown = list(dict.fromkeys(unknown_ids(corpus, (d for docs in candidates.values() for d in docs))))
+    if unknown:
+        raise UserInputError(f"{len(unknown)} candidate document(s) are not in the corpus "
+                             f"(e.g. {', '.join(unknown[:3])})", fix="use candidates made for this corpus")
 
 
 @torch.inference_mode()
@@ -41,8 +87,12 @@ def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str]
                      batch_size: int | None = None, device: str = "auto", progress: bool = True) -> Run:
     """Student scores of every ``(query, document)`` in ``candidates`` (``corpus.text(doc_id)`` gives texts).
 
+    ``corpus`` is a document store, a dataset (its corpus is used) or a ``{doc_id: text}`` mapping. A candidate
+    query without a text in ``queries``, or a document not in ``corpus``, is refused before any work.
     ``batch_size`` defaults to 64 texts or pairs per forward pass on a CPU and 512 on a GPU.
     """
+    corpus = _texts_of(corpus)
+    _check_candidates(queries, corpus, candidates)
     from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs, encode_singles
 
     dev = resolve_device(device)

@@ -16,6 +16,7 @@ for per-query scores (the paper's unpaired test ignored the pairing).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,12 +47,20 @@ def check_confidence(confidence: float) -> None:
 def paired_arrays(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Validate two aligned 1-d float vectors of equal length >= 2 without NaN.
 
-    Two pandas Series are paired by their index (the same queries in any order), not by position."""
+    Two pandas Series are paired by their index, and two mappings (``{query_id: value}``, as
+    :func:`~rankdistill.evaluation.evaluate_run` gives per query) by their keys: the same queries in any order,
+    not by position."""
     if hasattr(x, "reindex") and hasattr(y, "reindex"):  # pandas: pair by query, as the index says
         if set(x.index) != set(y.index) or x.index.has_duplicates:  # type: ignore[union-attr]
             raise ValueError("paired samples given as pandas Series need the same index (query ids) without "
                              "repeats")
         y = y.reindex(x.index)  # type: ignore[union-attr]
+    elif isinstance(x, Mapping) and isinstance(y, Mapping):
+        if x.keys() != y.keys():
+            only = sorted(set(x).symmetric_difference(y), key=str)
+            raise ValueError(f"paired samples given as mappings need the same keys (query ids); "
+                             f"{len(only)} are in one only, e.g. {', '.join(map(str, only[:3]))}")
+        x, y = list(x.values()), [y[k] for k in x]
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"paired samples need equal 1-d shapes, got {a.shape} and {b.shape}")

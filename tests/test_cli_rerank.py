@@ -150,7 +150,7 @@ def test_the_python_api_refuses_what_the_cli_refuses(scifact_dir, candidates, ti
         load_student(tiny_bert_dir, "bi-encoder")
     with pytest.raises(UserInputError, match="--arch bi on a cross-encoder"):
         load_student(tiny_cross_encoder_dir, "bi")
-    path, run, ds = candidates
+    _, run, ds = candidates
     model = load_student(tiny_bert_dir)
     queries = ds.queries("test")
     some = {q: run[q] for q in sorted(run)[:2]}

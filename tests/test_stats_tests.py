@@ -70,7 +70,7 @@ def test_paired_input_validation():
 
     assert paired_t_test(x.to_dict(), dict(reversed(y.to_dict().items()))) == paired_t_test(x, y)
     assert paired_tost(x.to_dict(), y.to_dict(), 0.1) == paired_tost(x.to_numpy(), y.to_numpy(), 0.1)
-    with pytest.raises(ValueError, match="need the same keys .query ids.; 2 are in one only, e.g. q4, q9"):
+    with pytest.raises(ValueError, match=r"need the same keys \(query ids\); 2 are in one only, e.g. q4, q9"):
         paired_t_test(x.to_dict(), y.rename(index={"q4": "q9"}).to_dict())
     with pytest.raises(ValueError, match="n_resamples must be >= 1"):
         bootstrap_mean_diff(x.to_numpy(), y.to_numpy(), n_resamples=0)

@@ -183,6 +183,49 @@ def test_kill_9_and_resume_gives_the_same_report(reference, tmp_path):
     assert (out / "report.md").read_bytes() == (ref_out / "report.md").read_bytes()
 
 
+def test_a_scoring_stage_killed_mid_way_counts_its_teacher_calls_as_an_uninterrupted_one(reference, tmp_path,
+                                                                                          monkeypatch):
+    """The labelling stage counted its teacher calls from what the killed attempt had left in its store, and
+    the pairs it computed from the shared store's growth since the restart: the cost table undercounted both."""
+    from rankdistill.experiments import runner
+    from rankdistill.teachers.store import ScoreStore
+
+    cfg, ref_out = reference
+    out = tmp_path / "out"
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    real_call, real_put = runner.call_verb, ScoreStore.put
+    puts = []
+
+    def dies_mid_way(self, teacher, rows):
+        puts.append(1)
+        if len(puts) == 3:  # the pairs found in the shared store are copied, the first batch scored into it
+            raise KeyboardInterrupt
+        return real_put(self, teacher, rows)
+
+    def call(argv):
+        if argv[0] == "score" and not puts:
+            monkeypatch.setattr(ScoreStore, "put", dies_mid_way)
+        real_call(argv)
+
+    monkeypatch.setattr(runner, "call_verb", call)
+    assert main(["run", str(cfg), "--output", str(out)]) == 130  # as a Ctrl-C ends it
+    assert len(list((out / "artifacts" / "score").glob(".*.partial/scores.db"))) == 1
+    monkeypatch.setattr(ScoreStore, "put", real_put)
+    assert main(["run", str(cfg), "--output", str(out)]) == 0
+
+    def infos(root: Path, stage: str) -> dict:
+        return {p.parent.name: json.loads(p.read_text())["info"] for p in (root / "artifacts" / stage).glob(
+            "*/manifest.json")}
+
+    assert infos(out, "score") == infos(ref_out, "score") and infos(out, "mine") == infos(ref_out, "mine")
+
+    def calls(root: Path) -> list[list[str]]:  # the costs table's teacher calls (its seconds are the machine's)
+        return [r.split(" | ")[5:7] for r in (root / "costs.md").read_text().splitlines() if r.startswith("| ")]
+
+    assert calls(out) == calls(ref_out) and len(calls(out)) == 4
+    assert not list((out / "artifacts").rglob(".rows-at-start-*"))
+
+
 def test_ray_executor_gives_the_same_report(reference, tmp_path, shared_data, tiny_cross_encoder_dir, tiny_bert_dir):
     pytest.importorskip("ray")
     _, ref_out = reference

@@ -94,6 +94,24 @@ def _rows(db: Path) -> int:
         return store.count()
 
 
+def _rows_at_start(work: Path, db: Path) -> int:
+    """:func:`_rows` of ``db`` when the stage working in ``work`` first started: a resumed stage (killed
+    mid-way) counts the scores its earlier attempts added too, not only the last attempt's."""
+    noted = work / f".rows-at-start-{db.name}.json"
+    if noted.is_file():
+        return int(json.loads(noted.read_text())["rows"])
+    rows = _rows(db)
+    with atomic_write(noted) as fh:
+        json.dump({"rows": rows}, fh)
+    return rows
+
+
+def _forget_rows_at_start(work: Path) -> None:
+    """Remove the counts :func:`_rows_at_start` noted, once the stage has used them (not artifact files)."""
+    for f in work.glob(".rows-at-start-*.json"):
+        f.unlink()
+
+
 @dataclass(frozen=True)
 class Resolved:
     """Dataset specifiers turned into paths (or ``irds:`` ids), and their fingerprints for hashing."""
@@ -498,9 +516,13 @@ class Study:
         from rankdistill.mining.base import MODEL_STRATEGIES
 
         argv += self._scoring_executor(None if teacher or strategy in MODEL_STRATEGIES else 0.0)
+        cache_start = _rows_at_start(work, self._teacher_cache()) if teacher else 0
         call_verb(argv)
         meta = json.loads((work / "groups.jsonl.meta.json").read_text())
-        computed = ((meta.get("teacher") or {}).get("pairs") or {}).get("scored", 0)
+        # the pairs the teacher computed, as the shared store grew: a killed stage's first attempt included
+        # (the command's own count, in the meta file, is its last attempt's)
+        computed = _rows(self._teacher_cache()) - cache_start if teacher else 0
+        _forget_rows_at_start(work)
         return {"counts": meta.get("counts", {}), "teacher_calls": _rows(work / "mining-scores.db"),
                 "teacher_calls_computed": computed}
 
@@ -569,7 +591,8 @@ class Study:
                 if prior.exists():  # a resumed stage's store is replaced (with a killed run's log, see copy_store)
                     copy_store(prior, db)
                 cache = self._teacher_cache()
-                before, cache_before = _rows(db), _rows(cache)
+                # counted from the mining's store, not from what a killed attempt of this stage left in db
+                before, cache_before = _rows(prior), _rows_at_start(work, cache)
                 call_verb(["score", "--dataset", self.data.train, "--split", self.cfg.train.split,
                            "--groups", groups.file("groups.jsonl"), "--teacher", self.teacher_model,
                            "--cache", cache,
@@ -584,8 +607,10 @@ class Study:
                                               for d in (*g.positive_ids, *g.negative_ids))
                 for extra in ("scores.db-wal", "scores.db-shm"):
                     (work / extra).unlink(missing_ok=True)
+                computed = _rows(cache) - cache_before
+                _forget_rows_at_start(work)
                 return {"pairs": after - removed, "teacher_calls": after - before,
-                        "teacher_calls_computed": _rows(cache) - cache_before}
+                        "teacher_calls_computed": computed}
 
             out[s] = self._run("score", {"teacher_max_length": self.cfg.teacher.max_length},
                                {"groups": groups, "teacher": self.teacher_art}, fn, p, s)

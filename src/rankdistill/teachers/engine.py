@@ -260,9 +260,9 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
         if not finite.all():
             store.put(tid, [r for r, ok in zip(rows, finite) if ok])
             raise _report_bad(tid, [(r[0], r[1]) for r, ok in zip(rows, finite) if not ok], int((~finite).sum()))
-        scored += store.put(tid, rows)
-        if cache is not None:
+        if cache is not None:  # first: a kill between the two leaves the pairs where a re-run copies them from
             cache.put(tid, rows)
+        scored += store.put(tid, rows)
         bar.update(len(rows))
 
     def score_chunks(chunks: list[list[Pair]]) -> None:

@@ -225,7 +225,8 @@ def _poll_count(path: Path, teacher: str) -> int:
 
 def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
                                                                capsys):
-    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 6, 100)
+    # scores are committed every half second (or 8,192 rows): enough pairs that the kill comes after the first
+    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 16, 100)
     total = len(pairs)
     killed_store = tmp_path / "killed.db"
     args = ["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),

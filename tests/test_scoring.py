@@ -63,6 +63,47 @@ def test_score_pairs_scores_unique_missing_pairs_once(tmp_path, cranfield, tiny_
     assert np.allclose([got[p] for p in pairs], ref, atol=1e-6, rtol=1e-5)
 
 
+def test_scores_are_committed_in_few_transactions_and_kept_when_interrupted(tmp_path, cranfield,
+                                                                            tiny_cross_encoder_dir, monkeypatch):
+    """Each GPU batch was one SQLite transaction (about 40 us a row); commits now gather COMMIT_ROWS rows or
+    COMMIT_SECONDS, and what was scored before an interruption is committed on the way out."""
+    from rankdistill.teachers import engine
+
+    _, texts, pairs = cranfield
+    teacher = load_teacher(_config(tiny_cross_encoder_dir, teacher_id="tiny"))  # batches of 8
+    puts = []
+    real_put = ScoreStore.put
+    monkeypatch.setattr(ScoreStore, "put", lambda self, t, rows: puts.append(len(rows)) or real_put(self, t, rows))
+    monkeypatch.setattr(engine, "COMMIT_ROWS", 40)
+    monkeypatch.setattr(engine, "COMMIT_SECONDS", 1e9)
+    with ScoreStore(tmp_path / "s.db") as store:
+        score_pairs(teacher, pairs, texts, store, chunk_size=16, show_progress=False)
+        assert puts == [40, 40, 40] and store.count("tiny") == 120
+    puts.clear()
+    real_run = type(teacher).run
+
+    batches: list[int] = []
+
+    def stops_at_the_4th_batch(self, prepared):
+        for out in real_run(self, prepared):
+            batches.append(1)
+            if len(batches) == 4:
+                raise KeyboardInterrupt
+            yield out
+
+    monkeypatch.setattr(type(teacher), "run", stops_at_the_4th_batch)
+    with ScoreStore(tmp_path / "t.db") as store:
+        with pytest.raises(KeyboardInterrupt):
+            score_pairs(teacher, pairs, texts, store, chunk_size=16, show_progress=False)
+        assert puts == [24] and store.count("tiny") == 24  # the 3 batches of 8 scored before it
+    monkeypatch.setattr(engine, "COMMIT_SECONDS", 0.0)  # at most this long between commits: every batch
+    puts.clear()
+    monkeypatch.setattr(type(teacher), "run", real_run)
+    with ScoreStore(tmp_path / "u.db") as store:
+        score_pairs(teacher, pairs, texts, store, chunk_size=16, show_progress=False)
+    assert puts == [8] * 15
+
+
 def test_a_shared_cache_store_saves_the_work_not_the_result(tmp_path, cranfield, tiny_cross_encoder_dir):
     """Two jobs sharing a cache: the second copies the pairs the first scored, scores only the rest, and its
     own store ends up as without the cache (the same pairs; values equal up to batch-composition rounding)."""

@@ -217,3 +217,52 @@ def test_a_corrupt_manifest_is_one_line_naming_it(tmp_path):
         list(finished_artifacts(tmp_path))
     with pytest.raises(UserInputError, match=r"manifest\.json: not a valid artifact manifest \(delete"):
         store.get("mine", art.hash)  # the store's own lookup reads it the same way
+
+
+def test_two_processes_computing_one_artifact_take_turns_and_the_second_reuses_the_first(tmp_path):
+    """Two runs of one study (one started again while the first still worked) wrote into the same work folder,
+    and the first to finish published a mix of both."""
+    import threading
+
+    first_started, go = threading.Event(), threading.Event()
+    calls = []
+
+    def slow(work):
+        calls.append("first")
+        (work / "out.txt").write_text("first, part 1\n")
+        first_started.set()
+        assert go.wait(30)
+        with open(work / "out.txt", "a") as fh:
+            fh.write("first, part 2\n")
+        return {"by": "first"}
+
+    def fast(work):
+        calls.append("second")
+        (work / "out.txt").write_text("second\n")
+        return {"by": "second"}
+
+    results = {}
+    a = threading.Thread(target=lambda: results.update(a=ArtifactStore(tmp_path).run("s", {"x": 1}, {}, slow)))
+    b = threading.Thread(target=lambda: results.update(b=ArtifactStore(tmp_path).run("s", {"x": 1}, {}, fast)))
+    a.start()
+    assert first_started.wait(30)
+    b.start()  # its own descriptor: a flock conflicts with it as with another process's
+    b.join(0.5)
+    assert b.is_alive(), "the second did not wait for the first"
+    go.set()
+    a.join(30)
+    b.join(30)
+    (art_a, reused_a), (art_b, reused_b) = results["a"], results["b"]
+    assert calls == ["first"] and not reused_a and reused_b and art_a.path == art_b.path
+    assert (art_b.path / "out.txt").read_text() == "first, part 1\nfirst, part 2\n" and art_b.info == {"by": "first"}
+
+
+def test_a_discarded_artifact_is_moved_out_of_the_way_before_its_files_go(tmp_path, monkeypatch):
+    import shutil
+
+    store = ArtifactStore(tmp_path)
+    art, _ = store.run("s", {"x": 1}, {}, lambda w: (w / "f").write_text("x") and None)
+    seen = []
+    monkeypatch.setattr(shutil, "rmtree", lambda p, **kw: seen.append((store.get("s", art.hash), p.name)))
+    store.discard(art)
+    assert seen == [(None, f".{art.hash}.discard-{__import__('os').getpid()}")]  # no manifest at its name

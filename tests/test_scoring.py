@@ -104,6 +104,35 @@ def test_scores_are_committed_in_few_transactions_and_kept_when_interrupted(tmp_
     assert puts == [8] * 15
 
 
+def test_a_teacher_ids_check_and_record_are_one_transaction(tmp_path, monkeypatch):
+    """Two jobs sharing a store could both find an id free and record it with their own settings (bf16 on a
+    GPU, float32 on a CPU): their scores then mixed under one id. Another writer now waits for the check."""
+    import sqlite3
+
+    from rankdistill.teachers.engine import claim_teacher_id
+
+    tried = []
+    with ScoreStore(tmp_path / "s.db") as store:
+        real = ScoreStore.has_teacher
+
+        def meanwhile(self, teacher):
+            other = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
+            try:
+                other.execute("INSERT INTO teachers VALUES ('t', '{\"dtype\": \"bfloat16\"}')")
+                other.commit()
+                tried.append("written")
+            except sqlite3.OperationalError as e:
+                tried.append(str(e))
+            finally:
+                other.close()
+            return real(self, teacher)
+
+        monkeypatch.setattr(ScoreStore, "has_teacher", meanwhile)
+        assert claim_teacher_id(store, "t", {"dtype": "float32"}, {"dtype": "float32"}) == {"dtype": "float32"}
+        assert tried == ["database is locked"]
+        assert store.teacher_info("t") == {"dtype": "float32"}
+
+
 def test_a_shared_cache_store_saves_the_work_not_the_result(tmp_path, cranfield, tiny_cross_encoder_dir):
     """Two jobs sharing a cache: the second copies the pairs the first scored, scores only the rest, and its
     own store ends up as without the cache (the same pairs; values equal up to batch-composition rounding)."""

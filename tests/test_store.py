@@ -325,3 +325,15 @@ def test_a_failed_or_interrupted_command_keeps_a_new_store_that_holds_scores(tmp
         raise KeyboardInterrupt
     with ScoreStore(scored, readonly=True) as store:
         assert store.count() == 1
+    # a new store that another job opened meanwhile (a --cache given to both) is that job's too: removing it
+    # lost the scores it went on writing into the deleted file
+    shared = tmp_path / "shared.db"
+    with pytest.raises(ValueError), new_stores_removed_on_error(shared):
+        ScoreStore(shared).close()
+        other = ScoreStore(shared)  # the other job's, still open
+        raise ValueError("bad input")
+    assert shared.is_file()
+    other.put("t", [("q1", "d1", 1.0)])
+    other.close()
+    with ScoreStore(shared, readonly=True) as store:
+        assert store.count() == 1

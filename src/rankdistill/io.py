@@ -296,6 +296,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def lock(path: str | Path, *, exclusive: bool = True, blocking: bool = True) -> int | None:
+    """Take an advisory ``flock`` on ``path`` (created if absent) and return its open descriptor, which holds
+    the lock until :func:`unlock` (or the process ends, a kill included). ``None`` where ``blocking`` is false
+    and another process holds a conflicting lock. Where locks are not available (no ``flock`` on the platform,
+    or a filesystem without locks), ``-1``: the caller goes on unlocked, as before locks were taken."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return -1
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as e:  # ENOLCK, EOPNOTSUPP: a filesystem that keeps no locks
+        os.close(fd)
+        logger.debug("no lock on %s (%s); going on without", path, e)
+        return -1
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def unlock(fd: int | None) -> None:
+    """Release a lock :func:`lock` took (closing its descriptor)."""
+    if fd is not None and fd >= 0:
+        os.close(fd)
+
+
 _DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
 
 #: Files at least this large have their digest kept on disk too (``<cache root>/digests``), so that the next

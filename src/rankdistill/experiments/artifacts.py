@@ -9,6 +9,7 @@ renamed to ``<hash>/`` only after ``manifest.json`` is written: a folder without
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.errors import UserInputError
+from rankdistill.io import lock, unlock
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,13 @@ class ArtifactStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def discard(self, art: Artifact) -> None:
+        """Delete a finished artifact. Its folder is renamed out of the way first, so a kill part-way through
+        cannot leave a manifest beside half of its files (which would be trusted as finished)."""
+        doomed = art.path.with_name(f".{art.path.name}.discard-{os.getpid()}")
+        os.replace(art.path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
     def key(self, stage: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact]) -> str:
         return stable_hash({"stage": stage, "settings": settings,
                             "inputs": {k: v.hash for k, v in sorted(inputs.items())}})
@@ -145,6 +154,29 @@ class ArtifactStore:
             return done, True
         stage_dir = self.root / stage
         stage_dir.mkdir(parents=True, exist_ok=True)
+        # one process at a time works on an artifact: two runs of one study (a run started again while the first
+        # still works) wrote into the same work folder, and the first to finish published a mix of both
+        lock_file = stage_dir / f".{key}.lock"
+        held = lock(lock_file, blocking=False)
+        if held is None:
+            logger.info("%s %s: another process is computing it; waiting for it", stage, key)
+            held = lock(lock_file)
+        try:
+            return self._run_locked(stage, key, settings, inputs, fn, seed, gpu)
+        finally:
+            # removed while still held (if it is still ours, not a newer one): a process waiting on it finds the
+            # artifact finished when it gets it
+            with contextlib.suppress(OSError):
+                if held is not None and held >= 0 and os.stat(lock_file).st_ino == os.fstat(held).st_ino:
+                    lock_file.unlink()
+            unlock(held)
+
+    def _run_locked(self, stage: str, key: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact],
+                    fn: Callable[[Path], dict | None], seed: int | None, gpu: bool) -> tuple[Artifact, bool]:
+        done = self.get(stage, key)  # finished by the process that held the lock before
+        if done is not None:
+            return done, True
+        stage_dir = self.root / stage
         work = stage_dir / f".{key}.partial"
         work.mkdir(exist_ok=True)
         start, started = time.perf_counter(), time.time()

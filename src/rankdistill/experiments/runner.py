@@ -266,7 +266,7 @@ def run_cell(job: CellJob) -> dict:
                         job.cell.label)
             for d in (*done, trained):
                 if d is not None:
-                    shutil.rmtree(d.path)
+                    store.discard(d)
             trained, reused = store.run("train", job.train_settings, inputs, train, seed=job.cell.seed, gpu=gpu)
     out = {"train": trained.hash, "train_reused": reused, "evals": {}}
     for ev, ins in zip(job.evals, ev_inputs_of):

@@ -120,8 +120,14 @@ def claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: d
     """Record ``info`` for a new teacher id, or check that an existing one was made the same way.
 
     Returns the stored info. Raises :class:`UserInputError` when the id holds scores made with other settings
-    (another model, score space or max length): mixing them would silently corrupt the labels.
+    (another model, score space or max length): mixing them would silently corrupt the labels. The check and the
+    record are one transaction (:meth:`ScoreStore.writing`), so two jobs sharing a store take turns.
     """
+    with store.writing():
+        return _claim_teacher_id(store, teacher_id, identity, info)
+
+
+def _claim_teacher_id(store: ScoreStore, teacher_id: str, identity: dict, info: dict) -> dict:
     if store.has_teacher(teacher_id):
         old = store.teacher_info(teacher_id)
         diff = sorted(k for k, v in identity.items() if not _entry_matches(k, v, old))

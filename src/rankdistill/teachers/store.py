@@ -80,6 +80,24 @@ class ScoreStore:
                                  + ("" if readonly else ", or a new file name")) from None
 
     # -- writing -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's write lock for a check-then-write (``BEGIN IMMEDIATE``): other writers wait, so two
+        jobs sharing a store cannot both find a teacher id free and record it with different settings. Writes
+        inside commit with the block."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.rollback()
+            raise
+        if self._db.in_transaction:
+            self._db.commit()
+
     def set_teacher_info(self, teacher: str, info: dict) -> None:
         """Record how a teacher's scores were made (model, score space, max length, ...)."""
         with self._db:
@@ -391,6 +409,13 @@ def new_stores_removed_on_error(*paths: str | Path | None) -> Iterator[None]:
         yield
     except BaseException:
         for p in fresh:
-            if not _holds_scores(p):
+            if not _in_use(p) and not _holds_scores(p):
                 remove_store(p)
         raise
+
+
+def _in_use(path: Path) -> bool:
+    """Whether another connection has the store open: SQLite removes a WAL store's ``-wal`` file when its last
+    connection closes. Another job that opened the store this one created (a ``--cache`` both were given) would
+    otherwise lose it, and the scores it goes on writing, when this one fails."""
+    return Path(f"{path}-wal").exists()

@@ -70,6 +70,14 @@ def test_docstore_lookup_matches_corpus_file(scifact_dir):
     # the index kept on disk is mapped, not read, so a fanned-out mining's workers share one copy; it ranks the same
     again = BM25Retriever(ds.corpus)
     assert again.cached and isinstance(again.index.scores["data"], np.memmap)
+    # both folders have the usual permissions, not mkdtemp's 0700 (a second user of a shared cache could not
+    # read them, built them again, and failed to rename over them)
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    store = Path(ds.corpus.dir)
+    assert {oct(d.stat().st_mode & 0o777) for d in (store, *store.glob("bm25-*"))} == {oct(0o777 & ~mask)}
     queries = {"q1": "cancer cells", "q2": "vitamin D deficiency", "q3": "zzqx"}
     assert again.search(queries, k=20) == bm25.search(queries, k=20) and len(bm25.search(queries, k=20)["q1"]) == 20
     with pytest.raises(TypeError, match="queries must map query ids to texts, got list"):

@@ -275,6 +275,30 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         raise
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # a filesystem or platform that cannot sync a folder: nothing more to do
+        pass
+    finally:
+        os.close(fd)
+
+
+def seal_folder(folder: Path) -> None:
+    """Make a folder built under a temporary name ready to be renamed into place: the usual permissions (a
+    ``mkdtemp`` folder is private to its user, so another user sharing the cache could not read it, rebuild it,
+    and then fail to rename over it), and every file and the folder on disk (a power cut after the rename
+    could otherwise leave empty files that look finished)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for f in folder.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            _fsync(f)
+    _fsync(folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for writers that need a file name (parquet, numpy, ...).
@@ -289,6 +313,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         if os.path.exists(tmp):
             os.chmod(tmp, _umask_mode())
+            _fsync(Path(tmp))  # what is renamed into place is on disk: a power cut cannot leave an empty file
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from rankdistill.data.formats import Doc, iter_corpus
 from rankdistill.errors import UserInputError
-from rankdistill.io import cache_root, require_file
+from rankdistill.io import cache_root, require_file, seal_folder
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def build_store(corpus: Path, out: Path) -> None:
         meta = {"version": FORMAT_VERSION, "corpus": str(corpus.resolve()), "count": len(order),
                 "total_words": total_words}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        seal_folder(tmp)
         try:
             os.replace(tmp, out)
         except OSError:

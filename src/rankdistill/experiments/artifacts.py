@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.errors import UserInputError
-from rankdistill.io import lock, unlock
+from rankdistill.io import atomic_write, lock, seal_folder, unlock
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +194,9 @@ class ArtifactStore:
             "started": round(started, 3), "finished": round(started + seconds, 3),
             "bytes": _size(work), "versions": versions(), "info": info,
         }
-        tmp = work / ".manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, work / MANIFEST)
+        seal_folder(work)  # the stage's files are on disk before the manifest says they are finished
+        with atomic_write(work / MANIFEST) as fh:
+            fh.write(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         final = stage_dir / key
         if final.is_dir() and not (final / MANIFEST).is_file():  # no artifact: the remains of a failure
             shutil.rmtree(final, ignore_errors=True)

@@ -23,7 +23,7 @@ import numpy as np
 
 from rankdistill.data.runs import Run
 from rankdistill.errors import check_field_types
-from rankdistill.io import bar_on_terminal
+from rankdistill.io import bar_on_terminal, seal_folder
 from rankdistill.models.tokenize import default_workers
 from rankdistill.retrieval.base import check_search
 
@@ -114,6 +114,7 @@ class BM25Retriever:
         tmp = Path(tempfile.mkdtemp(prefix=".bm25-", dir=target.parent))
         try:
             self.index.save(str(tmp), show_progress=False)
+            seal_folder(tmp)
             os.replace(tmp, target)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)

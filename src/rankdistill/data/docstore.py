@@ -96,6 +96,11 @@ def build_store(corpus: Path, out: Path) -> None:
         raise
 
 
+def _mapped(path: Path) -> np.ndarray:
+    """A saved array, memory-mapped, as a plain ndarray (the map stays alive as its base)."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
+
+
 class DocStore:
     """Read-only mapping ``doc_id -> Doc`` over a corpus file, backed by memory-mapped index files.
 
@@ -111,10 +116,12 @@ class DocStore:
             logger.info("indexing corpus %s (once; cached in %s)", self.corpus, self.dir)
             build_store(self.corpus, self.dir)
         self.meta = json.loads((self.dir / "meta.json").read_text())
-        self._offsets = np.load(self.dir / "offsets.npy", mmap_mode="r")
-        self._ids = np.load(self.dir / "ids.npy", mmap_mode="r")
-        self._order = np.load(self.dir / "order.npy", mmap_mode="r")
-        self._data = np.memmap(self.dir / "docs.bin", dtype=np.uint8, mode="r") \
+        # plain arrays over the maps: each scalar or slice of an np.memmap makes a memmap object, a third of the
+        # cost of looking one document up (about 30 us)
+        self._offsets = _mapped(self.dir / "offsets.npy")
+        self._ids = _mapped(self.dir / "ids.npy")
+        self._order = _mapped(self.dir / "order.npy")
+        self._data = np.memmap(self.dir / "docs.bin", dtype=np.uint8, mode="r").view(np.ndarray) \
             if self._offsets[-1] > 0 else np.zeros(0, dtype=np.uint8)
 
     def __len__(self) -> int:
@@ -126,11 +133,11 @@ class DocStore:
         return self.meta["total_words"] / max(len(self), 1)
 
     def _position(self, doc_id: str) -> int | None:
-        key = np.array(doc_id.encode(), dtype=self._ids.dtype)
-        if len(doc_id.encode()) > self._ids.dtype.itemsize:
+        raw = doc_id.encode()
+        if len(raw) > self._ids.dtype.itemsize:
             return None
-        i = int(np.searchsorted(self._ids, key))
-        if i < len(self._ids) and self._ids[i] == key:
+        i = int(self._ids.searchsorted(raw))
+        if i < len(self._ids) and self._ids[i] == raw:
             return int(self._order[i])
         return None
 
@@ -155,7 +162,8 @@ class DocStore:
         return isinstance(doc_id, str) and self._position(doc_id) is not None
 
     def _doc_at(self, pos: int, doc_id: str | None = None) -> Doc:
-        raw = bytes(self._data[self._offsets[pos]:self._offsets[pos + 1]]).decode("utf-8")
+        start, end = self._offsets[pos:pos + 2].tolist()
+        raw = self._data[start:end].tobytes().decode("utf-8")
         title, _, text = raw.partition("\x00")
         return Doc(self.id_at(pos) if doc_id is None else doc_id, title, text)
 

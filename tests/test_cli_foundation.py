@@ -366,3 +366,31 @@ def test_every_error_that_names_a_line_also_says_how_to_fix_it():
                 if "line" in keywords and "fix" not in keywords:
                     missing.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not missing, missing
+
+
+def test_the_python_api_is_importable_from_its_packages_without_loading_torch():
+    """Students, retrievers, the diagnostics job, the scoring helpers and the study were only reachable from
+    their submodules (``dir()`` and notebook completion did not show the teachers' names either); they are
+    exported lazily, so importing the packages still loads no model library."""
+    import importlib
+    import subprocess
+    import sys
+
+    packages = ["data", "diagnostics", "evaluation", "experiments", "models", "retrieval", "teachers", "training"]
+    code = ("import sys\n" + "".join(f"import rankdistill.{p}\n" for p in packages if p != "training")
+            + "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+    for p in packages:
+        module = importlib.import_module(f"rankdistill.{p}")
+        assert set(module.__all__) <= set(dir(module)), p
+        assert all(getattr(module, name) is not None for name in module.__all__), p
+    from rankdistill.models import load_student, score_candidates
+    from rankdistill.retrieval import BM25Retriever, DenseRetriever
+    from rankdistill.teachers import dataset_queries, read_group_pairs
+
+    assert load_student.__module__ == score_candidates.__module__ == "rankdistill.models.scoring"
+    assert (BM25Retriever.__name__, DenseRetriever.__name__) == ("BM25Retriever", "DenseRetriever")
+    assert read_group_pairs.__module__ == dataset_queries.__module__ == "rankdistill.teachers.pairs"
+    with pytest.raises(AttributeError, match=r"module 'rankdistill\.models' has no attribute 'nope'"):
+        importlib.import_module("rankdistill.models").nope  # noqa: B018

@@ -54,3 +54,10 @@ __all__ = [
     "softmax_probabilities",
     "summary_quantiles",
 ]
+
+_LAZY = {"DiagnoseConfig": "job", "DiagnoseResult": "job", "diagnose_groups": "job", "run_diagnose": "job"}
+__all__ += sorted(_LAZY)
+
+from rankdistill._lazy import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

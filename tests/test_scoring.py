@@ -354,9 +354,22 @@ def test_teacher_scores_computes_only_what_the_store_lacks(tmp_path, cranfield, 
         provider = TeacherScores(_config(tiny_cross_encoder_dir, teacher_id="t"), store, texts, show_progress=False)
         got = provider.get(pairs[:10])
         assert set(got) == set(pairs[:10])
+        # after the first call, the store is read once for what it has and once for what was scored: asking
+        # which pairs are missing, scoring them and reading them all read it three times over
+        reads = {"missing": [], "get_many": []}
+        for name, real in (("missing", ScoreStore.missing), ("get_many", ScoreStore.get_many)):
+            def counted(self, teacher, asked, real=real, name=name):
+                asked = list(asked)
+                reads[name].append(len(asked))
+                return real(self, teacher, asked)
+            setattr(store, name, counted.__get__(store))
         got2 = provider.get(pairs[5:15])
         assert [r.scored for r in provider.reports] == [10, 5]
-        assert got2[pairs[5]] == got[pairs[5]]
+        assert got2[pairs[5]] == got[pairs[5]] and set(got2) == set(pairs[5:15])
+        assert reads == {"get_many": [10, 5], "missing": [5]}  # the last one inside the scoring, of the 5 only
+        reads["get_many"].clear()
+        reads["missing"].clear()
+        assert provider.get(pairs[:15]).keys() == set(pairs[:15]) and reads == {"get_many": [15], "missing": []}
         provider.close()
 
 

@@ -154,6 +154,20 @@ def test_entropy_by_strategy_on_real_scores(study, tmp_path):
     assert meta["group_size"] == 4 and meta["encoder"] is None
 
 
+def test_diagnose_reads_the_groups_a_block_at_a_time_with_the_same_result(study, tmp_path, monkeypatch):
+    """All groups, their pairs and a dict of every score were held at once (about 20 GB for MS MARCO); blocks
+    of groups give the same rows, skips and sidecar."""
+    from rankdistill.diagnostics import job
+
+    assert _diagnose(study, "random", tmp_path / "whole.parquet", "--no-locality") == 0
+    monkeypatch.setattr(job, "DIAGNOSE_BLOCK", 7)
+    assert _diagnose(study, "random", tmp_path / "blocks.parquet", "--no-locality") == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "blocks.parquet"),
+                                  pd.read_parquet(tmp_path / "whole.parquet"))
+    metas = [json.loads((tmp_path / f"{n}.parquet.meta.json").read_text()) for n in ("whole", "blocks")]
+    assert metas[0] == metas[1] and metas[0]["n_groups"] == 43 > 7
+
+
 def test_entropy_vs_gain_plot(study, tmp_path, capsys):
     from rankdistill.data import read_qrels, read_run
     from rankdistill.evaluation import evaluate_run, write_per_query

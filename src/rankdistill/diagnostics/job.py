@@ -12,6 +12,7 @@ The maths lives in :mod:`~rankdistill.diagnostics.entropy`, :mod:`~rankdistill.d
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rankdistill.data.groups import Group, read_groups
+from rankdistill.data.groups import Group, iter_groups
 from rankdistill.diagnostics.entropy import (
     UndefinedStatistic,
     normalized_softmax_entropy,
@@ -308,11 +309,54 @@ def _add_locality(rows: list[dict], pending: list[tuple[dict, str, list[str], in
     return [r for r in rows if id(r) not in dropped]
 
 
-def _read_groups_unique(path: str | Path) -> list[Group]:
-    groups = read_groups(path, unique=True)
-    if not groups:
-        raise UserInputError("the groups file has no groups", path=path)
-    return groups
+DIAGNOSE_BLOCK = 16384
+"""Groups :func:`run_diagnose` reads, scores and diagnoses at a time: all of MS MARCO's groups, their pairs and a
+dict of their scores at once took about 20 GB."""
+
+
+def _merge(results: Sequence[DiagnoseResult]) -> DiagnoseResult:
+    """One result of the blocks' results, in their order (at most 10 examples per reason, as each keeps)."""
+    skipped: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    for r in results:
+        skipped.update(r.skipped)
+        for reason, ids in r.skipped_examples.items():
+            examples[reason] = (examples.get(reason, []) + ids)[:10]
+    frame = pd.concat([r.frame for r in results], ignore_index=True) if len(results) > 1 else results[0].frame
+    return DiagnoseResult(frame, dict(skipped), examples)
+
+
+def _locality_inputs(dataset: str | Path | None, config: DiagnoseConfig, split: str | None,
+                     data_dir: str | Path | None, embed: Embedder | None, progress: bool):
+    """``(query_texts, doc_text, embed, encoder id)`` for the locality statistics (all ``None`` without them)."""
+    if not config.locality:
+        return None, None, embed, None
+    if dataset is None:
+        raise UserInputError("locality statistics need --dataset", fix="give --dataset or --no-locality")
+    from rankdistill.data import load_dataset
+    from rankdistill.models import model_id
+
+    ds = load_dataset(dataset, data_dir)
+    splits = [split] if split else ds.split_names()
+    query_texts: dict[str, str] = {}
+    for s in splits:
+        for q, text in ds.all_queries(s).items():
+            query_texts.setdefault(q, text)
+    corpus = ds.corpus
+
+    def doc_text(doc_id: str) -> str | None:
+        doc = corpus.get(doc_id)
+        return None if doc is None else doc.full_text
+
+    if embed is None:
+        from rankdistill.models.embeddings import encode_texts
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            return encode_texts(texts, model=config.encoder, batch_size=config.batch_size,
+                                max_length=config.max_length, normalize=config.normalize,
+                                cache_dir=config.cache_dir, show_progress=progress)
+
+    return query_texts, doc_text, embed, model_id(config.encoder)
 
 
 def run_diagnose(dataset: str | Path | None, groups_path: str | Path, store_path: str | Path,
@@ -323,54 +367,35 @@ def run_diagnose(dataset: str | Path | None, groups_path: str | Path, store_path
 
     ``dataset`` gives query and document texts for the locality statistics (``None`` only when
     ``config.locality`` is off). ``embed`` defaults to :func:`rankdistill.models.embeddings.encode_texts`
-    with ``config.encoder``, sharing the dense-mining embedding cache.
+    with ``config.encoder``, sharing the dense-mining embedding cache. The groups are read, scored and
+    diagnosed :data:`DIAGNOSE_BLOCK` at a time.
     """
     from rankdistill.teachers import ScoreStore
 
-    groups = _read_groups_unique(groups_path)
     with ScoreStore(store_path, readonly=True) as store:
         teacher = store.resolve_teacher(config.teacher)
         teacher_info = store.teacher_info(teacher)
-        pairs = []
-        for g in groups:
-            docs, _ = group_documents(g, config.group_size)
-            pairs.extend((g.query_id, d) for d in docs)
-        scores = store.get_many(teacher, pairs)
-    if not scores:
+    query_texts, doc_text, embed, encoder_id = _locality_inputs(dataset, config, split, data_dir, embed, progress)
+    results: list[DiagnoseResult] = []
+    n_groups = n_scored = 0
+    groups = (g for _, g in iter_groups(groups_path, unique=True))
+    bar = tqdm(desc="diagnose", unit="group", disable=not progress or None)
+    with ScoreStore(store_path, readonly=True) as store:
+        while block := list(itertools.islice(groups, DIAGNOSE_BLOCK)):
+            n_groups += len(block)
+            pairs = [(g.query_id, d) for g in block for d in group_documents(g, config.group_size)[0]]
+            scores = store.get_many(teacher, pairs)
+            n_scored += len(scores)
+            results.append(diagnose_groups(block, scores, config, query_texts=query_texts, doc_text=doc_text,
+                                           embed=embed, progress=False))
+            bar.update(len(block))
+    bar.close()
+    if not n_groups:
+        raise UserInputError("the groups file has no groups", path=groups_path)
+    if not n_scored:
         raise UserInputError(f"the score store has no score of teacher {teacher!r} for these groups",
                              path=store_path, fix=f"run `rankdistill score --groups {groups_path}` first")
-
-    query_texts = doc_text = None
-    encoder_id = None
-    if config.locality:
-        if dataset is None:
-            raise UserInputError("locality statistics need --dataset", fix="give --dataset or --no-locality")
-        from rankdistill.data import load_dataset
-        from rankdistill.models import model_id
-
-        ds = load_dataset(dataset, data_dir)
-        splits = [split] if split else ds.split_names()
-        query_texts = {}
-        for s in splits:
-            for q, text in ds.all_queries(s).items():
-                query_texts.setdefault(q, text)
-        corpus = ds.corpus
-
-        def doc_text(doc_id: str) -> str | None:
-            doc = corpus.get(doc_id)
-            return None if doc is None else doc.full_text
-
-        encoder_id = model_id(config.encoder)
-        if embed is None:
-            from rankdistill.models.embeddings import encode_texts
-
-            def embed(texts: Sequence[str]) -> np.ndarray:
-                return encode_texts(texts, model=config.encoder, batch_size=config.batch_size,
-                                    max_length=config.max_length, normalize=config.normalize,
-                                    cache_dir=config.cache_dir, show_progress=progress)
-
-    result = diagnose_groups(groups, scores, config, query_texts=query_texts, doc_text=doc_text, embed=embed,
-                             progress=progress)
+    result = _merge(results)
     frame = result.frame
     if frame.empty:
         reasons = "; ".join(f"{r}: {n}" for r, n in sorted(result.skipped.items()))
@@ -400,7 +425,7 @@ def run_diagnose(dataset: str | Path | None, groups_path: str | Path, store_path
         "metric": config.metric if config.locality else None,
         "encoder": encoder_id,
         "group_size": config.group_size,
-        "n_groups": len(groups),
+        "n_groups": n_groups,
         "n_diagnosed": len(frame),
         "n_skipped": sum(result.skipped.values()),
         "skipped": result.skipped,

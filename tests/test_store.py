@@ -337,3 +337,30 @@ def test_a_failed_or_interrupted_command_keeps_a_new_store_that_holds_scores(tmp
     other.close()
     with ScoreStore(shared, readonly=True) as store:
         assert store.count() == 1
+
+
+def test_a_store_on_a_network_filesystem_uses_a_rollback_journal(tmp_path, monkeypatch):
+    """SQLite's WAL needs shared memory that NFS, Lustre or GPFS do not give: two jobs on two nodes writing a
+    shared --cache there could corrupt it."""
+    from rankdistill.teachers import store as store_module
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path / 'shared'} nfs4 rw 0 0\n"
+                      f"tmpfs {tmp_path / 'shared' / 'local'} tmpfs rw 0 0\n")
+    real_path = store_module.Path
+
+    def path(p="", *rest):  # /proc/mounts is read through Path
+        return real_path(mounts) if str(p) == "/proc/mounts" else real_path(p, *rest)
+
+    monkeypatch.setattr(store_module, "Path", path)
+    assert store_module.network_filesystem(tmp_path / "shared" / "a" / "b") == "nfs4"
+    assert store_module.network_filesystem(tmp_path / "shared" / "local" / "x") is None  # the longer mount
+    assert store_module.network_filesystem(tmp_path / "sharedother") is None
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "local").mkdir()
+    for folder, mode in (("shared", "delete"), ("local", "wal")):
+        with ScoreStore(tmp_path / folder / "s.db") as s:
+            assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == mode
+            s.put("t", [("q", "d", 1.0)])
+        with ScoreStore(tmp_path / folder / "s.db", readonly=True) as s:
+            assert s.count() == 1

@@ -16,7 +16,9 @@ import contextlib
 import io
 import itertools
 import json
+import logging
 import math
+import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +30,8 @@ from rankdistill.data.runs import Run, run_tag, write_run_by_query
 from rankdistill.errors import UserInputError
 from rankdistill.io import atomic_write, iter_object_items, open_binary
 
+logger = logging.getLogger(__name__)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (
     teacher TEXT NOT NULL, query_id TEXT NOT NULL, doc_id TEXT NOT NULL, score REAL NOT NULL,
@@ -38,6 +42,30 @@ CREATE TABLE IF NOT EXISTS teachers (teacher TEXT PRIMARY KEY, info TEXT NOT NUL
 
 _PUT_CHUNK = 50_000
 _TEMP_TABLES = itertools.count()
+
+
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
+                                 "fuse.glusterfs", "ceph", "fuse.ceph", "fuse.sshfs", "afs", "9p", "panfs", "wekafs"})
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The type of the network filesystem ``path`` is on (from ``/proc/mounts``, the longest mount point that
+    holds it), or ``None`` for a local one or where that cannot be told."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind if kind in NETWORK_FILESYSTEMS else None
 
 
 class ScoreStore:
@@ -67,7 +95,11 @@ class ScoreStore:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.path, timeout=60)
-                self._db.execute("PRAGMA journal_mode=WAL")
+                network = network_filesystem(self.path.parent)
+                if network:  # SQLite: WAL "does not work over a network filesystem" (shared-memory index)
+                    logger.info("%s is on a network filesystem (%s): the store uses a rollback journal, not WAL",
+                                self.path, network)
+                self._db.execute(f"PRAGMA journal_mode={'DELETE' if network else 'WAL'}")
                 # WAL + NORMAL: a committed transaction survives the process being killed; only a power cut
                 # may lose the last few commits, and never corrupts the file.
                 self._db.execute("PRAGMA synchronous=NORMAL")

@@ -103,6 +103,14 @@ def test_document_ids_are_looked_up_in_batches_as_one_at_a_time(scifact_dir, mon
     assert docstore.unknown_ids(corpus, asked) == unknown == docstore.unknown_ids(set(ids), asked)
     monkeypatch.setattr(docstore, "LOOKUP_BATCH", 3)
     assert docstore.unknown_ids(corpus, iter(asked * 2)) == unknown * 2
+    # many small lists (a groups file's groups) are looked up together, across the batches' edges, each list
+    # getting back its own unknown ids in order; an empty list too
+    lists = [asked[:4], [], asked[4:5], asked[5:], [ids[1]], asked]
+    got = list(docstore.with_unknown_ids(iter(lists), lambda ids: ids, corpus))
+    want = [(ids_, docstore.unknown_ids(set(corpus.ids()), ids_)) for ids_ in lists]
+    assert got == want and got == list(docstore.with_unknown_ids(lists, lambda ids: ids, set(corpus.ids())))
+    assert [bad for _, bad in got] == [["nope", longest + "0"], [], [], ["", "\u00e9t\u00e9", 31715, "x" * 500], [],
+                                       unknown]
 
 
 def _write(path: Path, text: str, gz: bool = False) -> Path:

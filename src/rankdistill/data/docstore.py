@@ -19,8 +19,9 @@ import os
 import shutil
 import tempfile
 from array import array
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,6 +31,8 @@ from rankdistill.errors import UserInputError
 from rankdistill.io import cache_root, require_file, seal_folder
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LOOKUP_BATCH = 1_000_000
 """Document ids looked up together by :func:`unknown_ids`."""
@@ -217,6 +220,35 @@ class _DecodedView:
 
     def __getitem__(self, i: int) -> str:
         return bytes(self.array[i]).decode()
+
+
+def with_unknown_ids(items: Iterable[T], ids_of: Callable[[T], Sequence[str]], corpus: Container[str]
+                     ) -> Iterator[tuple[T, list[str]]]:
+    """Each item with the ids among ``ids_of(item)`` that are not in ``corpus`` (in their order), for many small
+    lists of ids (a groups file's groups): a :class:`DocStore` looks up :data:`LOOKUP_BATCH` ids of many items
+    at once (a lookup per group of 100 ids cost about 4 us an id, 3.5 minutes for MS MARCO's 500k groups), so
+    up to that many ids' items are read ahead."""
+    if not isinstance(corpus, DocStore):
+        for item in items:
+            yield item, [d for d in ids_of(item) if d not in corpus]
+        return
+    it = iter(items)
+    while True:
+        batch: list[tuple[T, int]] = []
+        ids: list[str] = []
+        for item in it:
+            own = ids_of(item)
+            batch.append((item, len(own)))
+            ids.extend(own)
+            if len(ids) >= LOOKUP_BATCH:
+                break
+        if not batch:
+            return
+        unknown = corpus.positions(ids) < 0
+        start = 0
+        for item, n in batch:
+            yield item, [ids[start + i] for i in np.flatnonzero(unknown[start:start + n]).tolist()]
+            start += n
 
 
 def unknown_ids(corpus: Container[str], doc_ids: Iterable[str]) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rankdistill.data.docstore import unknown_ids
+from rankdistill.data.docstore import with_unknown_ids
 from rankdistill.data.groups import Group, iter_groups
 from rankdistill.errors import UserInputError
 from rankdistill.io import require_file
@@ -77,11 +77,11 @@ def read_group_pairs(path: str | Path, queries: Mapping[str, str] | Container[st
     seen = {"groups": 0, "empty": 0}
 
     def checked() -> Iterator[Group]:
-        for n, g in iter_groups(path):
+        for (n, g), bad in with_unknown_ids(iter_groups(path), lambda ng: (*ng[1].positive_ids,
+                                                                             *ng[1].negative_ids), corpus):
             if g.query_id not in queries:
                 raise UserInputError(f"query id {g.query_id!r} is not in the dataset's queries", path=path,
                                      line=n, fix="mine the groups from the same dataset (and split)")
-            bad = unknown_ids(corpus, (*g.positive_ids, *g.negative_ids))
             if bad:
                 raise UserInputError(f"document id {bad[0]!r} (query {g.query_id!r}) is not in the corpus",
                                      path=path, line=n, fix="mine the groups from the same dataset")

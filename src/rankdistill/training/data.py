@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rankdistill.data.docstore import unknown_ids
+from rankdistill.data.docstore import with_unknown_ids
 from rankdistill.data.groups import iter_groups
 from rankdistill.errors import UserInputError
 from rankdistill.models.inputs import TokenBatch
@@ -98,14 +98,15 @@ def load_training_data(config: TrainConfig, dataset=None) -> TrainingData:
     # one string per document id, however many pools name it: each JSON line parses to its own copies, and
     # MS MARCO's 50M pool entries name a few million documents (about 2 GB of strings less)
     one: dict[str, str] = {}
-    for line, g in iter_groups(path, unique=True):
+    for (line, g), bad in with_unknown_ids(iter_groups(path, unique=True),
+                                           lambda lg: (*lg[1].positive_ids, *lg[1].negative_ids), corpus):
         if g.query_id not in queries:
             unknown_queries.append(f"line {line}: {g.query_id!r}")
             continue
         if not g.positive_ids:
             raise UserInputError(f"group of query {g.query_id!r} has no positive", path=path, line=line,
                                  fix="every training group needs a labelled positive (positive_ids)")
-        for d in unknown_ids(corpus, (*g.positive_ids, *g.negative_ids)):
+        for d in bad:
             n_unknown_docs += 1
             if len(unknown_docs) < 3:
                 unknown_docs.append(f"line {line}: {d!r}")

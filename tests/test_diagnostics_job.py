@@ -142,6 +142,34 @@ def test_missing_text_is_skipped():
     assert res.frame.empty and res.skipped == {"query text not found in the dataset": 1}
 
 
+def test_locality_takes_its_texts_from_a_dataset_and_embeds_with_the_configs_encoder(cranfield_dir, tiny_bert_dir,
+                                                                                       tmp_path, monkeypatch):
+    """A Python caller had to build query_texts, doc_text and an embedder (a bare ValueError otherwise), though
+    the config names the encoder."""
+    from rankdistill.data import load_dataset
+
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    ds = load_dataset(cranfield_dir)
+    qrels = ds.qrels("train")
+    docs = ds.corpus.ids()[:40]
+    groups = [Group(q, sorted(qrels[q])[:1], [d for d in docs if d not in qrels[q]][:5], "x")
+              for q in sorted(qrels, key=int)[:4]]
+    scores = {(g.query_id, d): float(i) for g in groups for i, d in enumerate((*g.positive_ids, *g.negative_ids))}
+    config = DiagnoseConfig(encoder=str(tiny_bert_dir), cache_dir=str(tmp_path / "emb"))
+    with pytest.raises(UserInputError, match="the locality statistics need the queries' and documents' texts"):
+        diagnose_groups(groups, scores, config, progress=False)
+    got = diagnose_groups(groups, scores, config, dataset=ds, progress=False).frame
+    from rankdistill.models import encode_texts
+
+    queries = ds.all_queries("train")
+    want = diagnose_groups(groups, scores, config, query_texts=queries, doc_text=ds.corpus.text,
+                           embed=lambda t: encode_texts(t, model=str(tiny_bert_dir), cache_dir=False),
+                           progress=False).frame
+    assert len(got) == 4 and got.filter(like="diameter").notna().all().all()
+    pd.testing.assert_frame_equal(got, want, rtol=1e-5)
+    assert diagnose_groups(groups, scores, config, dataset=str(cranfield_dir), progress=False).frame.equals(got)
+
+
 def test_config_validation():
     for kw in ({"temperature": 0}, {"alpha": 0.0}, {"alpha": 1.5}, {"metric": "dot"}, {"group_size": 1}):
         with pytest.raises(UserInputError):

@@ -216,7 +216,7 @@ def _pair_scores(scores: Mapping) -> Mapping[tuple[str, str], float]:
 
 
 def diagnose_groups(groups: Sequence[Group], teacher_scores: Mapping[tuple[str, str], float],
-                    config: DiagnoseConfig, *, query_texts: Mapping[str, str] | None = None,
+                    config: DiagnoseConfig, *, dataset=None, query_texts: Mapping[str, str] | None = None,
                     doc_text: Callable[[str], str | None] | None = None,
                     embed: Embedder | None = None, progress: bool = True, chunk_size: int = 4096
                     ) -> DiagnoseResult:
@@ -226,10 +226,20 @@ def diagnose_groups(groups: Sequence[Group], teacher_scores: Mapping[tuple[str, 
         groups: the training groups (unique query ids).
         teacher_scores: ``{(query_id, doc_id): score}`` of one teacher, or ``{query_id: {doc_id: score}}``
             (a run, as :meth:`ScoreStore.scores` gives).
-        query_texts, doc_text, embed: needed when ``config.locality``; ``doc_text`` returns ``None`` for a
-            document missing from the corpus.
+        dataset: where the locality statistics (``config.locality``) read the texts: a loaded
+            :class:`~rankdistill.data.Dataset` or a dataset name; or give ``query_texts`` and ``doc_text``
+            (which returns ``None`` for a document missing from the corpus).
+        embed: texts to vectors for the locality statistics; default ``config.encoder``, cached.
         chunk_size: groups whose texts are embedded together (bounds memory on large groups files).
     """
+    if config.locality:
+        if query_texts is None or doc_text is None:
+            if dataset is None:
+                raise UserInputError("the locality statistics need the queries' and documents' texts",
+                                     fix="pass dataset= (or query_texts= and doc_text=), or "
+                                         "DiagnoseConfig(locality=False)")
+            query_texts, doc_text = _dataset_texts(dataset)
+        embed = embed or _default_embed(config, progress)
     teacher_scores = _pair_scores(teacher_scores)
     skipped: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
@@ -258,8 +268,7 @@ def diagnose_groups(groups: Sequence[Group], teacher_scores: Mapping[tuple[str, 
             skip(g.query_id, e.reason)
             continue
         if config.locality:
-            if query_texts is None or doc_text is None or embed is None:
-                raise ValueError("locality needs query_texts, doc_text and embed")
+            assert query_texts is not None and doc_text is not None
             if g.query_id not in query_texts:
                 skip(g.query_id, "query text not found in the dataset")
                 continue
@@ -326,20 +335,16 @@ def _merge(results: Sequence[DiagnoseResult]) -> DiagnoseResult:
     return DiagnoseResult(frame, dict(skipped), examples)
 
 
-def _locality_inputs(dataset: str | Path | None, config: DiagnoseConfig, split: str | None,
-                     data_dir: str | Path | None, embed: Embedder | None, progress: bool):
-    """``(query_texts, doc_text, embed, encoder id)`` for the locality statistics (all ``None`` without them)."""
-    if not config.locality:
-        return None, None, embed, None
-    if dataset is None:
-        raise UserInputError("locality statistics need --dataset", fix="give --dataset or --no-locality")
-    from rankdistill.data import load_dataset
-    from rankdistill.models import model_id
+def _dataset_texts(dataset, split: str | None = None, data_dir: str | Path | None = None
+                   ) -> tuple[dict[str, str], Callable[[str], str | None]]:
+    """``(query_texts, doc_text)`` of ``dataset`` (a name or path, or a loaded
+    :class:`~rankdistill.data.Dataset`): the queries of ``split`` or of every split, and a document's text
+    (``None`` for one not in the corpus)."""
+    from rankdistill.data import Dataset, load_dataset
 
-    ds = load_dataset(dataset, data_dir)
-    splits = [split] if split else ds.split_names()
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
     query_texts: dict[str, str] = {}
-    for s in splits:
+    for s in [split] if split else ds.split_names():
         for q, text in ds.all_queries(s).items():
             query_texts.setdefault(q, text)
     corpus = ds.corpus
@@ -348,15 +353,18 @@ def _locality_inputs(dataset: str | Path | None, config: DiagnoseConfig, split: 
         doc = corpus.get(doc_id)
         return None if doc is None else doc.full_text
 
-    if embed is None:
-        from rankdistill.models.embeddings import encode_texts
+    return query_texts, doc_text
 
-        def embed(texts: Sequence[str]) -> np.ndarray:
-            return encode_texts(texts, model=config.encoder, batch_size=config.batch_size,
-                                max_length=config.max_length, normalize=config.normalize,
-                                cache_dir=config.cache_dir, show_progress=progress)
 
-    return query_texts, doc_text, embed, model_id(config.encoder)
+def _default_embed(config: DiagnoseConfig, progress: bool) -> Embedder:
+    """``config.encoder``'s embeddings, through the embedding cache (shared with dense mining)."""
+    from rankdistill.models.embeddings import encode_texts
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        return encode_texts(texts, model=config.encoder, batch_size=config.batch_size, max_length=config.max_length,
+                            normalize=config.normalize, cache_dir=config.cache_dir, show_progress=progress)
+
+    return embed
 
 
 def run_diagnose(dataset: str | Path | None, groups_path: str | Path, store_path: str | Path,
@@ -375,7 +383,15 @@ def run_diagnose(dataset: str | Path | None, groups_path: str | Path, store_path
     with ScoreStore(store_path, readonly=True) as store:
         teacher = store.resolve_teacher(config.teacher)
         teacher_info = store.teacher_info(teacher)
-    query_texts, doc_text, embed, encoder_id = _locality_inputs(dataset, config, split, data_dir, embed, progress)
+    query_texts = doc_text = encoder_id = None
+    if config.locality:
+        if dataset is None:
+            raise UserInputError("locality statistics need --dataset", fix="give --dataset or --no-locality")
+        from rankdistill.models import model_id
+
+        query_texts, doc_text = _dataset_texts(dataset, split, data_dir)
+        embed = embed or _default_embed(config, progress)
+        encoder_id = model_id(config.encoder)
     results: list[DiagnoseResult] = []
     n_groups = n_scored = 0
     groups = (g for _, g in iter_groups(groups_path, unique=True))

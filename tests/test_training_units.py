@@ -94,7 +94,7 @@ def test_groups_within_a_budget_cover_its_steps_and_little_more(bucket_steps, st
     plan = TrainingPlan(GROUPS, length_of=lambda sg: max(tokenised[d] for d in sg.doc_ids), **kw)
     drawn = [(g.query_id, g.doc_ids) for k in range(steps) for g in plan.step(k)]  # no KeyError: no other window
     assert set(drawn) <= {(g.query_id, g.doc_ids) for g in within}
-    assert len(plan.pairs_seen(steps)) == len({(q, d) for q, docs in drawn for d in docs})
+    assert plan.pairs_seen(steps) == len({(q, d) for q, docs in drawn for d in docs})
     spe = plan.steps_per_epoch
     whole_windows = sum(min(spe, -(-min(spe, steps - e * spe) // bucket_steps) * bucket_steps)
                         for e in range(-(-steps // spe)))
@@ -120,9 +120,35 @@ def test_length_bucketing_sorts_within_windows_only():
 def test_pairs_seen_counts_distinct_pairs():
     plan = TrainingPlan(GROUPS, group_size=4, groups_per_step=4, seed=1)
     # one epoch: 12 groups x 4 documents, all distinct
-    assert len(plan.pairs_seen(3)) == 48
+    assert plan.pairs_seen(3) == 48
     # half an epoch: 6 groups... here 2 of 3 steps -> 8 groups x 4
-    assert len(plan.pairs_seen(2)) == 32
+    assert plan.pairs_seen(2) == 32
+
+
+def test_draws_as_positions_are_the_draws_and_count_the_pairs_over_epochs():
+    """pairs_seen kept a set of every (query, document) pair a budget sees (3 GB at 40M documents); it counts
+    from the draws' positions in each pool now, which must be the same draws, several positives included."""
+    import random as stdlib_random
+
+    from rankdistill.training.sampling import hashed_seed, sample_indices
+
+    rng = stdlib_random.Random(5)
+    groups = [TrainGroup(f"q{i}", tuple(f"p{i}-{j}" for j in range(rng.randint(1, 3))),
+                         tuple(f"n{i}-{j}" for j in range(rng.randint(4, 9)))) for i in range(10)]
+    for g in groups:
+        for epoch in range(4):
+            old_rng = stdlib_random.Random(hashed_seed(3, g.query_id, epoch))  # sample_group before positions
+            positive = g.positive_ids[0] if len(g.positive_ids) == 1 else old_rng.choice(g.positive_ids)
+            old = (positive, *old_rng.sample(g.negative_ids, 3))
+            assert sample_group(g, 4, 3, epoch).doc_ids == old
+            i, js = sample_indices(g, 4, 3, epoch)
+            assert (g.positive_ids[i], *(g.negative_ids[j] for j in js)) == old
+    for bucket_steps in (1, 2):
+        plan = TrainingPlan(groups, group_size=4, groups_per_step=3, seed=3, bucket_steps=bucket_steps,
+                            length_of=lambda sg: len(sg.query_id))
+        for steps in (1, 3, 7, 11):
+            assert plan.pairs_seen(steps) == len({(g.query_id, d) for k in range(steps) for g in plan.step(k)
+                                                  for d in g.doc_ids})
 
 
 # --- config -----------------------------------------------------------------------------------------------

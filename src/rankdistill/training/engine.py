@@ -408,7 +408,8 @@ class _Trainer:
                 lrs: list[float], wall: float, session: float, start: int, resumed_from: int | None,
                 warmup: int) -> TrainResult:
         cfg, ctx, budget = self.config, self.ctx, self.budget
-        teacher_calls = len(plan.pairs_seen(budget.steps)) if data.teacher is not None else 0
+        # on the main process only, which writes the summary
+        teacher_calls = plan.pairs_seen(budget.steps) if data.teacher is not None and ctx.is_main else 0
         session_docs = (budget.steps - start) * budget.docs_per_step
         summary = {
             "format": SUMMARY_FORMAT,

@@ -46,12 +46,20 @@ class SampledGroup:
     """Every positive of the query (not only the one drawn): never an in-batch negative of it."""
 
 
+def sample_indices(group: TrainGroup, group_size: int, seed: int, epoch: int) -> tuple[int, list[int]]:
+    """The draw of :func:`sample_group` as positions: the positive's in ``group.positive_ids`` and the
+    negatives' in ``group.negative_ids``, with the (seed, query, epoch) hashed seed."""
+    rng = random.Random(hashed_seed(seed, group.query_id, epoch))
+    n_pos = len(group.positive_ids)
+    positive = 0 if n_pos == 1 else rng.randrange(n_pos)  # what rng.choice(positive_ids) draws
+    return positive, rng.sample(range(len(group.negative_ids)), group_size - 1)
+
+
 def sample_group(group: TrainGroup, group_size: int, seed: int, epoch: int) -> SampledGroup:
     """Draw one positive and ``group_size - 1`` negatives with the (seed, query, epoch) hashed seed."""
-    rng = random.Random(hashed_seed(seed, group.query_id, epoch))
-    positive = group.positive_ids[0] if len(group.positive_ids) == 1 else rng.choice(group.positive_ids)
-    negatives = rng.sample(group.negative_ids, group_size - 1)
-    return SampledGroup(group.query_id, (positive, *negatives), tuple(group.positive_ids))
+    positive, negatives = sample_indices(group, group_size, seed, epoch)
+    return SampledGroup(group.query_id, (group.positive_ids[positive], *(group.negative_ids[i] for i in negatives)),
+                        tuple(group.positive_ids))
 
 
 class TrainingPlan:
@@ -115,13 +123,23 @@ class TrainingPlan:
         w, j = divmod(k, self.bucket_steps)
         return self._window(epoch, w)[j]
 
-    def pairs_seen(self, steps: int) -> set[tuple[str, str]]:
-        """Distinct (query, document) pairs in the first ``steps`` steps (the teacher scores consumed)."""
-        seen: set[tuple[str, str]] = set()
+    def pairs_seen(self, steps: int) -> int:
+        """How many distinct (query, document) pairs the first ``steps`` steps hold (the teacher scores
+        consumed). Each query's draws are kept as a bit mask over its pool, not as a set of (query, document)
+        pairs: about 3 GB for a 40M-document budget."""
+        which = {g.query_id: i for i, g in enumerate(self.groups)}
+        masks: dict[int, int] = {}
         for index in range(steps):
+            epoch = index // self.steps_per_epoch
             for g in self.step(index):
-                seen.update((g.query_id, d) for d in g.doc_ids)
-        return seen
+                i = which[g.query_id]
+                group = self.groups[i]
+                positive, negatives = sample_indices(group, self.group_size, self.seed, epoch)
+                bits = 1 << positive
+                for j in negatives:
+                    bits |= 1 << (len(group.positive_ids) + j)
+                masks[i] = masks.get(i, 0) | bits
+        return sum(m.bit_count() for m in masks.values())
 
 
 def shard(step_groups: Sequence[SampledGroup], *, micro: int, rank: int, world_size: int,

@@ -59,6 +59,8 @@ def test_docstore_lookup_matches_corpus_file(scifact_dir):
     assert doc.title == first["title"] and doc.text == first["text"]
     assert ds.corpus.text(first["_id"]) == f"{first['title']} {first['text']}"
     assert ds.corpus.ids()[0] == first["_id"]
+    a, b = ds.corpus.ids(), ds.corpus.ids()  # decoded once: one string per id, however many lists ask
+    assert a == b and a is not b and all(x is y for x, y in zip(a, b)) and list(ds.corpus) == a
     assert "no-such-doc" not in ds.corpus and first["_id"] in ds.corpus
     with pytest.raises(KeyError):
         ds.corpus["no-such-doc"]

@@ -199,8 +199,12 @@ class DocStore:
         return self[doc_id].full_text
 
     def ids(self) -> list[str]:
-        """All document ids in corpus order."""
-        return [b.decode() for b in self._id_by_pos.array]
+        """All document ids in corpus order: a new list each call, of strings decoded once per store (a mining
+        process asks three times, for BM25, dense retrieval and random draws; each decoding of MS MARCO's 8.8M
+        ids took 0.6 GB and seconds)."""
+        if not hasattr(self, "_decoded_ids"):
+            self._decoded_ids = tuple(b.decode() for b in self._id_by_pos.array)
+        return list(self._decoded_ids)
 
     def iter_docs(self) -> Iterator[Doc]:
         """All documents in corpus order (streamed from the memory map)."""

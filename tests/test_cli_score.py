@@ -225,15 +225,17 @@ def _poll_count(path: Path, teacher: str) -> int:
 
 def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
                                                                capsys):
-    # scores are committed every half second (or 8,192 rows): enough pairs that the kill comes after the first
-    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 16, 100)
+    pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 6, 100)
     total = len(pairs)
     killed_store = tmp_path / "killed.db"
     args = ["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
             "--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "tiny", "--max-length", "32",
             "--batch-size", "2", "--chunk-size", "64", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rankdistill.cli", "-q", *args, "--output", str(killed_store)],
+    # commits every 20 scores (not 8,192 or half a second), so that a kill mid-run finds some, however fast
+    code = ("import sys; from rankdistill.teachers import engine; engine.COMMIT_ROWS = 20; "
+            "engine.COMMIT_SECONDS = 1e9; from rankdistill.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "-q", *args, "--output", str(killed_store)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

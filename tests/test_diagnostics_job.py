@@ -243,3 +243,19 @@ def test_select_groups_file(tmp_path):
         select_groups(tmp_path / "dup.jsonl", tmp_path / "s.parquet", "h", SELECTIONS["keep_below_median"],
                       tmp_path / "k3.jsonl")
     assert not (tmp_path / "k3.jsonl").exists()
+
+
+def test_a_block_whose_every_group_was_skipped_keeps_the_columns_types():
+    """A block of groups all skipped has an empty frame of object columns; concatenated with the others it made
+    every column object (and the parquet's query ids another string type)."""
+    from rankdistill.diagnostics.job import _merge
+
+    whole = _run()
+    parts = [diagnose_groups(GROUPS[i:i + 1], SCORES, DiagnoseConfig(encoder="unused"),
+                             query_texts={"q1": "query one", "q4": "query four", "q5": "query one"},
+                             doc_text={"p1": "P1", "n1": "N1", "n2": "N2"}.get, embed=fake_embed, progress=False)
+             for i in range(len(GROUPS))]
+    assert parts[1].frame.empty  # q2: one document
+    merged = _merge(parts)
+    pd.testing.assert_frame_equal(merged.frame, whole.frame)
+    assert merged.skipped == whole.skipped and merged.skipped_examples == whole.skipped_examples

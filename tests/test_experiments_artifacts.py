@@ -141,6 +141,10 @@ def test_a_large_files_digest_is_kept_on_disk_for_the_next_process_and_dropped_w
     small.write_bytes(b"{}")
     real = hashlib.blake2b(b"0123456789", digest_size=16).hexdigest()
     assert io.content_digest(big) == real
+    assert not (tmp_path / "cache").exists()  # changed in the last 2 s: kept in this process only
+    monkeypatch.setattr(io, "DIGEST_SETTLE_NS", -10**12)
+    monkeypatch.setattr(io, "_DIGESTS", {})
+    assert io.content_digest(big) == real
     assert io.content_digest(small) == hashlib.blake2b(b"{}", digest_size=16).hexdigest()
     kept = [p for p in (tmp_path / "cache" / "digests").rglob("*") if p.is_file()]
     assert [p.read_text() for p in kept] == [real + "\n"]  # the small file is not kept
@@ -156,6 +160,14 @@ def test_a_large_files_digest_is_kept_on_disk_for_the_next_process_and_dropped_w
             p.write_text("not a digest")  # a damaged memo is read past
     monkeypatch.setattr(io, "_DIGESTS", {})
     assert io.content_digest(big) == hashlib.blake2b(b"9876543210", digest_size=16).hexdigest()
+    monkeypatch.setattr(io, "network_filesystem", lambda path: "nfs4")  # times there may be cached or made up
+    big.write_bytes(b"0123456789")
+    monkeypatch.setattr(io, "_DIGESTS", {})
+    before = sorted((tmp_path / "cache" / "digests").rglob("*"))
+    assert io.content_digest(big) == real and sorted((tmp_path / "cache" / "digests").rglob("*")) == before
+    monkeypatch.undo()
+    monkeypatch.setattr(io, "DISK_MEMO_BYTES", 5)
+    monkeypatch.setattr(io, "DIGEST_SETTLE_NS", -10**12)
     (tmp_path / "not-a-folder").write_text("")  # a cache that cannot be written costs a re-read, not an error
     monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "not-a-folder"))
     big.write_bytes(b"abcdefghij")
@@ -266,3 +278,51 @@ def test_a_discarded_artifact_is_moved_out_of_the_way_before_its_files_go(tmp_pa
     monkeypatch.setattr(shutil, "rmtree", lambda p, **kw: seen.append((store.get("s", art.hash), p.name)))
     store.discard(art)
     assert seen == [(None, f".{art.hash}.discard-{__import__('os').getpid()}")]  # no manifest at its name
+
+
+def test_after_a_failed_holder_the_waiting_and_a_new_process_still_take_turns(tmp_path):
+    """The holder removes the lock file when done: the process that waited got the lock of a file no longer
+    there, and one arriving later locked a new file at once, so both worked in the same folder."""
+    import threading
+    import time
+
+    a_started, go = threading.Event(), threading.Event()
+    computed = []
+
+    def fails(work):
+        (work / "part").write_text("a")
+        a_started.set()
+        assert go.wait(30)
+        raise ValueError("interrupted")
+
+    def slow(name):
+        def fn(work):
+            computed.append(name)
+            time.sleep(0.3)
+            (work / "out.txt").write_text(name)
+            return {}
+        return fn
+
+    results, errors = {}, []
+
+    def run(name, fn):
+        try:
+            results[name] = ArtifactStore(tmp_path).run("s", {"x": 1}, {}, fn)
+        except ValueError as e:
+            errors.append(str(e))
+
+    a = threading.Thread(target=run, args=("a", fails))
+    b = threading.Thread(target=run, args=("b", slow("b")))
+    a.start()
+    assert a_started.wait(30)
+    b.start()
+    b.join(0.3)
+    assert b.is_alive()
+    go.set()
+    a.join(30)
+    c = threading.Thread(target=run, args=("c", slow("c")))
+    c.start()
+    b.join(30)
+    c.join(30)
+    assert errors == ["interrupted"] and len(computed) == 1
+    assert sorted(reused for _, reused in results.values()) == [False, True]

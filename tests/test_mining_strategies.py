@@ -290,13 +290,10 @@ def test_a_dense_index_is_read_back_whole_without_reading_the_corpus(datasets, t
     assert [p.parent.name for p in embeddings._CACHES] == ["queries"]
     # the matrix is mapped, not read, so the processes searching it share its pages; a torch index is moved to
     # its device once, not at every search
-    import torch
-
     from rankdistill.retrieval import dense
 
-    made = []
-    monkeypatch.setattr(dense, "device_matrix", lambda docs, device=None: made.append(docs) or torch.from_numpy(
-        np.asarray(docs)))
+    made, real = [], dense.device_matrix
+    monkeypatch.setattr(dense, "device_matrix", lambda docs, device=None: made.append(docs) or real(docs, device))
     index = DenseRetriever(ds.corpus, DenseConfig(model=str(tiny_bert_dir), cache_dir=str(tmp_path / "emb"),
                                                   backend="torch"), keep_matrix=True)
     got = index.search(queries, k=5)

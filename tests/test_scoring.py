@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -96,6 +97,21 @@ def test_scores_are_committed_in_few_transactions_and_kept_when_interrupted(tmp_
         with pytest.raises(KeyboardInterrupt):
             score_pairs(teacher, pairs, texts, store, chunk_size=16, show_progress=False)
         assert puts == [24] and store.count("tiny") == 24  # the 3 batches of 8 scored before it
+    # a shared store that fails a commit (locked for longer than the timeout): the scores stay pending, and
+    # the retry on the way out puts them in both stores before the error is raised
+    fails = [1]
+    with ScoreStore(tmp_path / "v.db") as store, ScoreStore(tmp_path / "shared.db") as shared:
+        def locked_once(self, t, rows):
+            if self.path == shared.path and fails:
+                fails.pop()
+                raise sqlite3.OperationalError("database is locked")
+            return real_put(self, t, rows)
+
+        monkeypatch.setattr(ScoreStore, "put", locked_once)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            score_pairs(teacher, pairs, texts, store, chunk_size=16, show_progress=False, cache=shared)
+        assert store.count("tiny") == shared.count("tiny") == 40
+    monkeypatch.setattr(ScoreStore, "put", lambda self, t, rows: puts.append(len(rows)) or real_put(self, t, rows))
     monkeypatch.setattr(engine, "COMMIT_SECONDS", 0.0)  # at most this long between commits: every batch
     puts.clear()
     monkeypatch.setattr(type(teacher), "run", real_run)

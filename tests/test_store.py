@@ -342,21 +342,29 @@ def test_a_failed_or_interrupted_command_keeps_a_new_store_that_holds_scores(tmp
 def test_a_store_on_a_network_filesystem_uses_a_rollback_journal(tmp_path, monkeypatch):
     """SQLite's WAL needs shared memory that NFS, Lustre or GPFS do not give: two jobs on two nodes writing a
     shared --cache there could corrupt it."""
+    from rankdistill import io as io_module
     from rankdistill.teachers import store as store_module
 
     mounts = tmp_path / "mounts"
     mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nserver:/export {tmp_path / 'shared'} nfs4 rw 0 0\n"
                       f"tmpfs {tmp_path / 'shared' / 'local'} tmpfs rw 0 0\n")
-    real_path = store_module.Path
+    real_path = io_module.Path
 
     def path(p="", *rest):  # /proc/mounts is read through Path
         return real_path(mounts) if str(p) == "/proc/mounts" else real_path(p, *rest)
 
-    monkeypatch.setattr(store_module, "Path", path)
+    monkeypatch.setattr(io_module, "Path", path)
     assert store_module.network_filesystem(tmp_path / "shared" / "a" / "b") == "nfs4"
     assert store_module.network_filesystem(tmp_path / "shared" / "local" / "x") is None  # the longer mount
     assert store_module.network_filesystem(tmp_path / "sharedother") is None
+    # a new store there is kept when the command fails: whether a job on another node has it open cannot be told
+    from rankdistill.teachers.store import new_stores_removed_on_error
+
     (tmp_path / "shared").mkdir()
+    with pytest.raises(ValueError), new_stores_removed_on_error(tmp_path / "shared" / "new.db"):
+        ScoreStore(tmp_path / "shared" / "new.db").close()
+        raise ValueError("bad input")
+    assert (tmp_path / "shared" / "new.db").is_file()
     (tmp_path / "local").mkdir()
     for folder, mode in (("shared", "delete"), ("local", "wal")):
         with ScoreStore(tmp_path / folder / "s.db") as s:

@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_exports(package: str, names: Mapping[str, str], eager: list[str]) -> tuple[Callable[[str], Any],
-                                                                                     Callable[[], list[str]]]:
+def lazy_exports(package: str, names: Mapping[str, str], namespace: Mapping[str, Any]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps each exported name to the submodule (relative
-    to ``package``) that defines it, imported when the name is first read; ``eager`` are the names the package
-    imports itself. ``dir()`` and tab completion list both."""
+    to ``package``) that defines it, imported when the name is first read; ``namespace`` is the package's
+    ``globals()``. ``dir()`` and tab completion list both (the package's submodules included)."""
 
     def getattr_(name: str) -> Any:
         if name in names:
@@ -19,6 +19,6 @@ def lazy_exports(package: str, names: Mapping[str, str], eager: list[str]) -> tu
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def dir_() -> list[str]:
-        return sorted({*eager, *names})
+        return sorted({*namespace, *names})
 
     return getattr_, dir_

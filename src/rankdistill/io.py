@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,10 +277,13 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone, or a folder a platform (Windows) will not open: nothing more to do
+        return
     try:
         os.fsync(fd)
-    except OSError:  # a filesystem or platform that cannot sync a folder: nothing more to do
+    except OSError:  # a filesystem that cannot sync a folder
         pass
     finally:
         os.close(fd)
@@ -294,8 +298,8 @@ def seal_folder(folder: Path) -> None:
     os.umask(mask)
     os.chmod(folder, 0o777 & ~mask)
     for f in folder.rglob("*"):
-        if f.is_file() and not f.is_symlink():
-            _fsync(f)
+        if not f.is_symlink():
+            _fsync(f)  # files, and the subfolders that list them
     _fsync(folder)
 
 
@@ -352,6 +356,32 @@ def unlock(fd: int | None) -> None:
         os.close(fd)
 
 
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
+                                 "fuse.glusterfs", "ceph", "fuse.ceph", "fuse.sshfs", "afs", "9p", "panfs", "wekafs"})
+
+
+def network_filesystem(path: Path) -> str | None:
+    """The type of the network (or FUSE) filesystem ``path`` is on (from ``/proc/mounts``, the longest mount
+    point that holds it), or ``None`` for a local one or where that cannot be told. Their file times and
+    locks cannot be trusted as a local disk's: a score store there keeps no write-ahead log, and a file's
+    digest there is not kept on disk."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind if kind in NETWORK_FILESYSTEMS or (kind or "").startswith("fuse.") else None
+
+
 _DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
 
 #: Files at least this large have their digest kept on disk too (``<cache root>/digests``), so that the next
@@ -386,27 +416,41 @@ def _write_disk_memo(key: tuple, digest: str) -> None:
         logger.debug("could not keep the digest of %s: %s", key[0], e)
 
 
+DIGEST_MEMO_VERSION = 1
+DIGEST_SETTLE_NS = 2_000_000_000
+"""A file changed this recently has its digest kept in this process only (git's "racy clean" rule)."""
+
+
 def content_digest(path: Path) -> str:
     """BLAKE2b of a file's bytes, of the decompressed bytes for ``.gz`` (so a gzipped copy of a collection,
     whatever its gzip header says, is the same dataset).
 
-    Memoised by (path, device, inode, size, mtime, ctime): a rewrite changes the ctime even where the size and a
-    restored mtime stay the same. The memo is per process, and on disk for files of at least
-    :data:`DISK_MEMO_BYTES` (see :func:`cache_root`); a copied or moved file is read again."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key in _DIGESTS:
-        return _DIGESTS[key]
-    on_disk = st.st_size >= DISK_MEMO_BYTES
-    digest = _read_disk_memo(key) if on_disk else None
-    if digest is None:
-        h = hashlib.blake2b(digest_size=16)
-        with _whole_gzip(path), (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.hexdigest()
-        if on_disk:
-            _write_disk_memo(key, digest)
+    Memoised by (path, device, inode, size, mtime, ctime) of the opened file: a rewrite changes the ctime even
+    where the size and a restored mtime stay the same. The memo is per process, and on disk for files of at
+    least :data:`DISK_MEMO_BYTES` (see :func:`cache_root`), except for a file on a network or FUSE filesystem
+    (whose times may be cached or made up), one changed in the last two seconds (a change within the times'
+    granularity could keep them), or one that changed while it was read. A copied or moved file is read
+    again."""
+    with open(path, "rb") as raw:
+        st = os.fstat(raw.fileno())  # of what is read (on NFS, opening refreshes the cached attributes)
+        key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+        on_disk = st.st_size >= DISK_MEMO_BYTES and network_filesystem(path.parent) is None
+        disk_key = (DIGEST_MEMO_VERSION, *key)
+        digest = _read_disk_memo(disk_key) if on_disk else None
+        if digest is None:
+            h = hashlib.blake2b(digest_size=16)
+            with _whole_gzip(path), (gzip.open(raw, "rb") if path.suffix == ".gz" else contextlib.nullcontext(raw)
+                                     ) as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            digest = h.hexdigest()
+            after = os.fstat(raw.fileno())
+            steady = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key[3:]
+            settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > DIGEST_SETTLE_NS
+            if on_disk and steady and settled:
+                _write_disk_memo(disk_key, digest)
     _DIGESTS[key] = digest
     return digest
 

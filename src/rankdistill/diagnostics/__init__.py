@@ -60,4 +60,4 @@ __all__ += sorted(_LAZY)
 
 from rankdistill._lazy import lazy_exports  # noqa: E402
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

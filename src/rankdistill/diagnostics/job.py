@@ -331,7 +331,10 @@ def _merge(results: Sequence[DiagnoseResult]) -> DiagnoseResult:
         skipped.update(r.skipped)
         for reason, ids in r.skipped_examples.items():
             examples[reason] = (examples.get(reason, []) + ids)[:10]
-    frame = pd.concat([r.frame for r in results], ignore_index=True) if len(results) > 1 else results[0].frame
+    # blocks whose every group was skipped have empty frames of object columns: left out of the concatenation,
+    # which would make every column object
+    frames = [r.frame for r in results if not r.frame.empty] or [results[0].frame]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return DiagnoseResult(frame, dict(skipped), examples)
 
 

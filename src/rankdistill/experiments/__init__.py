@@ -8,4 +8,4 @@ _LAZY = {"StudyConfig": "config", "load_config": "config", "Study": "runner", "A
          "pack": "bundle", "unpack": "bundle"}
 
 __all__ = sorted(_LAZY)
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -124,6 +124,26 @@ def finished_artifacts(root: str | os.PathLike) -> Iterator[Artifact]:
                 yield art
 
 
+def _lock_file(path: Path, what: str) -> int | None:
+    """Hold the lock of ``path``, waiting for another process that holds it. A holder removes the file when it
+    is done, so a lock taken on a file no longer at ``path`` (or another file now there) excludes nobody: it
+    is let go and taken again on the file that is there."""
+    while True:
+        held = lock(path, blocking=False)
+        if held is None:
+            logger.info("%s: another process is computing it; waiting for it", what)
+            held = lock(path)
+        if held is None or held < 0:  # no locks on this platform or filesystem
+            return held
+        try:
+            on_disk = os.stat(path)
+            if (on_disk.st_dev, on_disk.st_ino) == (os.fstat(held).st_dev, os.fstat(held).st_ino):
+                return held
+        except FileNotFoundError:
+            pass
+        unlock(held)
+
+
 class ArtifactStore:
     """Runs stage functions once per (stage, settings, inputs) and remembers their outputs."""
 
@@ -157,10 +177,7 @@ class ArtifactStore:
         # one process at a time works on an artifact: two runs of one study (a run started again while the first
         # still works) wrote into the same work folder, and the first to finish published a mix of both
         lock_file = stage_dir / f".{key}.lock"
-        held = lock(lock_file, blocking=False)
-        if held is None:
-            logger.info("%s %s: another process is computing it; waiting for it", stage, key)
-            held = lock(lock_file)
+        held = _lock_file(lock_file, f"{stage} {key}")
         try:
             return self._run_locked(stage, key, settings, inputs, fn, seed, gpu)
         finally:
@@ -182,9 +199,9 @@ class ArtifactStore:
         start, started = time.perf_counter(), time.time()
         try:
             info = fn(work) or {}
-        except BaseException:  # a work folder left empty has nothing to resume: not left behind
-            if work.is_dir() and not any(work.iterdir()):
-                work.rmdir()
+        except BaseException:  # a work folder left empty (or with notes only) has nothing to resume: not left behind
+            if work.is_dir() and all(p.name.startswith(".") for p in work.iterdir()):
+                shutil.rmtree(work, ignore_errors=True)
             raise
         seconds = time.perf_counter() - start
         manifest = {

@@ -85,4 +85,4 @@ __all__ = ["DEFAULT_ENCODER", "bundled_model_path", "model_id", "resolve_model",
 
 from rankdistill._lazy import lazy_exports  # noqa: E402
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -222,8 +222,8 @@ def encode_corpus(corpus, model: str | None = None, *, batch_size: int = 64, max
     path = None
     if keep_matrix and store and cache_dir is not False:
         path = _cache_root(cache_dir) / model_key(model, max_length, normalize) / f"corpus-{corpus.dir.name}.npy"
-        if path.is_file():  # mapped copy-on-write: the processes searching it share the pages (13.5 GB for MS MARCO)
-            matrix = np.load(path, mmap_mode="c")
+        if path.is_file():  # mapped read-only: the processes searching it share the pages (13.5 GB for MS MARCO)
+            matrix = np.load(path, mmap_mode="r")
             if matrix.shape[0] == len(corpus):
                 return matrix
     # a store streams its documents in corpus order, at half the cost of looking each id up

@@ -84,15 +84,18 @@ def _check_candidates(queries: Mapping[str, str], corpus, candidates: Run) -> No
 
 @torch.inference_mode()
 def score_candidates(model: BiEncoder | CrossEncoder, queries: Mapping[str, str], corpus, candidates: Run, *,
-                     batch_size: int | None = None, device: str = "auto", progress: bool = True) -> Run:
+                     batch_size: int | None = None, device: str = "auto", progress: bool = True,
+                     check: bool = True) -> Run:
     """Student scores of every ``(query, document)`` in ``candidates`` (``corpus.text(doc_id)`` gives texts).
 
     ``corpus`` is a document store, a dataset (its corpus is used) or a ``{doc_id: text}`` mapping. A candidate
-    query without a text in ``queries``, or a document not in ``corpus``, is refused before any work.
+    query without a text in ``queries``, or a document not in ``corpus``, is refused before any work (unless
+    ``check`` is false: a caller that checked them already, like ``rankdistill rerank``).
     ``batch_size`` defaults to 64 texts or pairs per forward pass on a CPU and 512 on a GPU.
     """
     corpus = _texts_of(corpus)
-    _check_candidates(queries, corpus, candidates)
+    if check:
+        _check_candidates(queries, corpus, candidates)
     from rankdistill.training.tokens import InputTemplate, TokenCache, encode_pairs, encode_singles
 
     dev = resolve_device(device)

@@ -12,4 +12,4 @@ _LAZY = {"BM25Config": "bm25", "BM25Retriever": "bm25", "DenseConfig": "dense", 
          "exact_top_k": "dense", "reciprocal_rank_fusion": "fusion", "rrf_scores": "fusion"}
 
 __all__ = sorted(_LAZY)
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -91,16 +91,24 @@ def exact_top_k(docs, queries: np.ndarray, k: int, device: str | None = None,
 
 def device_matrix(docs: np.ndarray, device: str | None = None):
     """``docs`` as a float32 torch tensor on ``device`` (resolved: a GPU where there is one). On the CPU a
-    float32 array, memory-mapped ones included, is shared, not copied."""
+    float32 array, a read-only memory map included, is shared, not copied (the search only reads it)."""
+    import warnings
+
     import torch
 
     from rankdistill.teachers.runtime import resolve_device
 
-    return torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32)).to(resolve_device(device))
+    with warnings.catch_warnings():  # "The given NumPy array is not writable": nothing writes to it
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32)).to(resolve_device(device))
 
 
 class DenseRetriever:
     """An exact inner-product index over a corpus' embeddings (FAISS or torch); ``search`` returns a run.
+
+    FAISS holds its own copy of the matrix in memory. The torch backend searches the matrix in place on the
+    CPU, and on a GPU keeps one copy there from the first search for the retriever's life (13.5 GB for MS
+    MARCO at 384 dimensions), instead of copying it at every search.
 
     Args:
         corpus: a :class:`~rankdistill.data.docstore.DocStore` (``ids()`` and ``text()``).

@@ -25,4 +25,4 @@ _LAZY = {
 }
 
 __all__ = ["ScoreStore", *sorted(_LAZY)]
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

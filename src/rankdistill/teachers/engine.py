@@ -10,14 +10,16 @@ What makes it fast (the recipe of Tevatron and of sentence-transformers' own enc
   pair (:mod:`rankdistill.teachers.batching`);
 - the model runs under ``torch.inference_mode()``, in bfloat16/float16 on a GPU.
 
-What makes it crash-safe: each batch's scores are committed to the SQLite store as one transaction, so a
-``kill -9`` loses at most the batch in flight, and re-running the same job scores only what is missing. A
+What makes it crash-safe: scores are committed to the SQLite store in transactions of :data:`COMMIT_ROWS`
+scores or :data:`COMMIT_SECONDS`, so a ``kill -9`` loses at most that much work (an interruption or error
+commits what was scored first), and re-running the same job scores only what is missing. A
 pair's score does not depend on which other pairs share its batch (padding is masked; only floating-point
 rounding can differ), so a resumed run ends with the same store as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -275,11 +277,10 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
         last_commit = time.monotonic()
         if not pending:
             return
-        rows = pending.copy()
-        pending.clear()
         if cache is not None:  # first: a kill between the two leaves the pairs where a re-run copies them from
-            cache.put(tid, rows)
-        scored += store.put(tid, rows)
+            cache.put(tid, pending)
+        scored += store.put(tid, pending)
+        pending.clear()  # only once both hold them (both writes keep a pair's first score, so a retry is safe)
 
     def keep(chunk: list[Pair], index: np.ndarray, scores: np.ndarray) -> None:
         rows = [(chunk[j][0], chunk[j][1], float(s)) for j, s in zip(index.tolist(), scores.tolist())]
@@ -335,11 +336,12 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
             if todo:
                 score_chunks([todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)])
                 commit()
+    except BaseException:
+        with contextlib.suppress(Exception):  # what was scored before an interruption is kept; a store that
+            commit()  # cannot take it does not hide the error that stopped the scoring
+        raise
     finally:
-        try:
-            commit()  # what was scored before an interruption is kept
-        finally:
-            bar.close()
+        bar.close()
     if cached:
         logger.info("teacher %s: %d of %d pairs already in %s", tid, cached, blocks.pairs, store.path)
     if reused:

@@ -1,8 +1,9 @@
 """The score store: teacher scores keyed by (teacher id, query id, doc id), in one SQLite file.
 
-Why SQLite: every committed batch is durable and atomic (a ``kill -9`` loses at most the batch in flight
-and never corrupts what was written), readers see a consistent snapshot while a writer appends (WAL
-journal), and a lookup of millions of pairs needs no custom index code. Each (teacher, query, doc) is
+Why SQLite: every committed transaction is durable and atomic (a ``kill -9`` loses at most the scores not
+yet committed and never corrupts what was written), readers see a consistent snapshot while a writer appends
+(WAL journal; a rollback journal on a network filesystem), and a lookup of millions of pairs needs no custom
+index code. Each (teacher, query, doc) is
 stored once; writing it again keeps the first value, so re-running a scoring job is idempotent.
 
 Besides the scores, the store records per teacher how its scores were made (``teacher_info``: model, score
@@ -18,7 +19,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from rankdistill.data.runs import Run, run_tag, write_run_by_query
 from rankdistill.errors import UserInputError
-from rankdistill.io import atomic_write, iter_object_items, open_binary
+from rankdistill.io import atomic_write, iter_object_items, network_filesystem, open_binary
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +42,6 @@ CREATE TABLE IF NOT EXISTS teachers (teacher TEXT PRIMARY KEY, info TEXT NOT NUL
 
 _PUT_CHUNK = 50_000
 _TEMP_TABLES = itertools.count()
-
-
-NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
-                                 "fuse.glusterfs", "ceph", "fuse.ceph", "fuse.sshfs", "afs", "9p", "panfs", "wekafs"})
-
-
-def network_filesystem(path: Path) -> str | None:
-    """The type of the network filesystem ``path`` is on (from ``/proc/mounts``, the longest mount point that
-    holds it), or ``None`` for a local one or where that cannot be told."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    target = os.path.realpath(path)
-    best, kind = "", None
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, fields[2]
-    return kind if kind in NETWORK_FILESYSTEMS else None
 
 
 class ScoreStore:
@@ -447,7 +423,8 @@ def new_stores_removed_on_error(*paths: str | Path | None) -> Iterator[None]:
 
 
 def _in_use(path: Path) -> bool:
-    """Whether another connection has the store open: SQLite removes a WAL store's ``-wal`` file when its last
-    connection closes. Another job that opened the store this one created (a ``--cache`` both were given) would
+    """Whether another connection may have the store open: SQLite removes a WAL store's ``-wal`` file when its
+    last connection closes; on a network filesystem (no WAL, jobs on other nodes) that cannot be told, and the
+    store is kept. Another job that opened the store this one created (a ``--cache`` both were given) would
     otherwise lose it, and the scores it goes on writing, when this one fails."""
-    return Path(f"{path}-wal").exists()
+    return network_filesystem(path.parent) is not None or Path(f"{path}-wal").exists()

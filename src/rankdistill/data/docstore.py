@@ -161,6 +161,10 @@ class DocStore:
         out[rows[hit]] = self._order[at[hit]]
         return out
 
+    def known(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """Whether each of ``doc_ids`` is in the corpus, found together (:meth:`positions`)."""
+        return self.positions(doc_ids) >= 0
+
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self._position(doc_id) is not None
 
@@ -229,10 +233,11 @@ class _DecodedView:
 def with_unknown_ids(items: Iterable[T], ids_of: Callable[[T], Sequence[str]], corpus: Container[str]
                      ) -> Iterator[tuple[T, list[str]]]:
     """Each item with the ids among ``ids_of(item)`` that are not in ``corpus`` (in their order), for many small
-    lists of ids (a groups file's groups): a :class:`DocStore` looks up :data:`LOOKUP_BATCH` ids of many items
-    at once (a lookup per group of 100 ids cost about 4 us an id, 3.5 minutes for MS MARCO's 500k groups), so
-    up to that many ids' items are read ahead."""
-    if not isinstance(corpus, DocStore):
+    lists of ids (a groups file's groups): a corpus with a ``known(ids)`` mask (:func:`unknown_ids`) looks up
+    :data:`LOOKUP_BATCH` ids of many items at once (a lookup per group of 100 ids cost about 4 us an id, 3.5
+    minutes for MS MARCO's 500k groups), so up to that many ids' items are read ahead."""
+    known = getattr(corpus, "known", None)
+    if known is None:
         for item in items:
             yield item, [d for d in ids_of(item) if d not in corpus]
         return
@@ -248,7 +253,7 @@ def with_unknown_ids(items: Iterable[T], ids_of: Callable[[T], Sequence[str]], c
                 break
         if not batch:
             return
-        unknown = corpus.positions(ids) < 0
+        unknown = ~known(ids)
         start = 0
         for item, n in batch:
             yield item, [ids[start + i] for i in np.flatnonzero(unknown[start:start + n]).tolist()]
@@ -257,11 +262,13 @@ def with_unknown_ids(items: Iterable[T], ids_of: Callable[[T], Sequence[str]], c
 
 def unknown_ids(corpus: Container[str], doc_ids: Iterable[str]) -> list[str]:
     """The ids among ``doc_ids`` that are not in ``corpus``, in their order (repeats kept): batch lookups of
-    :data:`LOOKUP_BATCH` ids for a :class:`DocStore` (:meth:`DocStore.positions`), ``in`` for any other corpus."""
-    if not isinstance(corpus, DocStore):
+    :data:`LOOKUP_BATCH` ids for a corpus with a ``known(ids)`` mask (a :class:`DocStore`, an ir_datasets
+    corpus), ``in`` for any other."""
+    known = getattr(corpus, "known", None)
+    if known is None:
         return [d for d in doc_ids if d not in corpus]
     out: list[str] = []
     it = iter(doc_ids)
     while batch := list(itertools.islice(it, LOOKUP_BATCH)):
-        out.extend(batch[i] for i in np.flatnonzero(corpus.positions(batch) < 0).tolist())
+        out.extend(batch[i] for i in np.flatnonzero(~known(batch)).tolist())
     return out

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property
+
+import numpy as np
 
 from rankdistill.data.dataset import Dataset, Qrels
 from rankdistill.data.formats import Doc
@@ -79,6 +81,15 @@ class IrdsDocStore:
 
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self.get(doc_id) is not None
+
+    def known(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """Whether each of ``doc_ids`` is in the corpus, asked of ir_datasets' docstore in one ``get_many`` (its
+        sorted index looks a batch up together; ``in`` fetched and decoded each document alone, about 20 to
+        50 us, 17 minutes or more for the 50M ids of MS MARCO's training groups)."""
+        asked = list(dict.fromkeys(d for d in doc_ids if isinstance(d, str)))
+        with fetching(self._ident):
+            found = self._store.get_many(asked) if asked else {}
+        return np.fromiter((isinstance(d, str) and d in found for d in doc_ids), dtype=bool, count=len(doc_ids))
 
     def __getitem__(self, doc_id: str) -> Doc:
         try:

@@ -44,11 +44,11 @@ def require_file(path: str | Path, what: str = "file", fix: str = "check the pat
     return p
 
 
-def _umask_mode() -> int:
-    """The mode a newly created file would get (``0o666`` less the process umask)."""
+def _umask_mode(base: int = 0o666) -> int:
+    """The mode a newly created file would get (``0o666`` less the process umask; ``0o777`` for a folder)."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return base & ~mask
 
 
 def _warn_decoding_once(path: Path) -> None:
@@ -294,9 +294,7 @@ def seal_folder(folder: Path) -> None:
     ``mkdtemp`` folder is private to its user, so another user sharing the cache could not read it, rebuild it,
     and then fail to rename over it), and every file and the folder on disk (a power cut after the rename
     could otherwise leave empty files that look finished)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)
+    os.chmod(folder, _umask_mode(0o777))
     for f in folder.rglob("*"):
         if not f.is_symlink():
             _fsync(f)  # files, and the subfolders that list them

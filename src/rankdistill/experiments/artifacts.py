@@ -9,7 +9,6 @@ renamed to ``<hash>/`` only after ``manifest.json`` is written: a folder without
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -133,15 +132,18 @@ def _lock_file(path: Path, what: str) -> int | None:
         if held is None:
             logger.info("%s: another process is computing it; waiting for it", what)
             held = lock(path)
-        if held is None or held < 0:  # no locks on this platform or filesystem
+        if held is None or held < 0 or _same_file(path, held):  # None, -1: no locks on this platform or filesystem
             return held
-        try:
-            on_disk = os.stat(path)
-            if (on_disk.st_dev, on_disk.st_ino) == (os.fstat(held).st_dev, os.fstat(held).st_ino):
-                return held
-        except FileNotFoundError:
-            pass
         unlock(held)
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` is still the file open as ``fd`` (not removed, nor replaced by another)."""
+    try:
+        on_disk, held = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 class ArtifactStore:
@@ -183,9 +185,8 @@ class ArtifactStore:
         finally:
             # removed while still held (if it is still ours, not a newer one): a process waiting on it finds the
             # artifact finished when it gets it
-            with contextlib.suppress(OSError):
-                if held is not None and held >= 0 and os.stat(lock_file).st_ino == os.fstat(held).st_ino:
-                    lock_file.unlink()
+            if held is not None and held >= 0 and _same_file(lock_file, held):
+                lock_file.unlink(missing_ok=True)
             unlock(held)
 
     def _run_locked(self, stage: str, key: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact],

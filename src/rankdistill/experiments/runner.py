@@ -505,10 +505,10 @@ class Study:
             if files:
                 argv += ["--systems", ",".join(files)]
             argv += ["--ensemble-n", m.ensemble_per_system, "--ensemble-margin", m.ensemble_margin]
-        if teacher:
+        cache = self._teacher_cache() if teacher else None
+        if cache:
             tc = self.cfg.teacher
-            argv += ["--teacher", self.teacher_model, "--scores", work / "mining-scores.db",
-                     "--cache", self._teacher_cache(),
+            argv += ["--teacher", self.teacher_model, "--scores", work / "mining-scores.db", "--cache", cache,
                      "--max-length", tc.max_length if tc else 256, "--batch-size", tc.batch_size if tc else 64]
             if m.false_negative_margin is not None:
                 argv += ["--fn-margin", m.false_negative_margin]
@@ -516,12 +516,12 @@ class Study:
         from rankdistill.mining.base import MODEL_STRATEGIES
 
         argv += self._scoring_executor(None if teacher or strategy in MODEL_STRATEGIES else 0.0)
-        cache_start = _rows_at_start(work, self._teacher_cache()) if teacher else 0
+        cache_start = _rows_at_start(work, cache) if cache else 0
         call_verb(argv)
         meta = json.loads((work / "groups.jsonl.meta.json").read_text())
         # the pairs the teacher computed, as the shared store grew: a killed stage's first attempt included
         # (the command's own count, in the meta file, is its last attempt's)
-        computed = _rows(self._teacher_cache()) - cache_start if teacher else 0
+        computed = _rows(cache) - cache_start if cache else 0
         _forget_rows_at_start(work)
         return {"counts": meta.get("counts", {}), "teacher_calls": _rows(work / "mining-scores.db"),
                 "teacher_calls_computed": computed}

@@ -153,8 +153,7 @@ class DenseRetriever:
         from rankdistill.models.embeddings import _cache_root, encode_texts
 
         settings = self._encoding()
-        if settings["cache_dir"] is not False:
-            settings["cache_dir"] = _cache_root(settings["cache_dir"]) / "queries"
+        settings["cache_dir"] = _cache_root(settings["cache_dir"]) / "queries"
         return encode_texts(texts, **settings, show_progress=show_progress)
 
     def search(self, queries: Mapping[str, str], k: int = 100, show_progress: bool = False) -> Run:

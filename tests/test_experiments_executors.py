@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 TASKS = """
 import os, time
 from pathlib import Path
@@ -44,7 +46,7 @@ if __name__ == "__main__":
 """
 
 
-def _stop_once(tmp: Path) -> tuple[str, str]:
+def _stop_once(tmp: Path, twice: bool = False) -> tuple[str, str]:
     folder = tmp / "marks"
     folder.mkdir()
     proc = subprocess.Popen([sys.executable, str(tmp / "main.py"), str(folder)], cwd=tmp, start_new_session=True,
@@ -55,6 +57,9 @@ def _stop_once(tmp: Path) -> tuple[str, str]:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGTERM)  # what `timeout` does: the parent and its workers at once
+    if twice:  # `timeout` signals the command and then its group; the second can land while the first unwinds
+        time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     return out, err
 
@@ -68,8 +73,22 @@ def test_sigterm_to_the_group_stops_without_thread_errors(tmp_path: Path) -> Non
         run.mkdir()
         (run / "tasks.py").write_text(TASKS)
         (run / "main.py").write_text(MAIN)
-        out, err = _stop_once(run)
+        out, err = _stop_once(run, twice=attempt > 0)
         assert f"stopped {128 + signal.SIGTERM}" in out, (out, err)
         assert "thread errors: []" in out and "InvalidStateError" not in err, (out, err)
+        assert "Traceback" not in err, err
         started = len(list((run / "marks").iterdir()))
         assert started == 2, f"{started} cells started, not the 2 running at the stop"  # none of the pending
+
+
+def test_the_first_sigterm_unwinds_and_later_ones_are_ignored() -> None:
+    from rankdistill.commands.run import _terminate
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            _terminate(signal.SIGTERM, None)
+        assert stop.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -38,6 +38,11 @@ def register(sub) -> None:
 
 
 def _terminate(signum, frame) -> None:
+    """Unwind on the first SIGTERM and ignore the ones after it: GNU `timeout` signals the command and then its
+    whole process group, so the run gets two at once, and a second SystemExit raised inside the first one's
+    unwinding broke it (seen on the GPU: ``RuntimeError: release unlocked lock`` from a condition variable the
+    first had left half-released). ``run`` puts the previous handler back when it returns."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 

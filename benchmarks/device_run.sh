@@ -10,9 +10,11 @@
 # resumed study is unchanged by it); the log gives the cells finished and the seconds, to compare pool sizes.
 # The study writes runs/scifact-study (kept between calls of a warm machine, so a second call resumes it from
 # its artifacts). If it is cut short, its cells finish seed by seed and a report is written from the seeds
-# that finished. Results land in $OUT: study.tgz (report, plots, costs, manifests, per-cell training.json),
-# bench.tgz (one JSON per benchmark), quickstart.tgz, gpu-util.csv (the GPU's utilisation every 5 s while the
-# study ran) and device_run.log.
+# that finished. Results land in $OUT, eight files at most (the device tool brings back no more): study.tgz
+# (report, plots, costs, manifests, per-cell training.json), study.log, bench.tgz (one JSON per benchmark and
+# the suite's logs), quickstart.tgz (its report and log), gpu-util.csv (the GPU's utilisation every 5 s while the
+# study ran), cpu-util.txt (the CPU's busy and idle jiffies every 5 s, likewise), resume.tar.xz and
+# device_run.log.
 # Across sessions (a fresh machine each time): the study's finished artifacts, without models, come back as
 # $OUT/resume.tar.xz (`python -m rankdistill.experiments.bundle`); commit it as results/scifact-study/resume.tar.xz
 # at once with `bash benchmarks/keep_bundle.sh <files_at> <label>` (these machines keep no git-ignored file
@@ -82,14 +84,20 @@ cells_before=$(ls "$study"/artifacts/train 2>/dev/null | grep -vc partial)
 # kernels (fusion or larger steps would help), well below it that they wait on the CPU or on each other
 nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used --format=csv -l 5 \
   >>"$OUT/gpu-util.csv" 2>/dev/null & util_pid=$!
+# and the CPU's (all cores; /proc/stat's cumulative jiffies: seconds, busy, idle + iowait): a GPU well below
+# 100% with the CPU near it means the cells wait on the CPU, and more of them side by side would not help
+( while :; do read -r _ u n s i w q sq st _ </proc/stat
+    echo "$(date +%s) $(( u + n + s + q + sq + st )) $(( i + w ))"; sleep 5; done >>"$OUT/cpu-util.txt" ) & cpu_pid=$!
 timeout "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
   --output "$study" "${workers[@]}" >>"$OUT/study.log" 2>&1
 rc=$?
-kill $util_pid 2>/dev/null
+kill $util_pid $cpu_pid 2>/dev/null
 stop_workers
 log "GPU busy while the study ran (mean of the 5-s samples): $(awk -F', ' 'NR > 1 && $2 ~ /^[0-9]/ \
   { n++; s += $2 } END { if (n) printf "%.0f%% over %d samples", s / n, n; else print "not sampled" }' \
-  "$OUT/gpu-util.csv" 2>/dev/null)"
+  "$OUT/gpu-util.csv" 2>/dev/null); CPU busy: $(awk -v cores="$(nproc)" 'NR == 1 { b = $2; i = $3 } \
+  { n++; B = $2; I = $3 } END { if (n > 1 && B + I > b + i) printf "%.0f%% of %d cores", 100 * (B - b) / (B - b + I - i), \
+  cores; else print "not sampled" }' "$OUT/cpu-util.txt" 2>/dev/null)"
 if [ "$mps" = on ]; then
   echo quit | nvidia-cuda-mps-control >/dev/null 2>&1; trap - EXIT
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
@@ -122,7 +130,7 @@ if [ "${RUN_BENCH:-1}" = 1 ] && [ "$(left)" -gt 60 ]; then
   b=$(( $(left) - 45 )); [ $b -gt 150 ] && b=150
   log "benchmarks: up to ${b}s"
   mkdir -p runs/bench
-  SUITE_BUDGET_S=$b timeout "$b" bash benchmarks/suite.sh runs/bench gpu >>"$OUT/bench.log" 2>&1
+  SUITE_BUDGET_S=$b timeout "$b" bash benchmarks/suite.sh runs/bench gpu >>runs/bench/bench.log 2>&1
   log "benchmarks exit $?"
   tar czf "$OUT/bench.tgz" -C runs bench
 fi
@@ -134,9 +142,9 @@ if [ "${RUN_QUICK:-1}" = 1 ] && [ "$(left)" -gt 30 ]; then
   rm -rf runs/quickstart runs/qs-cache
   t0=$(date +%s.%N)
   RANKDISTILL_CACHE=$PWD/runs/qs-cache timeout "$q" python3 -m rankdistill.cli run examples/quickstart.toml \
-    --data-dir "$RANKDISTILL_DATA" --output runs/quickstart >>"$OUT/quickstart.log" 2>&1
+    --data-dir "$RANKDISTILL_DATA" --output runs/quickstart >runs/quickstart.log 2>&1
   rc=$?
   log "quick start exit $rc in $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
-  tar czf "$OUT/quickstart.tgz" -C runs $(cd runs && find quickstart -maxdepth 1 -type f) 2>/dev/null
+  tar czf "$OUT/quickstart.tgz" -C runs quickstart.log $(cd runs && find quickstart -maxdepth 1 -type f) 2>/dev/null
 fi
 log "done"

@@ -5,7 +5,7 @@
 #   OUT=/some/dir bash benchmarks/device_run.sh [STUDY_SECONDS] [TOTAL_SECONDS]
 # The study gets STUDY_SECONDS or what TOTAL_SECONDS leaves less 40 s, whichever is less: the resume bundle is
 # written before anything else, so a call cut at the device's limit still brings its progress back.
-# RUN_STUDY=0, RUN_BENCH=0 or RUN_QUICK=0 leave a part out (e.g. a second call that only resumes the study).
+# RUN_STUDY=0, RUN_GPU_TESTS=0, RUN_BENCH=0 or RUN_QUICK=0 leave a part out (e.g. a second call that only resumes the study).
 # STUDY_WORKERS=N runs N cells side by side instead of the config's pool (not part of any artifact's key, so a
 # resumed study is unchanged by it); the log gives the cells finished and the seconds, to compare pool sizes.
 # The study writes runs/scifact-study (kept between calls of a warm machine, so a second call resumes it from
@@ -125,7 +125,16 @@ tar czf "$OUT/study.tgz" -C runs $(cd runs && { find scifact-study -maxdepth 1 -
 log "study packed: $(du -h "$OUT/study.tgz" | cut -f1)"
 fi
 
-# 2. the speed figures
+# 2. the tests that need a GPU (skipped everywhere else): two deterministic training runs, byte for byte
+if [ "${RUN_GPU_TESTS:-1}" = 1 ] && [ "$(left)" -gt 120 ]; then
+  log "GPU tests: up to 90s"
+  RANKDISTILL_SHARED_DATA=$RANKDISTILL_DATA timeout 90 python3 -m pytest -q -p no:cacheprovider -rs \
+    tests/test_training_determinism.py >runs/gpu-tests.log 2>&1
+  log "GPU tests exit $?: $(tail -n 1 runs/gpu-tests.log)"
+  grep -E "^(FAILED|E  )" runs/gpu-tests.log | head -n 20 | while IFS= read -r line; do log "  $line"; done
+fi
+
+# 3. the speed figures
 if [ "${RUN_BENCH:-1}" = 1 ] && [ "$(left)" -gt 60 ]; then
   b=$(( $(left) - 45 )); [ $b -gt 150 ] && b=150
   log "benchmarks: up to ${b}s"
@@ -135,7 +144,7 @@ if [ "${RUN_BENCH:-1}" = 1 ] && [ "$(left)" -gt 60 ]; then
   tar czf "$OUT/bench.tgz" -C runs bench
 fi
 
-# 3. the quick start from scratch (fresh output and cache)
+# 4. the quick start from scratch (fresh output and cache)
 if [ "${RUN_QUICK:-1}" = 1 ] && [ "$(left)" -gt 30 ]; then
   q=$(( $(left) - 5 ))
   log "quick start: up to ${q}s"

@@ -609,9 +609,8 @@ def test_mine_keys_hold_the_teachers_scoring_length_and_the_system_files_content
     assert mine_settings(["teacher.max_length=32"])["teacher"]["teacher_max_length"] == 32
 
 
-def test_student_bf16_setting_reaches_the_training_command(reference, tmp_path):
-    """``student.bf16 = false`` trains in fp32 (``--bf16 off``); it was keyed but never passed on, so the
-    students trained with bf16 autocast on a GPU whatever the config said."""
+def _cell_job(cfg: Path, tmp_path: Path, override: str, arch: str = "bi"):
+    """The job of one kl cell on random groups under ``--set override``, its inputs standing in as finished."""
     from rankdistill.experiments.config import load_config
     from rankdistill.experiments.runner import Cell, Study
 
@@ -622,15 +621,31 @@ def test_student_bf16_setting_reaches_the_training_command(reference, tmp_path):
         def file(self, name: str) -> Path:
             return tmp_path / name
 
+    study = Study(load_config(cfg, overrides=[override]), tmp_path / "out")
+    return study.cell_job(Cell(arch, "kl", "random", 8, "all", 0), {("random", "all"): Done()}, {"random": Done()},
+                          {t.name: Done() for t in study.cfg.tests})
+
+
+def test_student_bf16_setting_reaches_the_training_command(reference, tmp_path):
+    """``student.bf16 = false`` trains in fp32 (``--bf16 off``); it was keyed but never passed on, so the
+    students trained with bf16 autocast on a GPU whatever the config said."""
     cfg, _ = reference
     for value, flag in (("false", "off"), ("true", "auto")):
-        study = Study(load_config(cfg, overrides=[f"student.bf16={value}"]), tmp_path / "out")
-        cell = Cell("bi", "kl", "random", 8, "all", 0)
-        job = study.cell_job(cell, {("random", "all"): Done()}, {"random": Done()},
-                             {t.name: Done() for t in study.cfg.tests})
+        job = _cell_job(cfg, tmp_path, f"student.bf16={value}")
         argv = [str(a) for a in job.train_argv]
         assert argv[argv.index("--bf16") + 1] == flag
         assert job.train_settings["student"]["bf16"] is (value == "true")
+
+
+def test_student_deterministic_setting_reaches_the_training_command_and_is_keyed_only_when_on(reference, tmp_path):
+    """``student.deterministic = true`` trains every cell with ``--deterministic``; off (the default) the cells'
+    settings are those of studies run before the setting existed, so their artifacts are reused."""
+    cfg, _ = reference
+    jobs = {value: _cell_job(cfg, tmp_path, f"student.deterministic={value}", arch="cross")
+            for value in ("false", "true")}
+    assert "--deterministic" not in jobs["false"].train_argv and "--deterministic" in jobs["true"].train_argv
+    assert "deterministic" not in jobs["false"].train_settings["student"]
+    assert jobs["true"].train_settings["student"]["deterministic"] is True
 
 
 def test_cross_fitted_teacher_labels_each_query_with_the_member_that_never_saw_it(

@@ -83,6 +83,9 @@ def register(sub) -> None:
                    help="bf16 autocast: auto = on a GPU that supports it (default); on = on any device, a CPU too "
                    "(faster on CPUs with bf16 units, and the GPU's precision elsewhere); off")
     r.add_argument("--compile", action="store_true", help="torch.compile the student")
+    r.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels, so that a GPU run repeats byte for byte (slower; training.json "
+                        "lists any operation that has none)")
     r.add_argument("--workers", type=int, default=None,
                    help="data loader processes (default: 0 on CPU, up to 4 on GPU)")
     r.add_argument("--bucket-steps", type=int, default=16,
@@ -121,8 +124,8 @@ def config_from_args(args: argparse.Namespace):
                           max_grad_norm=args.max_grad_norm, seed=args.seed),
         runtime=RuntimeConfig(output=_abs(args.output), save_every=args.save_every,
                               keep_checkpoints=args.keep_checkpoints, device=args.device, bf16=args.bf16,
-                              compile=args.compile, workers=args.workers, bucket_steps=args.bucket_steps,
-                              overwrite=args.overwrite),
+                              compile=args.compile, deterministic=args.deterministic, workers=args.workers,
+                              bucket_steps=args.bucket_steps, overwrite=args.overwrite),
     ).validate()
 
 

@@ -156,6 +156,9 @@ class Student:
     temperature: float = 1.0
     bf16: bool = True
     """bf16 autocast where the GPU supports it (``train --bf16 auto``); false trains in fp32 (``--bf16 off``)."""
+    deterministic: bool = False
+    """Deterministic kernels (``train --deterministic``): each cell's GPU run repeats byte for byte, at some cost
+    in speed. Off, two GPU runs of a seed differ by about the equivalence margin (docs/results.md)."""
     cross_lr: float = 0.0
     """Peak learning rate of cross-encoder students; 0 = ``lr``."""
     cross_head_lr: float = 0.0

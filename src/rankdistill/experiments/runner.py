@@ -684,7 +684,10 @@ class Study:
         model = (st.cross_model or st.model) if cell.arch == "cross" else st.model
         distil = cell.loss in TEACHER_LOSSES
         budget = cell.budget or st.budget_docs
-        train_settings = {"cell": cell.settings(), "student": dataclasses.asdict(st) | {"budget_docs": budget},
+        student = dataclasses.asdict(st) | {"budget_docs": budget}
+        if not st.deterministic:  # added later: the cells of studies run before keep their keys
+            del student["deterministic"]
+        train_settings = {"cell": cell.settings(), "student": student,
                           "train": self._train_dataset(), "model": _model_identity(model)}
         inputs = {"groups": groups[(cell.strategy, cell.selection)]}
         argv = ["train", "--dataset", self.data.train, "--split", self.cfg.train.split,
@@ -694,6 +697,8 @@ class Study:
                 "--warmup", st.warmup, "--seed", cell.seed,
                 "--max-query-length", st.query_max_length, "--max-doc-length", st.max_length,
                 "--max-length", st.max_length + st.query_max_length, "--bf16", "auto" if st.bf16 else "off"]
+        if st.deterministic:
+            argv += ["--deterministic"]
         if cell.arch == "bi":
             argv += ["--pooling", st.pooling, "--similarity", st.similarity]
         elif st.cross_head_lr:

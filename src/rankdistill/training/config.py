@@ -97,6 +97,8 @@ class RuntimeConfig:
     device: str = "auto"
     bf16: str = "auto"
     compile: bool = False
+    deterministic: bool = False
+    """Deterministic kernels (:mod:`rankdistill.training.determinism`): a GPU run that repeats byte for byte."""
     workers: int | None = None
     bucket_steps: int = 16
     pad_multiple: int = 8
@@ -106,6 +108,9 @@ class RuntimeConfig:
 
 # fields that do not change the result: a resumed run may differ in these
 _RUNTIME_ONLY = {"output", "save_every", "keep_checkpoints", "workers", "progress", "overwrite"}
+# settings added after runs were saved, with the value those runs had: left out of the fingerprint at that
+# value, so that the runs saved before keep their fingerprints (and a saved config without them matches)
+_ADDED_LATER = {("runtime", "deterministic"): False}
 
 
 def _check_choice(value: object, choices: tuple[str, ...], flag: str) -> None:
@@ -226,6 +231,9 @@ class TrainConfig:
         """Hash of every setting that changes the trained weights (runtime-only fields excluded)."""
         d = self.to_dict()
         d["runtime"] = {k: v for k, v in d["runtime"].items() if k not in _RUNTIME_ONLY}
+        for (section, key), before in _ADDED_LATER.items():
+            if d[section].get(key) == before:
+                del d[section][key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def differences(self, other: dict) -> list[str]:
@@ -236,7 +244,7 @@ class TrainConfig:
             for key, value in values.items():
                 if section == "runtime" and key in _RUNTIME_ONLY:
                     continue
-                if (other.get(section) or {}).get(key, object()) != value:
+                if (other.get(section) or {}).get(key, _ADDED_LATER.get((section, key), object())) != value:
                     out.append(f"{section}.{key}")
         return out
 

@@ -47,6 +47,7 @@ from rankdistill.training.data import (
     input_digests,
     load_training_data,
 )
+from rankdistill.training.determinism import KernelAlerts, deterministic_kernels
 from rankdistill.training.distributed import DistContext, init_distributed
 from rankdistill.training.sampling import TrainingPlan, hashed_seed
 from rankdistill.training.tokens import InputTemplate, TokenCache
@@ -252,6 +253,7 @@ class _Trainer:
         self.bf16 = bf16 == "on" or (bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.progress = config.runtime.progress and ctx.is_main
         self.inputs: dict[str, str | None] = {}
+        self.alerts = KernelAlerts()  # operations without a deterministic kernel (train --deterministic)
 
     # -- setup -----------------------------------------------------------------------------------------------
     def run(self, dataset=None) -> TrainResult:
@@ -276,7 +278,8 @@ class _Trainer:
                                pad_multiple=cfg.runtime.pad_multiple, in_batch=cfg.in_batch_negatives)
         plan = TrainingPlan(data.groups, group_size=cfg.data.group_size, groups_per_step=self.budget.groups_per_step,
                             seed=cfg.optim.seed, bucket_steps=cfg.runtime.bucket_steps, length_of=builder.length)
-        return self._loop(model, data, plan, builder)
+        with deterministic_kernels(cfg.runtime.deterministic) as self.alerts:
+            return self._loop(model, data, plan, builder)
 
     def _loop(self, model: BiEncoder | CrossEncoder, data: TrainingData, plan: TrainingPlan,
               builder: BatchBuilder) -> TrainResult:
@@ -428,6 +431,8 @@ class _Trainer:
             "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
             "bf16": self.bf16,
             "compile": cfg.runtime.compile,
+            **({"deterministic": True, "nondeterministic_ops": self.alerts.names()} if cfg.runtime.deterministic
+               else {}),
             "teacher_calls": teacher_calls,
             "teacher": {"store": cfg.data.scores, "teacher_id": data.teacher_id, "info": data.teacher_info}
             if data.teacher is not None else None,

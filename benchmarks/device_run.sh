@@ -43,7 +43,17 @@ study=runs/scifact-study
 # The bundle to resume from in a later session; worth it once the cells have started (before that, the
 # teacher's model is still needed and is not carried). Written as soon as the study stops, before anything
 # else can run into the command's time limit, and again after the reports below if they computed more.
-stop_workers() { pkill -f spawn_main 2>/dev/null; sleep 1; }  # the cell workers of a run that was stopped
+# limited SECONDS CMD...: CMD under `timeout`, which leads a process group of its own; whatever of that group
+# outlives it (the cell workers of a run that was stopped) is stopped after it, and no process outside it (a
+# `pkill -f spawn_main` here once stopped another program's pool on the same machine)
+limited() {
+  local limit=$1 pid rc
+  shift
+  timeout "$limit" "$@" & pid=$!
+  wait "$pid"; rc=$?
+  if pgrep -g "$pid" >/dev/null; then pkill -TERM -g "$pid"; sleep 1; pkill -KILL -g "$pid"; fi 2>/dev/null
+  return $rc
+}
 pack_resume() {
   grep -q "train+evaluate" "$OUT/study.log" || return 0
   python3 -m rankdistill.experiments.bundle pack "$study" "$OUT/resume.tar.xz" >>"$OUT/study.log" 2>&1
@@ -88,11 +98,10 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used 
 # 100% with the CPU near it means the cells wait on the CPU, and more of them side by side would not help
 ( while :; do read -r _ u n s i w q sq st _ </proc/stat
     echo "$(date +%s) $(( u + n + s + q + sq + st )) $(( i + w ))"; sleep 5; done >>"$OUT/cpu-util.txt" ) & cpu_pid=$!
-timeout "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
+limited "$s" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
   --output "$study" "${workers[@]}" >>"$OUT/study.log" 2>&1
 rc=$?
 kill $util_pid $cpu_pid 2>/dev/null
-stop_workers
 log "GPU busy while the study ran (mean of the 5-s samples): $(awk -F', ' 'NR > 1 && $2 ~ /^[0-9]/ \
   { n++; s += $2 } END { if (n) printf "%.0f%% over %d samples", s / n, n; else print "not sampled" }' \
   "$OUT/gpu-util.csv" 2>/dev/null); CPU busy: $(awk -v cores="$(nproc)" 'NR == 1 { b = $2; i = $3 } \
@@ -112,10 +121,9 @@ if [ $rc -ne 0 ] && [ -d "$study/artifacts/train" ]; then
     [ "$t" -lt 10 ] && { log "no time left for a report from fewer seeds"; break; }
     log "study cut short: report from seeds $seeds, up to ${t}s"
     ran=1
-    timeout "$t" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
+    limited "$t" python3 -m rankdistill.cli run examples/scifact-study.toml --data-dir "$RANKDISTILL_DATA" \
       --output "$study" --set "grid.seeds=$seeds" --set "entropy_study.seeds=$seeds" --set budget_study=none \
       --set "executor.workers=8" >>"$OUT/study.log" 2>&1 && break
-    stop_workers
   done
   [ $ran = 1 ] && [ "$(left)" -gt 20 ] && pack_resume
 fi

@@ -49,7 +49,7 @@ study=runs/scifact-study
 limited() {
   local limit=$1 pid rc
   shift
-  timeout "$limit" "$@" & pid=$!
+  timeout -k 20 "$limit" "$@" & pid=$!  # -k: a stop that hangs in its unwinding is killed 20 s later
   wait "$pid"; rc=$?
   if pgrep -g "$pid" >/dev/null; then pkill -TERM -g "$pid"; sleep 1; pkill -KILL -g "$pid"; fi 2>/dev/null
   return $rc
@@ -147,7 +147,7 @@ if [ "${RUN_BENCH:-1}" = 1 ] && [ "$(left)" -gt 60 ]; then
   b=$(( $(left) - 45 )); [ $b -gt 150 ] && b=150
   log "benchmarks: up to ${b}s"
   mkdir -p runs/bench
-  SUITE_BUDGET_S=$b timeout "$b" bash benchmarks/suite.sh runs/bench gpu >>runs/bench/bench.log 2>&1
+  SUITE_BUDGET_S=$b timeout "$b" bash benchmarks/suite.sh runs/bench gpu >runs/bench/bench.log 2>&1
   log "benchmarks exit $?"
   tar czf "$OUT/bench.tgz" -C runs bench
 fi

@@ -815,6 +815,7 @@ class Study:
     def run(self) -> Path:
         from rankdistill.experiments.executors import make_executor
         from rankdistill.experiments.report import write_report
+        from rankdistill.training.determinism import cublas_workspace
 
         start = time.perf_counter()
         with atomic_write(self.output / "config.resolved.json") as fh:
@@ -824,6 +825,9 @@ class Study:
         # other executors start when the cells do
         executor = make_executor(e.kind, e.address, e.gpus_per_cell, e.cpus_per_cell, e.workers) \
             if e.kind == "ray" else None
+        env = contextlib.ExitStack()
+        if self.cfg.student.deterministic:  # before the first GPU work: torch may read it once per process
+            env.enter_context(cublas_workspace())  # the cell processes, spawned, inherit it
         try:
             candidates = self.candidates()
             self.teacher()
@@ -847,6 +851,7 @@ class Study:
         finally:
             if executor is not None:
                 executor.close()
+            env.close()
         results = [r for _, r in sorted(zip(order, done), key=lambda pair: pair[0])]
         cell_arts = []
         for cell, res in zip(cells, results):

@@ -299,6 +299,8 @@ class _Trainer:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             losses, lrs = list(state["losses"]), list(state["lrs"])
+            for name in state.get("nondeterministic_ops", ()):  # named in the sessions before this one
+                self.alerts.add(name)
             start, elapsed_before, resumed_from = step, float(state["elapsed"]), step
             rng = ckpt.load_rng(folder, ctx.rank)
             if state.get("world_size") != ctx.world_size or rng is None:
@@ -402,7 +404,7 @@ class _Trainer:
             state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "losses": list(losses), "lrs": list(lrs), "elapsed": elapsed, "world_size": ctx.world_size,
                      "fingerprint": self.config.fingerprint(), "config": json.dumps(self.config.to_dict()),
-                     "inputs": self.inputs}
+                     "inputs": self.inputs, "nondeterministic_ops": self.alerts.names()}
             folder = ckpt.commit(self.out, step, model, state, self.config.runtime.keep_checkpoints)
         ctx.barrier()
         return folder

@@ -115,6 +115,34 @@ def test_an_irds_corpus_answers_which_ids_it_knows_in_one_batch(local_irds, monk
         ["nope"], [5, ""]]
 
 
+def test_an_irds_corpus_keeps_its_bm25_index_until_its_documents_change(local_irds, tmp_path, monkeypatch):
+    """An ir_datasets corpus had no folder, so every process that opened it indexed it again (MS MARCO's 8.8M
+    passages each time); its index is now kept under the cache root, keyed by its documents file."""
+    import bm25s
+
+    from rankdistill.retrieval.bm25 import BM25Retriever
+
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    corpus = load_dataset(f"irds:{local_irds}").corpus
+    first = BM25Retriever(corpus)
+    assert first.cached and corpus.dir.parent == tmp_path / "cache" / "irds" and corpus.dir.is_dir()
+    expected = first.search({"q": "wing flutter"}, k=2)
+
+    def no_indexing(*a, **k):
+        raise AssertionError("indexed again")
+
+    monkeypatch.setattr(bm25s.BM25, "index", no_indexing)
+    again = load_dataset(f"irds:{local_irds}").corpus
+    assert again.dir == corpus.dir
+    assert BM25Retriever(again).search({"q": "wing flutter"}, k=2) == expected
+    # new documents under the same name: another folder, indexed anew
+    (tmp_path / "docs.tsv").write_text("d1\tflutter of swept wings\nd2\tboundary layer transition\nd3\twings\n")
+    changed = load_dataset(f"irds:{local_irds}").corpus
+    assert changed.dir != corpus.dir
+    with pytest.raises(AssertionError, match="indexed again"):
+        BM25Retriever(changed)
+
+
 def test_irds_unknown_id():
     with pytest.raises(UserInputError, match="ir_datasets has no dataset"):
         load_dataset("irds:no/such/dataset-xyz")
@@ -343,18 +371,24 @@ def test_an_unreachable_hub_is_probed_once_and_then_only_the_local_cache_is_aske
     assert backbone.offline_unless_hub_reachable() is False and len(calls) == 1
 
 
-def test_bm25_mining_over_an_irds_corpus_stays_in_this_process(local_irds, caplog):
-    """An ir_datasets corpus has no document store folder to keep the BM25 index in, so every worker built it
-    again; such mining now stays in this process (the random strategy, with nothing to build, still fans out)."""
+def test_bm25_mining_over_an_irds_corpus_fans_out_only_where_its_index_is_kept(local_irds, caplog, tmp_path,
+                                                                              monkeypatch):
+    """An ir_datasets corpus' BM25 index is kept under the cache root, so the workers of a fanned-out mining load
+    it; where ir_datasets names no documents file it cannot be kept, every worker would build it again, and
+    such mining stays in this process (the random strategy, with nothing to build, still fans out)."""
+    from rankdistill.data.irds import IrdsDocStore
     from rankdistill.experiments.executors import LocalExecutor
     from rankdistill.mining import Miner, MiningConfig, MiningContext
 
-    ds = load_dataset(f"irds:{local_irds}")
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
 
     def mine(strategy: str):
         config = MiningConfig(strategy=strategy, group_size=2, pool_size=1, depth=2)
+        ds = load_dataset(f"irds:{local_irds}")
         return Miner(MiningContext(config, ds, "test", None, show_progress=False), executor=LocalExecutor()).run()
 
+    assert mine("bm25").shards == 2
+    monkeypatch.setattr(IrdsDocStore, "dir", property(lambda self: None))
     with caplog.at_level("INFO", logger="rankdistill.mining.miner"):
         assert mine("bm25").shards == 0
     assert "is not kept on disk, so each worker would build it again" in caplog.text

@@ -8,9 +8,13 @@ docstore (lazy, indexed), so MS MARCO-sized corpora are never loaded whole.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +22,7 @@ from rankdistill.data.dataset import Dataset, Qrels
 from rankdistill.data.formats import Doc
 from rankdistill.data.runs import Run
 from rankdistill.errors import UserInputError
+from rankdistill.io import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +124,24 @@ class IrdsDocStore:
         with fetching(self._ident):
             for record in self._ds.docs_iter():
                 yield str(record.doc_id)
+
+    @cached_property
+    def dir(self) -> Path | None:
+        """A folder for indexes built from this corpus (BM25's, :mod:`rankdistill.retrieval.bm25`), under the
+        cache root (``$RANKDISTILL_CACHE``), as a document store keeps them beside its files: named after the
+        dataset and its documents file (path, size and modification time), so a corpus whose file changes under
+        the same name gets a new one. None where ir_datasets names no documents file (nothing is then kept, and
+        every process that opens the corpus indexes it again)."""
+        try:
+            with fetching(self._ident):
+                source = Path(self._ds.docs_path())
+            st = source.stat()
+        except (AttributeError, NotImplementedError, TypeError, OSError, UserInputError) as e:
+            logger.debug("irds:%s names no documents file (%s): its indexes are not kept", self._ident, e)
+            return None
+        key = hashlib.sha1(json.dumps([self._ident, str(source.resolve()), st.st_size, st.st_mtime_ns]).encode())
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self._ident)
+        return cache_root() / "irds" / f"{name}-{key.hexdigest()[:12]}"
 
     @cached_property
     def mean_doc_length(self) -> float:

@@ -3,7 +3,8 @@
 Title and text are indexed together; English stop words are removed and tokens stemmed with the Snowball
 English stemmer (PyStemmer). Scoring is Lucene's BM25 variant with ``k1 = 1.2`` and ``b = 0.75`` by default
 (Robertson & Zaragoza, 2009; the parameters of the paper's BM25 domain and of BEIR's Elasticsearch baseline).
-The index is cached beside the document store, so mining and retrieval over the same corpus build it once.
+The index is cached beside the document store (for an ir_datasets corpus, under the cache root), so mining and
+retrieval over the same corpus build it once.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class BM25Retriever:
     Args:
         corpus: a :class:`~rankdistill.data.docstore.DocStore` (or anything with ``ids()`` and ``text()``).
         config: BM25 parameters.
-        cache: cache the index in the document store's folder (when it has one).
+        cache: cache the index in the corpus' folder (a document store's, or an ir_datasets corpus' under the
+            cache root), when it has one.
     """
 
     def __init__(self, corpus, config: BM25Config | None = None, cache: bool = True) -> None:
@@ -88,8 +90,9 @@ class BM25Retriever:
         self.doc_ids = corpus.ids()
         cache_dir = self._cache_dir(corpus) if cache else None
         self.cached = cache_dir is not None
-        """Whether the index is kept on disk (a corpus without a document store folder, e.g. ir_datasets', is
-        indexed again by every process that opens it)."""
+        """Whether the index is kept on disk: beside a document store's files, or for an ir_datasets corpus under
+        the cache root (:attr:`~rankdistill.data.irds.IrdsDocStore.dir`); a corpus with neither is indexed again by
+        every process that opens it."""
         if cache_dir is not None and (cache_dir / "params.index.json").exists():
             # memory-mapped: the workers of a fanned-out mining share one copy (2-3 GB for MS MARCO's passages)
             self.index = bm25s.BM25.load(str(cache_dir), show_progress=False, mmap=True)
@@ -111,7 +114,13 @@ class BM25Retriever:
         return Path(base) / f"bm25-{key}"
 
     def _save(self, target: Path) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".bm25-", dir=target.parent))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # an ir_datasets corpus' folder in the cache
+            tmp = Path(tempfile.mkdtemp(prefix=".bm25-", dir=target.parent))
+        except OSError as e:  # only a speed-up: the index in memory serves this process
+            logger.warning("could not keep the BM25 index in %s (%s); the next process indexes the corpus again",
+                           target.parent, e.strerror or e)
+            return
         try:
             self.index.save(str(tmp), show_progress=False)
             seal_folder(tmp)

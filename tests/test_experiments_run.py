@@ -290,6 +290,11 @@ def test_changing_one_axis_reruns_only_what_depends_on_it(reference, tmp_path):
     assert sum(a.startswith("train/") for a in new) == 6
     report = (out / "report.md").read_text()
     assert "## Spread over seeds" in report
+    # each comparison against random is also tested within each seed: a letter per seed beside the verdict
+    tost = [line for line in report.splitlines() if line.startswith("| bi |") and line.count("|") == 11]
+    assert len(tost) == 4 and all(re.search(r"\| (equivalent|different|inconclusive) \| [edi] [edi] \|$", line)
+                                  for line in tost), tost
+    assert "| verdict of the seed average | comparisons | given by every seed on its own |" in report
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["train"]["artifacts"] == 12
 

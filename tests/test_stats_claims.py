@@ -188,3 +188,50 @@ def test_worse_beyond_the_margin_and_the_edges_of_the_one_sided_tests():
     family = [(str(i), Est(0.02, 0.01, 49)) for i in range(20)]
     assert significant(family, "greater", 0.05) == ()
     assert len(significant(family, "greater", 0.05, correction="none")) == 20
+
+
+def _seed_study(tmp_path, seed_2: bool):
+    """X minus the baseline is +0.03 in seed 0 and 0 in seed 1, with +-0.005 per query that cancels between
+    them (40 queries); with ``seed_2``, X also has a seed 2 equal to the baseline, which the baseline lacks."""
+    from rankdistill.evaluation.measures import write_per_query
+    from rankdistill.stats import ComparisonConfig, StudyEntry, run_study
+
+    base = {f"q{i:02d}": 0.5 + 0.01 * (i % 5) for i in range(40)}
+    runs = {("random", 0): base, ("random", 1): base,
+            ("X", 0): {q: v + 0.03 + 0.005 * (-1) ** i for i, (q, v) in enumerate(base.items())},
+            ("X", 1): {q: v - 0.005 * (-1) ** i for i, (q, v) in enumerate(base.items())}}
+    if seed_2:
+        runs["X", 2] = base
+    entries = []
+    for (system, seed), values in runs.items():
+        path = tmp_path / f"{system}-{seed}.tsv"
+        write_per_query({"nDCG@10": values}, path)
+        entries.append(StudyEntry(path=path, system=system, collection="c", seed=seed))
+    return run_study(entries, ComparisonConfig(metric="nDCG@10", margin=0.01, baseline="random", bootstrap=0),
+                     strict=False)
+
+
+def test_verdicts_seed_by_seed_show_what_the_seed_average_hides(tmp_path):
+    """With X's seed 2 the seed average's difference is +0.01 on every query (inconclusive: on the margin);
+    seed 0's interval is about +0.03 +- 0.0013 (different) and seed 1's about 0 +- 0.0013 (equivalent); seed 2
+    has no baseline to be compared with."""
+    res = _seed_study(tmp_path, seed_2=True).collections["c"]
+    [row] = res.report.rows
+    assert row.mean_diff == pytest.approx(0.01) and row.tost.verdict == "inconclusive"  # X's seeds: +0.03, 0, 0
+    assert res.verdicts_by_seed() == {"X": {0: "different", 1: "equivalent"}}
+    assert len(res.query_ids) == 40 and set(res.seeds["X"]) == {0, 1, 2}
+
+
+def test_the_report_lists_the_verdicts_of_the_seed_average_that_a_seed_reverses(tmp_path):
+    """Seeds 0 and 1 only: the average's difference is +0.015 on every query (different), seed 1's equivalent,
+    so seed 1 reverses the average's verdict."""
+    from rankdistill.experiments.report import _seed_stability, _verdicts_by_seed
+
+    studies = {("bi", "kl", 16, "all"): _seed_study(tmp_path, seed_2=False)}
+    by_seed = _verdicts_by_seed(studies)
+    assert by_seed == {(("bi", "kl", 16, "all"), "c", "X"): {0: "different", 1: "equivalent"}}
+    text = "\n".join(_seed_stability(studies, by_seed, 0.01))
+    # X's two seed means differ by 0.03: sd 0.03 / sqrt(2) = 0.0212; the baseline's is 0; their median 0.0106
+    assert "median sd of 0.0106 (largest 0.0212), against the margin of 0.01" in text
+    assert "| different | 1 | 0 |" in text and "| equivalent | 0 | 0 |" in text
+    assert "some seed reverses: bi/kl/X @ c (different; equivalent in seed 1)." in text

@@ -170,6 +170,8 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
            f"+-{comp.margin:g} fixed before the run, alpha {comp.alpha:g}; the interval is the "
            f"{100 * (1 - 2 * comp.alpha):g}% confidence interval of the mean difference.", ""]
     tost_rows, forest = [], []
+    seeds = sorted(cfg.grid.seeds)
+    by_seed = _verdicts_by_seed(studies) if len(seeds) > 1 else {}
     for key, st in studies.items():
         arch, loss, gs, sel = key
         for coll, res in st.collections.items():
@@ -178,10 +180,17 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                 tost_rows.append([arch, loss, row.name.split("/")[0], coll, f"{row.mean_diff:+.4f}",
                                   f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]", f"{t.p_lower:.3g}", f"{t.p_upper:.3g}",
                                   t.verdict])
+                if by_seed:
+                    per = by_seed[(key, coll, row.name)]
+                    tost_rows[-1].append(" ".join(per[seed][0] if seed in per else "-" for seed in seeds))
                 forest.append((f"{arch}/{loss}/{row.name.split('/')[0]} @ {coll}", t))
     if tost_rows:
-        md += [_md_table(["arch", "loss", "strategy", "collection", "mean diff", "interval", "p lower", "p upper",
-                          "verdict"], tost_rows), ""]
+        header = ["arch", "loss", "strategy", "collection", "mean diff", "interval", "p lower", "p upper", "verdict"]
+        if by_seed:
+            header.append(f"seed by seed ({', '.join(map(str, seeds))})")
+            md += ["The last column is the verdict of the same test within each seed alone (e equivalent, d "
+                   "different, i inconclusive; see \"Spread over seeds\").", ""]
+        md += [_md_table(header, tost_rows), ""]
         plot_tost_forest(forest, plots / "tost_forest", title=f"TOST vs {comp.baseline} ({metric})")
         md += ["![TOST forest plot](plots/tost_forest.png)", ""]
 
@@ -199,6 +208,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                 for s, m in res.over_seeds.items():
                     rows.append([key[0], s, coll, _f(m.mean), f"[{_f(m.low)}, {_f(m.high)}]", _f(m.sd)])
         md += [_md_table(["arch", "system", "collection", "mean", "interval", "sd"], rows), ""]
+        md += _seed_stability(studies, by_seed, comp.margin)
 
     # ---- training convergence -----------------------------------------------------------------------------
     _convergence(md, cell_arts)
@@ -611,6 +621,55 @@ def _listing(findings, limit: int = 10) -> str:
     items = [f.describe() for f in findings]
     more = f"; and {len(items) - limit} more" if len(items) > limit else ""
     return "; ".join(items[:limit]) + more
+
+
+def _verdicts_by_seed(studies: dict) -> dict[tuple, dict[int, str]]:
+    """``{(study key, collection, system): {seed: verdict}}``: each comparison's TOST within each seed alone
+    (:meth:`~rankdistill.stats.study.CollectionResult.verdicts_by_seed`)."""
+    return {(key, coll, system): verdicts for key, st in studies.items() for coll, res in st.collections.items()
+            for system, verdicts in res.verdicts_by_seed().items()}
+
+
+def _seed_stability(studies: dict, by_seed: dict[tuple, dict[int, str]], margin: float) -> list[str]:
+    """How far the seeds agree: the spread of a cell's metric between seeds against the margin, and how many
+    verdicts of the seed average every seed gives on its own.
+
+    The paired tests run on per-query values averaged over seeds, with intervals over queries: they do not see
+    the variation between training runs, which on this study's GPU was of the size of the margin even between
+    two runs of one seed (docs/results.md). A verdict every seed gives is one that variation did not make."""
+    sds = sorted(m.sd for st in studies.values() for res in st.collections.values() for m in res.over_seeds.values()
+                 if math.isfinite(m.sd))
+    md = []
+    if sds:
+        md += [f"Between seeds a cell's value varies with a median sd of {_f(float(np.median(sds)))} (largest "
+               f"{_f(sds[-1])}), against the margin of {margin:g}.", ""]
+    if not by_seed:
+        return md
+    averaged = {(key, coll, row.name): row.tost.verdict for key, st in studies.items()
+                for coll, res in st.collections.items() for row in res.report.rows}
+    opposite = {"equivalent": "different", "different": "equivalent"}
+    rows, contradicted = [], []
+    for verdict in ("equivalent", "different", "inconclusive"):
+        these = [k for k, v in averaged.items() if v == verdict]
+        every = sum(bool(by_seed.get(k)) and all(v == verdict for v in by_seed[k].values()) for k in these)
+        rows.append([verdict, len(these), every])
+        for k in these:
+            seeds = [s for s, v in by_seed.get(k, {}).items() if v == opposite.get(verdict)]
+            if seeds:
+                key, coll, system = k
+                contradicted.append(f"{key[0]}/{key[1]}/{system.split('/')[0]} @ {coll} ({verdict}; "
+                                    f"{opposite[verdict]} in seed {', '.join(map(str, seeds))})")
+    md += ["Each comparison against the baseline was also run within each seed alone (the last column of the "
+           "equivalence table above). A seed alone has noisier per-query values than their average, so it often "
+           "stays inconclusive where the average decides; what undoes a verdict is a seed that gives the "
+           "opposite one (equivalent where the average is different, or the reverse).", "",
+           _md_table(["verdict of the seed average", "comparisons", "given by every seed on its own"], rows), ""]
+    if contradicted:
+        more = f"; and {len(contradicted) - 10} more" if len(contradicted) > 10 else ""
+        md += [f"Verdicts of the average that some seed reverses: {'; '.join(contradicted[:10])}{more}.", ""]
+    else:
+        md += ["No seed reverses a verdict of the average (equivalent in one, different in another).", ""]
+    return md
 
 
 def _comparisons(studies: dict, keep) -> dict[str, list[tuple[str, Any]]]:

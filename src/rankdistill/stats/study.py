@@ -32,6 +32,7 @@ from rankdistill.io import iter_lines
 from rankdistill.stats.compare import ComparisonConfig, ComparisonReport, check_degenerate, compare_systems
 from rankdistill.stats.meta import MeanInterval, MetaAnalysis, mean_interval, random_effects
 from rankdistill.stats.perquery import SystemScores, align, load_per_query
+from rankdistill.stats.tost import paired_tost
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "system", "strategy", "loss", "collection", "seed", "cost")
 
@@ -115,6 +116,31 @@ class CollectionResult:
     report: ComparisonReport
     over_seeds: dict[str, MeanInterval]
     values: dict[str, dict[str, float]] = field(default_factory=dict)
+    seeds: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    """Each system's per-query values seed by seed (``{system: {seed: {query_id: value}}}``)."""
+    query_ids: tuple[str, ...] = ()
+    """The queries the comparison is on (after the missing-query policy)."""
+
+    def verdicts_by_seed(self) -> dict[str, dict[int, str]]:
+        """The TOST verdict of each system against the baseline within each seed alone (``{system: {seed:
+        verdict}}``, for the seeds both have), with the comparison's margin and alpha.
+
+        The comparison itself is on per-query values averaged over seeds, and its interval is over queries: it
+        does not see how much a system's training varies between seeds. A verdict that every seed gives on its
+        own is one that the variation between seeds did not make; one that some seed contradicts rests on the
+        average of seeds that disagree. Each seed pairs a system with the baseline's run of the same seed, on
+        the queries of the comparison (a query a seed lacks counts 0, as in :func:`_over_seeds`)."""
+        report = self.report
+        queries = self.query_ids
+        base = self.seeds.get(report.baseline, {})
+        out: dict[str, dict[int, str]] = {}
+        for row in report.rows:
+            mine = self.seeds.get(row.name, {})
+            out[row.name] = {
+                seed: paired_tost([mine[seed].get(q, 0.0) for q in queries], [base[seed].get(q, 0.0) for q in queries],
+                                  report.margin.value, report.config.alpha).verdict
+                for seed in sorted(set(mine) & set(base))}
+        return out
 
 
 @dataclass(frozen=True)
@@ -242,10 +268,12 @@ def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missin
             raise UserInputError(f"the baseline {baseline} has no per-query file for collection {c}")
         if absent:
             notes.append(f"{c}: no results for {', '.join(absent)}")
-        averaged, seeds = [], {}
+        averaged, seeds, by_seed = [], {}, {}
         for s, es in per_system.items():
             if es:
-                scores, seeds[s] = _seed_average(sorted(es, key=lambda e: e.seed), config.metric, missing)
+                ordered = sorted(es, key=lambda e: e.seed)
+                scores, seeds[s] = _seed_average(ordered, config.metric, missing)
+                by_seed[s] = {e.seed: values for e, values in zip(ordered, seeds[s], strict=True)}
                 averaged.append(scores)
         alignment = align(averaged, missing)
         over_seeds = {s: _over_seeds(per_seed, alignment.query_ids, config.confidence)
@@ -253,7 +281,7 @@ def run_study(entries: Sequence[StudyEntry], config: ComparisonConfig, *, missin
         notes += [f"{c}: {note}" for note in check_degenerate(alignment, {s.name: s.source for s in averaged},
                                                               strict=strict)]
         results[c] = CollectionResult(c, compare_systems(alignment, config), over_seeds,
-                                      {a.name: dict(a.values) for a in averaged})
+                                      {a.name: dict(a.values) for a in averaged}, by_seed, alignment.query_ids)
     over_collections = {}
     meta: dict[str, MetaAnalysis | None] = {}
     for s in systems:

@@ -177,6 +177,11 @@ def test_study_over_seeds(tmp_path, capsys):
     comp = out["collections"]["default"]["comparison"]
     assert comp["means"] == {"A": pytest.approx(0.5), "B": pytest.approx(1.7 / 3)}
     assert comp["systems"][0]["mean_diff"] == pytest.approx(1.7 / 3 - 0.5)
+    # within each seed: B - A is (0.1, 0.2, 0.1) in seed 0, mean 0.1333, se 0.0333, 90% interval with 2 df
+    # (t 2.92) [0.036, 0.231] across the 0.1 margin: inconclusive; (0, 0, 0) in seed 1: equivalent
+    assert out["collections"]["default"]["verdicts_by_seed"] == {"B": {"0": "inconclusive", "1": "equivalent"}}
+    assert main(["compare", "--manifest", str(tmp_path / "m.tsv"), "--margin", "0.1", "--bootstrap", "0"]) == 0
+    assert "default      B  seed 0: inconclusive, seed 1: equivalent" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", ["measures", "overlap", "margin0", "margin_neg", "margin_inf", "seed", "nan",

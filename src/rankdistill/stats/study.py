@@ -162,12 +162,14 @@ class StudyReport:
         def mi(m: MeanInterval) -> dict:
             return {"mean": m.mean, "low": m.low, "high": m.high, "sd": m.sd, "n": m.n, "confidence": m.confidence}
 
+        multi = len({e.seed for e in self.entries}) > 1
         return json_ready({
             "metric": self.metric,
             "baseline": self.baseline,
             "systems": list(self.systems),
             "collections": {c: {"comparison": r.report.to_dict(),
-                                "over_seeds": {s: mi(m) for s, m in r.over_seeds.items()}}
+                                "over_seeds": {s: mi(m) for s, m in r.over_seeds.items()},
+                                **({"verdicts_by_seed": r.verdicts_by_seed()} if multi else {})}
                             for c, r in self.collections.items()},
             "over_collections": {s: mi(m) for s, m in self.over_collections.items()},
             "meta_analysis": {s: None if m is None else {
@@ -187,6 +189,11 @@ class StudyReport:
         if len(seeds) > 1:
             out.append(f"== {self.metric}: mean over seeds, {_pct(self._confidence())} t interval ==")
             out.append(_interval_table({c: r.over_seeds for c, r in self.collections.items()}, self.systems))
+            out.append(f"== TOST against {self.baseline} within each seed alone ==")
+            for c, r in self.collections.items():
+                for system, verdicts in r.verdicts_by_seed().items():
+                    out.append(f"{c:<12} {system}  " + ", ".join(f"seed {k}: {v}" for k, v in verdicts.items()))
+            out.append("")
         if len(self.collections) > 1:
             out.append(f"== {self.metric}: mean over collections, {_pct(self._confidence())} t interval ==")
             out.append(_interval_table({"all": self.over_collections}, self.systems))

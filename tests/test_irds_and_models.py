@@ -374,8 +374,9 @@ def test_an_unreachable_hub_is_probed_once_and_then_only_the_local_cache_is_aske
 def test_bm25_mining_over_an_irds_corpus_fans_out_only_where_its_index_is_kept(local_irds, caplog, tmp_path,
                                                                               monkeypatch):
     """An ir_datasets corpus' BM25 index is kept under the cache root, so the workers of a fanned-out mining load
-    it; where ir_datasets names no documents file it cannot be kept, every worker would build it again, and
-    such mining stays in this process (the random strategy, with nothing to build, still fans out)."""
+    it; where it cannot be kept (a cache root that cannot be written, or no documents file named) every worker
+    would build it again, and such mining stays in this process (the random strategy, with nothing to build,
+    still fans out)."""
     from rankdistill.data.irds import IrdsDocStore
     from rankdistill.experiments.executors import LocalExecutor
     from rankdistill.mining import Miner, MiningConfig, MiningContext
@@ -388,6 +389,15 @@ def test_bm25_mining_over_an_irds_corpus_fans_out_only_where_its_index_is_kept(l
         return Miner(MiningContext(config, ds, "test", None, show_progress=False), executor=LocalExecutor()).run()
 
     assert mine("bm25").shards == 2
+    # a cache root that cannot be written: the index is not kept, a warning says so, and mining stays here
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "a-file" / "cache"))
+    with caplog.at_level("INFO", logger="rankdistill"):
+        assert mine("bm25").shards == 0
+    assert "could not keep the BM25 index" in caplog.text
+    assert "is not kept on disk, so each worker would build it again" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(IrdsDocStore, "dir", property(lambda self: None))
     with caplog.at_level("INFO", logger="rankdistill.mining.miner"):
         assert mine("bm25").shards == 0

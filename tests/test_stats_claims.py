@@ -230,8 +230,12 @@ def test_the_report_lists_the_verdicts_of_the_seed_average_that_a_seed_reverses(
     studies = {("bi", "kl", 16, "all"): _seed_study(tmp_path, seed_2=False)}
     by_seed = _verdicts_by_seed(studies)
     assert by_seed == {(("bi", "kl", 16, "all"), "c", "X"): {0: "different", 1: "equivalent"}}
-    text = "\n".join(_seed_stability(studies, by_seed, 0.01))
+    text = "\n".join(_seed_stability(studies, by_seed, 0.01, [0, 1]))
     # X's two seed means differ by 0.03: sd 0.03 / sqrt(2) = 0.0212; the baseline's is 0; their median 0.0106
     assert "median sd of 0.0106 (largest 0.0212), against the margin of 0.01" in text
     assert "| different | 1 | 0 |" in text and "| equivalent | 0 | 0 |" in text
     assert "some seed reverses: bi/kl/X @ c (different; equivalent in seed 1)." in text
+    # a verdict counts as every seed's only where every seed of the study could give one: seed 1 had no run
+    only_seed_0 = {k: {0: v[0]} for k, v in by_seed.items()}
+    assert "| different | 1 | 0 |" in "\n".join(_seed_stability(studies, only_seed_0, 0.01, [0, 1]))
+    assert "| different | 1 | 1 |" in "\n".join(_seed_stability(studies, only_seed_0, 0.01, [0]))

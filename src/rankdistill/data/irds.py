@@ -134,8 +134,11 @@ class IrdsDocStore:
         every process that opens the corpus indexes it again)."""
         try:
             with fetching(self._ident):
-                source = Path(self._ds.docs_path())
-            st = source.stat()
+                try:  # force=False: a name for the folder must not fetch the file (MS MARCO's is about 1 GB)
+                    source = Path(self._ds.docs_path(force=False))
+                except TypeError:  # a handler whose docs_path takes no force
+                    source = Path(self._ds.docs_path())
+            st = source.stat()  # a file that is not there (only ir_datasets' built docstore kept): None
         except (AttributeError, NotImplementedError, TypeError, OSError, UserInputError) as e:
             logger.debug("irds:%s names no documents file (%s): its indexes are not kept", self._ident, e)
             return None

@@ -208,7 +208,7 @@ def write_report(study, mined, scores, diags, groups, refs, cell_arts) -> Path:
                 for s, m in res.over_seeds.items():
                     rows.append([key[0], s, coll, _f(m.mean), f"[{_f(m.low)}, {_f(m.high)}]", _f(m.sd)])
         md += [_md_table(["arch", "system", "collection", "mean", "interval", "sd"], rows), ""]
-        md += _seed_stability(studies, by_seed, comp.margin)
+        md += _seed_stability(studies, by_seed, comp.margin, seeds)
 
     # ---- training convergence -----------------------------------------------------------------------------
     _convergence(md, cell_arts)
@@ -630,7 +630,8 @@ def _verdicts_by_seed(studies: dict) -> dict[tuple, dict[int, str]]:
             for system, verdicts in res.verdicts_by_seed().items()}
 
 
-def _seed_stability(studies: dict, by_seed: dict[tuple, dict[int, str]], margin: float) -> list[str]:
+def _seed_stability(studies: dict, by_seed: dict[tuple, dict[int, str]], margin: float,
+                    seeds: Sequence[int]) -> list[str]:
     """How far the seeds agree: the spread of a cell's metric between seeds against the margin, and how many
     verdicts of the seed average every seed gives on its own.
 
@@ -651,7 +652,9 @@ def _seed_stability(studies: dict, by_seed: dict[tuple, dict[int, str]], margin:
     rows, contradicted = [], []
     for verdict in ("equivalent", "different", "inconclusive"):
         these = [k for k, v in averaged.items() if v == verdict]
-        every = sum(bool(by_seed.get(k)) and all(v == verdict for v in by_seed[k].values()) for k in these)
+        # every seed of the study, each with its own verdict (a comparison a seed could not make is not counted)
+        every = sum(set(by_seed.get(k, {})) >= set(seeds) and all(v == verdict for v in by_seed[k].values())
+                    for k in these)
         rows.append([verdict, len(these), every])
         for k in these:
             seeds = [s for s, v in by_seed.get(k, {}).items() if v == opposite.get(verdict)]

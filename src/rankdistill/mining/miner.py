@@ -196,7 +196,9 @@ class Miner:
     def _first_stage_shareable(self) -> bool:
         """Build the first stage here, once, so that the workers find it cached; ``False`` (mine in this
         process) where it cannot be cached: BM25 over a corpus with no folder to keep its index in (an
-        ir_datasets corpus that names no documents file) would be indexed again by every worker."""
+        ir_datasets corpus that names no documents file, or a folder that cannot be written) would be indexed
+        again by every worker. (Ray workers on other machines read their own cache root: each machine indexes
+        an ir_datasets corpus once.)"""
         self.strategy.candidates([])
         bm25 = self.context._retrievers.get("bm25")
         if bm25 is not None and not bm25.cached:

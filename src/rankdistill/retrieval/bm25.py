@@ -89,11 +89,12 @@ class BM25Retriever:
         self._stem = _stemmer(self.config.stemmer)
         self.doc_ids = corpus.ids()
         cache_dir = self._cache_dir(corpus) if cache else None
-        self.cached = cache_dir is not None
-        """Whether the index is kept on disk: beside a document store's files, or for an ir_datasets corpus under
-        the cache root (:attr:`~rankdistill.data.irds.IrdsDocStore.dir`); a corpus with neither is indexed again by
-        every process that opens it."""
+        self.cached = False
+        """Whether the index is kept on disk, for the next process to load: beside a document store's files, or
+        for an ir_datasets corpus under the cache root (:attr:`~rankdistill.data.irds.IrdsDocStore.dir`); a
+        corpus with neither, or a folder that could not be written, is indexed again by every process."""
         if cache_dir is not None and (cache_dir / "params.index.json").exists():
+            self.cached = True
             # memory-mapped: the workers of a fanned-out mining share one copy (2-3 GB for MS MARCO's passages)
             self.index = bm25s.BM25.load(str(cache_dir), show_progress=False, mmap=True)
             logger.debug("loaded BM25 index from %s", cache_dir)
@@ -104,7 +105,7 @@ class BM25Retriever:
         self.index = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
         self.index.index(tokens, show_progress=False)
         if cache_dir is not None:
-            self._save(cache_dir)
+            self.cached = self._save(cache_dir)
 
     def _cache_dir(self, corpus) -> Path | None:
         base = getattr(corpus, "dir", None)
@@ -113,20 +114,24 @@ class BM25Retriever:
         key = hashlib.sha1(json.dumps(asdict(self.config), sort_keys=True).encode()).hexdigest()[:12]
         return Path(base) / f"bm25-{key}"
 
-    def _save(self, target: Path) -> None:
+    def _save(self, target: Path) -> bool:
+        """Keep the index in ``target``; whether it is there now (another process may have put it there first).
+        Only a speed-up: where it cannot be written, the index in memory serves this process, and a warning
+        says that the next one indexes the corpus again."""
+        tmp = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)  # an ir_datasets corpus' folder in the cache
             tmp = Path(tempfile.mkdtemp(prefix=".bm25-", dir=target.parent))
-        except OSError as e:  # only a speed-up: the index in memory serves this process
-            logger.warning("could not keep the BM25 index in %s (%s); the next process indexes the corpus again",
-                           target.parent, e.strerror or e)
-            return
-        try:
             self.index.save(str(tmp), show_progress=False)
             seal_folder(tmp)
             os.replace(tmp, target)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / "params.index.json").exists():  # else another process kept it first
+                logger.warning("could not keep the BM25 index in %s (%s); the next process indexes the corpus "
+                               "again", target, e.strerror or e)
+        return (target / "params.index.json").exists()
 
     def search(self, queries: Mapping[str, str], k: int = 100, show_progress: bool = False) -> Run:
         """Top-``k`` documents per query as ``{qid: {docid: score}}`` (queries with no usable term get none)."""

@@ -129,7 +129,9 @@ class CollectionResult:
         does not see how much a system's training varies between seeds. A verdict that every seed gives on its
         own is one that the variation between seeds did not make; one that some seed contradicts rests on the
         average of seeds that disagree. Each seed pairs a system with the baseline's run of the same seed, on
-        the queries of the comparison (a query a seed lacks counts 0, as in :func:`_over_seeds`)."""
+        the queries of the comparison (a query a seed lacks counts 0, as in :func:`_over_seeds`), with the
+        comparison's margin as resolved on the seed average (a relative margin is not resolved again per seed:
+        every seed tests the one hypothesis)."""
         report = self.report
         queries = self.query_ids
         base = self.seeds.get(report.baseline, {})

@@ -115,9 +115,12 @@ def test_an_irds_corpus_answers_which_ids_it_knows_in_one_batch(local_irds, monk
         ["nope"], [5, ""]]
 
 
-def test_an_irds_corpus_keeps_its_bm25_index_until_its_documents_change(local_irds, tmp_path, monkeypatch):
+def test_an_irds_corpus_keeps_its_bm25_index_until_its_documents_change(local_irds, tmp_path, monkeypatch,
+                                                                        caplog):
     """An ir_datasets corpus had no folder, so every process that opened it indexed it again (MS MARCO's 8.8M
     passages each time); its index is now kept under the cache root, keyed by its documents file."""
+    from types import SimpleNamespace
+
     import bm25s
 
     from rankdistill.retrieval.bm25 import BM25Retriever
@@ -131,10 +134,19 @@ def test_an_irds_corpus_keeps_its_bm25_index_until_its_documents_change(local_ir
     def no_indexing(*a, **k):
         raise AssertionError("indexed again")
 
+    indexing = bm25s.BM25.index
     monkeypatch.setattr(bm25s.BM25, "index", no_indexing)
     again = load_dataset(f"irds:{local_irds}").corpus
     assert again.dir == corpus.dir
     assert BM25Retriever(again).search({"q": "wing flutter"}, k=2) == expected
+    # an index kept under this name for another set of documents is not used: it would score the wrong ones
+    monkeypatch.setattr(bm25s.BM25, "index", indexing)
+    other = SimpleNamespace(dir=corpus.dir, ids=lambda: ["d2"], text=lambda d: "boundary layer transition")
+    with caplog.at_level("WARNING", logger="rankdistill.retrieval.bm25"):
+        mismatch = BM25Retriever(other)
+    assert not mismatch.cached and "holds 2 documents, the corpus 1: indexing it again" in caplog.text
+    assert list(mismatch.search({"q": "boundary layer"}, k=2)["q"]) == ["d2"]
+    monkeypatch.setattr(bm25s.BM25, "index", no_indexing)
     # new documents under the same name: another folder, indexed anew
     (tmp_path / "docs.tsv").write_text("d1\tflutter of swept wings\nd2\tboundary layer transition\nd3\twings\n")
     changed = load_dataset(f"irds:{local_irds}").corpus

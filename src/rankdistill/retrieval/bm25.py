@@ -94,11 +94,17 @@ class BM25Retriever:
         for an ir_datasets corpus under the cache root (:attr:`~rankdistill.data.irds.IrdsDocStore.dir`); a
         corpus with neither, or a folder that could not be written, is indexed again by every process."""
         if cache_dir is not None and (cache_dir / "params.index.json").exists():
-            self.cached = True
             # memory-mapped: the workers of a fanned-out mining share one copy (2-3 GB for MS MARCO's passages)
             self.index = bm25s.BM25.load(str(cache_dir), show_progress=False, mmap=True)
-            logger.debug("loaded BM25 index from %s", cache_dir)
-            return
+            kept = self.index.scores.get("num_docs")
+            if kept == len(self.doc_ids):
+                self.cached = True
+                logger.debug("loaded BM25 index from %s", cache_dir)
+                return
+            # an index of another corpus under this name would score the wrong documents: built again here
+            logger.warning("the BM25 index in %s holds %s documents, the corpus %d: indexing it again", cache_dir,
+                           kept, len(self.doc_ids))
+            cache_dir = None
         texts = (corpus.text(d) for d in self.doc_ids)
         tokens = bm25s.tokenize(list(texts), stopwords=self.config.stopwords, stemmer=self._stem,
                                 show_progress=False)

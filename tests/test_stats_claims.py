@@ -239,3 +239,21 @@ def test_the_report_lists_the_verdicts_of_the_seed_average_that_a_seed_reverses(
     only_seed_0 = {k: {0: v[0]} for k, v in by_seed.items()}
     assert "| different | 1 | 0 |" in "\n".join(_seed_stability(studies, only_seed_0, 0.01, [0, 1]))
     assert "| different | 1 | 1 |" in "\n".join(_seed_stability(studies, only_seed_0, 0.01, [0]))
+
+
+def test_every_seed_is_counted_against_the_studys_seeds_for_each_verdict():
+    """Y is equivalent in both seeds; X is different on the average with a verdict from seed 0 only. Listing
+    Y's reversals once overwrote the study's seeds, so X was then counted as given by every seed."""
+    from types import SimpleNamespace
+
+    from rankdistill.experiments.report import _seed_stability
+
+    def row(name: str, verdict: str):
+        return SimpleNamespace(name=name, tost=SimpleNamespace(verdict=verdict))
+
+    key = ("bi", "kl", 16, "all")
+    report = SimpleNamespace(rows=[row("Y", "equivalent"), row("X", "different")])
+    studies = {key: SimpleNamespace(collections={"c": SimpleNamespace(over_seeds={}, report=report)})}
+    by_seed = {(key, "c", "Y"): {0: "equivalent", 1: "equivalent"}, (key, "c", "X"): {0: "different"}}
+    text = "\n".join(_seed_stability(studies, by_seed, 0.01, [0, 1]))
+    assert "| equivalent | 1 | 1 |" in text and "| different | 1 | 0 |" in text

@@ -657,11 +657,11 @@ def _seed_stability(studies: dict, by_seed: dict[tuple, dict[int, str]], margin:
                     for k in these)
         rows.append([verdict, len(these), every])
         for k in these:
-            seeds = [s for s, v in by_seed.get(k, {}).items() if v == opposite.get(verdict)]
-            if seeds:
+            against = [s for s, v in by_seed.get(k, {}).items() if v == opposite.get(verdict)]
+            if against:
                 key, coll, system = k
                 contradicted.append(f"{key[0]}/{key[1]}/{system.split('/')[0]} @ {coll} ({verdict}; "
-                                    f"{opposite[verdict]} in seed {', '.join(map(str, seeds))})")
+                                    f"{opposite[verdict]} in seed {', '.join(map(str, against))})")
     md += ["Each comparison against the baseline was also run within each seed alone (the last column of the "
            "equivalence table above). A seed alone has noisier per-query values than their average, so it often "
            "stays inconclusive where the average decides; what undoes a verdict is a seed that gives the "

@@ -155,6 +155,40 @@ def test_an_irds_corpus_keeps_its_bm25_index_until_its_documents_change(local_ir
         BM25Retriever(changed)
 
 
+def test_the_sub_datasets_of_one_irds_corpus_share_its_bm25_index(tmp_path, monkeypatch):
+    """The index folder was named after the dataset asked for, so ``irds:msmarco-passage/train/judged`` and
+    ``irds:msmarco-passage/dev/small`` each indexed the same 8.8M passages; it is now named after the dataset
+    that owns the documents (``ir_datasets.docs_parent_id``)."""
+    import bm25s
+    import ir_datasets
+
+    from rankdistill.retrieval.bm25 import BM25Retriever
+
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "irds-home"))
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "docs.tsv").write_text("d1\tflutter of swept wings\nd2\tboundary layer transition\n")
+    name = f"rankdistill-shared-{tmp_path.name}"
+    base = ir_datasets.create_dataset(docs_tsv=str(tmp_path / "docs.tsv"))
+    ir_datasets.registry.register(name, base)
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}-q.tsv").write_text("q1\twing flutter\n")
+        (tmp_path / f"{split}-r.txt").write_text("q1 0 d1 1\n")
+        part = ir_datasets.create_dataset(queries_tsv=str(tmp_path / f"{split}-q.tsv"),
+                                          qrels_trec=str(tmp_path / f"{split}-r.txt"))
+        ir_datasets.registry.register(f"{name}/{split}", ir_datasets.Dataset(base, part))
+    train = load_dataset(f"irds:{name}/train").corpus
+    assert train.dir.name.startswith(f"{name}-")
+    expected = BM25Retriever(train).search({"q": "wing flutter"}, k=2)
+
+    def no_indexing(*a, **k):
+        raise AssertionError("indexed again")
+
+    monkeypatch.setattr(bm25s.BM25, "index", no_indexing)
+    dev = load_dataset(f"irds:{name}/dev").corpus
+    assert dev.dir == train.dir == load_dataset(f"irds:{name}").corpus.dir
+    assert BM25Retriever(dev).search({"q": "wing flutter"}, k=2) == expected
+
+
 def test_irds_unknown_id():
     with pytest.raises(UserInputError, match="ir_datasets has no dataset"):
         load_dataset("irds:no/such/dataset-xyz")

@@ -67,9 +67,11 @@ def _doc_from(record) -> Doc:
 class IrdsDocStore:
     """The :class:`~rankdistill.data.docstore.DocStore` interface over an ir_datasets docstore."""
 
-    def __init__(self, dataset, ident: str) -> None:
+    def __init__(self, dataset, ident: str, docs_id: str | None = None) -> None:
         self._ds = dataset
         self._ident = ident
+        self._docs_id = docs_id or ident
+        """The ir_datasets id whose documents these are (``msmarco-passage`` for every split of MS MARCO)."""
         with fetching(ident):
             self._store = dataset.docs_store()
 
@@ -129,9 +131,11 @@ class IrdsDocStore:
     def dir(self) -> Path | None:
         """A folder for indexes built from this corpus (BM25's, :mod:`rankdistill.retrieval.bm25`), under the
         cache root (``$RANKDISTILL_CACHE``), as a document store keeps them beside its files: named after the
-        dataset and its documents file (path, size and modification time), so a corpus whose file changes under
-        the same name gets a new one. None where ir_datasets names no documents file (nothing is then kept, and
-        every process that opens the corpus indexes it again)."""
+        dataset that owns the documents (``ir_datasets.docs_parent_id``: ``msmarco-passage`` for
+        ``msmarco-passage/train/judged`` and ``msmarco-passage/dev/small`` alike, so its splits share one index)
+        and its documents file (path, size and modification time), so a corpus whose file changes under the same
+        name gets a new one. None where ir_datasets names no documents file (nothing is then kept, and every
+        process that opens the corpus indexes it again)."""
         try:
             with fetching(self._ident):
                 try:  # force=False: a name for the folder must not fetch the file (MS MARCO's is about 1 GB)
@@ -142,8 +146,8 @@ class IrdsDocStore:
         except (AttributeError, NotImplementedError, TypeError, OSError, UserInputError) as e:
             logger.debug("irds:%s names no documents file (%s): its indexes are not kept", self._ident, e)
             return None
-        key = hashlib.sha1(json.dumps([self._ident, str(source.resolve()), st.st_size, st.st_mtime_ns]).encode())
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self._ident)
+        key = hashlib.sha1(json.dumps([self._docs_id, str(source.resolve()), st.st_size, st.st_mtime_ns]).encode())
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self._docs_id)
         return cache_root() / "irds" / f"{name}-{key.hexdigest()[:12]}"
 
     @cached_property
@@ -191,11 +195,16 @@ class IrdsDataset(Dataset):
     def corpus(self) -> IrdsDocStore:  # type: ignore[override]
         import ir_datasets
 
-        ds = ir_datasets.load(self.name)
+        ident = self.name
+        ds = ir_datasets.load(ident)
         if not ds.has_docs():
-            first = next(iter(self._split_ids.values()))
-            ds = ir_datasets.load(first)
-        return IrdsDocStore(ds, self.name)
+            ident = next(iter(self._split_ids.values()))
+            ds = ir_datasets.load(ident)
+        try:  # the dataset whose documents these are: one name (and one kept index) for all its sub-datasets
+            owner = ir_datasets.docs_parent_id(ident) or ident
+        except Exception:  # a handler ir_datasets cannot trace back: the id itself
+            owner = ident
+        return IrdsDocStore(ds, self.name, docs_id=owner)
 
     def qrels(self, split: str) -> Qrels:
         split = self._split_name(split)

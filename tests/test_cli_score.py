@@ -47,7 +47,9 @@ def _rows(path: Path, teacher: str) -> dict[tuple[str, str], float]:
         return {(q, d): s for q, d, s in store.iter_rows(teacher)}
 
 
-def test_score_caches_and_exports(tmp_path, cranfield_dir, tiny_cross_encoder_dir, capsys):
+def test_score_caches_and_exports(tmp_path, cranfield_dir, tiny_cross_encoder_dir, capsys, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
     pairs = _groups(cranfield_dir, tmp_path / "groups.jsonl", 3, 5)
     args = ["score", "--dataset", str(cranfield_dir), "--groups", str(tmp_path / "groups.jsonl"),
             "--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "tiny", "--output", str(tmp_path / "s.db"),
@@ -55,6 +57,11 @@ def test_score_caches_and_exports(tmp_path, cranfield_dir, tiny_cross_encoder_di
     assert main(args) == 0
     out = capsys.readouterr().out
     assert f"tiny: {len(pairs)} pairs, 0 already stored, {len(pairs)} scored" in out
+
+    def no_loading(*a, **k):  # every pair is stored: the re-run must not load the teacher's weights
+        raise AssertionError("loaded the teacher")
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", no_loading)
     assert main([*args, "--export-run", str(tmp_path / "t.trec"),
                  "--export-json-gz", str(tmp_path / "t.json.gz")]) == 0
     assert f"tiny: {len(pairs)} pairs, {len(pairs)} already stored, 0 scored" in capsys.readouterr().out

@@ -141,8 +141,10 @@ def test_two_class_cross_encoder_scores_log_p_rel(tmp_path, tiny_cross_encoder_d
     assert np.allclose(odds.score(QUERIES, DOCS), logits[:, 1] - logits[:, 0], atol=1e-6)
 
 
-def test_models_that_are_not_ranking_models_are_refused(tmp_path, tiny_bert_dir, tiny_cross_encoder_dir):
+def test_models_that_are_not_ranking_models_are_refused(tmp_path, tiny_bert_dir, tiny_cross_encoder_dir,
+                                                          monkeypatch):
     from rankdistill.models import resolve_model
+    from rankdistill.teachers import models as models_module
 
     with pytest.raises(UserInputError, match=r"is not a ranking model: its architectures are \['BertModel'\]"):
         detect_kind(str(tiny_bert_dir))
@@ -164,9 +166,20 @@ def test_models_that_are_not_ranking_models_are_refused(tmp_path, tiny_bert_dir,
     cfg["architectures"] = ["BertForSequenceClassification"]
     (fake / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserInputError, match=r"not a trained ranking model: weights classifier\.bias, "):
-        load_teacher(TeacherConfig(str(fake)))
+        load_teacher(TeacherConfig(str(fake)))  # told from the checkpoint's header, before loading the weights
     untrained = load_teacher(TeacherConfig(str(fake), allow_untrained_head=True))  # benchmarks only
     assert untrained.info()["untrained_head"] is True
+    assert "model" not in vars(untrained)  # the weights load when the first pair is scored
+    assert untrained.info()["architecture"] == "BertForSequenceClassification"
+    assert np.isfinite(untrained.score(QUERIES, DOCS)).all() and "model" in vars(untrained)
+    assert type(untrained.model).__name__ == untrained.info()["architecture"]
+    untrained.close()
+    assert "model" not in vars(untrained)
+    # where the checkpoint's names cannot be read from its header, the weights are loaded at once to tell
+    monkeypatch.setattr(models_module, "_head_missing", lambda *a: None)
+    with pytest.raises(UserInputError, match=r"not a trained ranking model: weights classifier\.bias, "):
+        load_teacher(TeacherConfig(str(fake)))
+    assert "model" in vars(load_teacher(TeacherConfig(str(tiny_cross_encoder_dir))))
     with pytest.raises(UserInputError, match="unknown teacher type"):
         TeacherConfig("x", kind="colbert")
 

@@ -16,11 +16,13 @@ texts -> token ids or embeddings) and :meth:`Teacher.run` (model: yields ``(posi
 from __future__ import annotations
 
 import abc
+import copy
 import gc
 import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,51 @@ def read_model_config(path: str) -> Any:
         return AutoConfig.from_pretrained(path)
 
 
+def _classifier_name(cfg: Any) -> str:
+    """The class ``AutoModelForSequenceClassification`` loads for the model config ``cfg``, named without
+    loading the weights."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    try:
+        return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(cfg)].__name__
+    except (KeyError, ValueError):  # a class the mapping does not list: the checkpoint's own name for it
+        archs = list(getattr(cfg, "architectures", None) or [])
+        return next((a for a in archs if a.endswith("ForSequenceClassification")), archs[0] if archs else "")
+
+
+def _refuse_untrained(model: str, missing: Sequence[str]) -> None:
+    raise UserInputError(f"{model!r} is not a trained ranking model: weights {', '.join(sorted(missing)[:3])} are "
+                         "missing from the checkpoint (they would be random)", fix="give a trained cross-encoder")
+
+
+def _head_missing(path: str, cfg: Any, num_labels: int) -> list[str] | None:
+    """The classification head's weights that the safetensors checkpoint in ``path`` lacks, read from the
+    files' headers (no weights are loaded); None where that cannot be told so (another format, or a model
+    that cannot be built empty), and the weights must be loaded to find out."""
+    from safetensors import safe_open
+    from transformers import AutoModelForSequenceClassification
+
+    folder = Path(path)
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            stored = set(json.loads(index.read_text())["weight_map"])
+        elif (folder / "model.safetensors").is_file():
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+                stored = set(f.keys())
+        else:
+            return None
+        cfg = copy.deepcopy(cfg)
+        cfg.num_labels = num_labels
+        with torch.device("meta"):
+            empty = AutoModelForSequenceClassification.from_config(cfg)
+    except Exception as e:  # any failure only means that the weights are loaded to tell
+        logger.debug("cannot read the head's weights of %s without loading them (%s)", path, e)
+        return None
+    base = f"{empty.base_model_prefix}."
+    return [k for k in empty.state_dict() if not k.startswith(base) and k not in stored]
+
+
 def _is_sentence_transformer(path: str) -> bool:
     p = Path(path)
     return p.is_dir() and ((p / "modules.json").is_file() or (p / "config_sentence_transformers.json").is_file())
@@ -201,7 +248,7 @@ class CrossEncoderTeacher(Teacher):
 
     def __init__(self, config: TeacherConfig) -> None:
         super().__init__(config)
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.path = resolve_model(config.model)
         cfg = read_model_config(self.path)
@@ -220,16 +267,12 @@ class CrossEncoderTeacher(Teacher):
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        with quiet_transformers():  # its load report is read below; no progress bar on stderr
-            model, loading = AutoModelForSequenceClassification.from_pretrained(
-                self.path, num_labels=self.num_labels, output_loading_info=True, dtype=self.dtype)
-        head_missing = sorted(k for k in loading.get("missing_keys", ()) if "embeddings.position_ids" not in k)
-        if head_missing and not config.allow_untrained_head:
-            raise UserInputError(
-                f"{config.model!r} is not a trained ranking model: weights {', '.join(head_missing[:3])} are "
-                "missing from the checkpoint (they would be random)", fix="give a trained cross-encoder")
-        self.model = model.to(self.device).eval()
-        self.architecture = type(model).__name__
+        self.architecture = _classifier_name(cfg)
+        missing = _head_missing(self.path, cfg, self.num_labels)
+        if missing is None:  # the checkpoint's names cannot be read without loading it: load it now, and check
+            _ = self.model
+        elif missing and not config.allow_untrained_head:
+            _refuse_untrained(config.model, missing)
         limit = _model_limit(cfg, self.tokenizer)
         if config.max_length is not None and config.max_length > limit:
             raise UserInputError(f"--max-length {config.max_length} exceeds the model's limit of {limit} tokens",
@@ -307,8 +350,23 @@ class CrossEncoderTeacher(Teacher):
         done.synchronize()
         return index, host.numpy().astype(np.float64)
 
+    @cached_property
+    def model(self) -> torch.nn.Module:
+        """The weights, loaded on first use: a run whose pairs are all stored already, or whose chunks are scored
+        by an executor's workers, never loads them here."""
+        from transformers import AutoModelForSequenceClassification
+
+        with quiet_transformers():  # its load report is read below; no progress bar on stderr
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                self.path, num_labels=self.num_labels, output_loading_info=True, dtype=self.dtype)
+        head_missing = sorted(k for k in loading.get("missing_keys", ()) if "embeddings.position_ids" not in k)
+        if head_missing and not self.config.allow_untrained_head:
+            _refuse_untrained(self.config.model, head_missing)
+        return model.to(self.device).eval()
+
     def close(self) -> None:
-        del self.model
+        if self.__dict__.pop("model", None) is None:  # never loaded: nothing to free
+            return
         if self.device.type == "cuda":  # on the CPU the last reference frees the tensors; a full collection of a
             gc.collect()  # process holding torch and transformers costs about 0.5 s
             torch.cuda.empty_cache()

@@ -149,6 +149,21 @@ def test_draws_as_positions_are_the_draws_and_count_the_pairs_over_epochs():
         for steps in (1, 3, 7, 11):
             assert plan.pairs_seen(steps) == len({(g.query_id, d) for k in range(steps) for g in plan.step(k)
                                                   for d in g.doc_ids})
+        pools = {g.query_id: g.positive_ids + g.negative_ids for g in groups}
+        assert all(tuple(pools[g.query_id][j] for j in g.pool_positions) == g.doc_ids
+                   for k in range(11) for g in plan.step(k))
+
+
+def test_pairs_seen_draws_each_group_once(monkeypatch):
+    """pairs_seen drew every group of its steps a second time to find the draws' positions in the pools."""
+    from rankdistill.training import sampling
+
+    groups = [TrainGroup(f"q{i}", ("p",), tuple(f"n{j}" for j in range(6))) for i in range(8)]
+    plan = TrainingPlan(groups, group_size=4, groups_per_step=2, seed=1)
+    draws = []
+    real = sampling.sample_indices
+    monkeypatch.setattr(sampling, "sample_indices", lambda *a: draws.append(a) or real(*a))
+    assert plan.pairs_seen(4) == 8 * 4 and len(draws) == 8  # one epoch: 4 steps of 2 groups, each drawn once
 
 
 # --- config -----------------------------------------------------------------------------------------------

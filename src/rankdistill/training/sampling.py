@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def hashed_seed(*parts: object) -> int:
@@ -44,6 +44,9 @@ class SampledGroup:
     doc_ids: tuple[str, ...]
     positive_ids: tuple[str, ...] = ()
     """Every positive of the query (not only the one drawn): never an in-batch negative of it."""
+    pool_positions: tuple[int, ...] = field(default=(), compare=False)
+    """Where ``doc_ids`` sit in the query's :class:`TrainGroup`, positives first then negatives (the draw of
+    :func:`sample_indices`); :meth:`TrainingPlan.pairs_seen` counts distinct pairs from them."""
 
 
 def sample_indices(group: TrainGroup, group_size: int, seed: int, epoch: int) -> tuple[int, list[int]]:
@@ -58,8 +61,9 @@ def sample_indices(group: TrainGroup, group_size: int, seed: int, epoch: int) ->
 def sample_group(group: TrainGroup, group_size: int, seed: int, epoch: int) -> SampledGroup:
     """Draw one positive and ``group_size - 1`` negatives with the (seed, query, epoch) hashed seed."""
     positive, negatives = sample_indices(group, group_size, seed, epoch)
+    n_pos = len(group.positive_ids)
     return SampledGroup(group.query_id, (group.positive_ids[positive], *(group.negative_ids[i] for i in negatives)),
-                        tuple(group.positive_ids))
+                        tuple(group.positive_ids), (positive, *(n_pos + i for i in negatives)))
 
 
 class TrainingPlan:
@@ -127,18 +131,13 @@ class TrainingPlan:
         """How many distinct (query, document) pairs the first ``steps`` steps hold (the teacher scores
         consumed). Each query's draws are kept as a bit mask over its pool, not as a set of (query, document)
         pairs: about 3 GB for a 40M-document budget."""
-        which = {g.query_id: i for i, g in enumerate(self.groups)}
-        masks: dict[int, int] = {}
+        masks: dict[str, int] = {}
         for index in range(steps):
-            epoch = index // self.steps_per_epoch
             for g in self.step(index):
-                i = which[g.query_id]
-                group = self.groups[i]
-                positive, negatives = sample_indices(group, self.group_size, self.seed, epoch)
-                bits = 1 << positive
-                for j in negatives:
-                    bits |= 1 << (len(group.positive_ids) + j)
-                masks[i] = masks.get(i, 0) | bits
+                bits = 0
+                for j in g.pool_positions:
+                    bits |= 1 << j
+                masks[g.query_id] = masks.get(g.query_id, 0) | bits
         return sum(m.bit_count() for m in masks.values())
 
 

@@ -157,9 +157,14 @@ def test_entropy_by_strategy_on_real_scores(study, tmp_path):
 def test_diagnose_reads_the_groups_a_block_at_a_time_with_the_same_result(study, tmp_path, monkeypatch):
     """All groups, their pairs and a dict of every score were held at once (about 20 GB for MS MARCO); blocks
     of groups give the same rows, skips and sidecar."""
+    import rankdistill.teachers
     from rankdistill.diagnostics import job
 
+    opened = []
+    store_class = rankdistill.teachers.ScoreStore
+    monkeypatch.setattr(rankdistill.teachers, "ScoreStore", lambda *a, **k: opened.append(a) or store_class(*a, **k))
     assert _diagnose(study, "random", tmp_path / "whole.parquet", "--no-locality") == 0
+    assert len(opened) == 1  # the store was opened twice, once to resolve the teacher and once to read
     monkeypatch.setattr(job, "DIAGNOSE_BLOCK", 7)
     assert _diagnose(study, "random", tmp_path / "blocks.parquet", "--no-locality") == 0
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "blocks.parquet"),

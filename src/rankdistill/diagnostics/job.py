@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ from rankdistill.diagnostics.selections import sidecar_path
 from rankdistill.errors import UserInputError, check_field_types
 from rankdistill.io import atomic_path, atomic_write
 from rankdistill.models import DEFAULT_ENCODER
+
+if TYPE_CHECKING:
+    from rankdistill.teachers.store import ScoreStore
 
 logger = logging.getLogger(__name__)
 
@@ -383,9 +387,16 @@ def run_diagnose(dataset: str | Path | None, groups_path: str | Path, store_path
     """
     from rankdistill.teachers import ScoreStore
 
-    with ScoreStore(store_path, readonly=True) as store:
-        teacher = store.resolve_teacher(config.teacher)
-        teacher_info = store.teacher_info(teacher)
+    with ScoreStore(store_path, readonly=True) as store:  # one connection: the teacher is resolved before the rest
+        return _diagnose(store, dataset, groups_path, store_path, output, config, split=split, data_dir=data_dir,
+                         embed=embed, progress=progress)
+
+
+def _diagnose(store: ScoreStore, dataset: str | Path | None, groups_path: str | Path, store_path: str | Path,
+              output: str | Path, config: DiagnoseConfig, *, split: str | None, data_dir: str | Path | None,
+              embed: Embedder | None, progress: bool) -> DiagnoseResult:
+    teacher = store.resolve_teacher(config.teacher)
+    teacher_info = store.teacher_info(teacher)
     query_texts = doc_text = encoder_id = None
     if config.locality:
         if dataset is None:
@@ -399,15 +410,14 @@ def run_diagnose(dataset: str | Path | None, groups_path: str | Path, store_path
     n_groups = n_scored = 0
     groups = (g for _, g in iter_groups(groups_path, unique=True))
     bar = tqdm(desc="diagnose", unit="group", disable=not progress or None)
-    with ScoreStore(store_path, readonly=True) as store:
-        while block := list(itertools.islice(groups, DIAGNOSE_BLOCK)):
-            n_groups += len(block)
-            pairs = [(g.query_id, d) for g in block for d in group_documents(g, config.group_size)[0]]
-            scores = store.get_many(teacher, pairs)
-            n_scored += len(scores)
-            results.append(diagnose_groups(block, scores, config, query_texts=query_texts, doc_text=doc_text,
-                                           embed=embed, progress=False))
-            bar.update(len(block))
+    while block := list(itertools.islice(groups, DIAGNOSE_BLOCK)):
+        n_groups += len(block)
+        pairs = [(g.query_id, d) for g in block for d in group_documents(g, config.group_size)[0]]
+        scores = store.get_many(teacher, pairs)
+        n_scored += len(scores)
+        results.append(diagnose_groups(block, scores, config, query_texts=query_texts, doc_text=doc_text,
+                                       embed=embed, progress=False))
+        bar.update(len(block))
     bar.close()
     if not n_groups:
         raise UserInputError("the groups file has no groups", path=groups_path)

@@ -184,3 +184,42 @@ def test_config_refuses_min_relevance_below_1_and_min_rank_past_the_default_wind
     with pytest.raises(UserInputError, match=r"--min-rank 101 is past the last rank of the window, 100 \(the default "
                                              r"--max-rank of --strategy teacher\)"):
         MiningConfig("teacher", group_size=4, depth=200, min_rank=101).validate()
+
+
+def test_mining_queries_look_positives_up_in_batches_and_stop_at_max_queries(monkeypatch):
+    """Each positive was looked up alone (``in``: one ir_datasets docstore fetch each, minutes for MS MARCO's
+    500k training queries) and every query of the split was checked before --max-queries cut the list."""
+    from types import SimpleNamespace
+
+    from rankdistill.data import docstore
+    from rankdistill.mining.miner import mining_queries
+
+    class Corpus:
+        def __init__(self) -> None:
+            self.asked: list[list[str]] = []
+
+        def known(self, ids):
+            self.asked.append(list(ids))
+            return np.array([not d.endswith("-gone") for d in ids])
+
+        def __contains__(self, d):
+            raise AssertionError("looked up one at a time")
+
+    n = 1000
+    queries = {f"q{i}": f"query {i}" for i in range(n)}
+    # every third query's only positive is not in the corpus; q1 has a second, lower-graded positive
+    qrels = {f"q{i}": {f"d{i}" + ("-gone" if i % 3 == 0 else ""): 2} for i in range(n)}
+    qrels["q1"].update({"d1b": 1, "d1n": 0})
+    corpus = Corpus()
+    ds = SimpleNamespace(queries=lambda split: queries, qrels=lambda split: qrels, rel_threshold=lambda split: 1,
+                         corpus=corpus)
+    every, counts = mining_queries(ds, "train")
+    assert len(every) == n - 334 and counts == {"queries": n, "queries_without_positives": 334,
+                                                 "positives_not_in_corpus": 334}
+    assert every[0].query_id == "q1" and every[0].positives == ("d1", "d1b")
+    assert every[0].excluded == frozenset({"d1", "d1b"})
+    monkeypatch.setattr(docstore, "LOOKUP_BATCH", 10)
+    corpus.asked.clear()
+    first, _ = mining_queries(ds, "train", max_queries=4)
+    assert [q.query_id for q in first] == ["q1", "q2", "q4", "q5"]
+    assert sum(map(len, corpus.asked)) <= 20  # the split is read only as far as the 4 queries go

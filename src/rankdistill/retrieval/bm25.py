@@ -5,6 +5,13 @@ English stemmer (PyStemmer). Scoring is Lucene's BM25 variant with ``k1 = 1.2`` 
 (Robertson & Zaragoza, 2009; the parameters of the paper's BM25 domain and of BEIR's Elasticsearch baseline).
 The index is cached beside the document store (for an ir_datasets corpus, under the cache root), so mining and
 retrieval over the same corpus build it once.
+
+The top-k is numpy's on every machine. bm25s imports JAX where it is installed and then takes its top-k from
+it by default; on a GPU machine whose JAX has CUDA, that first call gave JAX the GPU and, by JAX's default,
+75% of its memory for the rest of the process (seen on an H200: 108 of 143 GB taken as a study started), and a
+JAX top-k can order tied scores differently from numpy's, so a run on such a machine could differ from one
+without JAX. :func:`import_bm25s` therefore keeps JAX on the CPU (``JAX_PLATFORMS=cpu``, unless the variable
+is set or JAX is loaded already), and the search asks bm25s for numpy.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -32,6 +40,16 @@ logger = logging.getLogger(__name__)
 
 MIN_QUERIES_PER_THREAD = 64
 """Fewer queries per thread are not worth one."""
+
+
+def import_bm25s():
+    """``bm25s``, imported with JAX kept off the GPU (see the module's docstring): ``JAX_PLATFORMS=cpu`` is set
+    for this process where neither it nor JAX is set up yet."""
+    if "jax" not in sys.modules and "bm25s" not in sys.modules:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import bm25s
+
+    return bm25s
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ class BM25Retriever:
     """
 
     def __init__(self, corpus, config: BM25Config | None = None, cache: bool = True) -> None:
-        import bm25s
+        bm25s = import_bm25s()
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on its own logger
 
@@ -141,7 +159,7 @@ class BM25Retriever:
 
     def search(self, queries: Mapping[str, str], k: int = 100, show_progress: bool = False) -> Run:
         """Top-``k`` documents per query as ``{qid: {docid: score}}`` (queries with no usable term get none)."""
-        import bm25s
+        bm25s = import_bm25s()
 
         check_search(queries, k)
         qids = list(queries)
@@ -163,7 +181,7 @@ class BM25Retriever:
         # scoring: 1.3x on 2 cores for 1,000 queries against 1M passages), not the results
         threads = max(1, min(default_workers(), len(usable) // MIN_QUERIES_PER_THREAD))
         docs, scores = self.index.retrieve([tokens[i] for i in usable], k=k, n_threads=threads,
-                                           show_progress=bar_on_terminal(show_progress))
+                                           show_progress=bar_on_terminal(show_progress), backend_selection="numpy")
         doc_ids = self.doc_ids
         for i, rows, values in zip(usable, np.asarray(docs).tolist(), np.asarray(scores).tolist()):
             run[qids[i]] = {doc_ids[idx]: score for idx, score in zip(rows, values) if score > 0}

@@ -186,7 +186,7 @@ def test_config_refuses_min_relevance_below_1_and_min_rank_past_the_default_wind
         MiningConfig("teacher", group_size=4, depth=200, min_rank=101).validate()
 
 
-def test_mining_queries_look_positives_up_in_batches_and_stop_at_max_queries(monkeypatch):
+def test_mining_queries_look_positives_up_in_batches_and_stop_at_max_queries():
     """Each positive was looked up alone (``in``: one ir_datasets docstore fetch each, minutes for MS MARCO's
     500k training queries) and every query of the split was checked before --max-queries cut the list."""
     from types import SimpleNamespace
@@ -205,7 +205,7 @@ def test_mining_queries_look_positives_up_in_batches_and_stop_at_max_queries(mon
         def __contains__(self, d):
             raise AssertionError("looked up one at a time")
 
-    n = 1000
+    n = 3000
     queries = {f"q{i}": f"query {i}" for i in range(n)}
     # every third query's only positive is not in the corpus; q1 has a second, lower-graded positive
     qrels = {f"q{i}": {f"d{i}" + ("-gone" if i % 3 == 0 else ""): 2} for i in range(n)}
@@ -214,12 +214,15 @@ def test_mining_queries_look_positives_up_in_batches_and_stop_at_max_queries(mon
     ds = SimpleNamespace(queries=lambda split: queries, qrels=lambda split: qrels, rel_threshold=lambda split: 1,
                          corpus=corpus)
     every, counts = mining_queries(ds, "train")
-    assert len(every) == n - 334 and counts == {"queries": n, "queries_without_positives": 334,
-                                                 "positives_not_in_corpus": 334}
+    assert len(every) == n - 1000 and counts == {"queries": n, "queries_without_positives": 1000,
+                                                  "positives_not_in_corpus": 1000}
     assert every[0].query_id == "q1" and every[0].positives == ("d1", "d1b")
     assert every[0].excluded == frozenset({"d1", "d1b"})
-    monkeypatch.setattr(docstore, "LOOKUP_BATCH", 10)
     corpus.asked.clear()
     first, _ = mining_queries(ds, "train", max_queries=4)
     assert [q.query_id for q in first] == ["q1", "q2", "q4", "q5"]
-    assert sum(map(len, corpus.asked)) <= 20  # the split is read only as far as the 4 queries go
+    assert len(corpus.asked) == 1 and len(corpus.asked[0]) == 1024  # not the whole split (a million ids ahead)
+    assert docstore.LOOKUP_BATCH > n + 1
+    corpus.asked.clear()
+    most, _ = mining_queries(ds, "train", max_queries=600)
+    assert len(most) == 600 and [len(a) for a in corpus.asked] == [2400]

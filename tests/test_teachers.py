@@ -169,17 +169,37 @@ def test_models_that_are_not_ranking_models_are_refused(tmp_path, tiny_bert_dir,
         load_teacher(TeacherConfig(str(fake)))  # told from the checkpoint's header, before loading the weights
     untrained = load_teacher(TeacherConfig(str(fake), allow_untrained_head=True))  # benchmarks only
     assert untrained.info()["untrained_head"] is True
-    assert "model" not in vars(untrained)  # the weights load when the first pair is scored
+    assert not untrained.loaded  # the weights load when the first pair is scored
     assert untrained.info()["architecture"] == "BertForSequenceClassification"
-    assert np.isfinite(untrained.score(QUERIES, DOCS)).all() and "model" in vars(untrained)
+    assert np.isfinite(untrained.score(QUERIES, DOCS)).all() and untrained.loaded
     assert type(untrained.model).__name__ == untrained.info()["architecture"]
+    assert not any(t.is_inference() for t in untrained.model.parameters())  # loaded under run()'s inference mode
     untrained.close()
-    assert "model" not in vars(untrained)
+    assert not untrained.loaded
+    # a weight of the base model missing (here the pooler): the headers cannot tell a tied weight from a gap,
+    # so the weights are loaded at once, and that refuses it (it was refused only at the first scored batch)
+    from safetensors.torch import load_file, save_file
+
+    headless = tmp_path / "no-pooler"
+    shutil.copytree(tiny_cross_encoder_dir, headless)
+    weights = load_file(str(headless / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if "pooler" not in k}, str(headless / "model.safetensors"))
+    with pytest.raises(UserInputError, match=r"not a trained ranking model: weights bert\.pooler\.dense\.bias, "):
+        load_teacher(TeacherConfig(str(headless)))
+    # a head of another shape than the config says (3 outputs stored, 1 asked for): loaded at once to tell
+    wide = tmp_path / "wide-head"
+    shutil.copytree(tiny_cross_encoder_dir, wide)
+    weights = load_file(str(wide / "model.safetensors"))
+    weights["classifier.weight"] = torch.zeros(3, weights["classifier.weight"].shape[1])
+    save_file(weights, str(wide / "model.safetensors"))
+    assert models_module._head_missing(str(wide), models_module.read_model_config(str(wide)), 1) is None
+    assert models_module._head_missing(str(tiny_cross_encoder_dir),
+                                       models_module.read_model_config(str(tiny_cross_encoder_dir)), 1) == []
     # where the checkpoint's names cannot be read from its header, the weights are loaded at once to tell
     monkeypatch.setattr(models_module, "_head_missing", lambda *a: None)
     with pytest.raises(UserInputError, match=r"not a trained ranking model: weights classifier\.bias, "):
         load_teacher(TeacherConfig(str(fake)))
-    assert "model" in vars(load_teacher(TeacherConfig(str(tiny_cross_encoder_dir))))
+    assert load_teacher(TeacherConfig(str(tiny_cross_encoder_dir))).loaded
     with pytest.raises(UserInputError, match="unknown teacher type"):
         TeacherConfig("x", kind="colbert")
 
@@ -255,3 +275,22 @@ def test_loading_a_teacher_or_an_encoder_prints_no_progress_bar(tmp_path, tiny_b
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "%|" not in err
     assert hf_logging.is_progress_bar_enabled()  # restored afterwards
+
+
+def test_a_hub_teacher_is_checked_from_its_cached_files(tmp_path, tiny_cross_encoder_dir, monkeypatch):
+    """A teacher named by its hub id was always loaded at once: its checkpoint is found in the local Hugging
+    Face cache (never fetched), so its head is told from the headers there too."""
+    import huggingface_hub.constants
+
+    from rankdistill.teachers import models as models_module
+
+    snapshot = tmp_path / "hub" / "models--org--tiny-ce" / "snapshots" / "abc123"
+    shutil.copytree(tiny_cross_encoder_dir, snapshot)
+    (tmp_path / "hub" / "models--org--tiny-ce" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny-ce" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert models_module._checkpoint_files("org/tiny-ce") == snapshot
+    cfg = models_module.read_model_config(str(snapshot))
+    assert models_module._head_missing("org/tiny-ce", cfg, 1) == []
+    assert models_module._checkpoint_files("org/not-cached") is None
+    assert models_module._head_missing("org/not-cached", cfg, 1) is None

@@ -230,12 +230,14 @@ class _DecodedView:
         return bytes(self.array[i]).decode()
 
 
-def with_unknown_ids(items: Iterable[T], ids_of: Callable[[T], Sequence[str]], corpus: Container[str]
-                     ) -> Iterator[tuple[T, list[str]]]:
+def with_unknown_ids(items: Iterable[T], ids_of: Callable[[T], Sequence[str]], corpus: Container[str],
+                     batch_ids: int | None = None) -> Iterator[tuple[T, list[str]]]:
     """Each item with the ids among ``ids_of(item)`` that are not in ``corpus`` (in their order), for many small
     lists of ids (a groups file's groups): a corpus with a ``known(ids)`` mask (:func:`unknown_ids`) looks up
-    :data:`LOOKUP_BATCH` ids of many items at once (a lookup per group of 100 ids cost about 4 us an id, 3.5
-    minutes for MS MARCO's 500k groups), so up to that many ids' items are read ahead."""
+    ``batch_ids`` (default :data:`LOOKUP_BATCH`) ids of many items at once (a lookup per group of 100 ids cost
+    about 4 us an id, 3.5 minutes for MS MARCO's 500k groups), so up to that many ids' items are read ahead: a
+    caller that may stop early asks for smaller batches."""
+    batch_ids = LOOKUP_BATCH if batch_ids is None else max(1, batch_ids)
     known = getattr(corpus, "known", None)
     if known is None:
         for item in items:
@@ -249,7 +251,7 @@ def with_unknown_ids(items: Iterable[T], ids_of: Callable[[T], Sequence[str]], c
             own = ids_of(item)
             batch.append((item, len(own)))
             ids.extend(own)
-            if len(ids) >= LOOKUP_BATCH:
+            if len(ids) >= batch_ids:
                 break
         if not batch:
             return

@@ -102,8 +102,11 @@ def mining_queries(dataset, split: str, min_relevance: int | None = None,
         rels = qrels.get(qid, {})
         return qid, text, rels, [d for d, r in sorted(rels.items(), key=lambda kv: -kv[1]) if r >= threshold]
 
+    # with --max-queries, batches of a few times the ids the queries kept may need (a query usually has one
+    # positive): the split is then read about as far as they go, not a million ids ahead
+    batch = None if max_queries is None else max(1024, 4 * max_queries)
     for (qid, text, rels, judged_pos), missing in with_unknown_ids(map(judged, queries.items()),
-                                                                    lambda item: item[3], dataset.corpus):
+                                                                    lambda item: item[3], dataset.corpus, batch):
         gone = set(missing)
         positives = [d for d in judged_pos if d not in gone]
         counts["positives_not_in_corpus"] += len(judged_pos) - len(positives)

@@ -20,9 +20,9 @@ import copy
 import gc
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -170,32 +170,73 @@ def _refuse_untrained(model: str, missing: Sequence[str]) -> None:
                          "missing from the checkpoint (they would be random)", fix="give a trained cross-encoder")
 
 
+def _checkpoint_files(path: str) -> Path | None:
+    """The folder holding ``path``'s safetensors checkpoint: ``path`` itself, or for a hub name its snapshot in
+    the local Hugging Face cache (never fetched); None where there is none."""
+    folder = Path(path)
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("model.safetensors.index.json", "model.safetensors"):
+            found = try_to_load_from_cache(path, name)
+            if isinstance(found, str):
+                return Path(found).parent
+    except Exception as e:  # not a repository id, or no cache: the weights are loaded to tell
+        logger.debug("no cached checkpoint for %s (%s)", path, e)
+    return None
+
+
 def _head_missing(path: str, cfg: Any, num_labels: int) -> list[str] | None:
-    """The classification head's weights that the safetensors checkpoint in ``path`` lacks, read from the
-    files' headers (no weights are loaded); None where that cannot be told so (another format, or a model
-    that cannot be built empty), and the weights must be loaded to find out."""
+    """The classification head's weights that ``path``'s safetensors checkpoint lacks, told from the files'
+    headers (no weight is read): the parameters of the empty (meta-device) model outside its base model that
+    no stored tensor matches, by name (with or without the base model's prefix, as transformers loads them).
+
+    None where the headers cannot tell, and the weights must be loaded to find out: another format; a model
+    that cannot be built empty or has no named base model; a stored tensor of another shape; or a weight of
+    the base model missing (transformers decides whether it is tied to another or is a real gap)."""
     from safetensors import safe_open
     from transformers import AutoModelForSequenceClassification
 
-    folder = Path(path)
-    index = folder / "model.safetensors.index.json"
+    folder = _checkpoint_files(path)
+    if folder is None:
+        return None
     try:
+        index = folder / "model.safetensors.index.json"
         if index.is_file():
-            stored = set(json.loads(index.read_text())["weight_map"])
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         elif (folder / "model.safetensors").is_file():
-            with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-                stored = set(f.keys())
+            shards = ["model.safetensors"]
         else:
             return None
+        stored: dict[str, tuple[int, ...]] = {}
+        for shard in shards:
+            with safe_open(str(folder / shard), framework="pt") as f:
+                stored.update((k, tuple(f.get_slice(k).get_shape())) for k in f.keys())
         cfg = copy.deepcopy(cfg)
         cfg.num_labels = num_labels
         with torch.device("meta"):
             empty = AutoModelForSequenceClassification.from_config(cfg)
     except Exception as e:  # any failure only means that the weights are loaded to tell
-        logger.debug("cannot read the head's weights of %s without loading them (%s)", path, e)
+        logger.debug("cannot read the weights' names of %s without loading them (%s)", path, e)
         return None
-    base = f"{empty.base_model_prefix}."
-    return [k for k in empty.state_dict() if not k.startswith(base) and k not in stored]
+    prefix = empty.base_model_prefix
+    if not prefix or not hasattr(empty, prefix):
+        return None
+    missing = []
+    for name, tensor in empty.state_dict().items():
+        if "position_ids" in name:
+            continue
+        bare = name[len(prefix) + 1:] if name.startswith(f"{prefix}.") else None
+        found = next((k for k in (name, bare, f"{prefix}.{name}") if k is not None and k in stored), None)
+        if found is None:
+            if bare is not None:  # a base weight: tied to another, or a real gap; loading tells which
+                return None
+            missing.append(name)
+        elif stored[found] != tuple(tensor.shape):
+            return None
+    return missing
 
 
 def _is_sentence_transformer(path: str) -> bool:
@@ -268,8 +309,10 @@ class CrossEncoderTeacher(Teacher):
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.architecture = _classifier_name(cfg)
+        self._model: torch.nn.Module | None = None
+        self._model_lock = threading.Lock()
         missing = _head_missing(self.path, cfg, self.num_labels)
-        if missing is None:  # the checkpoint's names cannot be read without loading it: load it now, and check
+        if missing is None:  # the headers cannot tell: load the weights now, and let that check them
             _ = self.model
         elif missing and not config.allow_untrained_head:
             _refuse_untrained(config.model, missing)
@@ -350,13 +393,20 @@ class CrossEncoderTeacher(Teacher):
         done.synchronize()
         return index, host.numpy().astype(np.float64)
 
-    @cached_property
+    @property
     def model(self) -> torch.nn.Module:
-        """The weights, loaded on first use: a run whose pairs are all stored already, or whose chunks are scored
-        by an executor's workers, never loads them here."""
+        """The weights, loaded on first use (once, whichever thread asks first): a run whose pairs are all stored
+        already, or whose chunks an executor's workers score, never loads them in this process."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = self._load_model()
+            return self._model
+
+    def _load_model(self) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        with quiet_transformers():  # its load report is read below; no progress bar on stderr
+        # ordinary tensors even when first asked for under run()'s inference mode
+        with torch.inference_mode(False), quiet_transformers():  # the load report is read below; no bar
             model, loading = AutoModelForSequenceClassification.from_pretrained(
                 self.path, num_labels=self.num_labels, output_loading_info=True, dtype=self.dtype)
         head_missing = sorted(k for k in loading.get("missing_keys", ()) if "embeddings.position_ids" not in k)
@@ -364,9 +414,17 @@ class CrossEncoderTeacher(Teacher):
             _refuse_untrained(self.config.model, head_missing)
         return model.to(self.device).eval()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory."""
+        return self._model is not None
+
     def close(self) -> None:
-        if self.__dict__.pop("model", None) is None:  # never loaded: nothing to free
+        with self._model_lock:
+            model, self._model = self._model, None
+        if model is None:  # never loaded: nothing to free
             return
+        del model
         if self.device.type == "cuda":  # on the CPU the last reference frees the tensors; a full collection of a
             gc.collect()  # process holding torch and transformers costs about 0.5 s
             torch.cuda.empty_cache()

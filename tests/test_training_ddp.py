@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +33,14 @@ def _args(scifact_dir, groups, model, out, batch) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(scifact_dir, scifact_groups, tiny_bert_dir, tmp_path):  # noqa: F811
+def test_two_gloo_processes_match_one_process(scifact_dir, scifact_groups, tiny_bert_dir, tmp_path,  # noqa: F811
+                                              caplog):
     model = no_dropout_copy(tiny_bert_dir, tmp_path / "model")
     groups = scifact_groups[0]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     ddp = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "rankdistill.cli", "-q", *_args(scifact_dir, groups, model, ddp, batch=2)]
+           "-m", "rankdistill.cli", *_args(scifact_dir, groups, model, ddp, batch=2)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1])  # only rank 0 prints its result
@@ -46,9 +48,15 @@ def test_two_gloo_processes_match_one_process(scifact_dir, scifact_groups, tiny_
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(_args(scifact_dir, groups, model, tmp_path / "single", batch=4)) == 0
+        with caplog.at_level("INFO", logger="rankdistill.training.engine"):
+            assert main(_args(scifact_dir, groups, model, tmp_path / "single", batch=4)) == 0
     finally:
         torch.set_num_threads(before)
+    # each process tokenised about two halves' worth of the documents, not all of them (rank 0 logs its count)
+    every = int(re.search(r"tokenised \d+ queries and (\d+) documents once", caplog.text).group(1))
+    own, here = map(int, re.search(r"of the (\d+) documents this process trains on, (\d+) here",
+                                   proc.stderr).groups())
+    assert own < every and here < every
     one = json.loads((tmp_path / "single" / "training.json").read_text())
     two = json.loads((ddp / "training.json").read_text())
     # budget: 8 groups x 4 documents = 32 per step either way (2 x 2 x 2 or 4 x 2 x 1); 330 -> 10 steps, 320 docs

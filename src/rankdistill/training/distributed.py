@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -55,6 +56,22 @@ class DistContext:
         if not self.active:
             return value
         return _GatherWithGrad.apply(value, self.world_size, self.rank)
+
+    def all_gather_ints(self, values: np.ndarray, device: torch.device) -> list[np.ndarray]:
+        """Every process's 1-D integer array (lengths may differ), in rank order. ``device`` is this process's
+        (NCCL gathers CUDA tensors only)."""
+        if not self.active:
+            return [np.asarray(values, dtype=np.int64)]
+        mine = torch.as_tensor(np.asarray(values, dtype=np.int64), device=device)
+        size = torch.tensor([mine.numel()], dtype=torch.int64, device=device)
+        sizes = [torch.empty_like(size) for _ in range(self.world_size)]
+        dist.all_gather(sizes, size)
+        counts = [int(s.item()) for s in sizes]
+        padded = torch.zeros(max(counts), dtype=torch.int64, device=device)
+        padded[:mine.numel()] = mine
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return [part[:n].cpu().numpy() for part, n in zip(parts, counts)]
 
     def close(self) -> None:
         if self.initialised_here and dist.is_initialized():

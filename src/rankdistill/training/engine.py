@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -49,7 +50,7 @@ from rankdistill.training.data import (
 )
 from rankdistill.training.determinism import KernelAlerts, deterministic_kernels
 from rankdistill.training.distributed import DistContext, init_distributed
-from rankdistill.training.sampling import TrainingPlan, hashed_seed
+from rankdistill.training.sampling import SampledGroup, TrainingPlan, hashed_seed, shard
 from rankdistill.training.tokens import InputTemplate, TokenCache
 
 logger = logging.getLogger(__name__)
@@ -202,9 +203,16 @@ def _result_from_summary(out: Path, summary: dict) -> TrainResult:
 
 
 def _tokenise(data: TrainingData, config: TrainConfig, model: BiEncoder | CrossEncoder, budget: Budget,
-              progress: bool) -> tuple[TokenCache, TokenCache]:
+              progress: bool, ctx: DistContext | None = None, device: torch.device | None = None
+              ) -> tuple[TokenCache, TokenCache, dict[str, int] | None]:
     """Token caches of the queries and of every document the budget's steps can draw (not an epoch's worth
-    when the budget is a few steps)."""
+    when the budget is a few steps).
+
+    With several processes (DDP) each one tokenises only its share of those documents, and the processes
+    exchange the documents' lengths (what length bucketing sorts by), so every process builds the same plan:
+    the third value is then those lengths, and the document cache is empty until :func:`_tokenise_own`
+    fills it with this process's documents. A process then holds and tokenises about two ``world``-ths of the
+    documents instead of all of them (MS MARCO's training pools: several GB per process)."""
     m = config.model
     tok = model.tokenizer
     qcache = TokenCache(tok, m.max_query_length, "queries")
@@ -212,14 +220,44 @@ def _tokenise(data: TrainingData, config: TrainConfig, model: BiEncoder | CrossE
     qcache.add(((q, t) for q, t in data.queries.items()), progress=progress, total=len(data.queries))
     probe = TrainingPlan(data.groups, group_size=config.data.group_size, groups_per_step=budget.groups_per_step,
                          seed=config.optim.seed, bucket_steps=config.runtime.bucket_steps)
-    needed: dict[str, None] = {}
+    needed: dict[str, int] = {}
     for g in probe.groups_within(budget.steps):
-        needed.update(dict.fromkeys(g.doc_ids))
+        needed.update(dict.fromkeys(g.doc_ids, 0))
     corpus = data.corpus
-    dcache.add(((d, corpus.text(d)) for d in needed), progress=progress,  # type: ignore[attr-defined]
-               total=len(needed))
-    logger.info("tokenised %d queries and %d documents once", len(qcache), len(dcache))
-    return qcache, dcache
+    if ctx is None or not ctx.active:
+        dcache.add(((d, corpus.text(d)) for d in needed), progress=progress,  # type: ignore[attr-defined]
+                   total=len(needed))
+        logger.info("tokenised %d queries and %d documents once", len(qcache), len(dcache))
+        return qcache, dcache, None
+    ids = list(needed)
+    share = ids[ctx.rank::ctx.world_size]
+    dcache.add(((d, corpus.text(d)) for d in share), progress=progress,  # type: ignore[attr-defined]
+               total=len(share))
+    parts = ctx.all_gather_ints(np.fromiter((dcache.length(d) for d in share), dtype=np.int64, count=len(share)),
+                                device or torch.device("cpu"))
+    for r, lengths in enumerate(parts):
+        for d, n in zip(ids[r::ctx.world_size], lengths.tolist()):
+            needed[d] = n
+    return qcache, dcache, needed
+
+
+def _tokenise_own(plan: TrainingPlan, shared: TokenCache, dcache: TokenCache, data: TrainingData,
+                  config: TrainConfig, budget: Budget, ctx: DistContext, progress: bool) -> None:
+    """Fill this process's document cache under DDP with the documents of its shards of the plan's steps,
+    copied from its share of the tokenising (``shared``) where there, tokenised here otherwise."""
+    own: dict[str, None] = {}
+    for step in range(budget.steps):
+        groups = plan.step(step)
+        for micro in range(config.optim.grad_accum):
+            for g in shard(groups, micro=micro, rank=ctx.rank, world_size=ctx.world_size,
+                           batch_size=config.optim.batch_size):
+                own.update(dict.fromkeys(g.doc_ids))
+    lacking = dcache.take(shared, own)
+    corpus = data.corpus
+    dcache.add(((d, corpus.text(d)) for d in lacking), progress=progress,  # type: ignore[attr-defined]
+               total=len(lacking))
+    logger.info("tokenised %d queries and, of the %d documents this process trains on, %d here",
+                len(data.queries), len(dcache), len(shared) + len(lacking))
 
 
 def train(config: TrainConfig, dataset=None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
@@ -269,15 +307,23 @@ class _Trainer:
                                  f"{self.budget.groups_per_step} (batch x accumulation x processes)",
                                  path=cfg.data.groups, fix="lower --batch-size or --grad-accum, or mine more groups")
         model = build_student(cfg)
-        qcache, dcache = _tokenise(data, cfg, model, self.budget, self.progress)
+        qcache, shared, lengths = _tokenise(data, cfg, model, self.budget, self.progress, ctx, self.device)
+        dcache = shared if lengths is None else TokenCache(shared.tokenizer, shared.max_tokens, "documents")
         m = cfg.model
         builder = BatchBuilder(arch=m.arch, template=InputTemplate.from_tokenizer(model.tokenizer),
                                query_cache=qcache, doc_cache=dcache, pad_id=int(model.tokenizer.pad_token_id or 0),
                                teacher=data.teacher, max_query_length=m.max_query_length,
                                max_doc_length=m.max_doc_length, max_length=m.max_length,
                                pad_multiple=cfg.runtime.pad_multiple, in_batch=cfg.in_batch_negatives)
+        length_of = builder.length
+        if lengths is not None:  # DDP: every process's documents' lengths, each process holding its own ids
+            def length_of(group: SampledGroup) -> int:
+                return max(lengths[d] for d in group.doc_ids)
         plan = TrainingPlan(data.groups, group_size=cfg.data.group_size, groups_per_step=self.budget.groups_per_step,
-                            seed=cfg.optim.seed, bucket_steps=cfg.runtime.bucket_steps, length_of=builder.length)
+                            seed=cfg.optim.seed, bucket_steps=cfg.runtime.bucket_steps, length_of=length_of)
+        if lengths is not None:
+            _tokenise_own(plan, shared, dcache, data, cfg, self.budget, ctx, self.progress)
+            del shared
         with deterministic_kernels(cfg.runtime.deterministic) as self.alerts:
             return self._loop(model, data, plan, builder)
 

@@ -191,6 +191,21 @@ class TokenCache:
         self._index[key] = (self._used, n)
         self._used += n
 
+    def take(self, other: TokenCache, keys: Iterable[str]) -> list[str]:
+        """Copy the ids of ``keys`` that ``other`` holds (same tokenizer and limit); returns the keys it lacks."""
+        if (other.max_tokens, tokenizer_fingerprint(other.tokenizer)) != (
+                self.max_tokens, tokenizer_fingerprint(self.tokenizer)):
+            raise ValueError("the caches tokenise differently")
+        lacking = []
+        for key in keys:
+            if key in self._index:
+                continue
+            if key in other:
+                self._append(key, other[key])
+            else:
+                lacking.append(key)
+        return lacking
+
     def add(self, items: Iterable[tuple[str, str]], batch_size: int = 2048, progress: bool = True,
             total: int | None = None) -> int:
         """Tokenise the ``(key, text)`` pairs whose key is not cached yet; returns how many were added.

@@ -34,8 +34,8 @@ PY
 export PYTHONPATH=/tmp/shim:/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 export RANKDISTILL_DATA=$PWD/.carry/data RANKDISTILL_CACHE=$PWD/runs/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONUNBUFFERED=1
-# nothing here uses JAX, but bm25s imports it where it is installed, and JAX on this machine's GPU takes 75% of
-# its memory (rankdistill.retrieval.bm25 sets this too before it imports bm25s; here it covers every process)
+# nothing here uses JAX, and JAX on this machine's GPU takes 75% of its memory at its first use (bm25s used it:
+# rankdistill.retrieval.bm25 now hides JAX from bm25s; this covers any other process of a call)
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 rankdistill() { python3 -m rankdistill.cli "$@"; }
 export -f rankdistill

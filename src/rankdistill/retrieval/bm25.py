@@ -6,12 +6,13 @@ English stemmer (PyStemmer). Scoring is Lucene's BM25 variant with ``k1 = 1.2`` 
 The index is cached beside the document store (for an ir_datasets corpus, under the cache root), so mining and
 retrieval over the same corpus build it once.
 
-The top-k is numpy's on every machine. bm25s imports JAX where it is installed and then takes its top-k from
-it by default; on a GPU machine whose JAX has CUDA, that first call gave JAX the GPU and, by JAX's default,
-75% of its memory for the rest of the process (seen on an H200: 108 of 143 GB taken as a study started), and a
-JAX top-k can order tied scores differently from numpy's, so a run on such a machine could differ from one
-without JAX. :func:`import_bm25s` therefore keeps JAX on the CPU (``JAX_PLATFORMS=cpu``, unless the variable
-is set or JAX is loaded already), and the search asks bm25s for numpy.
+The top-k is numpy's on every machine. Where JAX is installed, bm25s imports it, runs one JAX top-k at
+import and takes its top-k from JAX by default. On a GPU machine whose JAX has CUDA, that first call gave JAX
+the GPU and, by JAX's default, 75% of its memory for the rest of the process (seen on an H200: 108 of 143 GB
+taken as a study started); it also started JAX's threads, so every later ``fork`` (a data loader's workers)
+warned of a possible deadlock; and a JAX top-k can order tied scores differently from numpy's, so a run on such
+a machine could differ from one without JAX. :func:`import_bm25s` therefore imports bm25s with JAX hidden from
+it (unless JAX is loaded already), and the search asks bm25s for numpy.
 """
 
 from __future__ import annotations
@@ -43,12 +44,20 @@ MIN_QUERIES_PER_THREAD = 64
 
 
 def import_bm25s():
-    """``bm25s``, imported with JAX kept off the GPU (see the module's docstring): ``JAX_PLATFORMS=cpu`` is set
-    for this process where neither it nor JAX is set up yet."""
-    if "jax" not in sys.modules and "bm25s" not in sys.modules:
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import bm25s
-
+    """``bm25s``, imported with JAX hidden from it (see the module's docstring): its optional ``import jax``
+    fails while ``sys.modules["jax"]`` is None, so it never loads JAX; the entry is removed right after, so
+    other code of the process can still import JAX. Where JAX is loaded already, bm25s finds it (and the
+    search still asks for numpy's top-k)."""
+    if "bm25s" in sys.modules:
+        return sys.modules["bm25s"]
+    hide = "jax" not in sys.modules
+    if hide:
+        sys.modules["jax"] = None  # type: ignore[assignment]
+    try:
+        import bm25s
+    finally:
+        if hide and "jax" in sys.modules and sys.modules["jax"] is None:
+            del sys.modules["jax"]
     return bm25s
 
 

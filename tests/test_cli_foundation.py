@@ -394,3 +394,29 @@ def test_the_python_api_is_importable_from_its_packages_without_loading_torch():
     assert read_group_pairs.__module__ == dataset_queries.__module__ == "rankdistill.teachers.pairs"
     with pytest.raises(AttributeError, match=r"module 'rankdistill\.models' has no attribute 'nope'"):
         importlib.import_module("rankdistill.models").nope  # noqa: B018
+
+
+def test_ir_datasets_info_lines_follow_the_level_asked_for(capfd):
+    """ir_datasets logs through a logger of its own (its level, its handler, no propagation), so its
+    ``[INFO]`` lines came through ``-q`` and through a study's stages (which run their verbs at WARNING)."""
+    import logging
+
+    import ir_datasets
+
+    from rankdistill.cli import setup_logging
+
+    root = logging.getLogger()
+    saved = root.level
+    log = ir_datasets.log.easy()
+    try:
+        setup_logging(quiet=True)
+        log.info("confirm the usage agreement")
+        log.warn("a real warning")
+        err = capfd.readouterr().err
+        assert "confirm the usage agreement" not in err and "a real warning" in err
+        setup_logging()
+        log.info("building docstore")
+        assert "[INFO] building docstore" in capfd.readouterr().err
+        assert sum(type(f).__name__ == "_BelowRootLevel" for f in logging.getLogger("ir_datasets").filters) == 1
+    finally:
+        root.setLevel(saved)

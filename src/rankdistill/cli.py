@@ -73,6 +73,14 @@ def _command(argv: Sequence[str]) -> str | None:
     return None
 
 
+class _BelowRootLevel(logging.Filter):
+    """Drops records under the root logger's level, for a library logger that sets its own level and does not
+    propagate (ir_datasets: its ``[INFO]`` lines came through ``-q`` and inside a study's stages)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.getLogger().level
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -80,6 +88,9 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "transformers", "sentence_transformers", "bm25s",
                   "matplotlib"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    irds = logging.getLogger("ir_datasets")  # its handler and level are its own; the filter outlives them
+    if not any(isinstance(f, _BelowRootLevel) for f in irds.filters):
+        irds.addFilter(_BelowRootLevel())
 
 
 _depth = 0

@@ -64,6 +64,33 @@ def test_score_pairs_scores_unique_missing_pairs_once(tmp_path, cranfield, tiny_
     assert np.allclose([got[p] for p in pairs], ref, atol=1e-6, rtol=1e-5)
 
 
+def test_the_teachers_loading_is_timed_apart_from_its_pairs_per_second(tmp_path, cranfield, tiny_cross_encoder_dir,
+                                                                      monkeypatch):
+    """A cross-encoder teacher loads its weights before the first pair it scores (not when every pair is
+    stored), inside score_pairs: the pairs per second it reports leave that loading out."""
+    import time
+
+    from rankdistill.teachers import models
+
+    _, texts, pairs = cranfield
+    teacher = load_teacher(_config(tiny_cross_encoder_dir, teacher_id="tiny"))
+    assert not teacher.loaded
+    load = models.CrossEncoderTeacher._load_model
+
+    def slow_load(self):
+        time.sleep(0.5)
+        return load(self)
+
+    monkeypatch.setattr(models.CrossEncoderTeacher, "_load_model", slow_load)
+    with ScoreStore(tmp_path / "s.db") as store:
+        first = score_pairs(teacher, pairs[:20], texts, store, chunk_size=8, show_progress=False)
+        assert teacher.loaded and first.scored == 20 and first.load_seconds >= 0.5
+        assert first.pairs_per_second == pytest.approx(20 / (first.seconds - first.load_seconds))
+        teacher.close()
+        stored = score_pairs(teacher, pairs[:20], texts, store, chunk_size=8, show_progress=False)
+        assert stored.scored == 0 and stored.load_seconds == 0 and not teacher.loaded
+
+
 def test_scores_are_committed_in_few_transactions_and_kept_when_interrupted(tmp_path, cranfield,
                                                                             tiny_cross_encoder_dir, monkeypatch):
     """Each GPU batch was one SQLite transaction (about 40 us a row); commits now gather COMMIT_ROWS rows or

@@ -219,6 +219,10 @@ class CrossFitTeacher(Teacher):
                                                  [query_ids[i] for i in pos]) if pos.size else None)
         return CrossFitChunk(tuple(positions), tuple(prepared), np.asarray([len(r) for r in routes]))
 
+    def warm(self) -> None:
+        for member in self.members:
+            member.warm()
+
     def run(self, prepared: CrossFitChunk) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Pairs with one routed member are yielded batch by batch as that member scores them; pairs with several
         (queries no member trained on) once every member has scored them, as the mean."""

@@ -95,10 +95,15 @@ class ScoringReport:
     reused: int = 0
     """Pairs copied from a shared cache store instead of being scored (counted in neither ``cached``
     nor ``scored``)."""
+    load_seconds: float = 0.0
+    """Of ``seconds``, the time spent loading the teacher's model (a teacher loads it before the first pair it
+    scores, and not at all when every pair is stored)."""
 
     @property
     def pairs_per_second(self) -> float:
-        return self.scored / self.seconds if self.seconds > 0 else 0.0
+        """Pairs scored per second of the job, the model's loading left out."""
+        busy = self.seconds - self.load_seconds
+        return self.scored / busy if busy > 0 else 0.0
 
     def to_dict(self) -> dict:
         return {"teacher_id": self.teacher_id, "requested": self.requested, "cached": self.cached,
@@ -261,6 +266,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
     claim_teacher_id(store, tid, teacher.identity(), teacher.info())
     blocks = as_pair_blocks(pairs)
     cached = reused = scored = 0
+    load_seconds = 0.0
     cache_claimed = False
     # the bar counts every pair asked for: those found stored or in the cache advance it at once
     bar = tqdm(total=blocks.pairs, desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,
@@ -334,6 +340,10 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
                     todo = [p for p in todo if p not in found]
                     bar.update(len(found))
             if todo:
+                if executor is None and not load_seconds:  # here, the model is loaded now, and timed apart
+                    t = time.perf_counter()
+                    teacher.warm()
+                    load_seconds = max(time.perf_counter() - t, 1e-9)
                 score_chunks([todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)])
                 commit()
     except BaseException:
@@ -346,7 +356,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
         logger.info("teacher %s: %d of %d pairs already in %s", tid, cached, blocks.pairs, store.path)
     if reused:
         logger.info("teacher %s: %d pairs copied from the shared store %s", tid, reused, cache.path)  # type: ignore[union-attr]
-    report = ScoringReport(tid, blocks.pairs, cached, scored, time.perf_counter() - start, reused)
+    report = ScoringReport(tid, blocks.pairs, cached, scored, time.perf_counter() - start, reused, load_seconds)
     if scored:
         logger.info("teacher %s: scored %d pairs in %.1fs (%.0f pairs/s)", tid, scored, report.seconds,
                     report.pairs_per_second)

@@ -142,6 +142,10 @@ class Teacher(abc.ABC):
                 out[idx] = s
         return out
 
+    def warm(self) -> None:  # noqa: B027 -- optional: only a teacher that loads its model late overrides it
+        """Load what :meth:`run` needs now (the engine calls it before the first pair it scores, so that the
+        loading is not counted in the pairs per second)."""
+
     def close(self) -> None:  # noqa: B027 -- optional: only a teacher that holds a model overrides it
         """Free the model (and GPU memory)."""
 
@@ -413,6 +417,9 @@ class CrossEncoderTeacher(Teacher):
         if head_missing and not self.config.allow_untrained_head:
             _refuse_untrained(self.config.model, head_missing)
         return model.to(self.device).eval()
+
+    def warm(self) -> None:
+        _ = self.model
 
     @property
     def loaded(self) -> bool:

@@ -125,7 +125,7 @@ def test_score_reads_the_groups_a_block_at_a_time(tmp_path, cranfield_dir, tiny_
 
 @pytest.mark.parametrize("executor", ["processes", "ray"])
 def test_scoring_fans_out_to_workers_with_the_same_scores(tmp_path, cranfield_dir, tiny_cross_encoder_dir,
-                                                          capsys, executor):
+                                                          capsys, executor, monkeypatch):
     """``--executor processes|ray``: chunks of --chunk-size pairs are scored by workers that load the teacher once
     each; the chunks go through the same batches as here, so the store holds the same bytes per score."""
     if executor == "ray":
@@ -135,6 +135,13 @@ def test_scoring_fans_out_to_workers_with_the_same_scores(tmp_path, cranfield_di
             "--teacher", str(tiny_cross_encoder_dir), "--teacher-id", "tiny", "--max-length", "64",
             "--batch-size", "4", "--device", "cpu", "--chunk-size", "7"]
     assert main([*base, "--output", str(tmp_path / "here.db")]) == 0
+    if executor == "processes":  # the workers load the teacher; this process, which only stores, does not
+        from transformers import AutoModelForSequenceClassification
+
+        def no_loading(*a, **k):
+            raise AssertionError("loaded the teacher in the process that only stores")
+
+        monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", no_loading)
     assert main([*base, "--output", str(tmp_path / "there.db"), "--executor", executor, "--workers", "2",
                  "--gpus-per-task", "0"]) == 0
     assert f"tiny: {len(pairs)} pairs, 0 already stored, {len(pairs)} scored" in capsys.readouterr().out

@@ -420,3 +420,21 @@ def test_ir_datasets_info_lines_follow_the_level_asked_for(capfd):
         assert sum(type(f).__name__ == "_BelowRootLevel" for f in logging.getLogger("ir_datasets").filters) == 1
     finally:
         root.setLevel(saved)
+
+
+def _irds_filters_in_worker() -> list[str]:
+    import logging
+
+    return [type(f).__name__ for f in logging.getLogger("ir_datasets").filters]
+
+
+def test_a_process_pools_workers_drop_ir_datasets_info_lines_too():
+    """A study's cells run in a process pool, whose workers never call setup_logging: the filter that makes
+    ir_datasets follow the root level is installed there too (the workers log warnings and up)."""
+    from rankdistill.experiments.executors import ProcessExecutor
+
+    pool = ProcessExecutor(1)
+    try:
+        assert pool.map(_irds_filters_in_worker, [()]) == [["_BelowRootLevel"]]
+    finally:
+        pool.close()

@@ -88,9 +88,16 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "transformers", "sentence_transformers", "bm25s",
                   "matplotlib"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    irds = logging.getLogger("ir_datasets")  # its handler and level are its own; the filter outlives them
-    if not any(isinstance(f, _BelowRootLevel) for f in irds.filters):
-        irds.addFilter(_BelowRootLevel())
+    follow_root_level()
+
+
+def follow_root_level(names: Sequence[str] = ("ir_datasets",)) -> None:
+    """Make the loggers ``names``, which set their own level and handler and do not propagate, drop what the
+    root logger's level drops (once per logger; a process pool's workers call it too)."""
+    for name in names:
+        lib = logging.getLogger(name)  # its handler and level are its own; the filter outlives them
+        if not any(isinstance(f, _BelowRootLevel) for f in lib.filters):
+            lib.addFilter(_BelowRootLevel())
 
 
 _depth = 0

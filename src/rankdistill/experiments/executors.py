@@ -54,8 +54,11 @@ def _init_worker(threads: int) -> None:
     """Per worker process: share the CPU cores out, and log like the parent (warnings and up)."""
     import torch
 
+    from rankdistill.cli import follow_root_level
+
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    follow_root_level()
 
 
 class ProcessExecutor:

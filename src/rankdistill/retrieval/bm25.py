@@ -48,9 +48,8 @@ def import_bm25s():
     fails while ``sys.modules["jax"]`` is None, so it never loads JAX; the entry is removed right after, so
     other code of the process can still import JAX. Where JAX is loaded already, bm25s finds it (and the
     search still asks for numpy's top-k)."""
-    if "bm25s" in sys.modules:
-        return sys.modules["bm25s"]
-    hide = "jax" not in sys.modules
+    hide = "jax" not in sys.modules and "bm25s" not in sys.modules
+    # (while the entry is None, a first `import jax` in another thread fails too; nothing here imports JAX)
     if hide:
         sys.modules["jax"] = None  # type: ignore[assignment]
     try:

@@ -108,7 +108,7 @@ class ScoringReport:
     def to_dict(self) -> dict:
         return {"teacher_id": self.teacher_id, "requested": self.requested, "cached": self.cached,
                 "reused": self.reused, "scored": self.scored, "seconds": round(self.seconds, 3),
-                "pairs_per_second": round(self.pairs_per_second, 1)}
+                "load_seconds": round(self.load_seconds, 3), "pairs_per_second": round(self.pairs_per_second, 1)}
 
 
 def unique_pairs(pairs: Iterable[Pair]) -> list[Pair]:
@@ -358,8 +358,8 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
         logger.info("teacher %s: %d pairs copied from the shared store %s", tid, reused, cache.path)  # type: ignore[union-attr]
     report = ScoringReport(tid, blocks.pairs, cached, scored, time.perf_counter() - start, reused, load_seconds)
     if scored:
-        logger.info("teacher %s: scored %d pairs in %.1fs (%.0f pairs/s)", tid, scored, report.seconds,
-                    report.pairs_per_second)
+        logger.info("teacher %s: scored %d pairs in %.1fs (%.0f pairs/s; loading the model %.1fs of it)", tid,
+                    scored, report.seconds, report.pairs_per_second, report.load_seconds)
     return report
 
 

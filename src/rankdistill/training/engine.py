@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -241,6 +242,11 @@ def _tokenise(data: TrainingData, config: TrainConfig, model: BiEncoder | CrossE
     return qcache, dcache, needed
 
 
+def _longest(lengths: dict[str, int], group: SampledGroup) -> int:
+    """A group's longest document in tokens, from lengths known apart from the token cache (DDP)."""
+    return max(lengths[d] for d in group.doc_ids)
+
+
 def _tokenise_own(plan: TrainingPlan, shared: TokenCache, dcache: TokenCache, data: TrainingData,
                   config: TrainConfig, budget: Budget, ctx: DistContext, progress: bool) -> None:
     """Fill this process's document cache under DDP with the documents of its shards of the plan's steps,
@@ -315,10 +321,9 @@ class _Trainer:
                                teacher=data.teacher, max_query_length=m.max_query_length,
                                max_doc_length=m.max_doc_length, max_length=m.max_length,
                                pad_multiple=cfg.runtime.pad_multiple, in_batch=cfg.in_batch_negatives)
-        length_of = builder.length
-        if lengths is not None:  # DDP: every process's documents' lengths, each process holding its own ids
-            def length_of(group: SampledGroup) -> int:
-                return max(lengths[d] for d in group.doc_ids)
+        # DDP: every process's documents' lengths, each process holding its own ids (a partial, not a closure:
+        # the plan travels to data-loader workers, which spawn or forkserver start by pickling it)
+        length_of = builder.length if lengths is None else functools.partial(_longest, lengths)
         plan = TrainingPlan(data.groups, group_size=cfg.data.group_size, groups_per_step=self.budget.groups_per_step,
                             seed=cfg.optim.seed, bucket_steps=cfg.runtime.bucket_steps, length_of=length_of)
         if lengths is not None:

@@ -91,6 +91,12 @@ def test_each_query_is_scored_by_the_members_that_did_not_train_on_it(crossfit_d
            for m in (0, 1)}
     assert not np.allclose(own[0]["q1"], own[1]["q1"])  # the members differ, so routing is visible
     pairs = [(q, d) for q in QUERIES for d in docs]
+    # the members load their weights when a pair is routed to them: q1's pairs need member 1 only
+    assert not any(m.loaded for m in teacher.members)
+    with ScoreStore(tmp_path / "q1.db") as store:
+        score_pairs(teacher, [p for p in pairs if p[0] == "q1"], CorpusTexts(QUERIES, _Docs()), store,
+                    show_progress=False)
+    assert [m.loaded for m in teacher.members] == [False, True]
     with ScoreStore(tmp_path / "s.db") as store:
         report = score_pairs(teacher, pairs, CorpusTexts(QUERIES, _Docs()), store, show_progress=False)
         assert report.scored == 9

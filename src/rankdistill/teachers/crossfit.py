@@ -219,9 +219,11 @@ class CrossFitTeacher(Teacher):
                                                  [query_ids[i] for i in pos]) if pos.size else None)
         return CrossFitChunk(tuple(positions), tuple(prepared), np.asarray([len(r) for r in routes]))
 
-    def warm(self) -> None:
-        for member in self.members:
-            member.warm()
+    def warm(self, query_ids: Iterable[str] = ()) -> None:
+        """The members these queries route to (a member no pair goes to stays unloaded until one does)."""
+        routed = {m for q in dict.fromkeys(query_ids) for m in self.plan.route(q)}
+        for m in sorted(routed):
+            self.members[m].warm()
 
     def run(self, prepared: CrossFitChunk) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Pairs with one routed member are yielded batch by batch as that member scores them; pairs with several

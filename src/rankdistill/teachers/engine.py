@@ -342,7 +342,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
             if todo:
                 if executor is None and not load_seconds:  # here, the model is loaded now, and timed apart
                     t = time.perf_counter()
-                    teacher.warm()
+                    teacher.warm(q for q, _ in todo)
                     load_seconds = max(time.perf_counter() - t, 1e-9)
                 score_chunks([todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)])
                 commit()

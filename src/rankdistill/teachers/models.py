@@ -21,7 +21,7 @@ import gc
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,9 @@ class Teacher(abc.ABC):
                 out[idx] = s
         return out
 
-    def warm(self) -> None:  # noqa: B027 -- optional: only a teacher that loads its model late overrides it
-        """Load what :meth:`run` needs now (the engine calls it before the first pair it scores, so that the
-        loading is not counted in the pairs per second)."""
+    def warm(self, query_ids: Iterable[str] = ()) -> None:  # noqa: B027 -- only a teacher that loads late has one
+        """Load what :meth:`run` needs for pairs of ``query_ids`` now (the engine calls it before the first pair
+        it scores, with that block's queries, so that the loading is not counted in the pairs per second)."""
 
     def close(self) -> None:  # noqa: B027 -- optional: only a teacher that holds a model overrides it
         """Free the model (and GPU memory)."""
@@ -418,7 +418,7 @@ class CrossEncoderTeacher(Teacher):
             _refuse_untrained(self.config.model, head_missing)
         return model.to(self.device).eval()
 
-    def warm(self) -> None:
+    def warm(self, query_ids: Iterable[str] = ()) -> None:
         _ = self.model
 
     @property

@@ -267,7 +267,7 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
     blocks = as_pair_blocks(pairs)
     cached = reused = scored = 0
     load_seconds = 0.0
-    cache_claimed = False
+    warmed = cache_claimed = False
     # the bar counts every pair asked for: those found stored or in the cache advance it at once
     bar = tqdm(total=blocks.pairs, desc=f"scoring {tid}", unit="pair", unit_scale=True, dynamic_ncols=True,
                disable=None if show_progress else True, mininterval=1.0)
@@ -340,10 +340,10 @@ def score_pairs(teacher: Teacher, pairs: Sequence[Pair] | PairBlocks, texts: Pai
                     todo = [p for p in todo if p not in found]
                     bar.update(len(found))
             if todo:
-                if executor is None and not load_seconds:  # here, the model is loaded now, and timed apart
+                if executor is None and not warmed:  # here, the model is loaded now, and timed apart
                     t = time.perf_counter()
                     teacher.warm(q for q, _ in todo)
-                    load_seconds = max(time.perf_counter() - t, 1e-9)
+                    load_seconds, warmed = time.perf_counter() - t, True
                 score_chunks([todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)])
                 commit()
     except BaseException:

@@ -225,15 +225,14 @@ def _tokenise(data: TrainingData, config: TrainConfig, model: BiEncoder | CrossE
     for g in probe.groups_within(budget.steps):
         needed.update(dict.fromkeys(g.doc_ids, 0))
     corpus = data.corpus
-    if ctx is None or not ctx.active:
-        dcache.add(((d, corpus.text(d)) for d in needed), progress=progress,  # type: ignore[attr-defined]
-                   total=len(needed))
-        logger.info("tokenised %d queries and %d documents once", len(qcache), len(dcache))
-        return qcache, dcache, None
+    ddp = ctx is not None and ctx.active
     ids = list(needed)
-    share = ids[ctx.rank::ctx.world_size]
+    share = ids[ctx.rank::ctx.world_size] if ddp else ids  # type: ignore[union-attr]
     dcache.add(((d, corpus.text(d)) for d in share), progress=progress,  # type: ignore[attr-defined]
                total=len(share))
+    if not ddp:
+        logger.info("tokenised %d queries and %d documents once", len(qcache), len(dcache))
+        return qcache, dcache, None
     parts = ctx.all_gather_ints(np.fromiter((dcache.length(d) for d in share), dtype=np.int64, count=len(share)),
                                 device or torch.device("cpu"))
     for r, lengths in enumerate(parts):

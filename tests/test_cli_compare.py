@@ -180,8 +180,10 @@ def test_study_over_seeds(tmp_path, capsys):
     # within each seed: B - A is (0.1, 0.2, 0.1) in seed 0, mean 0.1333, se 0.0333, 90% interval with 2 df
     # (t 2.92) [0.036, 0.231] across the 0.1 margin: inconclusive; (0, 0, 0) in seed 1: equivalent
     assert out["collections"]["default"]["verdicts_by_seed"] == {"B": {"0": "inconclusive", "1": "equivalent"}}
+    assert out["collections"]["default"]["diffs_by_seed"] == {"B": {"0": pytest.approx(0.4 / 3), "1": 0.0}}
     assert main(["compare", "--manifest", str(tmp_path / "m.tsv"), "--margin", "0.1", "--bootstrap", "0"]) == 0
-    assert "default      B  seed 0: inconclusive, seed 1: equivalent" in capsys.readouterr().out
+    assert ("default      B  seed 0: inconclusive (+0.1333), seed 1: equivalent (+0.0000)"
+            in capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("case", ["measures", "overlap", "margin0", "margin_neg", "margin_inf", "seed", "nan",

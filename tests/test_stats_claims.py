@@ -133,7 +133,9 @@ def test_entropy_claims_contrast_middle_bands_against_outer_ones(tmp_path):
     assert "cross/lce @ scifact: +0.0600 [+0.0573, +0.0627]" in moderate
     assert "significantly better in 1 (cross/lce @ scifact) and significantly worse in 0: the run **supports**" \
         in moderate
-    assert "cross/lce @ scifact: -0.0200 [-0.0200, -0.0200]" in hurts and "**supports** the claim" in hurts
+    assert "cross/lce @ scifact: -0.0200 [-0.0200, -0.0200] (seed by seed: -0.0200, -0.0200) (1 of 1 with the " \
+        "sign of the seed average in every seed)" in hurts and "**supports** the claim" in hurts
+    assert record["high_entropy_hurts"]["by_seed"]["cross/lce @ scifact"] == pytest.approx({0: -0.02, 1: -0.02})
     # with no middle band there is no contrast: only the descriptive part remains
     two = SimpleNamespace(entropy_study=SimpleNamespace(bands=[bands[0], bands[3]]), comparison=cfg.comparison)
     assert "minus the outer ones" not in _entropy_claims(two, {key: st})[0]
@@ -257,3 +259,28 @@ def test_every_seed_is_counted_against_the_studys_seeds_for_each_verdict():
     by_seed = {(key, "c", "Y"): {0: "equivalent", 1: "equivalent"}, (key, "c", "X"): {0: "different"}}
     text = "\n".join(_seed_stability(studies, by_seed, 0.01, [0, 1]))
     assert "| equivalent | 1 | 1 |" in text and "| different | 1 | 0 |" in text
+
+
+def test_differences_seed_by_seed_beside_the_claims_findings(tmp_path):
+    """X minus the baseline is +0.03 in seed 0 and exactly 0 in seed 1 (the +-0.005 per query cancels over the
+    40 queries); seed 2 has no baseline run, so it gives no difference. A finding of the seed average is listed
+    with its differences seed by seed and counted as keeping its sign only where every seed has that sign (a
+    seed at 0 does not); a finding of one seed gets neither."""
+    from rankdistill.experiments.report import _diffs_by_seed, _listing
+    from rankdistill.stats.claims import Finding
+
+    study = _seed_study(tmp_path, seed_2=True)
+    res = study.collections["c"]
+    assert res.diffs_by_seed() == {"X": pytest.approx({0: 0.03, 1: 0.0})}
+    per = _diffs_by_seed({("cross", "kl", 16, "all"): study})
+    assert per == {"cross": {"kl/X @ c": pytest.approx({0: 0.03, 1: 0.0})}}
+    found = [Finding("kl/X @ c", 0.01, 0.009, 0.011, 0.01), Finding("kl/Y @ c", 0.02, 0.01, 0.03, 0.01),
+             Finding("kl/Z @ c", -0.02, -0.03, -0.01, 0.01)]
+    seeds = {**per["cross"], "kl/Y @ c": {0: 0.01, 1: 0.03}, "kl/Z @ c": {0: -0.02}}
+    text = _listing(found, by_seed=seeds)
+    assert text == ("kl/X @ c: +0.0100 [+0.0090, +0.0110] (seed by seed: +0.0300, +0.0000); "
+                    "kl/Y @ c: +0.0200 [+0.0100, +0.0300] (seed by seed: +0.0100, +0.0300); "
+                    "kl/Z @ c: -0.0200 [-0.0300, -0.0100] (1 of 2 with the sign of the seed average in every seed)")
+    assert _listing(found[:1], by_seed={"kl/X @ c": {0: -0.01, 1: -0.02}}).endswith("(0 of 1 with the sign of "
+                                                                                   "the seed average in every seed)")
+    assert _listing(found) == "; ".join(f.describe() for f in found)  # one seed: as before

@@ -12,7 +12,7 @@ import html
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -616,11 +616,29 @@ def _write_costs(out_dir: Path, costs: dict, metric: str, shared: int = 0) -> No
 _CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no"}
 
 
-def _listing(findings, limit: int = 10) -> str:
-    """``label: diff [low, high]; ...``, at most ``limit`` of them."""
-    items = [f.describe() for f in findings]
+def _listing(findings, limit: int = 10, by_seed: Mapping[str, Mapping[int, float]] | None = None) -> str:
+    """``label: diff [low, high]; ...``, at most ``limit`` of them; with ``by_seed`` (``{label: {seed: mean
+    difference}}``) each finding of more than one seed also gives its difference seed by seed, and the listing
+    ends with how many keep their sign in every seed (:func:`_same_sign`)."""
+    items = []
+    for f in findings:
+        per = (by_seed or {}).get(f.label, {})
+        seeds = f" (seed by seed: {', '.join(f'{d:+.4f}' for _, d in sorted(per.items()))})" if len(per) > 1 else ""
+        items.append(f.describe() + seeds)
     more = f"; and {len(items) - limit} more" if len(items) > limit else ""
-    return "; ".join(items[:limit]) + more
+    return "; ".join(items[:limit]) + more + _same_sign(findings, by_seed)
+
+
+def _same_sign(findings, by_seed: Mapping[str, Mapping[int, float]] | None) -> str:
+    """`` (k of n with the sign of the seed average in every seed)`` over the findings with more than one seed,
+    or nothing. The intervals are over queries, of values averaged over seeds; a difference that some seed
+    reverses rests on seeds that disagree, which they do not show (docs/results.md: between seeds a
+    cross-encoder cell moved by more than the margin)."""
+    signs = [all(round(d, 4) * f.mean_diff > 0 for d in per.values())  # as listed: +0.0000 has no sign
+             for f in findings if len(per := (by_seed or {}).get(f.label, {})) > 1]
+    if not signs:
+        return ""
+    return f" ({sum(signs)} of {len(signs)} with the sign of the seed average in every seed)"
 
 
 def _verdicts_by_seed(studies: dict) -> dict[tuple, dict[int, str]]:
@@ -684,7 +702,22 @@ def _comparisons(studies: dict, keep) -> dict[str, list[tuple[str, Any]]]:
             continue
         for coll, res in st.collections.items():
             for row in res.report.rows:
-                out.setdefault(key[0], []).append((f"{key[1]}/{row.name.split('/')[0]} @ {coll}", row.tost))
+                out.setdefault(key[0], []).append((_label(key, row.name, coll), row.tost))
+    return out
+
+
+def _label(key: tuple, system: str, coll: str) -> str:
+    return f"{key[1]}/{system.split('/')[0]} @ {coll}"
+
+
+def _diffs_by_seed(studies: dict) -> dict[str, dict[str, dict[int, float]]]:
+    """Per architecture, ``{label: {seed: mean difference from the baseline}}`` under the labels of
+    :func:`_comparisons` (:meth:`~rankdistill.stats.study.CollectionResult.diffs_by_seed`)."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for key, st in studies.items():
+        for coll, res in st.collections.items():
+            for system, per in res.diffs_by_seed().items():
+                out.setdefault(key[0], {})[_label(key, system, coll)] = per
     return out
 
 
@@ -710,27 +743,32 @@ def _claims(cfg, studies, diameters, band_studies=None, record: dict | None = No
         f"read as findings. Differences are strategy (or band) minus baseline, with {level} intervals.", ""]
     # 1. elaborate sampling adds little under distillation
     distil = _comparisons(studies, lambda k: k[1] in TEACHER_LOSSES)
+    seeds = _diffs_by_seed(studies)
+    if any(len(per) > 1 for fam in seeds.values() for per in fam.values()):
+        record["differences_by_seed"] = seeds
     if distil:
         losses = ", ".join(sorted({k[1] for k in studies if k[1] in TEACHER_LOSSES}))
         parts = []
         for arch, fam in distil.items():
             r = adds_little(fam, comp.margin, comp.alpha, comp.correction)
             record.setdefault("adds_little_under_distillation", {})[arch] = asdict(r)
+            per = seeds.get(arch, {})
             text = (f"*{arch}-encoders*: {len(r.shown_little)} of {r.n} comparisons show a gain below "
                     f"+{comp.margin:g} (one-sided test at alpha {comp.alpha:g}, the upper half of the TOST). ")
             if r.verdict == "supported":
                 text += "Every comparison does, so the run **supports** the claim here."
             elif r.verdict == "contradicted":
                 text += (f"Better than {comp.baseline} by more than the margin ({corr}-corrected): "
-                         f"{_listing(r.beyond_margin)}; the run **contradicts** the claim there.")
+                         f"{_listing(r.beyond_margin, by_seed=per)}; the run **contradicts** the claim there.")
             else:
                 undet = sorted(r.undetermined, key=lambda f: -f.ci_high)
                 text += (f"The run **does not settle** the claim: {len(undet)} intervals reach the margin, "
                          f"widest first: {_listing(undet, 6)}.")
             if r.better:
-                text += f" Significantly better than {comp.baseline} ({corr}-corrected): {_listing(r.better)}."
+                text += (f" Significantly better than {comp.baseline} ({corr}-corrected): "
+                         f"{_listing(r.better, by_seed=per)}.")
             if r.worse:
-                text += f" Significantly worse: {_listing(r.worse)}."
+                text += f" Significantly worse: {_listing(r.worse, by_seed=per)}."
             parts.append(text)
         out += [f"**Elaborate sampling adds little under distillation** ({losses}; each strategy against "
                 f"{comp.baseline}, per test collection, margin {comp.margin:g} {comp.metric}).", "",
@@ -758,7 +796,7 @@ def _claims(cfg, studies, diameters, band_studies=None, record: dict | None = No
                             "this run"))
             text += "."
             if a.higher or a.lower:
-                text += f" Under lce: {_listing(a.higher + a.lower)}."
+                text += f" Under lce: {_listing(a.higher + a.lower, by_seed=seeds.get(arch))}."
             parts.append(text)
         out += ["**Under contrastive labels (lce) the sampler matters more** (the paper's contrast to the "
                 "claim above).", "", *[f"- {p}" for p in parts], ""]
@@ -816,7 +854,7 @@ def _entropy_claims(cfg, band_studies: dict, record: dict | None = None) -> list
     cases."""
     from dataclasses import asdict
 
-    from rankdistill.stats.claims import contrast, significant
+    from rankdistill.stats.claims import Finding, contrast, significant
 
     record = {} if record is None else record
 
@@ -829,6 +867,7 @@ def _entropy_claims(cfg, band_studies: dict, record: dict | None = None) -> list
     outer = [bands[0], bands[-1]]
     weights = {**{b: 1 / len(inner) for b in inner}, **{b: -1 / len(outer) for b in outer}}
     best_rows, moderate_best, hurts, contrasts, n = [], 0, [], [], 0
+    hurt_seeds: dict[str, dict[int, float]] = {}
     best_bands: dict[str, str] = {}
     for (arch, loss, _gs), st in band_studies.items():
         for coll, res in st.collections.items():
@@ -845,6 +884,7 @@ def _entropy_claims(cfg, band_studies: dict, record: dict | None = None) -> list
             for row in res.report.rows:
                 if row.name == top:
                     hurts.append((f"{arch}/{loss} @ {coll}", row.tost))
+                    hurt_seeds[f"{arch}/{loss} @ {coll}"] = res.diffs_by_seed().get(top, {})
             if inner and all(b in res.values for b in bands):
                 c = contrast(f"{arch}/{loss} @ {coll}", res.values, weights, comp.alpha)
                 if c is not None:
@@ -867,7 +907,8 @@ def _entropy_claims(cfg, band_studies: dict, record: dict | None = None) -> list
     out.append("")
     worse = significant(hurts, "less", comp.alpha, comp.correction)
     better = significant(hurts, "greater", comp.alpha, comp.correction)
-    parts = "; ".join(f"{name}: {t.mean_diff:+.4f} [{t.ci_low:+.4f}, {t.ci_high:+.4f}]" for name, t in hurts)
+    parts = _listing([Finding(name, t.mean_diff, t.ci_low, t.ci_high, math.nan) for name, t in hurts], len(hurts),
+                     hurt_seeds)
     if not hurts:
         verdict = "No comparison was possible."
     else:
@@ -875,7 +916,7 @@ def _entropy_claims(cfg, band_studies: dict, record: dict | None = None) -> list
     record["high_entropy_hurts"] = {
         "band": top, "cases": [{"label": name, "mean_diff": t.mean_diff, "ci_low": t.ci_low, "ci_high": t.ci_high}
                                for name, t in hurts],
-        "worse": [f.label for f in worse], "better": [f.label for f in better],
+        "worse": [f.label for f in worse], "better": [f.label for f in better], "by_seed": hurt_seeds,
         "verdict": _mixed_verdict(worse, better) if hurts else "not tested"}
     out += [f"**High entropy hurts.** The highest band ({top}) minus all queries, with {level} intervals: {parts}. "
             f"{verdict}", ""]

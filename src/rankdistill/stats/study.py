@@ -121,6 +121,16 @@ class CollectionResult:
     query_ids: tuple[str, ...] = ()
     """The queries the comparison is on (after the missing-query policy)."""
 
+    def _seed_pairs(self):
+        """``(system, seed, its per-query values, the baseline's)`` for each row's seeds that the baseline has
+        too, on the queries of the comparison (a query a seed lacks counts 0, as in :func:`_over_seeds`)."""
+        base = self.seeds.get(self.report.baseline, {})
+        for row in self.report.rows:
+            mine = self.seeds.get(row.name, {})
+            for seed in sorted(set(mine) & set(base)):
+                yield (row.name, seed, [mine[seed].get(q, 0.0) for q in self.query_ids],
+                       [base[seed].get(q, 0.0) for q in self.query_ids])
+
     def verdicts_by_seed(self) -> dict[str, dict[int, str]]:
         """The TOST verdict of each system against the baseline within each seed alone (``{system: {seed:
         verdict}}``, for the seeds both have), with the comparison's margin and alpha.
@@ -132,16 +142,19 @@ class CollectionResult:
         the queries of the comparison (a query a seed lacks counts 0, as in :func:`_over_seeds`), with the
         comparison's margin as resolved on the seed average (a relative margin is not resolved again per seed:
         every seed tests the one hypothesis)."""
-        report = self.report
-        queries = self.query_ids
-        base = self.seeds.get(report.baseline, {})
-        out: dict[str, dict[int, str]] = {}
-        for row in report.rows:
-            mine = self.seeds.get(row.name, {})
-            out[row.name] = {
-                seed: paired_tost([mine[seed].get(q, 0.0) for q in queries], [base[seed].get(q, 0.0) for q in queries],
-                                  report.margin.value, report.config.alpha).verdict
-                for seed in sorted(set(mine) & set(base))}
+        out: dict[str, dict[int, str]] = {row.name: {} for row in self.report.rows}
+        for name, seed, mine, base in self._seed_pairs():
+            out[name][seed] = paired_tost(mine, base, self.report.margin.value, self.report.config.alpha).verdict
+        return out
+
+    def diffs_by_seed(self) -> dict[str, dict[int, float]]:
+        """Each system's mean difference from the baseline within each seed alone, ``{system: {seed:
+        mean_q (x_s(q) - b_s(q))}}`` over the comparison's queries, pairing the runs of one seed as
+        :meth:`verdicts_by_seed` does. Their mean over the seeds both have is the comparison's mean difference
+        when every seed has every query; their signs say whether a difference holds seed by seed."""
+        out: dict[str, dict[int, float]] = {row.name: {} for row in self.report.rows}
+        for name, seed, mine, base in self._seed_pairs():
+            out[name][seed] = float(np.mean(np.subtract(mine, base))) if mine else math.nan
         return out
 
 
@@ -171,7 +184,8 @@ class StudyReport:
             "systems": list(self.systems),
             "collections": {c: {"comparison": r.report.to_dict(),
                                 "over_seeds": {s: mi(m) for s, m in r.over_seeds.items()},
-                                **({"verdicts_by_seed": r.verdicts_by_seed()} if multi else {})}
+                                **({"verdicts_by_seed": r.verdicts_by_seed(),
+                                    "diffs_by_seed": r.diffs_by_seed()} if multi else {})}
                             for c, r in self.collections.items()},
             "over_collections": {s: mi(m) for s, m in self.over_collections.items()},
             "meta_analysis": {s: None if m is None else {
@@ -191,10 +205,12 @@ class StudyReport:
         if len(seeds) > 1:
             out.append(f"== {self.metric}: mean over seeds, {_pct(self._confidence())} t interval ==")
             out.append(_interval_table({c: r.over_seeds for c, r in self.collections.items()}, self.systems))
-            out.append(f"== TOST against {self.baseline} within each seed alone ==")
+            out.append(f"== TOST against {self.baseline} within each seed alone (mean difference) ==")
             for c, r in self.collections.items():
+                diffs = r.diffs_by_seed()
                 for system, verdicts in r.verdicts_by_seed().items():
-                    out.append(f"{c:<12} {system}  " + ", ".join(f"seed {k}: {v}" for k, v in verdicts.items()))
+                    out.append(f"{c:<12} {system}  " + ", ".join(f"seed {k}: {v} ({diffs[system][k]:+.4f})"
+                                                                 for k, v in verdicts.items()))
             out.append("")
         if len(self.collections) > 1:
             out.append(f"== {self.metric}: mean over collections, {_pct(self._confidence())} t interval ==")

@@ -326,3 +326,24 @@ def test_after_a_failed_holder_the_waiting_and_a_new_process_still_take_turns(tm
     c.join(30)
     assert errors == ["interrupted"] and len(computed) == 1
     assert sorted(reused for _, reused in results.values()) == [False, True]
+
+
+def test_nearest_differences_name_what_keeps_a_stage_from_being_reused(tmp_path):
+    """Two teachers in the store; asked about a third, the nearest one's differing settings are named (a
+    mapping's fields one level down, a fingerprint as one setting), with the inputs; none for one that is
+    there; None for a stage with no artifact."""
+    store = ArtifactStore(tmp_path)
+    groups, other_groups = (store.run("mine", {"s": s}, {}, lambda w: None)[0] for s in (1, 2))
+    model = {"files": [["model.safetensors", "aaa"], ["vocab.txt", "bbb"]]}
+    settings = {"recipe": {"lr": 1e-4, "loss": "lce"}, "model": model, "folds": 3}
+    store.run("teacher", settings, {"groups": groups}, lambda w: None)
+    store.run("teacher", {**settings, "recipe": {"lr": 2e-5, "loss": "kl"}, "folds": 2}, {"groups": groups},
+              lambda w: None)
+    assert store.nearest_differences("teacher", settings, {"groups": groups}) == []
+    moved = {"files": [["model.safetensors", "ccc"], ["vocab.txt", "bbb"]]}
+    assert store.nearest_differences("teacher", {**settings, "model": moved}, {"groups": other_groups}) == [
+        "inputs.groups", "model.files"]
+    assert store.nearest_differences("teacher", {**settings, "recipe": {"lr": 2e-5, "loss": "lce"}},
+                                     {"groups": groups}) == ["recipe.lr"]
+    assert store.nearest_differences("teacher", {**settings, "seed": 1}, {"groups": groups}) == ["seed"]
+    assert store.nearest_differences("score", settings, {}) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -519,7 +520,7 @@ def test_untrained_reference_is_the_students_starting_point(reference, tmp_path)
     assert json.loads(one.file("model/config.json").read_text())["num_hidden_layers"] == 1
 
 
-def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, tiny_bert_dir):
+def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, tiny_bert_dir, caplog):
     """An artifact key holds the fingerprint of the weights a model setting resolves to: the default encoder
     when the setting is unset (so a trained teacher is redone when the default checkpoint changes), the same
     weights in another folder give the same key, and one changed byte gives another."""
@@ -567,6 +568,15 @@ def test_model_settings_key_on_the_weights_they_resolve_to(reference, tmp_path, 
     study.teacher()
     assert seen["teacher"]["model"] == fingerprint(bundled_model_path())
     assert seen["teacher"]["recipe"]["model"] is None
+
+    # the study's folder holds a teacher made from another copy of the model: training it again says why
+    made = tmp_path / "out" / "artifacts" / "teacher" / ("f" * 16)
+    made.mkdir(parents=True)
+    other = {**seen["teacher"], "model": _model_identity(str(tiny_bert_dir))}
+    (made / "manifest.json").write_text(json.dumps({"settings": other, "inputs": {"groups": {"hash": Done.hash}}}))
+    with caplog.at_level(logging.WARNING, logger="rankdistill.run"):
+        study.teacher()
+    assert "was made with other settings (model.files), so a new one is trained" in caplog.text
 
 
 def test_mine_keys_hold_the_teachers_scoring_length_and_the_system_files_content(reference, tmp_path):

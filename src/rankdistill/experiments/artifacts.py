@@ -93,6 +93,18 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _leaves(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: value}`` of a stage's settings, with a mapping's fields as ``name.field`` (two levels: a
+    model's or a dataset's fingerprint stays one setting)."""
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        if isinstance(v, Mapping) and v:
+            out.update({f"{k}.{f}": x for f, x in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -110,15 +122,20 @@ def _finished(stage: str, key: str, path: Path) -> Artifact | None:
                              fix="delete that artifact's folder; a run makes it again") from None
 
 
-def finished_artifacts(root: str | os.PathLike) -> Iterator[Artifact]:
+def finished_artifacts(root: str | os.PathLike, stage: str | None = None) -> Iterator[Artifact]:
     """The finished artifacts under store folder ``root``, by stage then hash (none where ``root`` does not
-    exist). Work folders (``.<hash>.partial``) and the remains of a failed stage (no manifest) are left out."""
+    exist); with ``stage``, ``root`` is that stage's folder of a store. Work folders (``.<hash>.partial``) and
+    the remains of a failed stage (no manifest) are left out."""
     root = Path(root)
     if not root.is_dir():
         return
-    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    if stage is not None:
+        stage_dirs = [root]
+    else:
+        stage_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    for stage_dir in stage_dirs:
         for path in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            art = _finished(stage_dir.name, path.name, path)
+            art = _finished(stage or stage_dir.name, path.name, path)
             if art is not None:
                 yield art
 
@@ -166,6 +183,27 @@ class ArtifactStore:
 
     def get(self, stage: str, key: str) -> Artifact | None:
         return _finished(stage, key, self.root / stage / key)
+
+    def nearest_differences(self, stage: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact]
+                            ) -> list[str] | None:
+        """What keeps the store's artifacts of ``stage`` from being this one: the settings (``name`` or
+        ``name.field``, two levels down) and inputs (``inputs.name``) in which the finished artifact of that
+        stage nearest to it differs, fewest first; ``[]`` when it is in the store, ``None`` when the stage has
+        no finished artifact to compare with.
+
+        A stage that a study has once (its teacher) is made again when any of these change, also when nobody
+        meant to change them (another copy of the model, another data folder): this names what did."""
+        mine = {**_leaves(settings), **{f"inputs.{k}": v.hash for k, v in inputs.items()}}
+        best: list[str] | None = None
+        for art in finished_artifacts(self.root / stage, stage=stage):
+            m = art.manifest
+            theirs = {**_leaves(m.get("settings", {})),
+                      **{f"inputs.{k}": v.get("hash") for k, v in m.get("inputs", {}).items()}}
+            diff = sorted(k for k in mine.keys() | theirs.keys()
+                          if k not in mine or k not in theirs or stable_hash(mine[k]) != stable_hash(theirs[k]))
+            if best is None or len(diff) < len(best):
+                best = diff
+        return best
 
     def run(self, stage: str, settings: Mapping[str, Any], inputs: Mapping[str, Artifact],
             fn: Callable[[Path], dict | None], seed: int | None = None, gpu: bool = False) -> tuple[Artifact, bool]:

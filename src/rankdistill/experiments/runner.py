@@ -456,6 +456,11 @@ class Study:
             return self._train_crossfit(work, groups.file("groups.jsonl"), train)
 
         label = f"trained ({r.arch}, {r.loss}{f', {r.folds} cross-fitted members' if r.folds > 1 else ''})"
+        differ = self.store.nearest_differences("teacher", settings, {"groups": groups})
+        if differ:  # the costliest stage before the cells, once per study: say why it is not reused
+            logger.warning("[teacher] the teacher in %s was made with other settings (%s), so a new one is "
+                           "trained (a study resumed elsewhere needs the model and data it was started with)",
+                           self.store.root / "teacher", ", ".join(differ))
         self.teacher_art = self._run("teacher", settings, {"groups": groups}, fn, p, label)
 
     def _train_crossfit(self, work: Path, group_file: Path, train: Callable[[Path, Path, int], dict]) -> dict:

@@ -79,6 +79,21 @@ def test_same_seed_same_bytes_other_seed_other_weights(bi_kl_run, scifact_dir, s
     assert not same_weights(first.output, other.output)
 
 
+@pytest.mark.parametrize("arch", ["bi", "cross"])
+def test_data_loader_processes_give_the_same_bytes(arch, scifact_dir, scifact_groups, scifact_scores,  # noqa: F811
+                                                   tiny_bert_dir, tmp_path):
+    """On a GPU the batches are put together by data-loader processes (up to 4; none on a CPU unless asked),
+    which take the plan, the token cache and the batch builder by pickling: the study's cells run this way on
+    the device only, so the CPU checks it here. Two processes give the losses and the weights of none."""
+    base = config(scifact_dir, scifact_groups[0], tmp_path / "inline", scores=scifact_scores, model=tiny_bert_dir,
+                  arch=arch)
+    inline = train(base)
+    two = train(dataclasses.replace(base, runtime=dataclasses.replace(base.runtime, output=str(tmp_path / "two"),
+                                                                      workers=2)))
+    assert two.losses == inline.losses and len(two.losses) == 6
+    assert (two.output / "model.safetensors").read_bytes() == (inline.output / "model.safetensors").read_bytes()
+
+
 def test_rerun_of_a_finished_run_is_a_no_op_and_other_settings_refuse(bi_kl_run, caplog):
     cfg, first = bi_kl_run
     before = (first.output / "model.safetensors").stat().st_mtime_ns

@@ -123,19 +123,15 @@ def _finished(stage: str, key: str, path: Path) -> Artifact | None:
 
 
 def finished_artifacts(root: str | os.PathLike, stage: str | None = None) -> Iterator[Artifact]:
-    """The finished artifacts under store folder ``root``, by stage then hash (none where ``root`` does not
-    exist); with ``stage``, ``root`` is that stage's folder of a store. Work folders (``.<hash>.partial``) and
-    the remains of a failed stage (no manifest) are left out."""
+    """The finished artifacts under store folder ``root``, by stage then hash, of every stage or of ``stage``
+    only (none where ``root`` does not exist). Work folders (``.<hash>.partial``) and the remains of a failed
+    stage (no manifest) are left out."""
     root = Path(root)
     if not root.is_dir():
         return
-    if stage is not None:
-        stage_dirs = [root]
-    else:
-        stage_dirs = sorted(p for p in root.iterdir() if p.is_dir())
-    for stage_dir in stage_dirs:
+    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir() and stage in (None, p.name)):
         for path in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            art = _finished(stage or stage_dir.name, path.name, path)
+            art = _finished(stage_dir.name, path.name, path)
             if art is not None:
                 yield art
 
@@ -195,7 +191,7 @@ class ArtifactStore:
         meant to change them (another copy of the model, another data folder): this names what did."""
         mine = {**_leaves(settings), **{f"inputs.{k}": v.hash for k, v in inputs.items()}}
         best: list[str] | None = None
-        for art in finished_artifacts(self.root / stage, stage=stage):
+        for art in finished_artifacts(self.root, stage):
             m = art.manifest
             theirs = {**_leaves(m.get("settings", {})),
                       **{f"inputs.{k}": v.get("hash") for k, v in m.get("inputs", {}).items()}}
